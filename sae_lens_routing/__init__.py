@@ -1,0 +1,44 @@
+"""RouteSAE (Shi et al., EMNLP 2025) for SAELens.
+
+Importing this package registers the ``"routesae"`` architecture with SAELens, so `SAE.load_from_disk`,
+`SAE.from_pretrained` and SAELens training runs know it.
+"""
+
+from sae_lens.registry import (
+    get_sae_class,
+    get_sae_training_class,
+    register_sae_class,
+    register_sae_training_class,
+)
+
+from sae_lens_routing.config import ARCHITECTURE, RouteSAEConfig, RouteTrainingSAEConfig
+from sae_lens_routing.layers import paper_hook_names, paper_layers
+from sae_lens_routing.official import load_official_checkpoint
+from sae_lens_routing.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
+
+
+def _register() -> None:
+    """Register once: importlib.reload must not trip SAELens's re-registration guard."""
+    try:
+        get_sae_class(ARCHITECTURE)
+    except KeyError:
+        register_sae_class(ARCHITECTURE, RouteSAE, RouteSAEConfig)
+    try:
+        get_sae_training_class(ARCHITECTURE)
+    except KeyError:
+        register_sae_training_class(ARCHITECTURE, RouteTrainingSAE, RouteTrainingSAEConfig)
+
+
+_register()
+
+__all__ = [
+    "RouteSAE",
+    "RouteSAEConfig",
+    "RouteTrainingSAE",
+    "RouteTrainingSAEConfig",
+    "RoutedOutput",
+    "load_official_checkpoint",
+    "normalized_mse",
+    "paper_hook_names",
+    "paper_layers",
+]
