@@ -1,0 +1,74 @@
+"""`RouteSAETrainer`: SAELens's `SAETrainer`, made safe to run on several ranks at once.
+
+On one process it is exactly `SAETrainer`. Under torchrun (a process group is initialised) it averages
+gradients in backward, keeps the dead-latent statistics global (a latent that fired on any rank fired), averages
+logged metrics and eval results over ranks, and lets only rank 0 write checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from sae_lens.saes.sae import TrainStepOutput
+from sae_lens.training.sae_trainer import SAETrainer
+
+from sae_lens_routing.distributed import (
+    all_reduce_mean_scalars,
+    average_gradients_in_backward,
+    broadcast_parameters,
+    dist_info,
+)
+
+
+class RouteSAETrainer(SAETrainer):
+    """`SAETrainer` with data-parallel hooks; uses only the trainer's public seams (step, checkpoint, logs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dist = dist_info()
+        if self.dist.enabled:
+            broadcast_parameters(self.sae)
+            self._grad_hooks = average_gradients_in_backward(self.sae)
+            if self.evaluator is not None:
+                local_evaluator = self.evaluator
+
+                def evaluator(sae: Any, data_provider: Any, scaler: Any) -> dict[str, Any]:
+                    return all_reduce_mean_scalars(local_evaluator(sae, data_provider, scaler))
+
+                self.evaluator = evaluator
+
+    def step(self, batch: torch.Tensor) -> TrainStepOutput:
+        if not self.dist.enabled:
+            return super().step(batch)
+        freq_before = self.act_freq_scores.clone()
+        output = super().step(batch)
+        # Global dead-latent bookkeeping: same dead mask (hence same aux loss) on every rank.
+        dist.all_reduce(self.n_forward_passes_since_fired, op=dist.ReduceOp.MIN)
+        delta = self.act_freq_scores - freq_before
+        dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+        self.act_freq_scores = freq_before + delta
+        self.n_frac_active_samples += (self.dist.world_size - 1) * self.cfg.train_batch_size_samples
+        return output
+
+    @torch.no_grad()
+    def build_train_step_log_dict(self, output: TrainStepOutput, n_training_samples: int) -> dict[str, Any]:
+        log = super().build_train_step_log_dict(output, n_training_samples)
+        if not self.dist.enabled:
+            return log
+        log = all_reduce_mean_scalars(log)
+        log["details/n_training_samples"] = n_training_samples * self.dist.world_size
+        return log
+
+    def save_checkpoint(
+        self,
+        checkpoint_name: str,
+        base_path: Path | str | None = None,
+        wandb_aliases: list[str] | None = None,
+    ) -> None:
+        if self.dist.is_main:
+            super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)
+        if self.dist.enabled:
+            dist.barrier()
