@@ -12,8 +12,18 @@ from sae_lens.registry import (
 )
 
 from sae_lens_routing.config import ARCHITECTURE, RouteSAEConfig, RouteTrainingSAEConfig
+from sae_lens_routing.hub import upload_route_sae
+from sae_lens_routing.integrity import IntegrityError
 from sae_lens_routing.layers import paper_hook_names, paper_layers
+from sae_lens_routing.loaders import route_sae_disk_loader, route_sae_huggingface_loader
+from sae_lens_routing.model_card import write_model_card
 from sae_lens_routing.official import load_official_checkpoint
+from sae_lens_routing.official_hub import official_disk_loader, official_huggingface_loader
+from sae_lens_routing.releases import (
+    get_routed_saes_directory,
+    load_route_sae,
+    load_route_sae_with_cfg_and_sparsity,
+)
 from sae_lens_routing.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
 
 
@@ -38,6 +48,16 @@ __all__ = [
     "RouteTrainingSAEConfig",
     "RoutedOutput",
     "load_official_checkpoint",
+    "IntegrityError",
+    "get_routed_saes_directory",
+    "load_route_sae",
+    "load_route_sae_with_cfg_and_sparsity",
+    "official_disk_loader",
+    "official_huggingface_loader",
+    "route_sae_disk_loader",
+    "route_sae_huggingface_loader",
+    "upload_route_sae",
+    "write_model_card",
     "normalized_mse",
     "paper_hook_names",
     "paper_layers",

@@ -22,6 +22,7 @@ from torch import nn
 from typing_extensions import override
 
 from sae_lens_routing.config import RouteSAEConfig, RouteTrainingSAEConfig
+from sae_lens_routing.integrity import check_route_state_dict
 from sae_lens_routing.router import Routing, Standardized, route, router_input, standardize
 from sae_lens_routing.topk import RoutedTopK
 
@@ -84,6 +85,14 @@ class _RoutedSAEMixin:
 
     def get_activation_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return RoutedTopK(self.cfg.k, relu=self.cfg.topk_relu)
+
+    def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
+        """SAELens calls this before `load_state_dict` on every load path (load_from_disk, from_pretrained,
+        checkpoints): check keys and shapes against the config first, so a mismatch names the field."""
+        check_route_state_dict(
+            state_dict, d_in=self.cfg.d_in, d_sae=self.cfg.d_sae, n_layers=self.n_layers, source="RouteSAE weights"
+        )
+        super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
 
     # ---- input checks ------------------------------------------------------------------------
     def check_routed_acts(self, acts: torch.Tensor, check_finite: bool = True) -> None:
