@@ -80,6 +80,11 @@ def check_safetensors_file(path: str | Path) -> dict[str, Any]:
         if len(prefix) < 8:
             raise IntegrityError(f"{path} is truncated: {size} bytes, shorter than the 8-byte header length")
         (n,) = struct.unpack("<Q", prefix)
+        if (n > _MAX_HEADER_BYTES or 8 + n > size) and prefix.startswith((b"PK\x03\x04", b"\x80")):
+            raise IntegrityError(
+                f"{path} is not a safetensors file: it looks like a torch.save/pickle file, which is never "
+                "unpickled here; re-save the weights with safetensors (save_inference_model does)"
+            )
         if n > _MAX_HEADER_BYTES:
             raise IntegrityError(f"{path} is corrupted: header length field says {n} bytes")
         if 8 + n > size:

@@ -159,7 +159,12 @@ def official_huggingface_loader(
                 f"{repo_id}: {prefix + name} not found (in the Hub repo or the local cache)"
             ) from e
 
-    sidecar_path = None if "checkpoint" in side_overrides else fetch(OFFICIAL_SIDECAR_FILENAME)
+    try:
+        sidecar_path: Path | None = fetch(OFFICIAL_SIDECAR_FILENAME)
+    except IntegrityError:
+        if "checkpoint" not in side_overrides:  # without a sidecar, overrides must say everything
+            raise
+        sidecar_path = None
     sidecar = read_sidecar(sidecar_path, side_overrides, source)
     cfg, state = convert_official_folder(fetch(sidecar["checkpoint"]), sidecar, device, cfg_overrides)
     return cfg, state, None
