@@ -202,3 +202,21 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
     assert f"uploaded {REPO}/k4/README.md" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--routing-shares must be comma-separated numbers"):
         main([*args, "--routing-shares", "a,b", "--dry-run"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_from_pretrained_onto_cuda(tmp_path, monkeypatch):
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    sae, log_sparsity = train_and_save(folder)
+    populate_hf_cache(tmp_path / "hf", REPO, folder_files(folder, "k4"))
+    offline_cache(monkeypatch, tmp_path / "hf")
+    for loaded, _, sparsity in (
+        SAE.from_pretrained_with_cfg_and_sparsity(REPO, "k4", device="cuda"),
+        load_route_sae_with_cfg_and_sparsity(REPO, "k4", device="cuda"),
+    ):
+        assert loaded.W_router.device.type == "cuda" and loaded.W_enc.dtype == torch.float32
+        assert sparsity.device.type == "cuda"
+        acts = torch.randn(32, 4, 16)
+        got = loaded.forward_routed(acts.to("cuda")).sae_out.cpu()
+        torch.testing.assert_close(got, sae.forward_routed(acts).sae_out, atol=1e-4, rtol=1e-4)

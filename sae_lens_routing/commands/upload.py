@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             args.path, sae_id, with_chart=shares is not None, root_card=root_card is not False
         )
         for p in planned:
-            print(f"would upload {args.repo_id}/{p}")
+            note = " (if the repo has no README.md yet)" if p == "README.md" and root_card is None else ""
+            print(f"would upload {args.repo_id}/{p}{note}")
         return 0
     uploaded = upload_route_sae(
         args.path,
