@@ -25,6 +25,9 @@ from sae_lens_routing.releases import (
     load_route_sae_with_cfg_and_sparsity,
 )
 from sae_lens_routing.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
+from sae_lens_routing.runner import RouteSAETrainingRunner, training_summary
+from sae_lens_routing.store import MultiLayerActivationsStore
+from sae_lens_routing.trainer import RouteSAETrainer
 
 
 def _register() -> None:
@@ -42,6 +45,10 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "MultiLayerActivationsStore",
+    "RouteSAETrainer",
+    "RouteSAETrainingRunner",
+    "training_summary",
     "RouteSAE",
     "RouteSAEConfig",
     "RouteTrainingSAE",

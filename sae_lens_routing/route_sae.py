@@ -90,7 +90,11 @@ class _RoutedSAEMixin:
         """SAELens calls this before `load_state_dict` on every load path (load_from_disk, from_pretrained,
         checkpoints): check keys and shapes against the config first, so a mismatch names the field."""
         check_route_state_dict(
-            state_dict, d_in=self.cfg.d_in, d_sae=self.cfg.d_sae, n_layers=self.n_layers, source="RouteSAE weights"
+            state_dict,
+            d_in=self.cfg.d_in,
+            d_sae=self.cfg.d_sae,
+            n_layers=self.n_layers,
+            source="RouteSAE weights",
         )
         super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
 
@@ -100,6 +104,12 @@ class _RoutedSAEMixin:
         want = (self.n_layers, self.cfg.d_in)
         if not isinstance(acts, torch.Tensor):
             raise ValueError(f"acts must be a torch.Tensor of shape [..., L={want[0]}, d_in={want[1]}]")
+        if acts.ndim == 2 and acts.shape[-1] == want[1]:
+            raise ValueError(
+                f"RouteSAE got single-hook activations of shape {tuple(acts.shape)}; it needs all L={want[0]} "
+                "routed layers per token, [..., L, d_in]. Train it with sae_lens_routing.RouteSAETrainingRunner "
+                "(not SAELens's LanguageModelSAETrainingRunner, whose store reads one hook)."
+            )
         if acts.ndim < 2 or tuple(acts.shape[-2:]) != want:
             raise ValueError(
                 f"acts must have shape [..., L, d_in] = [..., {want[0]}, {want[1]}] "
@@ -119,8 +129,9 @@ class _RoutedSAEMixin:
 
     def forward_routed(self, acts: torch.Tensor, check_inputs: bool = True) -> RoutedOutput:
         """Route raw activations of the L hooks [..., L, d_in], then encode and decode the routed input."""
-        if check_inputs:
-            self.check_routed_acts(acts)
+        self.check_routed_acts(
+            acts, check_finite=check_inputs
+        )  # shapes always; finiteness syncs, so optional
         std, routing = self.route_acts(acts)
         feature_acts, hidden_pre, sae_out = self._encode_decode_standardized(routing.sae_in)
         return RoutedOutput(

@@ -27,3 +27,68 @@ def make_training_sae(
 @pytest.fixture
 def training_sae() -> RouteTrainingSAE:
     return make_training_sae()
+
+
+def tiny_model(n_layers: int = 4, d_model: int = 16, n_ctx: int = 32, d_vocab: int = 50, seed: int = 0):
+    """A random HookedTransformer small enough to run thousands of tokens per second on one CPU core."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=n_ctx,
+        d_head=4,
+        n_heads=d_model // 4,
+        d_mlp=2 * d_model,
+        d_vocab=d_vocab,
+        act_fn="relu",
+        normalization_type="LN",
+        seed=seed,
+    )
+    return HookedTransformer(cfg).eval()
+
+
+def token_dataset(n_rows: int = 64, context: int = 16, d_vocab: int = 50, bos: int = 0, seed: int = 0):
+    """A pre-tokenised local `datasets.Dataset` whose rows start with a BOS token id."""
+    from datasets import Dataset
+
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randint(1, d_vocab, (n_rows, context), generator=gen)
+    rows[:, 0] = bos
+    return Dataset.from_dict({"tokens": rows.tolist()})
+
+
+def route_runner_cfg(tmp_path, hook_names=None, **overrides):
+    """A small `LanguageModelSAERunnerConfig` for a RouteSAE on `tiny_model()`."""
+    from sae_lens import LanguageModelSAERunnerConfig
+    from sae_lens.config import LoggingConfig
+
+    sae_kw = overrides.pop("sae", {})
+    sae = RouteTrainingSAEConfig(
+        d_in=16,
+        d_sae=32,
+        k=4,
+        hook_names=hook_names or [f"blocks.{i}.hook_resid_post" for i in (1, 2)],
+        **sae_kw,
+    )
+    base = dict(
+        sae=sae,
+        model_name="tiny",
+        dataset_path="",
+        is_dataset_tokenized=True,
+        context_size=16,
+        streaming=False,
+        training_tokens=2048,
+        train_batch_size_tokens=128,
+        store_batch_size_prompts=4,
+        n_batches_in_buffer=16,
+        device="cpu",
+        dtype="float32",
+        exclude_special_tokens=[0],
+        lr=1e-3,
+        logger=LoggingConfig(log_to_wandb=False),
+        output_path=str(tmp_path / "out"),
+        verbose=False,
+    )
+    base.update(overrides)
+    return LanguageModelSAERunnerConfig(**base)
