@@ -1,0 +1,60 @@
+"""Run under `torchrun --nproc_per_node 2` by tests/test_torchrun.py: one RouteSAE config run on 2 CPU ranks.
+
+It records, per rank, the tokens each rank read and a checksum of the SAE parameters and the loss after every
+step (test instrumentation only), then trains through the ordinary `RouteSAETrainingRunner`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import route_runner_cfg, tiny_model, token_dataset  # noqa: E402
+
+from sae_lens_routing.runner import RouteSAETrainingRunner  # noqa: E402
+from sae_lens_routing.trainer import RouteSAETrainer  # noqa: E402
+
+
+def main(out_dir: str) -> None:
+    out = Path(out_dir)
+    rank = int(os.environ["RANK"])
+    record: dict[str, list] = {"tokens": [], "param_sums": [], "losses": []}
+    cfg = route_runner_cfg(
+        out,
+        training_tokens=256 * 12,
+        train_batch_size_tokens=256,
+        n_batches_in_buffer=32,
+        lr=2e-2,
+        n_checkpoints=1,
+        checkpoint_path=str(out / "ckpt"),
+        output_path=str(out / "final"),
+        seed=7,
+    )
+    runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(256), override_model=tiny_model())
+    store = runner.activations_store
+    get_tokens = store.get_batch_tokens
+
+    def recording_get_batch_tokens(*args, **kwargs):
+        tokens = get_tokens(*args, **kwargs)
+        record["tokens"].extend(tokens.tolist())
+        return tokens
+
+    store.get_batch_tokens = recording_get_batch_tokens
+    step = RouteSAETrainer.step
+
+    def recording_step(self, batch):
+        output = step(self, batch)
+        record["losses"].append(output.loss.item())
+        record["param_sums"].append([float(p.detach().double().sum()) for p in self.sae.parameters()])
+        return output
+
+    RouteSAETrainer.step = recording_step
+    runner.run()
+    (out / f"rank{rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,60 @@
+"""`torchrun --nproc_per_node 2` on CPU (gloo, loopback): one RouteSAE trained data-parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from sae_lens_routing import RouteSAE
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(HERE / "ddp_train_script.py"),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    # each rank read its own shard of the dataset
+    assert r0["tokens"] and r1["tokens"]
+    assert not {tuple(t) for t in r0["tokens"]} & {tuple(t) for t in r1["tokens"]}
+    # identical parameters on both ranks after every step
+    assert len(r0["param_sums"]) == len(r1["param_sums"]) == 12
+    assert r0["param_sums"] == r1["param_sums"]
+    # the loss falls
+    assert sum(r0["losses"][-3:]) < 0.8 * sum(r0["losses"][:3]), r0["losses"]
+    # only rank 0 wrote checkpoints and the final folder
+    assert len([p for p in (tmp_path / "ckpt").iterdir()]) == 1
+    sae = SAE.load_from_disk(tmp_path / "final")
+    assert isinstance(sae, RouteSAE)
+    out = sae.forward_routed(torch.randn(4, 2, 16))
+    assert out.sae_out.shape == (4, 16)
