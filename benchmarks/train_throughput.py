@@ -1,0 +1,265 @@
+"""End-to-end RouteSAE training throughput vs a bare model forward and SAELens's stock single-layer TopK run.
+
+Side by side in one process, same random-weight model, same tokens, same d_sae/k/batch:
+  (a) bare forward: `model(tokens, stop_at_layer=last routed block + 1)`;
+  (b) SAELens's stock `LanguageModelSAETrainingRunner` + `TopKTrainingSAEConfig` on the last routed hook;
+  (c) `RouteSAETrainingRunner` on all routed hooks, with its time split into model forward / buffer / SAE step.
+
+Presets: `paper` = the paper's shape (Llama-3.2-1B-shaped HookedTransformer, 16 layers, d_model 2048, blocks 3..11,
+d_sae 16384, k 64, 64 x 512-token batches, bf16 model + autocast on CUDA); `cpu` = a small shape that runs in
+about a minute on 2 cores. Absolute times only mean something on a GPU.
+
+    python benchmarks/train_throughput.py --preset cpu
+    python benchmarks/train_throughput.py --preset paper --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner
+from sae_lens.config import LoggingConfig
+from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from sae_lens_routing import RouteSAETrainingRunner, RouteTrainingSAEConfig
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Preset:
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    n_kv_heads: int
+    d_vocab: int
+    routed_blocks: range
+    d_sae: int
+    k: int
+    prompts: int  # sequences per model forward (and per SAE step)
+    context: int
+    steps: int
+    warmup_steps: int
+
+
+PRESETS = {
+    "paper": Preset(16, 2048, 8192, 32, 8, 128256, range(3, 12), 16384, 64, 64, 512, 30, 5),
+    "cpu": Preset(8, 256, 1024, 8, 2, 4096, range(1, 6), 2048, 32, 8, 128, 12, 3),
+}
+
+
+def build_model(p: Preset, device: str, dtype: torch.dtype) -> HookedTransformer:
+    cfg = HookedTransformerConfig(
+        n_layers=p.n_layers,
+        d_model=p.d_model,
+        d_mlp=p.d_mlp,
+        n_heads=p.n_heads,
+        n_key_value_heads=p.n_kv_heads,
+        d_head=p.d_model // p.n_heads,
+        d_vocab=p.d_vocab,
+        n_ctx=p.context,
+        act_fn="silu",
+        gated_mlp=True,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=p.d_model // p.n_heads,
+        final_rms=True,
+        device=device,
+        dtype=dtype,
+        seed=0,
+    )
+    return HookedTransformer(cfg).eval()
+
+
+def token_dataset(p: Preset, n_rows: int) -> Dataset:
+    gen = torch.Generator().manual_seed(0)
+    return Dataset.from_dict(
+        {"tokens": torch.randint(1, p.d_vocab, (n_rows, p.context), generator=gen).tolist()}
+    )
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def runner_cfg(p: Preset, sae: Any, device: str, fast: bool, hook_name: str) -> LanguageModelSAERunnerConfig:
+    batch = p.prompts * p.context
+    return LanguageModelSAERunnerConfig(
+        sae=sae,
+        model_name="random",
+        hook_name=hook_name,
+        dataset_path="",
+        is_dataset_tokenized=True,
+        context_size=p.context,
+        streaming=False,
+        training_tokens=batch * p.steps,
+        train_batch_size_tokens=batch,
+        store_batch_size_prompts=p.prompts,
+        n_batches_in_buffer=2 * p.prompts,
+        device=device,
+        dtype="bfloat16" if fast else "float32",
+        autocast=fast,
+        exclude_special_tokens=False,
+        logger=LoggingConfig(log_to_wandb=False),
+        output_path=None,
+        verbose=False,
+        lr=2e-4,
+    )
+
+
+def time_steps(runner: Any, device: str, p: Preset) -> dict[str, float]:
+    """Train through the runner and time it step by step (benchmark instrumentation only).
+
+    Between two steps the trainer pulls the next batch (model forward + mixing buffer); inside a step it runs the
+    SAE forward, backward and optimiser. The model forward is timed by wrapping the store's activation method.
+    """
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    stamps: list[tuple[float, float]] = []  # (step entry, step exit)
+    forward_time = [0.0]
+    store = runner.activations_store
+    forward_name = (
+        "get_multi_hook_activations" if hasattr(store, "get_multi_layer_activations") else "get_activations"
+    )
+    forward = getattr(store, forward_name)
+
+    def timed_forward(tokens: torch.Tensor) -> Any:
+        sync(device)
+        t = time.perf_counter()
+        out = forward(tokens)
+        sync(device)
+        if p.warmup_steps <= len(stamps) < p.steps:  # not the final evaluation after training
+            forward_time[0] += time.perf_counter() - t
+        return out
+
+    setattr(store, forward_name, timed_forward)
+    step = SAETrainer.step
+
+    def timed_step(self: Any, batch: torch.Tensor) -> Any:
+        sync(device)
+        t = time.perf_counter()
+        out = step(self, batch)
+        sync(device)
+        stamps.append((t, time.perf_counter()))
+        return out
+
+    SAETrainer.step = timed_step  # type: ignore[method-assign]
+    try:
+        runner.run()
+    finally:
+        SAETrainer.step = step  # type: ignore[method-assign]
+    measured = stamps[p.warmup_steps :]
+    elapsed = measured[-1][1] - stamps[p.warmup_steps - 1][1]
+    sae_step = sum(exit_ - entry for entry, exit_ in measured)
+    data = elapsed - sae_step
+    return {
+        "tokens_per_s": len(measured) * p.prompts * p.context / elapsed,
+        "seconds": elapsed,
+        "model_forward_s": forward_time[0],
+        "buffer_s": max(data - forward_time[0], 0.0),
+        "sae_step_s": sae_step,
+    }
+
+
+def bare_forward(model: HookedTransformer, p: Preset, device: str, stop: int) -> float:
+    tokens = torch.as_tensor(token_dataset(p, p.prompts)["tokens"], device=device)
+    with torch.no_grad():
+        for _ in range(2):
+            model(tokens, stop_at_layer=stop)
+        sync(device)
+        t = time.perf_counter()
+        n = max(3, p.steps // 2)
+        for _ in range(n):
+            model(tokens, stop_at_layer=stop)
+        sync(device)
+    return n * tokens.numel() / (time.perf_counter() - t)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sparse-decode", action="store_true", help="RouteSAE use_sparse_activations")
+    parser.add_argument(
+        "--compile-sae", action="store_true", help="torch.compile the SAE training step (both runs)"
+    )
+    args = parser.parse_args()
+    p = PRESETS[args.preset]
+    fast = args.device.startswith("cuda")
+    model = build_model(p, args.device, torch.bfloat16 if fast else torch.float32)
+    hooks = [f"blocks.{i}.hook_resid_post" for i in p.routed_blocks]
+    n_rows = p.prompts * (p.steps + 4)
+
+    bare = bare_forward(model, p, args.device, p.routed_blocks[-1] + 1)
+
+    topk_cfg = runner_cfg(
+        p, TopKTrainingSAEConfig(d_in=p.d_model, d_sae=p.d_sae, k=p.k), args.device, fast, hooks[-1]
+    )
+    topk_cfg.compile_sae = args.compile_sae
+    topk = time_steps(
+        LanguageModelSAETrainingRunner(
+            topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
+        ),
+        args.device,
+        p,
+    )
+
+    route_sae = RouteTrainingSAEConfig(
+        d_in=p.d_model, d_sae=p.d_sae, k=p.k, hook_names=hooks, use_sparse_activations=args.sparse_decode
+    )
+    route_cfg = runner_cfg(p, route_sae, args.device, fast, hooks[-1])
+    route_cfg.compile_sae = args.compile_sae
+    route = time_steps(
+        RouteSAETrainingRunner(route_cfg, override_dataset=token_dataset(p, n_rows), override_model=model),
+        args.device,
+        p,
+    )
+
+    device_name = (
+        torch.cuda.get_device_name()
+        if fast
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    result = {
+        "device": device_name,
+        "preset": args.preset,
+        "routed_layers": len(hooks),
+        "batch_tokens": p.prompts * p.context,
+        "d_sae": p.d_sae,
+        "k": p.k,
+        "sparse_decode": args.sparse_decode,
+        "compile_sae": args.compile_sae,
+        "bare_forward_tokens_per_s": bare,
+        "topk_single_layer_tokens_per_s": topk["tokens_per_s"],
+        "routesae_tokens_per_s": route["tokens_per_s"],
+        "routesae_over_topk": route["tokens_per_s"] / topk["tokens_per_s"],
+        "routesae_over_bare_forward": route["tokens_per_s"] / bare,
+        "routesae_split_s": {k: route[k] for k in ("model_forward_s", "buffer_s", "sae_step_s")},
+        "topk_split_s": {k: topk[k] for k in ("model_forward_s", "buffer_s", "sae_step_s")},
+    }
+    print(json.dumps(result, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"train_throughput_{args.preset}.json").write_text(json.dumps(result, indent=2))
+    main_file = (
+        RESULTS / "train_throughput.json"
+    )  # the headline file: a paper-shape GPU run wins over a CPU one
+    previous = json.loads(main_file.read_text()) if main_file.exists() else {}
+    if args.preset == "paper" or previous.get("preset") != "paper":
+        main_file.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
