@@ -92,3 +92,12 @@ def route_runner_cfg(tmp_path, hook_names=None, **overrides):
     )
     base.update(overrides)
     return LanguageModelSAERunnerConfig(**base)
+
+
+def free_port() -> int:
+    """A free loopback TCP port for a process group's rendezvous."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

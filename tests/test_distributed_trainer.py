@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import make_training_sae
+from conftest import free_port, make_training_sae
 from sae_lens.config import SAETrainerConfig
 
 from sae_lens_routing.trainer import RouteSAETrainer
@@ -53,12 +52,6 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         torch.save(train(rank, world_size, seed=rank), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
