@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sae_lens.constants import RUNNER_CFG_FILENAME
 
+from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.integrity import read_cfg_json
 
 CARD_FILENAME = "README.md"
 CHART_FILENAME = "routing_share.png"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: Sequence[str]) -> list[float]:
@@ -78,7 +66,7 @@ def render_routing_share_chart(shares: Sequence[float], hook_names: Sequence[str
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -208,5 +196,5 @@ def write_model_card(
         )
 
     card = folder / CARD_FILENAME
-    _atomic_write_bytes(card, render("").encode("utf-8"))
+    atomic_write_bytes(card, render("").encode("utf-8"))
     return card, render(chart_prefix)
