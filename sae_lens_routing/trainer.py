@@ -7,6 +7,9 @@ logged metrics and eval results over ranks, and lets only rank 0 write checkpoin
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,22 @@ class RouteSAETrainer(SAETrainer):
         wandb_aliases: list[str] | None = None,
     ) -> None:
         if self.dist.is_main:
-            super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)
+            self._save_checkpoint_atomically(checkpoint_name, base_path, wandb_aliases)
         if self.dist.enabled:
             dist.barrier()
+
+    def _save_checkpoint_atomically(
+        self, checkpoint_name: str, base_path: Path | str | None, wandb_aliases: list[str] | None
+    ) -> None:
+        """Write the whole checkpoint (weights, trainer and store state) under a hidden name, then rename it:
+        a run killed mid-save never leaves a checkpoint folder that looks complete but is not."""
+        base = base_path if base_path is not None else self.cfg.checkpoint_path
+        if base is None:
+            super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)
+            return
+        tmp_name = f".{checkpoint_name}.tmp-{uuid.uuid4().hex[:8]}"
+        super().save_checkpoint(tmp_name, base_path=base, wandb_aliases=wandb_aliases)
+        final = Path(base) / checkpoint_name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(Path(base) / tmp_name, final)

@@ -1,0 +1,68 @@
+"""`python -m sae_lens_routing demo --out out/demo`: the main job (`make demo`).
+
+Trains a small RouteSAE on SmolLM2-135M over BBC News offline (preset `presets/demo.yaml`), then runs every
+later step in `DEMO_STEPS` on it. Each step takes the shared `DemoContext` and writes under `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.run_config import apply_overrides, train_from_config
+from sae_lens_routing.runner import format_summary
+
+HELP = "Run the main job: train a small RouteSAE on SmolLM2-135M + BBC News offline, evaluate, report."
+PRESET = "demo.yaml"
+
+
+@dataclass
+class DemoContext:
+    out: Path
+    config: dict[str, Any]
+    runner: Any = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def preset_config() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(files("sae_lens_routing.presets").joinpath(PRESET).read_text())
+
+
+def train_step(ctx: DemoContext) -> None:
+    ctx.runner, ctx.summary = train_from_config(ctx.config)
+    atomic_write_text(ctx.out / "summary.json", json.dumps(ctx.summary, indent=2))
+    print(format_summary(ctx.summary), flush=True)
+
+
+DEMO_STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [("train", train_step)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="out/demo", help="output folder (the SAE goes to OUT/sae)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    config = apply_overrides(preset_config(), [f"output_path={out / 'sae'}", *args.set])
+    ctx = DemoContext(out=out, config=config)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, step in DEMO_STEPS:
+        start = time.perf_counter()
+        print(f"== demo step: {name}", flush=True)
+        step(ctx)
+        ctx.timings[name] = round(time.perf_counter() - start, 1)
+    print(f"demo finished: outputs in {out}/ (step times, s: {ctx.timings})")
+    return 0
