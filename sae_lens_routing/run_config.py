@@ -122,5 +122,7 @@ def train_from_config(data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         dataset = load_corpus(str(extras["corpus"]))
     cfg = build_runner_config(fields, model)
     runner = RouteSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    if "model_path" in extras:  # so analysis commands can reload the same local model
+        runner.sae.cfg.metadata.model_path = str(extras["model_path"])
     runner.run()
     return runner, training_summary(runner)

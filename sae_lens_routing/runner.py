@@ -150,6 +150,14 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             if isinstance(data_provider, PrefetchingIterator):
                 data_provider.close()
 
+    def sae_for_analysis(self) -> Any:
+        """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is one)."""
+        from sae_lens import SAE
+
+        if self.cfg.output_path is not None and Path(self.cfg.output_path, "cfg.json").exists():
+            return SAE.load_from_disk(self.cfg.output_path, device=str(self.cfg.device))
+        return self.sae
+
     @torch.no_grad()
     def evaluate_final(self) -> dict[str, Any]:
         """Routed metrics of the trained SAE on fresh store batches, plus the trainer's L0/dead latents."""

@@ -44,7 +44,27 @@ def train_step(ctx: DemoContext) -> None:
     print(format_summary(ctx.summary), flush=True)
 
 
-DEMO_STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [("train", train_step)]
+def evaluate_step(ctx: DemoContext) -> None:
+    from sae_lens_routing.commands.evaluate import evaluate, format_eval
+
+    metrics = evaluate(
+        ctx.runner.sae_for_analysis(),
+        ctx.runner.model,
+        ctx.out,
+        corpus=str(ctx.config.get("corpus", "bbcnews")),
+        n_sequences=16,
+        context_size=128,
+        threshold=15.0,
+    )
+    ctx.summary["eval"] = metrics
+    print(f"evaluation: {ctx.out}/eval.json, {ctx.out}/routing_share.png, {ctx.out}/feature_contexts.json")
+    print(format_eval(metrics), flush=True)
+
+
+DEMO_STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
+    ("train", train_step),
+    ("evaluate", evaluate_step),
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
