@@ -1,0 +1,104 @@
+"""MultiLayerActivationsStore tokens/s vs a bare HookedTransformer forward with the same stop_at_layer.
+
+Same model (SmolLM2-135M, offline), same tokens (BBC News, pre-tokenised), side by side in one run. The store's
+number includes everything a training run pays for data: the forward, stacking the L routed layers, special
+token removal, the finiteness check and SAELens's mixing buffer.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/store_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from sae_lens import LanguageModelSAERunnerConfig
+from sae_lens.config import LoggingConfig
+
+from sae_lens_routing import RouteTrainingSAEConfig
+from sae_lens_routing.commands._common import corpus_tokens
+from sae_lens_routing.local_model import load_local_model
+from sae_lens_routing.store import MultiLayerActivationsStore
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per forward")
+    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=12, help="forwards timed per contender")
+    parser.add_argument("--repeats", type=int, default=3, help="alternate the two contenders this many times")
+    args = parser.parse_args()
+    model = load_local_model("smollm2", device=args.device)
+    hooks = [f"blocks.{i}.hook_resid_post" for i in range(3, 10)]  # the demo's routed layers
+    stop = 10
+    n = args.prompts * args.batches
+    tokens = corpus_tokens(model, "bbcnews", n, args.context).to(args.device)
+    dataset = Dataset.from_dict({"tokens": tokens.cpu().tolist()})
+    per_forward = args.prompts * (args.context - 1)  # BOS removed by the store
+    cfg = LanguageModelSAERunnerConfig(
+        sae=RouteTrainingSAEConfig(d_in=576, d_sae=1024, k=32, hook_names=hooks),
+        model_name="smollm2",
+        dataset_path="",
+        is_dataset_tokenized=True,
+        context_size=args.context,
+        streaming=False,
+        training_tokens=10**9,
+        train_batch_size_tokens=per_forward,
+        store_batch_size_prompts=args.prompts,
+        n_batches_in_buffer=2 * args.prompts,
+        device=args.device,
+        exclude_special_tokens=[model.tokenizer.bos_token_id],
+        logger=LoggingConfig(log_to_wandb=False),
+        verbose=False,
+    )
+    bare_times, store_times = [], []
+    with torch.no_grad():
+        model(tokens[: args.prompts], stop_at_layer=stop)  # warm-up
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            for b in range(args.batches):
+                model(tokens[b * args.prompts : (b + 1) * args.prompts], stop_at_layer=stop)
+            bare_times.append(time.perf_counter() - t)
+            store = MultiLayerActivationsStore.from_route_config(model, cfg, override_dataset=dataset)
+            next(store)  # the first yield needs a full buffer (2 forwards); time the steady state after it
+            t = time.perf_counter()
+            got = 0
+            while got < args.batches * per_forward:
+                got += len(next(store))
+            store_times.append(time.perf_counter() - t)
+    bare = args.batches * args.prompts * args.context / min(bare_times)
+    store_tps = args.batches * per_forward / min(store_times)
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    result = {
+        "device": device,
+        "model": "SmolLM2-135M-Instruct",
+        "routed_hooks": hooks,
+        "stop_at_layer": stop,
+        "prompts_per_forward": args.prompts,
+        "context_size": args.context,
+        "bare_forward_tokens_per_s": bare,
+        "store_tokens_per_s": store_tps,
+        "ratio": store_tps / bare,
+        "note": "store tokens exclude the BOS position it drops; bare counts every position",
+    }
+    print(json.dumps(result, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "store_throughput.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
