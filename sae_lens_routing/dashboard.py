@@ -1,0 +1,137 @@
+"""sae-dashboard's feature-centric report for a RouteSAE, unchanged, plus a routing panel, viewable offline.
+
+sae-dashboard reads one hook point (`blocks.N.<name with resid>`, forward stopped after block N) and, for SAEs
+whose activation is SAELens's `TopK`, calls `sae.encode` on it. `routed_hook_point` adds a pseudo `HookPoint`,
+`blocks.N.hook_resid_routed` (N = the last routed block), whose value is the L routed activations stacked to
+[batch, pos, L*d_in]; `RouteSAE.encode` routes that stack, so the dashboard sees exactly the features of
+`forward_routed`. Logit effects use `W_dec @ W_U`: the decoder lives in the standardised space, which maps to the
+raw stream by a positive per-token scale, so the directions (and the ranking of boosted/suppressed tokens) are
+exact while absolute sizes are per standardised unit.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens.hook_points import HookPoint
+
+from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.config import hook_layer
+from sae_lens_routing.offline_assets import inline_assets
+from sae_lens_routing.routing_panel import add_routing_panel, routing_stats
+
+PSEUDO_HOOK = "hook_resid_routed"
+
+
+@contextmanager
+def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
+    """Temporarily add `blocks.N.hook_resid_routed`, whose value is the routed layers stacked [b, p, L*d_in]."""
+    hooks = list(sae.cfg.hook_names)
+    layers = [hook_layer(h) for h in hooks]
+    if any(layer is None for layer in layers):
+        raise ValueError(f"dashboards need routed hooks inside transformer blocks, got {hooks}")
+    missing = [h for h in hooks if h not in model.hook_dict]
+    if missing:
+        raise ValueError(f"sae.cfg.hook_names {missing} are not hook points of the model")
+    block_index = max(layers)  # type: ignore[type-var]
+    block = model.blocks[block_index]
+    if hasattr(block, PSEUDO_HOOK):
+        raise ValueError(f"blocks.{block_index} already has a {PSEUDO_HOOK} (nested routed_hook_point?)")
+    block.add_module(PSEUDO_HOOK, HookPoint())
+    model.setup()  # registers the new hook point in model.hook_dict under its module name
+    name = f"blocks.{block_index}.{PSEUDO_HOOK}"
+    collected: dict[int, torch.Tensor] = {}
+    pseudo: HookPoint = getattr(block, PSEUDO_HOOK)
+
+    def collect(i: int) -> Any:
+        def hook(module: Any, inputs: Any, output: torch.Tensor) -> None:
+            collected[i] = output
+            if len(collected) == len(hooks):
+                pseudo(torch.cat([collected[j] for j in range(len(hooks))], dim=-1))
+                collected.clear()
+
+        return hook
+
+    handles = [model.hook_dict[h].register_forward_hook(collect(i)) for i, h in enumerate(hooks)]
+    try:
+        yield name
+    finally:
+        for handle in handles:
+            handle.remove()
+        delattr(block, PSEUDO_HOOK)
+        model.setup()
+
+
+def parse_features(spec: str | Sequence[int], d_sae: int) -> list[int]:
+    """`"0-63"`, `"1,5,9"`, `"0-9,20"` or a list of ints -> validated feature indices."""
+    if isinstance(spec, str):
+        features: list[int] = []
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                features.extend(range(lo, hi + 1))
+            elif part:
+                features.append(int(part))
+    else:
+        features = [int(f) for f in spec]
+    bad = [f for f in features if not 0 <= f < d_sae]
+    if not features or bad:
+        raise ValueError(f"features must be indices in [0, d_sae={d_sae}), got {bad or spec!r}")
+    return sorted(set(features))
+
+
+def routed_dashboard(
+    sae: Any,
+    model: Any,
+    tokens: torch.Tensor,
+    features: str | Sequence[int],
+    out_html: str | Path,
+    *,
+    minibatch_size_tokens: int = 16,
+    minibatch_size_features: int = 64,
+    offline: bool = True,
+) -> dict[str, Any]:
+    """Write sae-dashboard's feature-centric HTML for `features` of a RouteSAE, with a routing panel.
+
+    Returns {"vis_data": SaeVisData, "routing": per-feature routing stats, "path": out_html}.
+    """
+    from sae_dashboard.data_writing_fns import save_feature_centric_vis
+    from sae_dashboard.sae_vis_data import SaeVisConfig
+    from sae_dashboard.sae_vis_runner import SaeVisRunner
+
+    if getattr(model, "tokenizer", None) is None:
+        raise ValueError(
+            "the model needs a tokenizer (load it with load_local_model or HookedTransformer.from_pretrained)"
+        )
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [n_sequences, seq_len], got {tuple(tokens.shape)}")
+    feature_list = parse_features(features, sae.cfg.d_sae)
+    encoder = copy.deepcopy(sae)  # sae-dashboard folds decoder norms in place
+    with routed_hook_point(model, encoder) as hook_name:
+        cfg = SaeVisConfig(
+            hook_point=hook_name,
+            features=feature_list,
+            minibatch_size_features=minibatch_size_features,
+            minibatch_size_tokens=minibatch_size_tokens,
+            device=str(tokens.device),
+            verbose=False,
+        )
+        vis_data = SaeVisRunner(cfg).run(encoder=encoder, model=model, tokens=tokens)
+    out_html = Path(out_html)
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_html.with_name(f".{out_html.name}.raw.html")
+    save_feature_centric_vis(sae_vis_data=vis_data, filename=tmp)
+    html = tmp.read_text(encoding="utf-8")
+    tmp.unlink()
+    stats = routing_stats(sae, model, tokens, feature_list)
+    html = add_routing_panel(html, stats, list(sae.cfg.hook_names))
+    if offline:
+        html = inline_assets(html)
+    atomic_write_text(out_html, html)
+    return {"vis_data": vis_data, "routing": stats, "path": out_html}
