@@ -5,6 +5,10 @@ number includes everything a training run pays for data: the forward, stacking t
 token removal, the finiteness check and SAELens's mixing buffer.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/store_throughput.py
+    python benchmarks/store_throughput.py --device cuda --model-path FOLDER --output store_throughput_gpu.json
+
+Throughput does not depend on the weights, so on a machine where the 93 MB GGUF cannot travel `--model-path`
+may be a SmolLM2-shaped Hugging Face folder with random weights (its config.json + tokenizer, see RESULTS.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from sae_lens_routing.store import MultiLayerActivationsStore
 RESULTS = Path(__file__).parent / "results"
 
 
+def synchronize(device: str) -> None:
+    """CUDA kernels run asynchronously: wait for them so a timer measures the work, not the launches."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -37,8 +47,11 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batches", type=int, default=12, help="forwards timed per contender")
     parser.add_argument("--repeats", type=int, default=3, help="alternate the two contenders this many times")
+    parser.add_argument("--model-path", default="smollm2", help="'smollm2', a GGUF or a local HF folder")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--output", default="store_throughput.json", help="file name under results/")
     args = parser.parse_args()
-    model = load_local_model("smollm2", device=args.device)
+    model = load_local_model(args.model_path, device=args.device, dtype=args.dtype)
     hooks = [f"blocks.{i}.hook_resid_post" for i in range(3, 10)]  # the demo's routed layers
     stop = 10
     n = args.prompts * args.batches
@@ -46,7 +59,7 @@ def main() -> None:
     dataset = Dataset.from_dict({"tokens": tokens.cpu().tolist()})
     per_forward = args.prompts * (args.context - 1)  # BOS removed by the store
     cfg = LanguageModelSAERunnerConfig(
-        sae=RouteTrainingSAEConfig(d_in=576, d_sae=1024, k=32, hook_names=hooks),
+        sae=RouteTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=1024, k=32, hook_names=hooks),
         model_name="smollm2",
         dataset_path="",
         is_dataset_tokenized=True,
@@ -57,6 +70,7 @@ def main() -> None:
         store_batch_size_prompts=args.prompts,
         n_batches_in_buffer=2 * args.prompts,
         device=args.device,
+        dtype=args.dtype,
         exclude_special_tokens=[model.tokenizer.bos_token_id],
         logger=LoggingConfig(log_to_wandb=False),
         verbose=False,
@@ -65,16 +79,20 @@ def main() -> None:
     with torch.no_grad():
         model(tokens[: args.prompts], stop_at_layer=stop)  # warm-up
         for _ in range(args.repeats):
+            synchronize(args.device)
             t = time.perf_counter()
             for b in range(args.batches):
                 model(tokens[b * args.prompts : (b + 1) * args.prompts], stop_at_layer=stop)
+            synchronize(args.device)
             bare_times.append(time.perf_counter() - t)
             store = MultiLayerActivationsStore.from_route_config(model, cfg, override_dataset=dataset)
             next(store)  # the first yield needs a full buffer (2 forwards); time the steady state after it
+            synchronize(args.device)
             t = time.perf_counter()
             got = 0
             while got < args.batches * per_forward:
                 got += len(next(store))
+            synchronize(args.device)
             store_times.append(time.perf_counter() - t)
     bare = args.batches * args.prompts * args.context / min(bare_times)
     store_tps = args.batches * per_forward / min(store_times)
@@ -85,7 +103,8 @@ def main() -> None:
     )
     result = {
         "device": device,
-        "model": "SmolLM2-135M-Instruct",
+        "model": "SmolLM2-135M-Instruct" if args.model_path == "smollm2" else str(args.model_path),
+        "dtype": args.dtype,
         "routed_hooks": hooks,
         "stop_at_layer": stop,
         "prompts_per_forward": args.prompts,
@@ -97,7 +116,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "store_throughput.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / args.output).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
