@@ -1,7 +1,7 @@
 """`python -m sae_lens_routing demo --out out/demo`: the main job (`make demo`).
 
 Trains a small RouteSAE on SmolLM2-135M over BBC News offline (preset `presets/demo.yaml`), then runs every
-later step in `DEMO_STEPS` on it. Each step takes the shared `DemoContext` and writes under `--out`.
+later step in `DEMO_STEPS` on it (evaluation, then an offline sae-dashboard page of live latents). Each step takes the shared `DemoContext` and writes under `--out`.
 """
 
 from __future__ import annotations
@@ -61,9 +61,46 @@ def evaluate_step(ctx: DemoContext) -> None:
     print(format_eval(metrics), flush=True)
 
 
+DASHBOARD_FEATURES = 24
+
+
+def dashboard_features(sae_folder: Path, n: int = DASHBOARD_FEATURES) -> list[int]:
+    """The first `n` latents by index that fired on 0.001%-10% of training tokens (SAELens's saved log10
+    densities): an unbiased sample of live, non-dense latents rather than the most frequent, least specific ones."""
+    from sae_lens.constants import SPARSITY_FILENAME
+    from safetensors.torch import load_file
+
+    log_density = load_file(sae_folder / SPARSITY_FILENAME)["sparsity"]
+    live = ((log_density > -5) & (log_density < -1)).nonzero().flatten().tolist()
+    if not live:
+        raise ValueError(
+            f"no live latents in {sae_folder / SPARSITY_FILENAME}: train longer (training_tokens)"
+        )
+    return live[:n]
+
+
+def dashboard_step(ctx: DemoContext) -> None:
+    from sae_lens_routing.commands._common import corpus_tokens
+    from sae_lens_routing.dashboard import routed_dashboard
+
+    sae = ctx.runner.sae_for_analysis()
+    model = ctx.runner.model
+    features = dashboard_features(Path(ctx.summary["output_path"]))
+    tokens = corpus_tokens(model, str(ctx.config.get("corpus", "bbcnews")), 32, 128, seed=2)
+    html = routed_dashboard(sae, model, tokens, features, ctx.out / "dashboard.html")["path"]
+    print(f"dashboard: {html} (latents {features[0]}..{features[-1]}, {len(features)} live ones)")
+    try:
+        from sae_lens_routing.browser import screenshot
+
+        print(f"dashboard screenshot: {screenshot(html, ctx.out / 'dashboard.png')}", flush=True)
+    except FileNotFoundError as e:  # headless Chromium is optional (apt-get install chromium)
+        print(f"no dashboard screenshot: {e}", flush=True)
+
+
 DEMO_STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("train", train_step),
     ("evaluate", evaluate_step),
+    ("dashboard", dashboard_step),
 ]
 
 
