@@ -86,6 +86,29 @@ def parse_features(spec: str | Sequence[int], d_sae: int) -> list[int]:
     return sorted(set(features))
 
 
+# sae-dashboard's default feature-centric layout: 5 tokens of context each side of a top example (plus one
+# before, for the loss effect), and 20 top examples
+CONTEXT_POSITIONS = 11
+TOP_EXAMPLES = 20
+
+
+def check_tokens(tokens: torch.Tensor, d_vocab: int) -> None:
+    """Fail early and clearly where sae-dashboard would fail deep inside (or silently show nothing)."""
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens must be an integer tensor [n_sequences, seq_len], got {shape}")
+    n, seq_len = tokens.shape
+    if seq_len <= CONTEXT_POSITIONS or n * (seq_len - CONTEXT_POSITIONS) < TOP_EXAMPLES:
+        raise ValueError(
+            f"tokens must have seq_len > {CONTEXT_POSITIONS} and n_sequences * (seq_len - {CONTEXT_POSITIONS}) >= "
+            f"{TOP_EXAMPLES} (sae-dashboard's context and top-example count), got {tuple(tokens.shape)}"
+        )
+    if tokens.min() < 0 or tokens.max() >= d_vocab:
+        raise ValueError(
+            f"tokens must be ids in [0, d_vocab={d_vocab}), got [{tokens.min()}, {tokens.max()}]"
+        )
+
+
 def routed_dashboard(
     sae: Any,
     model: Any,
@@ -105,12 +128,13 @@ def routed_dashboard(
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
 
+    if not hasattr(sae, "forward_routed"):
+        raise ValueError(f"sae must be a RouteSAE (architecture 'routesae'), got {type(sae).__name__}")
     if getattr(model, "tokenizer", None) is None:
         raise ValueError(
             "the model needs a tokenizer (load it with load_local_model or HookedTransformer.from_pretrained)"
         )
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must be [n_sequences, seq_len], got {tuple(tokens.shape)}")
+    check_tokens(tokens, model.cfg.d_vocab)
     feature_list = parse_features(features, sae.cfg.d_sae)
     encoder = copy.deepcopy(sae)  # sae-dashboard folds decoder norms in place
     with routed_hook_point(model, encoder) as hook_name:
@@ -129,7 +153,7 @@ def routed_dashboard(
     save_feature_centric_vis(sae_vis_data=vis_data, filename=tmp)
     html = tmp.read_text(encoding="utf-8")
     tmp.unlink()
-    stats = routing_stats(sae, model, tokens, feature_list)
+    stats = routing_stats(sae, model, tokens, vis_data)
     html = add_routing_panel(html, stats, list(sae.cfg.hook_names))
     if offline:
         html = inline_assets(html)

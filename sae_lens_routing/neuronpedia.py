@@ -53,7 +53,9 @@ def neuronpedia_batch(
         feature["routing"] = {
             "hook_names": hooks,
             "top_activation_share": stats["top_share"],
+            "n_top_activations": stats["n_top"],
             "mean_activation": stats["mean_activation"],
+            "active_tokens_per_layer": stats["active_tokens_per_layer"],
             "n_active_tokens": stats["n_active"],
         }
     batch["routed_hook_names"] = hooks

@@ -43,23 +43,50 @@ def setup(tmp_path_factory):
     return root, model, sae, tokens, result
 
 
+def routed(model, sae, tokens):
+    _, cache = model.run_with_cache(tokens, names_filter=HOOKS)
+    return sae.forward_routed(torch.stack([cache[h] for h in HOOKS], dim=-2))
+
+
+def assert_page_shows_forward_routed(vis_data, tokens, feature_acts):
+    """Every sequence the page shows (top group and quantile groups) is the window [p-5, p+5] around its example
+    token p, with exactly forward_routed's activations."""
+    for feature, data in vis_data.feature_data_dict.items():
+        groups = data.sequence_data.seq_group_data
+        shown_max = float(groups[0].title.split("MAX = ")[1].split()[0])
+        assert abs(shown_max - feature_acts[..., feature].max().item()) < 1e-3, feature
+        n_shown = 0
+        for group in groups:
+            for seq in group.seq_data:
+                row, pos = seq.original_index, seq.qualifying_token_index
+                assert seq.token_ids == tokens[row, pos - 5 : pos + 6].tolist()
+                expected = feature_acts[row, pos - 5 : pos + 6, feature]
+                torch.testing.assert_close(torch.tensor(seq.feat_acts), expected, atol=1e-4, rtol=1e-4)
+                n_shown += 1
+        assert n_shown >= 20 and any(a > 0 for a in groups[0].seq_data[0].feat_acts)
+
+
 def test_dashboard_activations_equal_forward_routed(setup):
     _, model, sae, tokens, result = setup
-    _, cache = model.run_with_cache(tokens, names_filter=HOOKS)
-    feature_acts = sae.forward_routed(torch.stack([cache[h] for h in HOOKS], dim=-2)).feature_acts
-    for feature, data in result["vis_data"].feature_data_dict.items():
-        values = feature_acts[..., feature].flatten()
-        top_group = data.sequence_data.seq_group_data[0]
-        shown_max = float(top_group.title.split("MAX = ")[1].split()[0])
-        assert abs(shown_max - values.max().item()) < 1e-3, feature
-        shown = [
-            a for group in data.sequence_data.seq_group_data for seq in group.seq_data for a in seq.feat_acts
-        ]
-        assert any(a > 0 for a in shown)
-        for a in shown:  # every activation the page shows is one forward_routed computed
-            assert (values - a).abs().min() < 1e-3, (feature, a)
+    assert sorted(result["vis_data"].feature_data_dict) == [0, 1, 2, 3, 4, 5]
+    assert_page_shows_forward_routed(result["vis_data"], tokens, routed(model, sae, tokens).feature_acts)
     assert not hasattr(model.blocks[2], "hook_resid_routed")  # the pseudo hook point was removed again
     assert "blocks.2.hook_resid_routed" not in model.hook_dict
+
+
+def test_unit_norm_decoder_without_rescaling(setup, tmp_path):
+    """The other fold_W_dec_norm case (official checkpoints: unit-norm decoder rows, no rescaling, no ReLU)."""
+    _, model, _, tokens, _ = setup
+    torch.manual_seed(1)
+    sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=64, k=8, hook_names=HOOKS, topk_relu=False))
+    with torch.no_grad():
+        sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
+    result = routed_dashboard(sae, model, tokens, [3, 7], tmp_path / "unit.html")
+    assert_page_shows_forward_routed(result["vis_data"], tokens, routed(model, sae, tokens).feature_acts)
+    with torch.no_grad():
+        sae.W_dec.mul_(2.0)
+    with pytest.raises(ValueError, match="not unit-norm"):
+        routed_dashboard(sae, model, tokens, [3], tmp_path / "bad.html")
 
 
 def test_pseudo_hook_point_stacks_the_routed_layers(setup):
@@ -87,11 +114,29 @@ def test_dashboard_renders_offline_in_chromium(setup):
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
 
 
-def test_routing_stats(setup):
-    _, _, _, _, result = setup
-    for stats in result["routing"].values():
-        assert len(stats["top_share"]) == 3
-        assert stats["n_top"] == 0 or abs(sum(stats["top_share"]) - 1) < 1e-3
+def test_routing_panel_describes_the_top_examples_shown(setup):
+    """top_share counts the routed layers of exactly the page's top-group examples (activation > 0); the mean
+    activation per layer is over every active token routed there."""
+    _, model, sae, tokens, result = setup
+    out = routed(model, sae, tokens)
+    for feature, stats in result["routing"].items():
+        top = result["vis_data"].feature_data_dict[feature].sequence_data.seq_group_data[0].seq_data
+        layers = [
+            int(out.layer_index[s.original_index, s.qualifying_token_index])
+            for s in top
+            if out.feature_acts[s.original_index, s.qualifying_token_index, feature] > 0
+        ]
+        assert stats["n_top"] == len(layers) > 0
+        assert stats["top_share"] == pytest.approx(
+            [layers.count(i) / len(layers) for i in range(3)], abs=1e-4
+        )
+        acts = out.feature_acts[..., feature]
+        for i in range(3):
+            here = acts[(out.layer_index == i) & (acts > 0)]
+            assert stats["active_tokens_per_layer"][i] == len(here)
+            expected = here.mean().item() if len(here) else 0.0
+            assert stats["mean_activation"][i] == pytest.approx(expected, abs=1e-3)
+        assert stats["n_active"] == int((acts > 0).sum())
 
 
 def test_neuronpedia_json_keeps_dashboard_keys(setup):
@@ -106,23 +151,60 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
     theirs = json.loads(
         NeuronpediaConverter.convert_to_np_json(model, result["vis_data"], np_cfg, vocab_dict(model))
     )
-    assert set(theirs) <= set(ours) and "routed_hook_names" in ours
-    assert len(ours["features"]) == 6
+    assert set(ours) - set(theirs) == {"routed_hook_names"} and ours["routed_hook_names"] == HOOKS
+    assert len(ours["features"]) == len(theirs["features"]) == 6
     for mine, stock in zip(ours["features"], theirs["features"]):
-        assert set(stock) <= set(mine) and set(mine) - set(stock) == {"routing"}
-        assert len(mine["routing"]["top_activation_share"]) == 3
+        assert set(mine) - set(stock) == {"routing"}
+        assert {k: mine[k] for k in stock} == stock  # sae-dashboard's own fields, untouched
+        assert stock["activations"] and {"tokens", "values", "bin_max"} <= set(stock["activations"][0])
+        routing = mine["routing"]
+        assert set(routing) == {
+            "hook_names",
+            "top_activation_share",
+            "n_top_activations",
+            "mean_activation",
+            "active_tokens_per_layer",
+            "n_active_tokens",
+        }
+        stats = result["routing"][mine["feature_index"]]
+        assert routing["top_activation_share"] == stats["top_share"] and len(stats["top_share"]) == 3
+        assert routing["hook_names"] == HOOKS
 
 
-def test_bad_feature_specs():
+def test_bad_inputs_fail_clearly(setup, tmp_path):
+    _, model, sae, tokens, _ = setup
     assert parse_features("0-3,7", 10) == [0, 1, 2, 3, 7]
     with pytest.raises(ValueError, match="d_sae=10"):
         parse_features("5-12", 10)
+    cases = [
+        (tokens.float(), "integer tensor"),
+        (tokens[0], "integer tensor"),
+        (tokens[:, :11], "seq_len > 11"),
+        (tokens[:1, :12], "n_sequences"),
+        (tokens + 10_000, "d_vocab"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            routed_dashboard(sae, model, bad, "0", tmp_path / "x.html")
+    with pytest.raises(ValueError, match="RouteSAE"):
+        routed_dashboard(torch.nn.Linear(2, 2), model, tokens, "0", tmp_path / "x.html")
 
 
 def test_browser_check_catches_js_errors(tmp_path):
+    """Uncaught exceptions, console.error and any attempt to reach the network are all reported."""
     ensure_chromium()
     from sae_lens_routing.browser import render_dom
 
     page = tmp_path / "broken.html"
-    page.write_text("<html><body><script>undefinedFunction();</script><p>x</p></body></html>")
-    assert any("undefinedFunction" in e for e in render_dom(page).console_errors)
+    page.write_text(
+        "<html><body><script>console.error('logged-problem');</script>"
+        "<img src='https://example.com/x.png'><script>undefinedFunction();</script><p>x</p></body></html>"
+    )
+    errors = render_dom(page).console_errors
+    assert any("undefinedFunction" in e for e in errors)
+    assert any("logged-problem" in e for e in errors)
+    assert any("example.com" in e for e in errors)  # networking is unavailable to the page
+    clean = tmp_path / "clean.html"
+    clean.write_text("<html><body><script>console.log('fine')</script><p id='ok'>x</p></body></html>")
+    rendered = render_dom(clean)
+    assert rendered.console_errors == [] and '<p id="ok">x</p>' in rendered.dom
