@@ -4,9 +4,13 @@ sae-dashboard reads one hook point (`blocks.N.<name with resid>`, forward stoppe
 whose activation is SAELens's `TopK`, calls `sae.encode` on it. `routed_hook_point` adds a pseudo `HookPoint`,
 `blocks.N.hook_resid_routed` (N = the last routed block), whose value is the L routed activations stacked to
 [batch, pos, L*d_in]; `RouteSAE.encode` routes that stack, so the dashboard sees exactly the features of
-`forward_routed`. Logit effects use `W_dec @ W_U`: the decoder lives in the standardised space, which maps to the
-raw stream by a positive per-token scale, so the directions (and the ranking of boosted/suppressed tokens) are
-exact while absolute sizes are per standardised unit.
+`forward_routed`.
+
+Logit effects are sae-dashboard's `W_dec @ W_U` (the direct path to the logits). The decoder lives in the
+standardised space; a token's raw reconstruction is `std * x_hat / router_weight + mean` (per-token positive scales
+and a per-token constant vector), so a latent's raw-space direction is its decoder row times a positive per-token
+scale: the ranking of boosted/suppressed tokens is exact, absolute sizes are per standardised unit. sae-dashboard
+assumes the final norm's gain is folded into `W_U`; `final_norm_folded_into_unembed` makes that true for the run.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sae_lens_routing.atomic import atomic_write_text
 from sae_lens_routing.config import hook_layer
 from sae_lens_routing.offline_assets import inline_assets
 from sae_lens_routing.routing_panel import add_routing_panel, routing_stats
+from sae_lens_routing.unembed_fold import final_norm_folded_into_unembed
 
 PSEUDO_HOOK = "hook_resid_routed"
 
@@ -137,7 +142,7 @@ def routed_dashboard(
     check_tokens(tokens, model.cfg.d_vocab)
     feature_list = parse_features(features, sae.cfg.d_sae)
     encoder = copy.deepcopy(sae)  # sae-dashboard folds decoder norms in place
-    with routed_hook_point(model, encoder) as hook_name:
+    with routed_hook_point(model, encoder) as hook_name, final_norm_folded_into_unembed(model):
         cfg = SaeVisConfig(
             hook_point=hook_name,
             features=feature_list,

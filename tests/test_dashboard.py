@@ -34,12 +34,17 @@ def setup(tmp_path_factory):
     model = load_local_model(tiny_hf_llama_folder(root / "model"))
     with torch.no_grad():
         model.W_U.mul_(50)  # near-zero logits of a random model make the histogram code emit huge tick lists
+        model.ln_final.w.copy_(
+            torch.linspace(-2.0, 3.0, 32)
+        )  # an unfolded final-norm gain, as in real models
     torch.manual_seed(0)
     sae = RouteSAE(
         RouteSAEConfig(d_in=32, d_sae=64, k=8, hook_names=HOOKS, rescale_acts_by_decoder_norm=True)
     )
     tokens = torch.randint(3, 300, (32, 24), generator=torch.Generator().manual_seed(0))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     result = routed_dashboard(sae, model, tokens, "0-5", root / "report.html")
+    result["params_before"] = before
     return root, model, sae, tokens, result
 
 
@@ -72,6 +77,43 @@ def test_dashboard_activations_equal_forward_routed(setup):
     assert_page_shows_forward_routed(result["vis_data"], tokens, routed(model, sae, tokens).feature_acts)
     assert not hasattr(model.blocks[2], "hook_resid_routed")  # the pseudo hook point was removed again
     assert "blocks.2.hook_resid_routed" not in model.hook_dict
+
+
+def test_logit_effects_use_the_final_norm_gain(setup):
+    """The logit tables are the unit decoder row times ln_final's gain, through W_U (what a fold_ln=True model
+    would give), and the model's parameters are left exactly as they were."""
+    _, model, sae, _, result = setup
+    unit_rows = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
+    for feature, data in result["vis_data"].feature_data_dict.items():
+        expected = (unit_rows[feature] * model.ln_final.w) @ model.W_U
+        top = expected.topk(10)
+        table = data.logits_table_data
+        assert table.top_token_ids[:10] == top.indices.tolist()
+        assert table.top_logits[:10] == pytest.approx(top.values.tolist(), rel=1e-3, abs=1e-3)
+        unfolded = (unit_rows[feature] @ model.W_U).topk(10).indices.tolist()
+        assert unfolded != table.top_token_ids[:10]  # the gain matters here, so this test can fail
+    for name, param in model.named_parameters():
+        assert torch.equal(param, result["params_before"][name]), name
+
+
+def test_final_norm_fold_is_exact_and_reversible():
+    """With a LayerNorm (gain and bias), logits inside the fold equal those outside; everything is restored."""
+    from conftest import tiny_model
+
+    from sae_lens_routing.unembed_fold import final_norm_folded_into_unembed
+
+    model = tiny_model()
+    with torch.no_grad():
+        model.ln_final.w.normal_()
+        model.ln_final.b.normal_()
+    tokens = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    logits = model(tokens)
+    with final_norm_folded_into_unembed(model) as folded:
+        assert folded and torch.all(model.ln_final.w == 1) and torch.all(model.ln_final.b == 0)
+        torch.testing.assert_close(model(tokens), logits, atol=1e-4, rtol=1e-4)
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name
 
 
 def test_unit_norm_decoder_without_rescaling(setup, tmp_path):
