@@ -4,6 +4,7 @@ its activations are forward_routed's; the Neuronpedia export keeps sae-dashboard
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -23,7 +24,8 @@ def ensure_chromium() -> None:
     if shutil.which("chromium"):
         return
     cmd = "apt-get install -y chromium || (apt-get update && apt-get install -y chromium)"
-    subprocess.run(["bash", "-c", cmd], check=True, capture_output=True, timeout=900)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["bash", "-c", cmd], check=True, capture_output=True, timeout=900, env=env)
 
 
 @pytest.fixture(scope="module")
