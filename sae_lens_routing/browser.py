@@ -54,6 +54,7 @@ class Rendered:
     dom: str
     console_errors: list[str]
     png: bytes | None = None
+    script_result: Any = None
 
 
 @dataclass
@@ -133,9 +134,11 @@ def render(
     width: int = 1400,
     height: int = 1600,
     settle_ms: int = 500,
+    script: str | None = None,
     timeout: int = 120,
 ) -> Rendered:
-    """Load `html` (a file) offline, let its scripts run, and return its DOM, errors and optionally a PNG."""
+    """Load `html` (a file) offline, let its scripts run, optionally evaluate `script` in the page (its value,
+    awaited if a promise, is returned as `script_result`), and return the DOM, errors and optionally a PNG."""
     page = Path(html).resolve()
     if not page.is_file():
         raise ValueError(f"html must be an existing file, got {page}")
@@ -172,6 +175,15 @@ def render(
             tools.wait_for("Page.loadEventFired")
             settle = f"new Promise(r => setTimeout(r, {int(settle_ms)}))"
             tools.call("Runtime.evaluate", session, expression=settle, awaitPromise=True)
+            script_result = None
+            if script is not None:  # e.g. interact with the page, then read what it shows
+                reply = tools.call(
+                    "Runtime.evaluate", session, expression=script, awaitPromise=True, returnByValue=True
+                )
+                if "exceptionDetails" in reply:
+                    raise RuntimeError(f"script failed in the page: {reply['exceptionDetails']}")
+                script_result = reply["result"].get("value")
+                tools.call("Runtime.evaluate", session, expression=settle, awaitPromise=True)
             dom = tools.call(
                 "Runtime.evaluate",
                 session,
@@ -193,7 +205,7 @@ def render(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    return Rendered(dom, _errors(tools.events), png)
+    return Rendered(dom, _errors(tools.events), png, script_result)
 
 
 def render_dom(html: str | Path, timeout: int = 120) -> Rendered:

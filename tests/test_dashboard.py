@@ -143,7 +143,7 @@ def test_pseudo_hook_point_stacks_the_routed_layers(setup):
 
 def test_dashboard_renders_offline_in_chromium(setup):
     ensure_chromium()
-    from sae_lens_routing.browser import render_dom, screenshot
+    from sae_lens_routing.browser import render, render_dom, screenshot
 
     root, *_ = setup
     html = (root / "report.html").read_text()
@@ -154,6 +154,18 @@ def test_dashboard_renders_offline_in_chromium(setup):
     assert '<select id="select-0">' in dom and dom.count("<option") == 6  # the feature selector
     assert 'class="token' in dom  # top-activation tokens were drawn
     assert "share of top activations" in dom and "blocks.0.hook_resid_post" in dom  # the routing panel
+    # choosing another feature in sae-dashboard's selector re-renders the routing panel for it
+    choose = """(async () => {
+        const select = document.querySelector('#dropdown-container select');
+        select.value = select.options[3].value;
+        select.dispatchEvent(new Event('change', {bubbles: true}));
+        await new Promise(r => setTimeout(r, 200));
+        return [select.value, document.getElementById('routing-panel-body').innerText];
+    })()"""
+    chosen = render(root / "report.html", script=choose)
+    assert chosen.console_errors == []
+    value, panel = chosen.script_result
+    assert value == "3" and panel.startswith("Feature 3:") and "blocks.2.hook_resid_post" in panel
     png = screenshot(root / "report.html", root / "report.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
 
