@@ -16,6 +16,7 @@ assumes the final norm's gain is folded into `W_U`; `final_norm_folded_into_unem
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,10 +155,10 @@ def routed_dashboard(
         vis_data = SaeVisRunner(cfg).run(encoder=encoder, model=model, tokens=tokens)
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_html.with_name(f".{out_html.name}.raw.html")
-    save_feature_centric_vis(sae_vis_data=vis_data, filename=tmp)
-    html = tmp.read_text(encoding="utf-8")
-    tmp.unlink()
+    with tempfile.TemporaryDirectory() as scratch:  # sae-dashboard writes the stock page; we post-process it
+        stock = Path(scratch) / "stock.html"
+        save_feature_centric_vis(sae_vis_data=vis_data, filename=stock)
+        html = stock.read_text(encoding="utf-8")
     stats = routing_stats(sae, model, tokens, vis_data)
     html = add_routing_panel(html, stats, list(sae.cfg.hook_names))
     if offline:
