@@ -2,9 +2,17 @@
 
 A latent's activation on a token counts when it exceeds `threshold` (15 on the standardised scale). Each counted
 activation is shown in its sentence (at most `max_context_tokens` tokens, the activating token marked `<<tok>>`).
-Per latent, only the `contexts_per_token` strongest contexts of each distinct activating token are kept. A latent
-counts as an interpretable *feature* if it keeps more than `min_contexts - 1` contexts (the paper: > 4) and its
-activating tokens are at most `max_token_types` distinct types (the paper: <= 32).
+Per latent, only the `contexts_per_token` strongest contexts of each activating token *type* are kept; a type is
+the token's text stripped of whitespace and lower-cased, as the official code keys it (" The" and "the" are one
+type). A latent counts as an interpretable *feature* if it keeps more than `min_contexts - 1` contexts (the
+paper: > 4) and its activating tokens are at most `max_token_types` distinct types (the paper: <= 32).
+
+Checked against the official `Applier.get_context` (src/utils.py; `application.py` calls it with threshold=15,
+max_length=64, max_per_token=2, lines=4). Two deliberate differences, both about context text only (never about
+what is counted): a token ending in ".", "!" or "?" or containing a newline ends a sentence (the official set is
+the exact tokens ".", "!", "?", '"' and its tokenizer's end-of-text), and a sentence longer than
+`max_context_tokens` is clipped keeping the preceding tokens first (the official code centres a window on the
+activating token).
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ class FeatureContexts:
         return len(self.contexts) >= rules.min_contexts and len(self.token_types) <= rules.max_token_types
 
 
+def token_type(token: str) -> str:
+    """The official code's token class: the token's text stripped and lower-cased."""
+    return token.strip().lower()
+
+
 def ends_sentence(token: str) -> bool:
     stripped = token.strip()
     return "\n" in token or (bool(stripped) and stripped.endswith(SENTENCE_END))
@@ -82,7 +95,7 @@ def contexts_from_activations(
     for act in activations:
         if act.value <= rules.threshold:
             continue
-        key = (act.feature, token_strings[act.seq][act.pos])
+        key = (act.feature, token_type(token_strings[act.seq][act.pos]))
         kept = sorted([*best.get(key, []), act], key=lambda a: -a.value)[: rules.contexts_per_token]
         best[key] = kept
     results: dict[int, FeatureContexts] = {}

@@ -32,10 +32,10 @@ def test_counting_rules_known_answer(tmp_path):
     # 40 sequences, each with 12 distinct token types
     strings = [[f" w{s}_{p}" for p in range(11)] + ["."] for s in range(40)]
     for s in range(40):
-        strings[s][3] = " apple"
+        strings[s][3] = " Apple" if s % 2 else "apple"  # one token type for the official rules
         strings[s][4] = " pear"
     acts = []
-    # latent 0: 'apple' in 10 sequences (keeps 2) + 'pear' in 10 (keeps 2) + 1 unique token -> 5 contexts: feature
+    # latent 0: 'apple'/' Apple' in 10 sequences (one type: keeps 2) + 'pear' in 10 (keeps 2) + 1 unique token -> 5 contexts: feature
     acts += [Activation(s, 3, 0, 20.0 + s, 1) for s in range(10)]
     acts += [Activation(s, 4, 0, 16.0 + s, 0) for s in range(10)]
     acts += [Activation(0, 7, 0, 30.0, 1)]
@@ -53,9 +53,10 @@ def test_counting_rules_known_answer(tmp_path):
     results = contexts_from_activations(strings, acts, HOOKS, rules)
     assert sorted(results) == [0, 1, 2, 3]
     assert len(results[0].contexts) == 5 and results[0].is_feature(rules)
-    top_apple = [c for c in results[0].contexts if c["token"] == " apple"]
+    top_apple = [c for c in results[0].contexts if c["token"] == "apple"]
     assert [c["activation"] for c in top_apple] == [29.0, 28.0]  # the 2 strongest kept
-    assert top_apple[0]["layer"] == HOOKS[1] and "<< apple>>" in top_apple[0]["context"]
+    assert top_apple[0]["layer"] == HOOKS[1] and "<< Apple>>" in top_apple[0]["context"]
+    assert "<<apple>>" in top_apple[1]["context"]
     assert len(results[1].contexts) == 4 and not results[1].is_feature(rules)
     assert len(results[2].token_types) == 40 and not results[2].is_feature(rules)
     assert len(results[3].token_types) == 32 and results[3].is_feature(rules)
