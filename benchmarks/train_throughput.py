@@ -50,11 +50,14 @@ class Preset:
     context: int
     steps: int
     warmup_steps: int
+    buffer_batches: int  # n_batches_in_buffer (the routed buffer is L times a single-hook one)
 
 
 PRESETS = {
-    "paper": Preset(16, 2048, 8192, 32, 8, 128256, range(3, 12), 16384, 64, 64, 512, 30, 5),
-    "cpu": Preset(8, 256, 1024, 8, 2, 4096, range(1, 6), 2048, 32, 8, 128, 12, 3),
+    # SAELens sizes the mixing buffer as n_batches_in_buffer x context_size tokens: paper 128 x 512 = 2 batches
+    # (65,536 tokens x 9 layers x 2048 x bf16 = 2.4 GB on the GPU for RouteSAE)
+    "paper": Preset(16, 2048, 8192, 32, 8, 128256, range(3, 12), 16384, 64, 64, 512, 60, 12, 128),
+    "cpu": Preset(8, 256, 1024, 8, 2, 4096, range(1, 6), 2048, 32, 8, 128, 12, 3, 16),
 }
 
 
@@ -106,7 +109,7 @@ def runner_cfg(p: Preset, sae: Any, device: str, fast: bool, hook_name: str) -> 
         training_tokens=batch * p.steps,
         train_batch_size_tokens=batch,
         store_batch_size_prompts=p.prompts,
-        n_batches_in_buffer=2 * p.prompts,
+        n_batches_in_buffer=p.buffer_batches,
         device=device,
         dtype="bfloat16" if fast else "float32",
         autocast=fast,
@@ -196,6 +199,11 @@ def main() -> None:
     parser.add_argument(
         "--compile-sae", action="store_true", help="torch.compile the SAE training step (both runs)"
     )
+    parser.add_argument(
+        "--compile-llm",
+        action="store_true",
+        help="SAELens's compile_llm (torch.compile of run_with_cache) in both training runs; bare forward stays eager",
+    )
     args = parser.parse_args()
     p = PRESETS[args.preset]
     fast = args.device.startswith("cuda")
@@ -209,6 +217,7 @@ def main() -> None:
         p, TopKTrainingSAEConfig(d_in=p.d_model, d_sae=p.d_sae, k=p.k), args.device, fast, hooks[-1]
     )
     topk_cfg.compile_sae = args.compile_sae
+    topk_cfg.compile_llm = args.compile_llm
     topk = time_steps(
         LanguageModelSAETrainingRunner(
             topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
@@ -222,6 +231,7 @@ def main() -> None:
     )
     route_cfg = runner_cfg(p, route_sae, args.device, fast, hooks[-1])
     route_cfg.compile_sae = args.compile_sae
+    route_cfg.compile_llm = args.compile_llm
     route = time_steps(
         RouteSAETrainingRunner(route_cfg, override_dataset=token_dataset(p, n_rows), override_model=model),
         args.device,
@@ -242,6 +252,7 @@ def main() -> None:
         "k": p.k,
         "sparse_decode": args.sparse_decode,
         "compile_sae": args.compile_sae,
+        "compile_llm": args.compile_llm,
         "bare_forward_tokens_per_s": bare,
         "topk_single_layer_tokens_per_s": topk["tokens_per_s"],
         "routesae_tokens_per_s": route["tokens_per_s"],

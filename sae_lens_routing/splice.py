@@ -54,6 +54,23 @@ def check_spliceable(model: Any, sae: Any) -> None:
         raise ValueError(f"sae.cfg.hook_names / entry hook {missing} are not hook points of the model")
     if any(hook_layer(h) is None for h in sae.cfg.hook_names):
         raise ValueError(f"routed splicing needs hooks inside transformer blocks, got {sae.cfg.hook_names}")
+    model_device = next(model.parameters()).device
+    if not _same_device(model_device, sae.device):
+        raise ValueError(
+            f"sae is on {sae.device} but the model is on {model_device}: routed splicing runs the SAE inside the "
+            f"model's forward; move one of them, e.g. sae.to({str(model_device)!r})"
+        )
+
+
+def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """'cuda' and 'cuda:0' name one device when 0 is the current one."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        current = torch.cuda.current_device()
+        return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+    return a.index == b.index or a.index is None or b.index is None
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from datasets import Dataset
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from sae_lens.training.activations_store import ActivationsStore
 from sae_lens.training.mixing_buffer import mixing_buffer
@@ -41,6 +42,10 @@ class MultiLayerActivationsStore(ActivationsStore):
         if cfg.use_cached_activations:
             raise ValueError("use_cached_activations is not supported for RouteSAE (multi-layer) training")
         device = torch.device(str(cfg.act_store_device))
+        if isinstance(override_dataset, Dataset):
+            # SAELens calls set_format("torch") on the dataset it is given: hand it a view (same Arrow table,
+            # nothing copied) so the caller's dataset keeps its own format.
+            override_dataset = override_dataset.with_format(**override_dataset.format)
         store = cls.from_config_multi_hook(
             model,
             dataset=override_dataset if override_dataset is not None else cfg.dataset_path,

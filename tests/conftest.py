@@ -44,6 +44,7 @@ def tiny_model(n_layers: int = 4, d_model: int = 16, n_ctx: int = 32, d_vocab: i
         act_fn="relu",
         normalization_type="LN",
         seed=seed,
+        device="cpu",  # TransformerLens defaults to CUDA when present; the suite's SAEs live on the CPU
     )
     return HookedTransformer(cfg).eval()
 

@@ -100,6 +100,9 @@ def test_soft_routing_and_bad_hooks_rejected(model):
     with pytest.raises(ValueError, match="not hook points"):
         with routed_splice(model, sae):
             pass
+    with pytest.raises(ValueError, match=r"sae is on meta but the model is on cpu.*sae.to\('cpu'\)"):
+        with routed_splice(model, make_sae().to("meta")):
+            pass
 
 
 @pytest.fixture(scope="module")

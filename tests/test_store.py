@@ -31,7 +31,8 @@ def test_rows_equal_run_with_cache(tmp_path):
     )
     batch = next(store)
     assert batch.shape == (56, 3, 16) and batch.dtype == torch.float32
-    tokens = torch.as_tensor(dataset["tokens"])
+    assert dataset.format["type"] is None, "the store changed the caller's dataset format"
+    tokens = torch.tensor(dataset["tokens"][:])
     _, cache = model.run_with_cache(tokens, names_filter=HOOKS)
     expected = torch.stack([cache[h] for h in HOOKS], dim=-2)[:, 1:].reshape(-1, 3, 16)  # BOS excluded
     # same rows, shuffled order: match each store row to its reference row
