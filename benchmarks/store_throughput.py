@@ -1,6 +1,7 @@
 """MultiLayerActivationsStore tokens/s vs a bare HookedTransformer forward with the same stop_at_layer.
 
-Same model (SmolLM2-135M, offline), same tokens (BBC News, pre-tokenised), side by side in one run. The store's
+Same model (SmolLM2-135M, offline), same tokens (BBC News, pre-tokenised), side by side in one run, with
+SAELens's stock single-hook `ActivationsStore` (last routed hook) as a third contender. The store's
 number includes everything a training run pays for data: the forward, stacking the L routed layers, special
 token removal, the finiteness check and SAELens's mixing buffer.
 
@@ -18,11 +19,14 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
 from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.config import LoggingConfig
+from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
+from sae_lens.training.activations_store import ActivationsStore
 
 from sae_lens_routing import RouteTrainingSAEConfig
 from sae_lens_routing.commands._common import corpus_tokens
@@ -36,6 +40,18 @@ def synchronize(device: str) -> None:
     """CUDA kernels run asynchronously: wait for them so a timer measures the work, not the launches."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def steady_state_seconds(store: Any, n_tokens: int, device: str) -> float:
+    """Seconds to draw n_tokens rows once the buffer is full (the first yield needs 2 forwards)."""
+    next(store)
+    synchronize(device)
+    t = time.perf_counter()
+    got = 0
+    while got < n_tokens:
+        got += len(next(store))
+    synchronize(device)
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -58,24 +74,34 @@ def main() -> None:
     tokens = corpus_tokens(model, "bbcnews", n, args.context).to(args.device)
     dataset = Dataset.from_dict({"tokens": tokens.cpu().tolist()})
     per_forward = args.prompts * (args.context - 1)  # BOS removed by the store
-    cfg = LanguageModelSAERunnerConfig(
-        sae=RouteTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=1024, k=32, hook_names=hooks),
-        model_name="smollm2",
-        dataset_path="",
-        is_dataset_tokenized=True,
-        context_size=args.context,
-        streaming=False,
-        training_tokens=10**9,
-        train_batch_size_tokens=per_forward,
-        store_batch_size_prompts=args.prompts,
-        n_batches_in_buffer=2 * args.prompts,
-        device=args.device,
-        dtype=args.dtype,
-        exclude_special_tokens=[model.tokenizer.bos_token_id],
-        logger=LoggingConfig(log_to_wandb=False),
-        verbose=False,
+
+    def runner_cfg(sae: Any, hook_name: str) -> LanguageModelSAERunnerConfig[Any]:
+        return LanguageModelSAERunnerConfig(
+            sae=sae,
+            hook_name=hook_name,
+            model_name="smollm2",
+            dataset_path="",
+            is_dataset_tokenized=True,
+            context_size=args.context,
+            streaming=False,
+            training_tokens=10**9,
+            train_batch_size_tokens=per_forward,
+            store_batch_size_prompts=args.prompts,
+            n_batches_in_buffer=2 * args.prompts,
+            device=args.device,
+            dtype=args.dtype,
+            exclude_special_tokens=[model.tokenizer.bos_token_id],
+            logger=LoggingConfig(log_to_wandb=False),
+            verbose=False,
+        )
+
+    cfg = runner_cfg(
+        RouteTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=1024, k=32, hook_names=hooks), hooks[-1]
     )
-    bare_times, store_times = [], []
+    stock_cfg = runner_cfg(TopKTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=1024, k=32), hooks[-1])
+    bare_times: list[float] = []
+    store_times: list[float] = []
+    stock_times: list[float] = []
     with torch.no_grad():
         model(tokens[: args.prompts], stop_at_layer=stop)  # warm-up
         for _ in range(args.repeats):
@@ -85,17 +111,13 @@ def main() -> None:
                 model(tokens[b * args.prompts : (b + 1) * args.prompts], stop_at_layer=stop)
             synchronize(args.device)
             bare_times.append(time.perf_counter() - t)
-            store = MultiLayerActivationsStore.from_route_config(model, cfg, override_dataset=dataset)
-            next(store)  # the first yield needs a full buffer (2 forwards); time the steady state after it
-            synchronize(args.device)
-            t = time.perf_counter()
-            got = 0
-            while got < args.batches * per_forward:
-                got += len(next(store))
-            synchronize(args.device)
-            store_times.append(time.perf_counter() - t)
+            routed = MultiLayerActivationsStore.from_route_config(model, cfg, override_dataset=dataset)
+            store_times.append(steady_state_seconds(routed, args.batches * per_forward, args.device))
+            stock = ActivationsStore.from_config(model, stock_cfg, override_dataset=dataset)
+            stock_times.append(steady_state_seconds(stock, args.batches * per_forward, args.device))
     bare = args.batches * args.prompts * args.context / min(bare_times)
     store_tps = args.batches * per_forward / min(store_times)
+    stock_tps = args.batches * per_forward / min(stock_times)
     device = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
@@ -112,7 +134,10 @@ def main() -> None:
         "bare_forward_tokens_per_s": bare,
         "store_tokens_per_s": store_tps,
         "ratio": store_tps / bare,
-        "note": "store tokens exclude the BOS position it drops; bare counts every position",
+        "stock_single_hook_store_tokens_per_s": stock_tps,
+        "stock_store_ratio": stock_tps / bare,
+        "note": "store tokens exclude the BOS position it drops; bare counts every position; the stock store is "
+        "SAELens's ActivationsStore on the last routed hook, same tokens and buffer",
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)

@@ -138,6 +138,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                 self.activations_store.load_from_checkpoint(self.cfg.resume_from_checkpoint)
             self._compile_sae_if_needed()
             sae = self.run_trainer_with_interruption_handling(trainer)
+            if isinstance(data_provider, PrefetchingIterator):
+                data_provider.close()  # the final evaluation reads the store from this thread
             self.final_metrics = self.evaluate_final()
             if self.cfg.output_path is not None and self.dist.is_main:
                 self.save_final_sae(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from sae_lens.training.prefetch import PrefetchingIterator
 
 from sae_lens_routing.route_sae import normalized_mse
 from sae_lens_routing.store import MultiLayerActivationsStore
@@ -51,12 +53,19 @@ class RoutedTrainingEvaluator:
     n_eval_batches: int = 2
 
     def __call__(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
-        batches = [
-            self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.n_eval_batches))
-        ]
+        with paused(data_provider):
+            batches = [
+                self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.n_eval_batches))
+            ]
         metrics = {f"eval/{k}": v for k, v in routed_reconstruction_metrics(sae, batches).items()}
         metrics.update(routing_share_chart(sae.cfg.hook_names, metrics))
         return metrics
+
+
+def paused(data_provider: Any) -> AbstractContextManager[Any]:
+    """Hold a `prefetch_llm_batches` producer thread while the caller reads the store itself (as SAELens's
+    evaluator does): the store's token generator cannot be driven from two threads."""
+    return data_provider.paused() if isinstance(data_provider, PrefetchingIterator) else nullcontext()
 
 
 def routing_share_chart(hook_names: list[str], metrics: dict[str, Any]) -> dict[str, Any]:

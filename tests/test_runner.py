@@ -58,6 +58,29 @@ def test_training_reduces_loss(tmp_path):
     assert after < 0.6 * before, (before, after)
 
 
+def test_prefetch_fills_batches_in_a_background_thread(tmp_path):
+    """prefetch_llm_batches (SAELens's option) overlaps the model forward with the SAE step."""
+    import threading
+
+    cfg = route_runner_cfg(tmp_path, training_tokens=128 * 8, prefetch_llm_batches=True)
+    runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=tiny_model())
+    store = runner.activations_store
+    threads: list[str] = []
+    fill = store.get_multi_layer_llm_batch
+
+    def recording_fill(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return fill(*args, **kwargs)
+
+    store.get_multi_layer_llm_batch = recording_fill
+    runner.run()  # the final evaluation reads the store from the main thread once the producer is closed
+    assert runner.trainer.n_training_steps == 8
+    main = threading.main_thread().name
+    assert threads.count(main) == max(1, cfg.n_eval_batches), threads  # only the final evaluation
+    assert len(threads) > threads.count(main), "no training batch came from the prefetch thread"
+    assert runner.final_metrics["normalized_mse"] < 1.5
+
+
 def test_resume_restores_step_and_optimizer(tmp_path):
     cfg = route_runner_cfg(
         tmp_path, n_checkpoints=1, checkpoint_path=str(tmp_path / "ckpt"), training_tokens=2048
@@ -130,3 +153,30 @@ def test_bad_runs_fail_before_compute(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=model)
     assert calls == []
+
+
+def test_evaluator_pauses_the_prefetch_thread(tmp_path):
+    """The in-training evaluator reads the store itself, so it must hold the prefetch producer meanwhile."""
+    from sae_lens.training.prefetch import PrefetchingIterator
+
+    from sae_lens_routing.training_evaluator import RoutedTrainingEvaluator
+
+    runner = RouteSAETrainingRunner(
+        route_runner_cfg(tmp_path), override_dataset=token_dataset(64), override_model=tiny_model()
+    )
+    store = runner.activations_store
+    prefetcher = PrefetchingIterator(iter(store), prefetch=1)
+    fill = store.get_multi_layer_llm_batch
+    held: list[bool] = []
+
+    def checking_fill(*args, **kwargs):
+        held.append(prefetcher._lock.locked())
+        return fill(*args, **kwargs)
+
+    try:
+        store.get_multi_layer_llm_batch = checking_fill
+        metrics = RoutedTrainingEvaluator(store, n_eval_batches=2)(runner.sae, prefetcher, None)
+    finally:
+        prefetcher.close()
+    assert held[-2:] == [True, True]
+    assert "eval/normalized_mse" in metrics
