@@ -34,7 +34,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens_routing import RouteTrainingSAE, RouteTrainingSAEConfig
 from sae_lens_routing.atomic import atomic_write_text
 from sae_lens_routing.commands._common import corpus_tokens
-from sae_lens_routing.evals import _ce, _kl_official, _kl_per_token, run_route_evals
+from sae_lens_routing.evals import kl_official_batchmean, kl_per_token, next_token_ce, run_route_evals
 from sae_lens_routing.feature_contexts import (
     Activation,
     ContextRules,
@@ -160,7 +160,7 @@ def layer_sae_metrics(sae: Any, model: Any, tokens: torch.Tensor, layer: int, ke
     zero_logits = splice(torch.zeros_like(cache[hook]))
     targets = keep[:, :-1] & keep[:, 1:]
     ce = {
-        name: _ce(lg, tokens)[targets].mean().item()
+        name: next_token_ce(lg, tokens)[targets].mean().item()
         for name, lg in (("clean", clean_logits), ("sae", sae_logits), ("zero", zero_logits))
     }
     fired = (feats[keep] != 0).any(0)
@@ -168,8 +168,8 @@ def layer_sae_metrics(sae: Any, model: Any, tokens: torch.Tensor, layer: int, ke
         "normalized_mse": nmse,
         "fvu": fvu,
         "l0": (feats[keep] != 0).sum(-1).double().mean().item(),
-        "kl_div_per_token": _kl_per_token(clean_logits, sae_logits)[keep].mean().item(),
-        "kl_official_batchmean": _kl_official(clean_logits, sae_logits),
+        "kl_div_per_token": kl_per_token(clean_logits, sae_logits)[keep].mean().item(),
+        "kl_official_batchmean": kl_official_batchmean(clean_logits, sae_logits),
         "ce_loss_recovered": (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]),
         "delta_ce": ce["sae"] - ce["clean"],
         "dead_latents_on_eval": int((~fired).sum()),

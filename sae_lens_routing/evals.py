@@ -84,15 +84,15 @@ def run_route_evals(
             zero_logits = model(tokens)
         target_keep = keep[:, :-1] & keep[:, 1:]  # predict a real token from a real token
         for name, logits in (("clean", clean_logits), ("sae", sae_logits), ("zero", zero_logits)):
-            totals[f"ce_{name}"] += _ce(logits, tokens)[target_keep].sum().item()
+            totals[f"ce_{name}"] += next_token_ce(logits, tokens)[target_keep].sum().item()
         totals["n_ce"] += target_keep.sum().item()
         for name, logits, official in (
             ("sae", sae_logits, kl_batchmean_sae),
             ("zero", zero_logits, kl_batchmean_zero),
         ):
-            kl = _kl_per_token(clean_logits, logits)
+            kl = kl_per_token(clean_logits, logits)
             totals[f"kl_{name}"] += kl[keep].sum().item()
-            official.append(_kl_official(clean_logits, logits))
+            official.append(kl_official_batchmean(clean_logits, logits))
     n, n_ce = totals["n"], totals["n_ce"]
     if n == 0 or n_ce == 0:
         raise ValueError("no tokens left to evaluate after excluding special tokens")
@@ -135,20 +135,20 @@ def _excluded_ids(source: Any, explicit: list[int] | torch.Tensor | None) -> tor
     return store_ids.cpu() if isinstance(store_ids, torch.Tensor) else None
 
 
-def _ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Per-position next-token cross-entropy [batch, seq-1]."""
     logp = logits[:, :-1].float().log_softmax(-1)
     return -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
-def _kl_per_token(clean: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+def kl_per_token(clean: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """KL(clean || other) at each position [batch, seq]."""
     p = clean.float().log_softmax(-1)
     q = other.float().log_softmax(-1)
     return (p.exp() * (p - q)).sum(-1)
 
 
-def _kl_official(clean: torch.Tensor, other: torch.Tensor) -> float:
+def kl_official_batchmean(clean: torch.Tensor, other: torch.Tensor) -> float:
     """The official code's unit: F.kl_div(log q, p, reduction='batchmean') over [batch, seq, vocab]."""
     return F.kl_div(other.float().log_softmax(-1), clean.float().softmax(-1), reduction="batchmean").item()
 
