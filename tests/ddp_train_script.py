@@ -1,6 +1,6 @@
 """Run under `torchrun --nproc_per_node 2` by tests/test_torchrun.py: one RouteSAE config run on 2 CPU ranks.
 
-It records, per rank, the tokens each rank read and a checksum of the SAE parameters and the loss after every
+With a second argument it resumes from that checkpoint instead. It records, per rank, the tokens each rank read and a checksum of the SAE parameters and the loss after every
 step (test instrumentation only), then trains through the ordinary `RouteSAETrainingRunner`.
 """
 
@@ -18,10 +18,11 @@ from sae_lens_routing.runner import RouteSAETrainingRunner  # noqa: E402
 from sae_lens_routing.trainer import RouteSAETrainer  # noqa: E402
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str, resume: str | None = None) -> None:
     out = Path(out_dir)
     rank = int(os.environ["RANK"])
-    record: dict[str, list] = {"tokens": [], "param_sums": [], "losses": []}
+    tag = "_resumed" if resume else ""
+    record: dict[str, list] = {"tokens": [], "param_sums": [], "losses": [], "steps": []}
     cfg = route_runner_cfg(
         out,
         training_tokens=256 * 12,
@@ -29,9 +30,10 @@ def main(out_dir: str) -> None:
         n_batches_in_buffer=32,
         lr=2e-2,
         n_checkpoints=1,
-        checkpoint_path=str(out / "ckpt"),
-        output_path=str(out / "final"),
+        checkpoint_path=str(out / f"ckpt{tag}"),
+        output_path=str(out / f"final{tag}"),
         seed=7,
+        resume_from_checkpoint=resume,
     )
     runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(256), override_model=tiny_model())
     store = runner.activations_store
@@ -46,6 +48,7 @@ def main(out_dir: str) -> None:
     step = RouteSAETrainer.step
 
     def recording_step(self, batch):
+        record["steps"].append(self.n_training_steps)
         output = step(self, batch)
         record["losses"].append(output.loss.item())
         record["param_sums"].append([float(p.detach().double().sum()) for p in self.sae.parameters()])
@@ -53,8 +56,8 @@ def main(out_dir: str) -> None:
 
     RouteSAETrainer.step = recording_step
     runner.run()
-    (out / f"rank{rank}.json").write_text(json.dumps(record))
+    (out / f"rank{rank}{tag}.json").write_text(json.dumps(record))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

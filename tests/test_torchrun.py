@@ -18,8 +18,7 @@ from sae_lens_routing import RouteSAE
 HERE = Path(__file__).parent
 
 
-@pytest.mark.slow
-def test_torchrun_two_ranks(tmp_path):
+def torchrun_script(*args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     cmd = [
         sys.executable,
@@ -32,10 +31,15 @@ def test_torchrun_two_ranks(tmp_path):
         "--master_port",
         str(free_port()),
         str(HERE / "ddp_train_script.py"),
-        str(tmp_path),
+        *args,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks(tmp_path):
+    torchrun_script(str(tmp_path))
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     # each rank read its own shard of the dataset
@@ -52,3 +56,18 @@ def test_torchrun_two_ranks(tmp_path):
     assert isinstance(sae, RouteSAE)
     out = sae.forward_routed(torch.randn(4, 2, 16))
     assert out.sae_out.shape == (4, 16)
+
+    # resume both ranks from rank 0's mid-run checkpoint: the step counter continues, ranks stay identical
+    (ckpt,) = [p for p in (tmp_path / "ckpt").glob("*/*") if p.is_dir()]
+    torchrun_script(str(tmp_path), str(ckpt))
+    s0 = json.loads((tmp_path / "rank0_resumed.json").read_text())
+    s1 = json.loads((tmp_path / "rank1_resumed.json").read_text())
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)  # our own checkpoint
+    per_rank_batch, per_rank_total = 128, 128 * 12
+    remaining = (per_rank_total - state["n_training_samples"]) // per_rank_batch
+    assert 0 < remaining < 12
+    first = state["n_training_steps"]
+    assert s0["steps"] == s1["steps"] == list(range(first, first + remaining)), (s0["steps"], state)
+    assert s0["param_sums"] == s1["param_sums"]
+    assert s0["losses"][0] < r0["losses"][0]  # it continued from trained weights, not from scratch
+    assert isinstance(SAE.load_from_disk(tmp_path / "final_resumed"), RouteSAE)
