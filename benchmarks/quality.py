@@ -186,7 +186,7 @@ def routed_metrics(sae: Any, model: Any, tokens: torch.Tensor, bos: int) -> dict
         "kl_official_batchmean": m["model_behavior_preservation/kl_div_with_sae_official_batchmean"],
         "ce_loss_recovered": m["model_performance_preservation/ce_loss_score"],
         "delta_ce": m["model_performance_preservation/delta_ce"],
-        "dead_latents_on_eval": m["sparsity/dead_latents"],
+        "dead_latents_on_eval": m["sparsity/latents_silent_on_eval"],
         "routing_share": m["routing/share"],
     }
 

@@ -106,7 +106,7 @@ def run_route_evals(
         "reconstruction_quality/fvu": totals["sq_err"] / max(total_var, 1e-12),
         "reconstruction_quality/mse": totals["sq_err"] / (n * sae.cfg.d_in),
         "sparsity/l0": totals["l0"] / n,
-        "sparsity/dead_latents": int((freq == 0).sum()),
+        "sparsity/latents_silent_on_eval": int((freq == 0).sum()),
         "sparsity/dense_latents": int((freq > DENSE_THRESHOLD).sum()),
         "model_performance_preservation/ce_loss_without_sae": ce_clean,
         "model_performance_preservation/ce_loss_with_sae": ce_sae,

@@ -44,7 +44,7 @@ def test_random_sae_and_kl_units():
     score = m["model_performance_preservation/ce_loss_score"]
     # a random SAE changes the model (on random tokens the sign of the CE change is arbitrary)
     assert abs(score - 1) > 0.01 and m["model_behavior_preservation/kl_div_with_sae"] > 1e-3
-    assert m["sparsity/l0"] <= 6 and 0 <= m["sparsity/dead_latents"] <= 48
+    assert m["sparsity/l0"] <= 6 and 0 <= m["sparsity/latents_silent_on_eval"] <= 48
     per_token = m["model_behavior_preservation/kl_div_with_sae"]
     official = m["model_behavior_preservation/kl_div_with_sae_official_batchmean"]
     assert abs(official - per_token * t.shape[1]) < 1e-4 * max(

@@ -64,7 +64,7 @@ def format_eval(metrics: dict[str, Any]) -> str:
         "reconstruction_quality/normalized_mse",
         "reconstruction_quality/fvu",
         "sparsity/l0",
-        "sparsity/dead_latents",
+        "sparsity/latents_silent_on_eval",
         "model_performance_preservation/ce_loss_score",
         "model_performance_preservation/delta_ce",
         "model_behavior_preservation/kl_div_with_sae",
