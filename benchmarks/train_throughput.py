@@ -91,6 +91,12 @@ def token_dataset(p: Preset, n_rows: int) -> Dataset:
     )
 
 
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -133,7 +139,7 @@ def time_steps(runner: Any, device: str, p: Preset) -> dict[str, float]:
     forward_time = [0.0]
     store = runner.activations_store
     forward_name = (
-        "get_multi_hook_activations" if hasattr(store, "get_multi_layer_activations") else "get_activations"
+        "get_multi_layer_activations" if hasattr(store, "get_multi_layer_activations") else "get_activations"
     )
     forward = getattr(store, forward_name)
 
@@ -202,7 +208,8 @@ def main() -> None:
     parser.add_argument(
         "--compile-llm",
         action="store_true",
-        help="SAELens's compile_llm (torch.compile of run_with_cache) in both training runs; bare forward stays eager",
+        help="compile_llm in both runs (RouteSAE: the store's compiled hook-free forward; TopK: SAELens's compiled "
+        "run_with_cache, eager if that fails); the bare forward stays eager",
     )
     args = parser.parse_args()
     p = PRESETS[args.preset]
@@ -218,13 +225,29 @@ def main() -> None:
     )
     topk_cfg.compile_sae = args.compile_sae
     topk_cfg.compile_llm = args.compile_llm
-    topk = time_steps(
-        LanguageModelSAETrainingRunner(
-            topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
-        ),
-        args.device,
-        p,
-    )
+    topk_compile_llm_error = None
+    try:
+        topk = time_steps(
+            LanguageModelSAETrainingRunner(
+                topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
+            ),
+            args.device,
+            p,
+        )
+    except KeyError as err:  # SAELens's compiled run_with_cache lost its hook (seen on an H100, torch 2.11)
+        if not args.compile_llm:
+            raise
+        topk_compile_llm_error = repr(err)
+        vars(model).pop("run_with_cache", None)
+        topk_cfg.compile_llm = False
+        topk = time_steps(
+            LanguageModelSAETrainingRunner(
+                topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
+            ),
+            args.device,
+            p,
+        )
+    vars(model).pop("run_with_cache", None)  # SAELens compiles it onto the shared model instance
 
     route_sae = RouteTrainingSAEConfig(
         d_in=p.d_model, d_sae=p.d_sae, k=p.k, hook_names=hooks, use_sparse_activations=args.sparse_decode
@@ -238,13 +261,8 @@ def main() -> None:
         p,
     )
 
-    device_name = (
-        torch.cuda.get_device_name()
-        if fast
-        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    )
     result = {
-        "device": device_name,
+        "device": device_name(args.device),
         "preset": args.preset,
         "routed_layers": len(hooks),
         "batch_tokens": p.prompts * p.context,
@@ -253,6 +271,7 @@ def main() -> None:
         "sparse_decode": args.sparse_decode,
         "compile_sae": args.compile_sae,
         "compile_llm": args.compile_llm,
+        "topk_compile_llm_error": topk_compile_llm_error,
         "bare_forward_tokens_per_s": bare,
         "topk_single_layer_tokens_per_s": topk["tokens_per_s"],
         "routesae_tokens_per_s": route["tokens_per_s"],

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from transformer_lens.hook_points import HookedRootModule
 
 from sae_lens_routing.atomic import atomic_directory
+from sae_lens_routing.compiled_forward import supports_compiled_forward
 from sae_lens_routing.distributed import DistInfo, init_distributed, rank_device, shard_dataset
 from sae_lens_routing.route_sae import RouteTrainingSAE
 from sae_lens_routing.store import MultiLayerActivationsStore
@@ -95,6 +96,14 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.evaluator = RoutedTrainingEvaluator(
             self.activations_store, n_eval_batches=self.cfg.n_eval_batches
         )
+
+    def _compile_llm_if_needed(self) -> None:
+        """`compile_llm`: the store compiles its own hook-free forward where the hooks allow it (see
+        `compiled_forward.py`); SAELens's compiled `run_with_cache` is kept for the other hook points."""
+        if self.cfg.compile_llm and not supports_compiled_forward(
+            self.model, list(self.cfg.sae.hook_names), self.cfg.model_kwargs
+        ):
+            super()._compile_llm_if_needed()
 
     def _set_sae_metadata(self) -> None:
         super()._set_sae_metadata()

@@ -11,7 +11,7 @@ the same `n_batches_in_buffer` (e.g. 9 layers x 2048 dims in bf16 = 36 KiB per t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -22,11 +22,15 @@ from sae_lens.training.mixing_buffer import mixing_buffer
 from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name, get_special_token_ids
 from transformer_lens.hook_points import HookedRootModule
 
+from sae_lens_routing.compiled_forward import compiled_resid_post_forward, supports_compiled_forward
+
 
 class MultiLayerActivationsStore(ActivationsStore):
     """Yields shuffled training batches [train_batch_size_tokens, L, d_in] in the routed hooks' order."""
 
     _hook_names: list[str]
+    compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """Set by `compile_llm=True` when the hooks allow it (see `compiled_forward.py`); replaces run_with_cache."""
 
     @classmethod
     def from_route_config(
@@ -71,6 +75,8 @@ class MultiLayerActivationsStore(ActivationsStore):
             use_chat_formatting=cfg.use_chat_formatting,
         )
         assert isinstance(store, MultiLayerActivationsStore)
+        if cfg.compile_llm and supports_compiled_forward(model, hook_names, cfg.model_kwargs):
+            store.compiled_forward = compiled_resid_post_forward(model, hook_names, cfg.llm_compilation_mode)
         return store
 
     @property
@@ -86,8 +92,12 @@ class MultiLayerActivationsStore(ActivationsStore):
     @torch.no_grad()
     def get_multi_layer_activations(self, batch_tokens: torch.Tensor) -> torch.Tensor:
         """Activations [batch, context, L, d_in] of the routed hooks, in the store's dtype and device."""
-        acts = self.get_multi_hook_activations(batch_tokens)
-        return torch.stack([acts[h].to(self.device, self.dtype) for h in self._hook_names], dim=-2)
+        if self.compiled_forward is not None:
+            with torch.autocast(batch_tokens.device.type, dtype=torch.bfloat16, enabled=self.autocast_lm):
+                acts = self.compiled_forward(batch_tokens)
+            return acts[:, slice(*self.seqpos_slice)].to(self.device, self.dtype)
+        by_hook = self.get_multi_hook_activations(batch_tokens)
+        return torch.stack([by_hook[h].to(self.device, self.dtype) for h in self._hook_names], dim=-2)
 
     def get_multi_layer_llm_batch(self, raise_on_epoch_end: bool = False) -> torch.Tensor:
         """One batch of prompts -> [n_tokens, L, d_in], special tokens (BOS, padding...) removed."""
