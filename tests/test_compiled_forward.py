@@ -53,3 +53,16 @@ def test_other_hooks_keep_saelens_compile_path(tmp_path):
     runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=model)
     assert runner.activations_store.compiled_forward is None
     assert "run_with_cache" in vars(model)  # SAELens's compile_llm: compiled run_with_cache on the instance
+
+
+def test_hook_free_forward_on_a_llama(tmp_path):
+    """Rotary attention, RMSNorm and grouped KV heads: still exactly the hooks' values."""
+    from conftest import tiny_hf_llama_folder
+
+    from sae_lens_routing.local_model import load_local_model
+
+    model = load_local_model(tiny_hf_llama_folder(tmp_path / "llama"))
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    tokens = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(resid_post_forward(model, hooks)(tokens), reference(model, tokens, hooks))
