@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.config import LoggingConfig
 from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 from sae_lens.training.activations_store import ActivationsStore
+from train_throughput import device_name, sync
 
 from sae_lens_routing import RouteTrainingSAEConfig
 from sae_lens_routing.commands._common import corpus_tokens
@@ -36,21 +36,15 @@ from sae_lens_routing.store import MultiLayerActivationsStore
 RESULTS = Path(__file__).parent / "results"
 
 
-def synchronize(device: str) -> None:
-    """CUDA kernels run asynchronously: wait for them so a timer measures the work, not the launches."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def steady_state_seconds(store: Any, n_tokens: int, device: str) -> float:
     """Seconds to draw n_tokens rows once the buffer is full (the first yield needs 2 forwards)."""
     next(store)
-    synchronize(device)
+    sync(device)
     t = time.perf_counter()
     got = 0
     while got < n_tokens:
         got += len(next(store))
-    synchronize(device)
+    sync(device)
     return time.perf_counter() - t
 
 
@@ -105,11 +99,11 @@ def main() -> None:
     with torch.no_grad():
         model(tokens[: args.prompts], stop_at_layer=stop)  # warm-up
         for _ in range(args.repeats):
-            synchronize(args.device)
+            sync(args.device)
             t = time.perf_counter()
             for b in range(args.batches):
                 model(tokens[b * args.prompts : (b + 1) * args.prompts], stop_at_layer=stop)
-            synchronize(args.device)
+            sync(args.device)
             bare_times.append(time.perf_counter() - t)
             routed = MultiLayerActivationsStore.from_route_config(model, cfg, override_dataset=dataset)
             store_times.append(steady_state_seconds(routed, args.batches * per_forward, args.device))
@@ -118,13 +112,8 @@ def main() -> None:
     bare = args.batches * args.prompts * args.context / min(bare_times)
     store_tps = args.batches * per_forward / min(store_times)
     stock_tps = args.batches * per_forward / min(stock_times)
-    device = (
-        torch.cuda.get_device_name()
-        if args.device.startswith("cuda")
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    )
     result = {
-        "device": device,
+        "device": device_name(args.device),
         "model": "SmolLM2-135M-Instruct" if args.model_path == "smollm2" else str(args.model_path),
         "dtype": args.dtype,
         "routed_hooks": hooks,

@@ -226,27 +226,22 @@ def main() -> None:
     topk_cfg.compile_sae = args.compile_sae
     topk_cfg.compile_llm = args.compile_llm
     topk_compile_llm_error = None
-    try:
-        topk = time_steps(
-            LanguageModelSAETrainingRunner(
-                topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
-            ),
-            args.device,
-            p,
+
+    def run_topk() -> dict[str, float]:
+        runner = LanguageModelSAETrainingRunner(
+            topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
         )
+        return time_steps(runner, args.device, p)
+
+    try:
+        topk = run_topk()
     except KeyError as err:  # SAELens's compiled run_with_cache lost its hook (seen on an H100, torch 2.11)
         if not args.compile_llm:
             raise
         topk_compile_llm_error = repr(err)
         vars(model).pop("run_with_cache", None)
         topk_cfg.compile_llm = False
-        topk = time_steps(
-            LanguageModelSAETrainingRunner(
-                topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
-            ),
-            args.device,
-            p,
-        )
+        topk = run_topk()
     vars(model).pop("run_with_cache", None)  # SAELens compiles it onto the shared model instance
 
     route_sae = RouteTrainingSAEConfig(
