@@ -64,6 +64,20 @@ def validate_route_fields(cfg: Any) -> None:
     cfg.hook_names = hook_names
 
 
+def validate_training_fields(cfg: Any) -> None:
+    """Checks of the training-only recipe fields; each message names the field."""
+    window = cfg.dead_feature_window_tokens
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ValueError(f"dead_feature_window_tokens must be a positive integer or None, got {window!r}")
+    every = cfg.unit_norm_decoder_every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"unit_norm_decoder_every must be an integer >= 0 (0 = never), got {every!r}")
+    if not cfg.aux_loss_coefficient >= 0:
+        raise ValueError(f"aux_loss_coefficient must be >= 0, got {cfg.aux_loss_coefficient!r}")
+    if cfg.decoder_init_norm is not None and not cfg.decoder_init_norm > 0:
+        raise ValueError(f"decoder_init_norm must be > 0 or None, got {cfg.decoder_init_norm!r}")
+
+
 @dataclass
 class RouteSAEConfig(SAEConfig):
     """Inference config of a routed SAE (architecture ``"routesae"``)."""
@@ -126,12 +140,20 @@ class RouteTrainingSAEConfig(TrainingSAEConfig):
     aux_loss_coefficient: float = 0.0
     """Weight of SAELens's TopK auxiliary dead-latent loss (normalised like the main loss). The paper
     trains without one, hence 0."""
+    dead_feature_window_tokens: int | None = None
+    """Tokens a latent may stay silent before the trainer counts it dead (feeding the aux loss and the dead
+    count). None keeps the runner's `dead_feature_window` (in steps, 1000 by default: at 4096-token steps a
+    latent must be silent for 4M tokens, so in a run shorter than that the aux loss never fires)."""
+    unit_norm_decoder_every: int = 0
+    """Project decoder rows to unit norm after every N-th optimizer step (the official code does every 10,
+    with `rescale_acts_by_decoder_norm` off); 0 = never."""
     use_sparse_activations: bool = False
     """Decode the k active latents with a gather instead of a dense [batch, d_sae] @ W_dec."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         validate_route_fields(self)
+        validate_training_fields(self)
 
     @property
     def n_layers(self) -> int:

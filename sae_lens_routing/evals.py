@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sae_lens_routing.router import routing_entropy_bits
 from sae_lens_routing.splice import routed_splice
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
@@ -124,6 +125,7 @@ def run_route_evals(
         / len(kl_batchmean_zero),
         "metrics/total_tokens_evaluated": int(n),
         "routing/share": {h: s for h, s in zip(hooks, (share / n).tolist())},
+        "routing/entropy_bits": routing_entropy_bits(share),
     }
     return metrics
 

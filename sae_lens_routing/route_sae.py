@@ -23,7 +23,14 @@ from typing_extensions import override
 
 from sae_lens_routing.config import RouteSAEConfig, RouteTrainingSAEConfig
 from sae_lens_routing.integrity import check_route_state_dict
-from sae_lens_routing.router import Routing, Standardized, route, router_input, standardize
+from sae_lens_routing.router import (
+    Routing,
+    Standardized,
+    route,
+    router_input,
+    routing_entropy_bits,
+    standardize,
+)
 from sae_lens_routing.topk import RoutedTopK
 
 
@@ -336,7 +343,20 @@ class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
 
         for i in range(self.n_layers):
             metrics[f"routing_share/layer_{i}"] = layer_share(i)
+
+        def entropy() -> float:
+            if "mean" not in cache:
+                cache["mean"] = share.float().mean(0).cpu()
+            return routing_entropy_bits(cache["mean"])
+
+        metrics["routing_entropy_bits"] = entropy
         return metrics
+
+    @torch.no_grad()
+    def project_decoder_to_unit_norm(self) -> None:
+        """Scale each decoder row to unit norm (the official `unit_norm_decoder`). Unlike folding, this
+        changes the SAE's output when rows have drifted: it is a training-time constraint, not a re-write."""
+        self.W_dec.data /= self.W_dec.data.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     @override
     def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:

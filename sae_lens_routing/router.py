@@ -75,3 +75,13 @@ def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing
     else:
         raise ValueError(f"routing must be 'hard' or 'soft', got {routing!r}")
     return Routing(router_weights, layer_weights, layer_index, sae_in)
+
+
+def routing_entropy_bits(share: torch.Tensor) -> float:
+    """Entropy (bits) of the fraction of tokens routed to each layer: log2(L) when tokens spread evenly over
+    the L layers, 0 when the router has collapsed onto one layer. The router's collapse is easy to miss in
+    NormMSE, so training logs and evals report it."""
+    p = share.double().clamp_min(0)
+    p = p / p.sum().clamp_min(1e-12)
+    nz = p[p > 0]
+    return float(-(nz * nz.log2()).sum())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,7 @@ def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:
         "d_sae": runner.cfg.sae.d_sae,
         "training_tokens": metrics.get("training_tokens"),
         "routing_share": shares,
+        "routing_entropy_bits": metrics.get("routing_entropy_bits"),
     }
 
 
@@ -286,6 +288,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  L0                 {summary['l0']:.1f}",
         f"  dead latents       {summary['dead_latents']} / {summary['d_sae']}",
         f"  training tokens    {summary['training_tokens']}",
+        f"  routing entropy    {summary['routing_entropy_bits']:.2f} bits "
+        f"(max {math.log2(max(len(summary['routing_share']), 1)):.2f}: spread evenly; 0: one layer)",
         "  routing share per layer:",
     ]
     lines += [f"    {hook:<28} {share:6.1%}" for hook, share in summary["routing_share"].items()]

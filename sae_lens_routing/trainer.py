@@ -7,6 +7,7 @@ logged metrics and eval results over ranks, and lets only rank 0 write checkpoin
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
@@ -43,7 +44,29 @@ class RouteSAETrainer(SAETrainer):
 
                 self.evaluator = evaluator
 
+    @property
+    def dead_feature_window_steps(self) -> int:
+        """The dead-latent window in steps: the SAE's `dead_feature_window_tokens` (global tokens, so the
+        same on any number of ranks) when set, else the runner's `dead_feature_window`."""
+        tokens = getattr(self.sae.cfg, "dead_feature_window_tokens", None)
+        if tokens is None:
+            return int(self.cfg.dead_feature_window)
+        global_batch = self.cfg.train_batch_size_samples * self.dist.world_size
+        return max(1, math.ceil(tokens / global_batch))
+
+    @property
+    def dead_neurons(self) -> torch.Tensor:
+        return (self.n_forward_passes_since_fired > self.dead_feature_window_steps).bool()
+
     def step(self, batch: torch.Tensor) -> TrainStepOutput:
+        output = self._step(batch)
+        every = getattr(self.sae.cfg, "unit_norm_decoder_every", 0)
+        if every and self.n_training_steps % every == 0:
+            # After the optimizer step, as the official loop does (`batch_idx % steps == 0`).
+            self.sae.project_decoder_to_unit_norm()
+        return output
+
+    def _step(self, batch: torch.Tensor) -> TrainStepOutput:
         if not self.dist.enabled:
             return super().step(batch)
         freq_before = self.act_freq_scores.clone()

@@ -10,6 +10,7 @@ import torch
 from sae_lens.training.prefetch import PrefetchingIterator
 
 from sae_lens_routing.route_sae import normalized_mse
+from sae_lens_routing.router import routing_entropy_bits
 from sae_lens_routing.store import MultiLayerActivationsStore
 
 
@@ -42,6 +43,7 @@ def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict
     }
     for i, s in enumerate((share / n).tolist()):
         metrics[f"routing_share/layer_{i}"] = s
+    metrics["routing_entropy_bits"] = routing_entropy_bits(share)
     return metrics
 
 

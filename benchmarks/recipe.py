@@ -1,0 +1,282 @@
+"""Training recipe: this package's default RouteSAE recipe vs the official code's training rules, same data.
+
+The benchmark of issue 11: SmolLM2-135M-Instruct, BBC News (`corpus.bbcnews_texts()` shuffled with
+`random.Random(0)`, first 90% of documents for training, the rest held out), the paper's layers for a 30-layer
+model (`blocks.6..21.hook_resid_post` = HF `hidden_states[7:23]`), documents cut to 128 tokens (BOS + 127),
+BOS and pad positions dropped, 200,000 cached training tokens x 4 epochs in batches of 4096 (192 Adam steps),
+lr 5e-4 with 5% linear warm-up and linear decay over the last 20%, d_sae 4608, k 32, hard routing, sum router
+input. Every row trains with `RouteTrainingSAE` + `RouteSAETrainer` on the same cache in the same token order,
+and is scored by `run_route_evals` on 64 documents.
+
+Splits: the last 64 training documents are a *validation* split (never trained on); settings are chosen there
+(`--split val`). The first 64 held-out documents are the *test* split, reported once (`--split test`).
+
+Rows (`--rows`, comma separated; see ROWS):
+  default      RouteTrainingSAEConfig() as it is now: what a user gets with no options
+  official     the official training rules, as close as SAELens's trainer allows (tied init, unit-norm decoder
+               projected every 10 steps, TopK without ReLU, no aux loss)
+  old_default  this package's defaults before issue 11 (decoder_init_norm 0.1, decoder-norm rescaling)
+  ...          ablations between the two (see ROWS)
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/recipe.py --split val --rows default,official
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/recipe.py --split test --rows default,official,old_default
+
+The activation cache (3.7 GB float16) is built once under `out/recipe/` and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+from sae_lens_routing import RouteTrainingSAE, RouteTrainingSAEConfig
+from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.corpus import load_corpus
+from sae_lens_routing.evals import run_route_evals
+from sae_lens_routing.local_model import load_local_model
+from sae_lens_routing.recipes import OFFICIAL_RECIPE
+from sae_lens_routing.trainer import RouteSAETrainer
+
+RESULTS = Path(__file__).parent / "results"
+CACHE_DIR = Path("out/recipe")
+HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(6, 22)]  # HF hidden_states[7:23] of a 30-layer model
+STOP = 22
+SEQ = 128
+TRAIN_TOKENS = 200_000
+EPOCHS = 4
+BATCH = 4096
+LR = 5e-4
+D_SAE = 4608
+K = 32
+N_EVAL_DOCS = 64
+
+OFFICIAL = OFFICIAL_RECIPE
+OLD_DEFAULT = dict(decoder_init_norm=0.1, rescale_acts_by_decoder_norm=True, aux_loss_coefficient=0.0)
+# name -> (what it tests, RouteTrainingSAEConfig overrides, trainer overrides)
+ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "default": ("RouteTrainingSAEConfig() defaults", {}, {}),
+    "official": ("official training rules", OFFICIAL, {}),
+    "old_default": ("defaults before issue 11", OLD_DEFAULT, {}),
+    "init1": ("old default + decoder_init_norm 1.0", {**OLD_DEFAULT, "decoder_init_norm": 1.0}, {}),
+    "init1_aux": (
+        "init 1.0 + TopK aux loss 1/32, dead after 82k tokens",
+        {**OLD_DEFAULT, "decoder_init_norm": 1.0, "aux_loss_coefficient": 1 / 32,
+         "dead_feature_window_tokens": 81_920},
+        {},
+    ),
+    "init05_aux": (
+        "init 0.5 + aux",
+        {**OLD_DEFAULT, "decoder_init_norm": 0.5, "aux_loss_coefficient": 1 / 32,
+         "dead_feature_window_tokens": 81_920},
+        {},
+    ),
+    "init03_aux": (
+        "init 0.3 + aux",
+        {**OLD_DEFAULT, "decoder_init_norm": 0.3, "aux_loss_coefficient": 1 / 32,
+         "dead_feature_window_tokens": 81_920},
+        {},
+    ),
+    "official_aux": (
+        "official rules + aux",
+        {**OFFICIAL, "aux_loss_coefficient": 1 / 32, "dead_feature_window_tokens": 81_920},
+        {},
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------- data
+def documents(model: Any) -> dict[str, list[torch.Tensor]]:
+    """Token rows (BOS + up to 127 tokens) of the train / val / test documents."""
+    texts = list(load_corpus("bbcnews", seed=0)["text"])  # bbcnews_texts() shuffled with Random(0)
+    n_train = int(0.9 * len(texts))
+
+    def tok(text: str) -> torch.Tensor:
+        return model.to_tokens(text, prepend_bos=True)[0][:SEQ].cpu()
+
+    return {
+        "train": [tok(t) for t in texts[: n_train - N_EVAL_DOCS]],
+        "val": [tok(t) for t in texts[n_train - N_EVAL_DOCS : n_train]],
+        "test": [tok(t) for t in texts[n_train : n_train + N_EVAL_DOCS]],
+    }
+
+
+def pad_rows(rows: list[torch.Tensor], pad: int) -> torch.Tensor:
+    out = torch.full((len(rows), SEQ), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+@torch.no_grad()
+def build_cache(model: Any, rows: list[torch.Tensor]) -> np.ndarray:
+    """[TRAIN_TOKENS, L, d] float16 activations of the routed hooks, documents in order, BOS/pad dropped."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path, meta_path = CACHE_DIR / "train_acts.f16", CACHE_DIR / "train_acts.json"
+    meta = {"hooks": HOOKS, "tokens": TRAIN_TOKENS, "seq": SEQ, "d": int(model.cfg.d_model), "version": 1}
+    shape = (TRAIN_TOKENS, len(HOOKS), int(model.cfg.d_model))
+    if meta_path.exists() and json.loads(meta_path.read_text()) == meta:
+        return np.memmap(path, dtype=np.float16, mode="r", shape=shape)
+    tmp = path.with_suffix(".tmp")
+    cache = np.memmap(tmp, dtype=np.float16, mode="w+", shape=shape)
+    filled, start = 0, time.perf_counter()
+    for i in range(0, len(rows), 16):
+        chunk = rows[i : i + 16]
+        tokens = pad_rows(chunk, pad=0)
+        _, acts = model.run_with_cache(tokens, names_filter=HOOKS, stop_at_layer=STOP)
+        stacked = torch.stack([acts[h] for h in HOOKS], dim=-2)  # [b, seq, L, d]
+        keep = torch.zeros(tokens.shape, dtype=torch.bool)
+        for j, r in enumerate(chunk):
+            keep[j, 1 : len(r)] = True  # drop BOS and pad positions
+        kept = stacked[keep].half().numpy()
+        take = min(len(kept), TRAIN_TOKENS - filled)
+        cache[filled : filled + take] = kept[:take]
+        filled += take
+        print(f"  cached {filled}/{TRAIN_TOKENS} tokens ({time.perf_counter() - start:.0f} s)", flush=True)
+        if filled == TRAIN_TOKENS:
+            break
+    if filled < TRAIN_TOKENS:
+        raise ValueError(f"only {filled} training tokens available, need {TRAIN_TOKENS}")
+    cache.flush()
+    del cache
+    tmp.replace(path)
+    atomic_write_text(meta_path, json.dumps(meta))
+    return np.memmap(path, dtype=np.float16, mode="r", shape=shape)
+
+
+def token_order(seed: int = 0) -> list[torch.Tensor]:
+    """The batches' row indices: a fixed permutation per epoch, remainder dropped; the same for every row."""
+    gen = torch.Generator().manual_seed(seed)
+    per_epoch = TRAIN_TOKENS // BATCH
+    return [
+        idx
+        for _ in range(EPOCHS)
+        for idx in torch.randperm(TRAIN_TOKENS, generator=gen)[: per_epoch * BATCH].split(BATCH)
+    ]
+
+
+def batches(acts: torch.Tensor, order: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    for idx in order:
+        yield acts[idx].float()
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train_row(
+    acts: torch.Tensor, sae_overrides: dict[str, Any], trainer_overrides: dict[str, Any], k: int, seed: int
+) -> tuple[RouteTrainingSAE, dict[str, Any]]:
+    order = token_order()
+    steps = len(order)
+    torch.manual_seed(seed)
+    sae = RouteTrainingSAE(
+        RouteTrainingSAEConfig(
+            d_in=acts.shape[-1], d_sae=D_SAE, k=k, hook_names=HOOKS, routing="hard", router_input="sum",
+            **sae_overrides,
+        )
+    )
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=steps * BATCH,
+        train_batch_size_samples=BATCH,
+        lr=trainer_overrides.get("lr", LR),
+        lr_end=trainer_overrides.get("lr", LR),
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=int(0.05 * steps),
+        lr_decay_steps=steps // 5,
+        device="cpu",
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    trainer = RouteSAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches(acts, order))
+    start = time.perf_counter()
+    trainer.fit()
+    info = {
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "steps": steps,
+        "dead_at_end_of_training": int(trainer.dead_neurons.sum()),
+        "dead_window_steps": trainer.dead_feature_window_steps,
+    }
+    return sae.eval(), info
+
+
+def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
+    share = metrics["routing/share"]
+    p = torch.tensor(list(share.values())).clamp_min(1e-12)
+    return {
+        "normalized_mse": metrics["reconstruction_quality/normalized_mse"],
+        "explained_variance": metrics["reconstruction_quality/explained_variance"],
+        "kl_per_token": metrics["model_behavior_preservation/kl_div_with_sae"],
+        "ce_loss_score": metrics["model_performance_preservation/ce_loss_score"],
+        "delta_ce": metrics["model_performance_preservation/delta_ce"],
+        "latents_silent_on_eval": metrics["sparsity/latents_silent_on_eval"],
+        "l0": metrics["sparsity/l0"],
+        "routing_entropy_bits": float(-(p * p.log2()).sum()),
+        "routing_share": share,
+        "tokens_evaluated": metrics["metrics/total_tokens_evaluated"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="default,official")
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--k", type=int, default=K)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="results JSON (default: results/recipe[_val].json)")
+    args = parser.parse_args()
+    names = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown --rows {unknown}; choose from {sorted(ROWS)}")
+
+    torch.set_grad_enabled(True)
+    model = load_local_model("smollm2")
+    docs = documents(model)
+    acts = torch.from_numpy(np.ascontiguousarray(build_cache(model, docs["train"])))
+    special = sorted({int(model.tokenizer.bos_token_id), int(model.tokenizer.eos_token_id),
+                      int(model.tokenizer.pad_token_id or 0)})
+    eval_tokens = pad_rows(docs[args.split], pad=int(model.tokenizer.pad_token_id or 0))
+
+    out_path = Path(args.output) if args.output else RESULTS / (
+        "recipe.json" if args.split == "test" else "recipe_val.json"
+    )
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results.setdefault("rows", {})
+    results.update(
+        {
+            "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "split": args.split,
+            "setup": {
+                "model": "SmolLM2-135M-Instruct", "hooks": f"{HOOKS[0]} .. {HOOKS[-1]} ({len(HOOKS)})",
+                "train_tokens": TRAIN_TOKENS, "epochs": EPOCHS, "batch": BATCH, "lr": LR, "d_sae": D_SAE,
+                "eval_documents": N_EVAL_DOCS, "seq": SEQ,
+            },
+        }
+    )
+    for name in names:
+        what, sae_over, trainer_over = ROWS[name]
+        print(f"== {name}: {what} (k={args.k})", flush=True)
+        sae, info = train_row(acts, sae_over, trainer_over, args.k, args.seed)
+        start = time.perf_counter()
+        metrics = run_route_evals(sae, model, eval_tokens, batch_size=8, exclude_special_tokens=special)
+        row = {"what": what, "k": args.k, "sae_overrides": sae_over, "trainer_overrides": trainer_over,
+               **info, "eval_seconds": round(time.perf_counter() - start, 1), **summarise(metrics)}
+        if name == "default":
+            row["defaults"] = {f: getattr(sae.cfg, f) for f in (
+                "decoder_init_norm", "rescale_acts_by_decoder_norm", "topk_relu", "aux_loss_coefficient",
+                "dead_feature_window_tokens", "unit_norm_decoder_every")}
+        key = name if args.k == K else f"{name}@k{args.k}"
+        results["rows"][key] = row
+        print(json.dumps({k: v for k, v in row.items() if k != "routing_share"}, default=str), flush=True)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_path, json.dumps(results, indent=2, default=str))
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
