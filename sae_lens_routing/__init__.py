@@ -26,6 +26,7 @@ from sae_lens_routing.releases import (
 )
 from sae_lens_routing.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
 from sae_lens_routing.runner import RouteSAETrainingRunner, training_summary
+from sae_lens_routing.sae_lens_guards import SingleLayerInputError
 from sae_lens_routing.store import MultiLayerActivationsStore
 from sae_lens_routing.trainer import RouteSAETrainer
 
@@ -54,6 +55,7 @@ __all__ = [
     "RouteTrainingSAE",
     "RouteTrainingSAEConfig",
     "RoutedOutput",
+    "SingleLayerInputError",
     "load_official_checkpoint",
     "IntegrityError",
     "get_routed_saes_directory",

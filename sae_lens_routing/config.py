@@ -14,6 +14,8 @@ from typing import Any, Literal
 from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
 from typing_extensions import override
 
+from sae_lens_routing.sae_lens_guards import no_single_hook_layer_error
+
 ARCHITECTURE = "routesae"
 ROUTING_MODES = ("hard", "soft")
 ROUTER_INPUTS = ("sum", "mean")
@@ -109,6 +111,12 @@ class RouteSAEConfig(SAEConfig):
         """Number of routed layers, L."""
         return len(self.hook_names)
 
+    @property
+    def hook_layer(self) -> int:
+        """Refused: a routed SAE has no single hook layer. SAELens 6 configs have no `hook_layer`; sae-dashboard's
+        NeuronpediaRunner asks for one (before loading the model) to build a single-layer dashboard."""
+        raise no_single_hook_layer_error(self.hook_names)
+
     @override
     @classmethod
     def architecture(cls) -> str:
@@ -158,6 +166,12 @@ class RouteTrainingSAEConfig(TrainingSAEConfig):
     @property
     def n_layers(self) -> int:
         return len(self.hook_names)
+
+    @property
+    def hook_layer(self) -> int:
+        """Refused: a routed SAE has no single hook layer. SAELens 6 configs have no `hook_layer`; sae-dashboard's
+        NeuronpediaRunner asks for one (before loading the model) to build a single-layer dashboard."""
+        raise no_single_hook_layer_error(self.hook_names)
 
     @override
     @classmethod

@@ -2,10 +2,13 @@
 
 Spaces. Everything the SAE computes lives in the *standardised* space (each layer's activation of each
 token scaled to mean 0, std 1, as the paper does). `forward_routed` takes raw activations of the L routed
-hooks and returns the routed input and its reconstruction in that space. The single-layer methods keep
-SAELens's meaning so single-hook tools work on one layer: `encode` takes raw [..., d_in] (or the L layers
-stacked as [..., L*d_in], which is how sae-dashboard hands them over), `decode` returns the standardised
-reconstruction, and `forward` maps raw to raw by undoing each token's own standardisation.
+hooks and returns the routed input and its reconstruction in that space. SAELens's methods keep SAELens's
+contract on the routed input: `encode` takes the L layers stacked, [batch, seq, L, d_in] or [..., L*d_in]
+(how sae-dashboard hands them over), and equals `forward_routed(...).feature_acts`; `decode(encode(x))` is in
+the input's (raw) space, with the per-token stats `encode` kept (SAELens's layer_norm idiom); `forward` is
+`decode(encode(x))`; `decode_standardized` stays in the standardised space. One layer's activations
+[..., d_in], which is what SAELens's single-hook tools pass, are refused with the routed equivalent
+(`sae_lens_guards`): a single layer cannot be routed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sae_lens_routing.router import (
     routing_entropy_bits,
     standardize,
 )
+from sae_lens_routing.sae_lens_guards import single_layer_input_error
 from sae_lens_routing.topk import RoutedTopK
 
 
@@ -61,6 +65,46 @@ class RoutedOutput:
         """Raw activation at each token's routed layer (what a splice replaces)."""
         idx = self.layer_index[..., None, None].expand(*self.layer_index.shape, 1, self.sae_in.shape[-1])
         return self.standardized.undo(self.standardized.x.gather(-2, idx).squeeze(-2), self.layer_index)
+
+
+@dataclass
+class DecodeStats:
+    """What `encode` keeps for `decode` (as SAELens's layer_norm SAEs keep `ln_mu`/`ln_std`): per token, the
+    routed layer's mean and std and the router weight the SAE input was scaled by. None for soft routing, whose
+    input mixes layers and so has no raw space."""
+
+    batch_shape: tuple[int, ...]
+    dtype: torch.dtype
+    std: torch.Tensor | None  # [..., 1]
+    mean: torch.Tensor | None  # [..., 1]
+    weight: torch.Tensor | None  # [..., 1]
+
+    @classmethod
+    def of(cls, std: Standardized, routing: Routing, mode: str, dtype: torch.dtype) -> DecodeStats:
+        shape = tuple(routing.layer_index.shape)
+        if mode != "hard":
+            return cls(shape, dtype, None, None, None)
+        idx = routing.layer_index[..., None, None]
+        return cls(
+            shape,
+            dtype,
+            std.std.gather(-2, idx).squeeze(-2),
+            std.mean.gather(-2, idx).squeeze(-2),
+            routing.router_weights.gather(-1, routing.layer_index[..., None]),
+        )
+
+    def check_hard(self) -> None:
+        if self.std is None:
+            raise ValueError(
+                "RouteSAE.decode: a soft-routed SAE reconstructs a router-weighted mix of the L standardised "
+                "layers, which is no layer's raw space; use decode_standardized(feature_acts)"
+            )
+
+    def to_raw(self, standardized: torch.Tensor) -> torch.Tensor:
+        """`RoutedOutput.routed_layer_reconstruction` for a standardised reconstruction."""
+        self.check_hard()
+        assert self.std is not None and self.mean is not None and self.weight is not None
+        return (standardized / self.weight * self.std + self.mean).to(self.dtype)
 
 
 class _RoutedSAEMixin:
@@ -152,9 +196,13 @@ class _RoutedSAEMixin:
             standardized=std,
         )
 
-    def _hidden_pre(self, z: torch.Tensor) -> torch.Tensor:
-        sae_in = self.process_sae_in(z)  # type: ignore[attr-defined]  # dtype, hook_sae_input, minus b_dec
-        hidden_pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)  # type: ignore[attr-defined]
+    def _hidden_pre(self, z: torch.Tensor, hooks: bool = True) -> torch.Tensor:
+        if hooks:
+            sae_in = self.process_sae_in(z)  # type: ignore[attr-defined]  # dtype, hook_sae_input, minus b_dec
+            hidden_pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)  # type: ignore[attr-defined]
+        else:  # process_sae_in without its hook (reshaping and activation norm are off for RouteSAE)
+            sae_in = z.to(self.dtype) - self.b_dec * self.cfg.apply_b_dec_to_input
+            hidden_pre = sae_in @ self.W_enc + self.b_enc
         if self.cfg.rescale_acts_by_decoder_norm:
             hidden_pre = hidden_pre * self.W_dec.norm(dim=-1)
         return hidden_pre
@@ -164,10 +212,11 @@ class _RoutedSAEMixin:
         hidden_pre = self._hidden_pre(z)
         return self.hook_sae_acts_post(self.activation_fn(hidden_pre)), hidden_pre  # type: ignore[attr-defined]
 
-    def _decode_standardized(self, feature_acts: torch.Tensor) -> torch.Tensor:
+    def _decode_standardized(self, feature_acts: torch.Tensor, hooks: bool = True) -> torch.Tensor:
         if self.cfg.rescale_acts_by_decoder_norm:
             feature_acts = feature_acts / self.W_dec.norm(dim=-1)
-        return self.hook_sae_recons(feature_acts @ self.W_dec + self.b_dec)  # type: ignore[attr-defined]
+        out = feature_acts @ self.W_dec + self.b_dec
+        return self.hook_sae_recons(out) if hooks else out  # type: ignore[attr-defined]
 
     def _encode_decode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """feature_acts, hidden_pre, sae_out; the sparse option decodes only the k kept latents."""
@@ -187,34 +236,109 @@ class _RoutedSAEMixin:
         return feature_acts, hidden_pre, self.hook_sae_recons(sae_out)  # type: ignore[attr-defined]
 
     # ---- SAELens single-layer API --------------------------------------------------------------
+    def routed_acts_view(self, x: torch.Tensor, method: str = "encode") -> torch.Tensor:
+        """`x` as raw routed activations [..., L, d_in], when its shape says so unambiguously.
+
+        Routed: [..., L*d_in] (what sae-dashboard hands over from `blocks.N.hook_resid_routed`) and 4-D or more
+        [..., L, d_in] (the natural [batch, seq, L, d_in]). Refused: anything else ending in d_in, i.e. one
+        layer's activations (what SAELens's single-hook tools pass), including the 3-D [n, L, d_in], which
+        cannot be told apart from [batch, seq=L, d_in]; `forward_routed` takes that shape explicitly.
+        """
+        n, d = self.n_layers, self.cfg.d_in
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{method} expects a torch.Tensor, got {type(x).__name__}")
+        if x.ndim >= 1 and x.shape[-1] == n * d:
+            return x.reshape(*x.shape[:-1], n, d)
+        if x.ndim >= 4 and tuple(x.shape[-2:]) == (n, d):
+            return x
+        if x.ndim >= 1 and x.shape[-1] == d:
+            raise single_layer_input_error(method, x.shape, n, d)
+        raise ValueError(
+            f"{method} expects the routed layers stacked, [batch, seq, L={n}, d_in={d}] or [..., L*d_in={n * d}], "
+            f"got shape {tuple(x.shape)}"
+        )
+
+    def _encode_routed(self, x: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature_acts, hidden_pre) of stacked raw input; keeps each token's stats for `decode`."""
+        acts = self.routed_acts_view(x, method)
+        self.check_routed_acts(acts)
+        std, routing = self.route_acts(acts)
+        feature_acts, hidden_pre = self._encode_standardized(routing.sae_in)
+        self._decode_stats = DecodeStats.of(std, routing, self.cfg.routing, x.dtype)
+        return feature_acts, hidden_pre
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of raw activations: one layer [..., d_in], or all L layers stacked [..., L*d_in]."""
-        d, n = self.cfg.d_in, self.n_layers
-        if x.shape[-1] == n * d:
-            return self.forward_routed(x.reshape(*x.shape[:-1], n, d)).feature_acts
-        if x.shape[-1] != d:
-            raise ValueError(
-                f"encode expects [..., d_in={d}] (one layer) or [..., L*d_in={n * d}] (the L routed layers "
-                f"stacked), got last dim {x.shape[-1]}"
-            )
-        z = standardize(x, self.cfg.standardize_eps, self.cfg.standardize).x
-        return self._encode_standardized(z)[0]
+        """Routed features of the L routed layers stacked, [batch, seq, L, d_in] or [..., L*d_in]; equal to
+        `forward_routed(...).feature_acts`. One layer's activations [..., d_in] are refused (see
+        `routed_acts_view`): SAELens's single-hook tools pass those, and they cannot be routed.
+
+        Like SAELens's `normalize_activations="layer_norm"` (which keeps `ln_mu`/`ln_std` from encode for
+        decode), each token's routed-layer mean, std and router weight are kept for the next `decode`."""
+        return self._encode_routed(x, "encode")[0]
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        """Reconstruction in the standardised space (per-token stats are not recoverable from features)."""
+        """Back to the input's space: the raw activation of each token's routed layer, [..., d_in].
+
+        Uses (and, as SAELens's layer_norm idiom does, consumes) the per-token stats kept by the `encode` call
+        that made `feature_acts`: `std * decode_standardized(f) / router_weight + mean`, the reconstruction
+        `routed_splice` writes into the residual stream. Features not from `encode` (a steering vector, edited
+        features of another batch) have no such stats: use `decode_standardized`."""
+        stats: DecodeStats | None = getattr(self, "_decode_stats", None)
+        self._decode_stats = None
+        if stats is None or tuple(feature_acts.shape[:-1]) != stats.batch_shape:
+            got = "no encode call" if stats is None else f"encode of batch shape {stats.batch_shape}"
+            raise ValueError(
+                "RouteSAE.decode maps features back to raw activations with the per-token mean, std and router "
+                f"weight of the encode call that made them (SAELens's layer_norm idiom); found {got} for features "
+                f"of shape {tuple(feature_acts.shape)}. Call encode on the same batch first, or use "
+                "decode_standardized(feature_acts) for the reconstruction in the standardised space."
+            )
+        stats.check_hard()
+        return stats.to_raw(self.decode_standardized(feature_acts))
+
+    def decode_standardized(self, feature_acts: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in the standardised space the SAE computes in (that of `forward_routed(...).sae_in`)."""
         return self._decode_standardized(feature_acts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw one-layer activations in, raw reconstruction out (each token de-standardised with its own
-        mean and std); with `use_error_term` the output equals the input while hooks see the features."""
-        if x.shape[-1] != self.cfg.d_in:
-            raise ValueError(f"forward expects [..., d_in={self.cfg.d_in}], got {tuple(x.shape)}")
-        std = standardize(x, self.cfg.standardize_eps, self.cfg.standardize)
-        feature_acts, _ = self._encode_standardized(std.x)
-        sae_out = std.undo(self._decode_standardized(feature_acts)).to(x.dtype)
+        """Stacked raw routed layers in, raw reconstruction of each token's routed layer out: `decode(encode(x))`.
+
+        With `use_error_term` the output equals that layer's raw input; the error is computed without hooks, as
+        SAELens's `SAE.forward` does, so features edited by a hook act as a pure intervention."""
+        feature_acts = self.encode(x)
+        sae_out = self.decode(feature_acts)
         if self.use_error_term:  # type: ignore[attr-defined]
-            sae_out = sae_out + self.hook_sae_error((x - sae_out).detach())  # type: ignore[attr-defined]
+            with torch.no_grad():
+                acts = self.routed_acts_view(x, "forward")
+                std, routing = self.route_acts(acts)
+                clean = self.activation_fn(self._hidden_pre(routing.sae_in, hooks=False))
+                stats = DecodeStats.of(std, routing, self.cfg.routing, x.dtype)
+                clean_out = stats.to_raw(self._decode_standardized(clean, hooks=False))
+                idx = routing.layer_index[..., None, None].expand(
+                    *routing.layer_index.shape, 1, acts.shape[-1]
+                )
+                routed_input = acts.gather(-2, idx).squeeze(-2)
+            sae_out = sae_out + self.hook_sae_error((routed_input - clean_out).to(sae_out.dtype))  # type: ignore
         return self.hook_sae_output(sae_out)  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
+        """SAELens folds a constant input scale into W_enc/W_dec/b_dec. Per-token standardisation already
+        removes any constant scale (up to eps), so with `standardize` the exact fold is to change nothing; without
+        it the router's softmax is not scale-invariant and no fold exists."""
+        if not self.cfg.standardize and scaling_factor != 1.0:
+            raise ValueError(
+                "RouteSAE cannot fold an activation scaling factor with standardize=False: the router's softmax "
+                "is not scale-invariant; scale the activations before forward_routed instead"
+            )
+        self.cfg.normalize_activations = "none"
+
+    def fold_activation_whitening(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: a whitening of the raw activations does not commute with per-token standardisation."""
+        raise ValueError(
+            "RouteSAE cannot fold an activation whitening: its inputs are standardised per token and routed, "
+            "which an affine map of the raw activations does not commute with"
+        )
 
     @torch.no_grad()
     def fold_W_dec_norm(self) -> None:
@@ -258,10 +382,8 @@ class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
 
     @override
     def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.shape[-1] == self.cfg.d_in:
-            return self._encode_standardized(standardize(x, self.cfg.standardize_eps, self.cfg.standardize).x)
-        out = self.forward_routed(x.reshape(*x.shape[:-1], self.n_layers, self.cfg.d_in))
-        return out.feature_acts, out.hidden_pre
+        """As `encode` (stacked routed layers only), with the pre-TopK activations."""
+        return self._encode_routed(x, "encode_with_hidden_pre")
 
     @override
     def get_coefficients(self) -> dict[str, float | TrainCoefficientConfig]:

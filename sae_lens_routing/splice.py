@@ -93,7 +93,7 @@ def plan_splice(
         if on_features is not None:
             feature_acts = on_features(out.feature_acts.clone(), out)
             max_weight = out.router_weights.gather(-1, out.layer_index[..., None])
-            edited = out.standardized.undo(sae.decode(feature_acts) / max_weight, out.layer_index)
+            edited = out.standardized.undo(sae.decode_standardized(feature_acts) / max_weight, out.layer_index)
         else:
             edited = recon
         values = edited + (clean - recon) if use_error_term else edited

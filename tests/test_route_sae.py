@@ -8,6 +8,7 @@ from conftest import HOOKS4, make_training_sae
 from sae_lens.saes.sae import TrainStepInput
 
 from sae_lens_routing import RouteSAEConfig, RouteTrainingSAEConfig, normalized_mse
+from sae_lens_routing.sae_lens_guards import SingleLayerInputError
 
 
 def step_input(acts, dead=None, step=0):
@@ -42,23 +43,69 @@ def test_soft_routing_mixes_layers():
     torch.testing.assert_close(out.sae_in, (out.standardized.x * out.router_weights[..., None]).sum(-2))
 
 
-def test_encode_single_layer_and_stacked(training_sae):
+def test_encode_routes_stacked_input_and_refuses_one_layer(training_sae):
     acts = torch.randn(2, 3, 4, 16)
-    stacked = training_sae.encode(acts.reshape(2, 3, 64))
-    torch.testing.assert_close(stacked, training_sae.forward_routed(acts).feature_acts)
-    one = training_sae.encode(acts[:, :, 0])
-    assert one.shape == (2, 3, 64)
-    assert training_sae.decode(one).shape == (2, 3, 16)
-    with pytest.raises(ValueError, match="d_in=16"):
+    routed = training_sae.forward_routed(acts).feature_acts
+    torch.testing.assert_close(training_sae.encode(acts), routed)  # [batch, seq, L, d_in]
+    torch.testing.assert_close(training_sae.encode(acts.reshape(2, 3, 64)), routed)  # [..., L*d_in]
+    feats, hidden_pre = training_sae.encode_with_hidden_pre(acts)
+    torch.testing.assert_close(feats, routed)
+    torch.testing.assert_close(hidden_pre, training_sae.forward_routed(acts).hidden_pre)
+    # one layer's activations (what SAELens's single-hook tools pass) cannot be routed
+    for method in (training_sae.encode, training_sae.encode_with_hidden_pre, training_sae):
+        with pytest.raises(SingleLayerInputError, match="(?s)routed_splice.*run_route_evals"):
+            method(acts[:, :, 0])
+    # [n, L, d_in] could be [batch, seq=L, d_in]: not guessed, the message says how to route it
+    with pytest.raises(SingleLayerInputError, match="does not guess"):
+        training_sae.encode(acts[0, 0:1].expand(5, 4, 16).contiguous())
+    with pytest.raises(ValueError, match=r"L\*d_in=64"):
         training_sae.encode(torch.randn(2, 17))
 
 
-def test_forward_is_raw_to_raw_and_error_term_is_exact(training_sae):
-    x = torch.randn(5, 16) * 3 + 1
-    recon = training_sae(x)
-    assert recon.shape == x.shape
+def test_decode_of_encode_is_in_the_input_space(training_sae):
+    acts = torch.randn(2, 3, 4, 16) * 5 + 3
+    out = training_sae.forward_routed(acts)
+    recon = training_sae.decode(training_sae.encode(acts))
+    torch.testing.assert_close(recon, out.routed_layer_reconstruction())
+    # raw space: same mean as the raw routed-layer input (the standardised reconstruction has mean ~0)
+    raw = out.routed_layer_input()
+    torch.testing.assert_close(recon.mean(-1), raw.mean(-1), atol=0.5, rtol=0.1)
+    torch.testing.assert_close(training_sae.decode_standardized(out.feature_acts), out.sae_out)
+    # stats are consumed by decode (SAELens's layer_norm idiom) and must match the batch
+    with pytest.raises(ValueError, match="no encode call.*decode_standardized"):
+        training_sae.decode(out.feature_acts)
+    training_sae.encode(acts[:1])
+    with pytest.raises(ValueError, match="batch shape"):
+        training_sae.decode(out.feature_acts)
+    soft = make_training_sae(routing="soft")
+    with pytest.raises(ValueError, match="soft-routed.*decode_standardized"):
+        soft.decode(soft.encode(acts))
+
+
+def test_forward_is_decode_of_encode_and_error_term_is_exact(training_sae):
+    x = torch.randn(5, 2, 4, 16) * 3 + 1
+    out = training_sae.forward_routed(x)
+    torch.testing.assert_close(training_sae(x), out.routed_layer_reconstruction())
     training_sae._use_error_term = True
-    torch.testing.assert_close(training_sae(x), x)
+    torch.testing.assert_close(training_sae(x), out.routed_layer_input(), atol=1e-4, rtol=1e-4)
+    # a hook zeroing the features is a pure intervention: the error term is computed without hooks, so the
+    # output is the input minus the clean reconstruction plus the reconstruction of no features (b_dec)
+    training_sae.hook_sae_acts_post.add_hook(lambda acts, hook: acts * 0)
+    weight = out.router_weights.gather(-1, out.layer_index[..., None])
+    of_nothing = out.standardized.undo(training_sae.b_dec.expand_as(out.sae_out) / weight, out.layer_index)
+    expected = out.routed_layer_input() - out.routed_layer_reconstruction() + of_nothing
+    torch.testing.assert_close(training_sae(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_activation_folds(training_sae):
+    acts = torch.randn(3, 2, 4, 16)
+    before = training_sae.forward_routed(acts * 7).feature_acts
+    training_sae.fold_activation_norm_scaling_factor(7.0)  # standardisation already removes a constant scale
+    torch.testing.assert_close(training_sae.forward_routed(acts).feature_acts, before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="not scale-invariant"):
+        make_training_sae(standardize=False).fold_activation_norm_scaling_factor(2.0)
+    with pytest.raises(ValueError, match="whitening"):
+        training_sae.fold_activation_whitening(torch.zeros(16), torch.eye(16), torch.eye(16))
 
 
 def test_sparse_decode_matches_dense():
