@@ -33,6 +33,9 @@ def test_exact_sae_recovers_everything(tmp_path):
     assert m["model_performance_preservation/ce_loss_with_ablation"] > ce + 0.1  # zero-ablation hurts
     assert m["metrics/total_tokens_evaluated"] == 4 * 11  # BOS excluded
     assert abs(sum(m["routing/share"].values()) - 1) < 1e-9
+    shares = torch.tensor(list(m["routing/share"].values()))
+    nz = shares[shares > 0]
+    assert abs(m["routing/entropy_bits"] - float(-(nz * nz.log2()).sum())) < 1e-6
     png = write_routing_chart(m, tmp_path / "routing.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
