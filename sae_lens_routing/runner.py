@@ -28,6 +28,7 @@ from sae_lens.training.prefetch import PrefetchingIterator
 from safetensors.torch import save_file
 from transformer_lens.hook_points import HookedRootModule
 
+from sae_lens_routing.activation_cache import CachedMultiLayerActivationsStore
 from sae_lens_routing.atomic import atomic_directory
 from sae_lens_routing.compiled_forward import supports_compiled_forward
 from sae_lens_routing.distributed import DistInfo, init_distributed, rank_device, shard_dataset
@@ -59,26 +60,10 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         validate_route_run_config(cfg)
         self.dist = init_distributed(str(cfg.device))
         self.cfg = per_rank_config(cfg, self.dist)
-        llm_device = str(self.cfg.llm_device)
-        if override_model is None:
-            self.model = load_model(
-                self.cfg.model_class_name,
-                self.cfg.model_name,
-                device=llm_device,
-                model_from_pretrained_kwargs=self.cfg.model_from_pretrained_kwargs,
-                hook_names=list(self.cfg.sae.hook_names),
-            )
+        if self.cfg.use_cached_activations:
+            self._init_from_cache(override_dataset, override_model)
         else:
-            self.model = override_model
-        validate_route_run(self.cfg, self.model)
-        self._compile_llm_if_needed()
-
-        dataset = override_dataset
-        if self.dist.enabled:
-            dataset = shard_dataset(dataset if dataset is not None else _load_dataset(self.cfg), self.dist)
-        self.activations_store = MultiLayerActivationsStore.from_route_config(
-            self.model, self.cfg, override_dataset=dataset
-        )
+            self._init_live(override_dataset, override_model)
 
         torch.manual_seed(self.cfg.seed)
         if override_sae is not None:
@@ -95,6 +80,44 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.sae.to(self.cfg.device)
         self.evaluator = RoutedTrainingEvaluator(
             self.activations_store, n_eval_batches=self.cfg.n_eval_batches
+        )
+
+    def _init_live(self, override_dataset: HfDataset | None, override_model: HookedRootModule | None) -> None:
+        """The model runs over the dataset as training goes (SAELens's usual path)."""
+        if override_model is None:
+            self.model = load_model(
+                self.cfg.model_class_name,
+                self.cfg.model_name,
+                device=str(self.cfg.llm_device),
+                model_from_pretrained_kwargs=self.cfg.model_from_pretrained_kwargs,
+                hook_names=list(self.cfg.sae.hook_names),
+            )
+        else:
+            self.model = override_model
+        validate_route_run(self.cfg, self.model)
+        self._compile_llm_if_needed()
+
+        dataset = override_dataset
+        if self.dist.enabled:
+            dataset = shard_dataset(dataset if dataset is not None else _load_dataset(self.cfg), self.dist)
+        self.activations_store = MultiLayerActivationsStore.from_route_config(
+            self.model, self.cfg, override_dataset=dataset
+        )
+
+    def _init_from_cache(
+        self, override_dataset: HfDataset | None, override_model: HookedRootModule | None
+    ) -> None:
+        """`use_cached_activations`: activations come from the routed cache; no model is loaded (evaluation
+        is routed reconstruction on the cache's held-out sequences). A given `override_model` is only checked."""
+        if override_dataset is not None:
+            raise ValueError(
+                "override_dataset cannot be combined with use_cached_activations=True: the tokens come from "
+                "the cache at cached_activations_path"
+            )
+        self.model = override_model  # type: ignore[assignment]
+        validate_route_run(self.cfg, override_model)
+        self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
+            self.cfg, override_model, rank=self.dist.rank, world_size=self.dist.world_size
         )
 
     def _compile_llm_if_needed(self) -> None:
@@ -214,6 +237,9 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             )
 
     def save_checkpoint(self, checkpoint_path: Path | None) -> None:
+        if isinstance(self.activations_store, CachedMultiLayerActivationsStore) and self.trainer is not None:
+            # The trainer's count, not the store's: a prefetch thread may have read batches not yet trained on.
+            self.activations_store.read_position = self.trainer.n_training_samples
         if self.dist.is_main:
             super().save_checkpoint(checkpoint_path)
 
