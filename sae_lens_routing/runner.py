@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -59,6 +60,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         # Deliberately not super().__init__(): it would build the single-hook ActivationsStore first.
         validate_route_run_config(cfg)
         self.dist = init_distributed(str(cfg.device))
+        # What the user asked for (global tokens and batch): what runner_cfg.json, the model card and W&B record.
+        self.global_cfg = cfg
         self.cfg = per_rank_config(cfg, self.dist)
         if self.cfg.use_cached_activations:
             self._init_from_cache(override_dataset, override_model)
@@ -151,7 +154,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             wandb.init(
                 project=self.cfg.logger.wandb_project,
                 entity=self.cfg.logger.wandb_entity,
-                config=self.cfg.to_dict(),
+                config=self.global_cfg.to_dict(),
                 name=self.cfg.logger.run_name,
                 id=self.cfg.logger.wandb_id,
                 mode=None if self.dist.is_main else "disabled",
@@ -223,13 +226,14 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             if log_feature_sparsity is not None:
                 sparsity_path = tmp / SPARSITY_FILENAME
                 save_file({"sparsity": log_feature_sparsity}, sparsity_path)
-            (tmp / RUNNER_CFG_FILENAME).write_text(json.dumps(self.cfg.to_dict()))
+            (tmp / RUNNER_CFG_FILENAME).write_text(json.dumps(self.global_cfg.to_dict()))
             if self.final_metrics is not None:
                 (tmp / "training_metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
         if self.cfg.logger.log_to_wandb:
             out = Path(output_path)
+            # SAELens records `trainer.cfg` as the artifact's metadata: give it the global config.
             self.cfg.logger.log(
-                self,
+                SimpleNamespace(sae=sae, cfg=self.global_cfg),
                 out / Path(weights_path).name,
                 out / Path(cfg_path).name,
                 sparsity_path=out / SPARSITY_FILENAME if sparsity_path is not None else None,
@@ -240,8 +244,10 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         if isinstance(self.activations_store, CachedMultiLayerActivationsStore) and self.trainer is not None:
             # The trainer's count, not the store's: a prefetch thread may have read batches not yet trained on.
             self.activations_store.read_position = self.trainer.n_training_samples
-        if self.dist.is_main:
-            super().save_checkpoint(checkpoint_path)
+        if self.dist.is_main and checkpoint_path is not None:
+            # SAELens's runner writes the store state and `self.cfg` (here the per-rank one); write the global one.
+            self.activations_store.save_to_checkpoint(checkpoint_path)
+            (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(json.dumps(self.global_cfg.to_dict()))
 
 
 def validate_route_run_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
