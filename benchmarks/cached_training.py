@@ -36,14 +36,16 @@ DEMO = Path(__file__).parents[1] / "sae_lens_routing" / "presets" / "demo.yaml"
 class TimedRunner(RouteSAETrainingRunner):
     """Records when each training step ends (benchmark instrumentation through the `build_trainer` seam)."""
 
+    step_starts: list[float]
     step_ends: list[float]
 
     def build_trainer(self, data_provider: Any) -> Any:
         trainer = super().build_trainer(data_provider)
-        self.step_ends = []
+        self.step_starts, self.step_ends = [], []
         step = trainer.step
 
         def timed_step(batch: torch.Tensor) -> Any:
+            self.step_starts.append(time.perf_counter())
             out = step(batch)
             self.step_ends.append(time.perf_counter())
             return out
@@ -55,6 +57,12 @@ class TimedRunner(RouteSAETrainingRunner):
 def tokens_per_s(runner: TimedRunner, warmup: int, batch: int) -> float:
     ends = runner.step_ends
     return (len(ends) - warmup) * batch / (ends[-1] - ends[warmup - 1])
+
+
+def sae_step_share(runner: TimedRunner, warmup: int) -> float:
+    """Fraction of the measured time spent inside the SAE step (the rest: getting the batch)."""
+    inside = sum(e - s for s, e in zip(runner.step_starts[warmup:], runner.step_ends[warmup:], strict=True))
+    return inside / (runner.step_ends[-1] - runner.step_ends[warmup - 1])
 
 
 def main() -> None:
@@ -111,6 +119,8 @@ def main() -> None:
         "cached_tokens_per_s": cached_rate,
         "ratio": cached_rate / live_rate,
         "cache_bytes_per_token": cache_bytes / meta.n_tokens,
+        "live_sae_step_share": sae_step_share(live, args.warmup),
+        "cached_sae_step_share": sae_step_share(cached, args.warmup),
         "cache_build_tokens_per_s": meta.n_tokens / cache_s,
         "cache_tokens": meta.n_tokens,
         "cache_build_s": cache_s,

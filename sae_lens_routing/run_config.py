@@ -132,6 +132,8 @@ def fill_from_cache(fields: dict[str, Any], extras: dict[str, Any]) -> None:
     if "model_path" in extras:
         fields.setdefault("model_name", Path(str(extras["model_path"])).stem)
     fields.setdefault("model_name", meta.model_name)
+    if meta.model_path and "model_path" not in extras:  # recorded in the SAE, for the analysis commands
+        extras["model_path"] = meta.model_path
     sae = fields["sae"]
     if sae.get("hook_names") in (None, "paper"):
         sae["hook_names"] = list(meta.hook_names)
