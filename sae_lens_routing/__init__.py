@@ -11,6 +11,12 @@ from sae_lens.registry import (
     register_sae_training_class,
 )
 
+from sae_lens_routing.activation_cache import (
+    CachedMultiLayerActivationsStore,
+    CacheMetadata,
+    cache_routed_activations,
+    read_cache_metadata,
+)
 from sae_lens_routing.config import ARCHITECTURE, RouteSAEConfig, RouteTrainingSAEConfig
 from sae_lens_routing.hub import upload_route_sae
 from sae_lens_routing.integrity import IntegrityError
@@ -27,6 +33,14 @@ from sae_lens_routing.releases import (
 from sae_lens_routing.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
 from sae_lens_routing.runner import RouteSAETrainingRunner, training_summary
 from sae_lens_routing.sae_lens_guards import SingleLayerInputError
+from sae_lens_routing.stock_runner import (
+    STACKED_ARCHITECTURE,
+    StackedRouteTrainingSAE,
+    StackedRouteTrainingSAEConfig,
+    routed_hook_name,
+    routed_model,
+    stock_runner_config,
+)
 from sae_lens_routing.store import MultiLayerActivationsStore
 from sae_lens_routing.trainer import RouteSAETrainer
 
@@ -41,12 +55,25 @@ def _register() -> None:
         get_sae_training_class(ARCHITECTURE)
     except KeyError:
         register_sae_training_class(ARCHITECTURE, RouteTrainingSAE, RouteTrainingSAEConfig)
+    try:
+        get_sae_training_class(STACKED_ARCHITECTURE)
+    except KeyError:  # training only: what it saves is a plain "routesae"
+        register_sae_training_class(STACKED_ARCHITECTURE, StackedRouteTrainingSAE, StackedRouteTrainingSAEConfig)
 
 
 _register()
 
 __all__ = [
     "MultiLayerActivationsStore",
+    "CachedMultiLayerActivationsStore",
+    "CacheMetadata",
+    "cache_routed_activations",
+    "read_cache_metadata",
+    "StackedRouteTrainingSAE",
+    "StackedRouteTrainingSAEConfig",
+    "routed_hook_name",
+    "routed_model",
+    "stock_runner_config",
     "RouteSAETrainer",
     "RouteSAETrainingRunner",
     "training_summary",

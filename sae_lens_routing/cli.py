@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _command_modules():
         module = importlib.import_module(f"sae_lens_routing.commands.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        # `cache_activations.py` -> `cache-activations` (module names cannot hold a hyphen)
+        p = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -90,11 +90,8 @@ def build_runner_config(
     return LanguageModelSAERunnerConfig(sae=RouteTrainingSAEConfig(**sae_fields), **rest)
 
 
-def train_from_config(data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Train from a parsed YAML mapping; returns (runner, summary). Used by the `train` and `demo` commands."""
-    from sae_lens_routing.runner import RouteSAETrainingRunner, training_summary
-
-    fields, extras = split_config(data)
+def load_model_and_dataset(fields: dict[str, Any], extras: dict[str, Any]) -> tuple[Any | None, Any | None]:
+    """The model (when the YAML names a local one, or hooks/d_in need it) and the offline corpus, if any."""
     model = None
     if "model_path" in extras:
         from sae_lens_routing.local_model import load_local_model
@@ -120,6 +117,43 @@ def train_from_config(data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         from sae_lens_routing.corpus import load_corpus
 
         dataset = load_corpus(str(extras["corpus"]))
+    return model, dataset
+
+
+def fill_from_cache(fields: dict[str, Any], extras: dict[str, Any]) -> None:
+    """A `use_cached_activations` run loads no model: `model_name`, `sae.d_in` and `sae.hook_names`
+    (omitted or `paper`) come from the cache's metadata; given ones are checked against it by the runner."""
+    from sae_lens_routing.activation_cache import read_cache_metadata
+
+    path = fields.get("cached_activations_path")
+    if not path:
+        raise ValueError("use_cached_activations: true needs cached_activations_path (the cache-activations --out)")
+    meta = read_cache_metadata(str(path))
+    if "model_path" in extras:
+        fields.setdefault("model_name", Path(str(extras["model_path"])).stem)
+    fields.setdefault("model_name", meta.model_name)
+    if meta.model_path and "model_path" not in extras:  # recorded in the SAE, for the analysis commands
+        extras["model_path"] = meta.model_path
+    sae = fields["sae"]
+    if sae.get("hook_names") in (None, "paper"):
+        sae["hook_names"] = list(meta.hook_names)
+    sae.setdefault("d_in", meta.d_in)
+
+
+def train_from_config(data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Train from a parsed YAML mapping; returns (runner, summary). Used by the `train` and `demo` commands.
+
+    With `use_cached_activations: true` neither the model nor the corpus is loaded: activations come from
+    `cached_activations_path` (built by the `cache-activations` command from the same YAML)."""
+    from sae_lens_routing.runner import RouteSAETrainingRunner, training_summary
+
+    fields, extras = split_config(data)
+    fields["sae"] = dict(fields["sae"])
+    if fields.get("use_cached_activations"):
+        fill_from_cache(fields, extras)
+        model, dataset = None, None
+    else:
+        model, dataset = load_model_and_dataset(fields, extras)
     cfg = build_runner_config(fields, model)
     runner = RouteSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
     if "model_path" in extras:  # so analysis commands can reload the same local model

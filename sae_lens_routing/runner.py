@@ -16,6 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from sae_lens.training.prefetch import PrefetchingIterator
 from safetensors.torch import save_file
 from transformer_lens.hook_points import HookedRootModule
 
+from sae_lens_routing.activation_cache import CachedMultiLayerActivationsStore
 from sae_lens_routing.atomic import atomic_directory
 from sae_lens_routing.compiled_forward import supports_compiled_forward
 from sae_lens_routing.distributed import DistInfo, init_distributed, rank_device, shard_dataset
@@ -59,27 +61,13 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         # Deliberately not super().__init__(): it would build the single-hook ActivationsStore first.
         validate_route_run_config(cfg)
         self.dist = init_distributed(str(cfg.device))
+        # What the user asked for (global tokens and batch): what runner_cfg.json, the model card and W&B record.
+        self.global_cfg = cfg
         self.cfg = per_rank_config(cfg, self.dist)
-        llm_device = str(self.cfg.llm_device)
-        if override_model is None:
-            self.model = load_model(
-                self.cfg.model_class_name,
-                self.cfg.model_name,
-                device=llm_device,
-                model_from_pretrained_kwargs=self.cfg.model_from_pretrained_kwargs,
-                hook_names=list(self.cfg.sae.hook_names),
-            )
+        if self.cfg.use_cached_activations:
+            self._init_from_cache(override_dataset, override_model)
         else:
-            self.model = override_model
-        validate_route_run(self.cfg, self.model)
-        self._compile_llm_if_needed()
-
-        dataset = override_dataset
-        if self.dist.enabled:
-            dataset = shard_dataset(dataset if dataset is not None else _load_dataset(self.cfg), self.dist)
-        self.activations_store = MultiLayerActivationsStore.from_route_config(
-            self.model, self.cfg, override_dataset=dataset
-        )
+            self._init_live(override_dataset, override_model)
 
         torch.manual_seed(self.cfg.seed)
         if override_sae is not None:
@@ -96,6 +84,44 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.sae.to(self.cfg.device)
         self.evaluator = RoutedTrainingEvaluator(
             self.activations_store, n_eval_batches=self.cfg.n_eval_batches
+        )
+
+    def _init_live(self, override_dataset: HfDataset | None, override_model: HookedRootModule | None) -> None:
+        """The model runs over the dataset as training goes (SAELens's usual path)."""
+        if override_model is None:
+            self.model = load_model(
+                self.cfg.model_class_name,
+                self.cfg.model_name,
+                device=str(self.cfg.llm_device),
+                model_from_pretrained_kwargs=self.cfg.model_from_pretrained_kwargs,
+                hook_names=list(self.cfg.sae.hook_names),
+            )
+        else:
+            self.model = override_model
+        validate_route_run(self.cfg, self.model)
+        self._compile_llm_if_needed()
+
+        dataset = override_dataset
+        if self.dist.enabled:
+            dataset = shard_dataset(dataset if dataset is not None else _load_dataset(self.cfg), self.dist)
+        self.activations_store = MultiLayerActivationsStore.from_route_config(
+            self.model, self.cfg, override_dataset=dataset
+        )
+
+    def _init_from_cache(
+        self, override_dataset: HfDataset | None, override_model: HookedRootModule | None
+    ) -> None:
+        """`use_cached_activations`: activations come from the routed cache; no model is loaded (evaluation
+        is routed reconstruction on the cache's held-out sequences). A given `override_model` is only checked."""
+        if override_dataset is not None:
+            raise ValueError(
+                "override_dataset cannot be combined with use_cached_activations=True: the tokens come from "
+                "the cache at cached_activations_path"
+            )
+        self.model = override_model  # type: ignore[assignment]
+        validate_route_run(self.cfg, override_model)
+        self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
+            self.cfg, override_model, rank=self.dist.rank, world_size=self.dist.world_size
         )
 
     def _compile_llm_if_needed(self) -> None:
@@ -129,7 +155,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             wandb.init(
                 project=self.cfg.logger.wandb_project,
                 entity=self.cfg.logger.wandb_entity,
-                config=self.cfg.to_dict(),
+                config=self.global_cfg.to_dict(),
                 name=self.cfg.logger.run_name,
                 id=self.cfg.logger.wandb_id,
                 mode=None if self.dist.is_main else "disabled",
@@ -201,13 +227,14 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             if log_feature_sparsity is not None:
                 sparsity_path = tmp / SPARSITY_FILENAME
                 save_file({"sparsity": log_feature_sparsity}, sparsity_path)
-            (tmp / RUNNER_CFG_FILENAME).write_text(json.dumps(self.cfg.to_dict()))
+            (tmp / RUNNER_CFG_FILENAME).write_text(json.dumps(self.global_cfg.to_dict()))
             if self.final_metrics is not None:
                 (tmp / "training_metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
         if self.cfg.logger.log_to_wandb:
             out = Path(output_path)
+            # SAELens records `trainer.cfg` as the artifact's metadata: give it the global config.
             self.cfg.logger.log(
-                self,
+                SimpleNamespace(sae=sae, cfg=self.global_cfg),
                 out / Path(weights_path).name,
                 out / Path(cfg_path).name,
                 sparsity_path=out / SPARSITY_FILENAME if sparsity_path is not None else None,
@@ -215,8 +242,13 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             )
 
     def save_checkpoint(self, checkpoint_path: Path | None) -> None:
-        if self.dist.is_main:
-            super().save_checkpoint(checkpoint_path)
+        if isinstance(self.activations_store, CachedMultiLayerActivationsStore) and self.trainer is not None:
+            # The trainer's count, not the store's: a prefetch thread may have read batches not yet trained on.
+            self.activations_store.read_position = self.trainer.n_training_samples
+        if self.dist.is_main and checkpoint_path is not None:
+            # SAELens's runner writes the store state and `self.cfg` (here the per-rank one); write the global one.
+            self.activations_store.save_to_checkpoint(checkpoint_path)
+            (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(json.dumps(self.global_cfg.to_dict()))
 
 
 def validate_route_run_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:

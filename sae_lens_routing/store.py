@@ -44,7 +44,10 @@ class MultiLayerActivationsStore(ActivationsStore):
         if override_dataset is None and not cfg.dataset_path:
             raise ValueError("dataset_path must be set (or pass override_dataset)")
         if cfg.use_cached_activations:
-            raise ValueError("use_cached_activations is not supported for RouteSAE (multi-layer) training")
+            raise ValueError(
+                "use_cached_activations=True: build the store with CachedMultiLayerActivationsStore.from_cache_config "
+                "(RouteSAETrainingRunner does this)"
+            )
         device = torch.device(str(cfg.act_store_device))
         if isinstance(override_dataset, Dataset):
             # SAELens calls set_format("torch") on the dataset it is given: hand it a view (same Arrow table,

@@ -11,12 +11,20 @@ from sae_lens_routing.config import RouteTrainingSAEConfig
 _D_MODEL_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_mlp_out", "hook_attn_out")
 
 
-def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any) -> None:
-    """Raise ValueError for config/model mismatches a RouteSAE run would otherwise hit mid-training."""
+def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None) -> None:
+    """Raise ValueError for config/model mismatches a RouteSAE run would otherwise hit mid-training.
+
+    `model=None` (a run from an activation cache, which loads no model) checks only the config itself."""
     if not isinstance(cfg.sae, RouteTrainingSAEConfig):
         raise ValueError(
             f"cfg.sae must be a RouteTrainingSAEConfig for RouteSAETrainingRunner, got {type(cfg.sae).__name__}"
         )
+    if model is not None:
+        _validate_against_model(cfg, model)
+    _validate_buffer(cfg)
+
+
+def _validate_against_model(cfg: LanguageModelSAERunnerConfig[Any], model: Any) -> None:
     hook_dict = getattr(model, "hook_dict", {})
     missing = [h for h in cfg.sae.hook_names if h not in hook_dict]
     if missing:
@@ -31,6 +39,9 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any) -> No
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     if n_ctx is not None and cfg.context_size > n_ctx:
         raise ValueError(f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}")
+
+
+def _validate_buffer(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     training_context = len(range(cfg.context_size)[slice(*cfg.seqpos_slice)])
     buffer_tokens = cfg.n_batches_in_buffer * training_context
     if buffer_tokens < cfg.train_batch_size_tokens:

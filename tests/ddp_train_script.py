@@ -35,6 +35,19 @@ def main(out_dir: str, resume: str | None = None) -> None:
         seed=7,
         resume_from_checkpoint=resume,
     )
+    if os.environ.get("DDP_TEST_WANDB") and not resume:  # W&B offline: record the config the run reports
+        import wandb
+        from sae_lens.config import LoggingConfig
+
+        cfg.logger = LoggingConfig(log_to_wandb=True, wandb_project="ddp-test", wandb_log_frequency=100)
+        real_init = wandb.init
+
+        def recording_init(*args, **kwargs):
+            run = real_init(*args, **kwargs)
+            record["wandb_config"] = {k: run.config.get(k) for k in ("training_tokens", "train_batch_size_tokens")}
+            return run
+
+        wandb.init = recording_init
     runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(256), override_model=tiny_model())
     store = runner.activations_store
     get_tokens = store.get_batch_tokens

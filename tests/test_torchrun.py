@@ -18,8 +18,8 @@ from sae_lens_routing import RouteSAE
 HERE = Path(__file__).parent
 
 
-def torchrun_script(*args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+def torchrun_script(*args: str, **extra_env: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", **extra_env}
     cmd = [
         sys.executable,
         "-m",
@@ -39,7 +39,9 @@ def torchrun_script(*args: str) -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks(tmp_path):
-    torchrun_script(str(tmp_path))
+    torchrun_script(
+        str(tmp_path), DDP_TEST_WANDB="1", WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true"
+    )
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     # each rank read its own shard of the dataset
@@ -54,6 +56,17 @@ def test_torchrun_two_ranks(tmp_path):
     assert len([p for p in (tmp_path / "ckpt").iterdir()]) == 1
     sae = SAE.load_from_disk(tmp_path / "final")
     assert isinstance(sae, RouteSAE)
+    # the run's global tokens and batch are recorded (not rank 0's half), in the folder, checkpoint and card
+    (ckpt_dir,) = [p for p in (tmp_path / "ckpt").glob("*/*") if p.is_dir()]
+    for runner_cfg in (tmp_path / "final" / "runner_cfg.json", ckpt_dir / "runner_cfg.json"):
+        recorded = json.loads(runner_cfg.read_text())
+        assert (recorded["training_tokens"], recorded["train_batch_size_tokens"]) == (256 * 12, 256)
+    from sae_lens_routing import write_model_card
+
+    card, _ = write_model_card(tmp_path / "final", repo_id="org/repo", sae_id="k4")
+    assert "| training tokens | 3,072 |" in card.read_text()
+    assert r0["wandb_config"] == {"training_tokens": 3072, "train_batch_size_tokens": 256}
+    assert json.loads((tmp_path / "final" / "training_metrics.json").read_text())["training_tokens"] == 3072
     out = sae.forward_routed(torch.randn(4, 2, 16))
     assert out.sae_out.shape == (4, 16)
 
