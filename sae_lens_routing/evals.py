@@ -6,7 +6,9 @@ SAE reconstruction) and zero-ablation (that position replaced by zeros). CE loss
 (CE_zero - CE_sae) / (CE_zero - CE_clean). KL is reported per token (SAELens's unit) and also in the official
 code's unit, `F.kl_div(..., reduction="batchmean")` over [batch, seq, vocab]: summed over a sequence's positions,
 averaged over sequences (the paper's numbers of ~100-400 are in that unit). Positions whose *input* token is a
-special token (BOS, padding) are excluded everywhere, as SAELens excludes them from training.
+special token (BOS, padding) are excluded everywhere, as SAELens excludes them from training; as in SAELens's
+`get_recons_loss`, the SAE splice leaves them clean (the SAE never saw them, and a garbled attention-sink BOS
+corrupts every later token), while the zero-ablation baseline zeroes every position, also as SAELens does.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def run_route_evals(
         sum_in = sae_in.sum(0) if sum_in is None else sum_in + sae_in.sum(0)
         sum_in_sq = sae_in.pow(2).sum(0) if sum_in_sq is None else sum_in_sq + sae_in.pow(2).sum(0)
 
-        with routed_splice(model, sae):
+        with routed_splice(model, sae, positions=keep):  # special tokens stay clean, as in SAELens's evals
             sae_logits = model(tokens)
         with routed_splice(model, sae, replacement="zero"):
             zero_logits = model(tokens)

@@ -108,6 +108,7 @@ def routed_splice(
     use_error_term: bool = False,
     on_features: FeatureEdit | None = None,
     replacement: Literal["sae", "zero"] = "sae",
+    positions: torch.Tensor | None = None,
 ) -> Iterator[list[SplicePlan]]:
     """Within the block, every forward of `model` is routed-spliced by `sae`.
 
@@ -115,9 +116,14 @@ def routed_splice(
         while the plans record features (and `on_features` edits act as pure interventions).
     on_features(feature_acts, routed) -> feature_acts: edit features before decoding (steering, ablation).
     replacement="zero": zero-ablate each token's routed layer instead (the CE-recovered baseline).
+    positions: bool [batch, pos]; only these positions are spliced, the others keep their clean activations
+        (SAELens's `get_recons_loss` leaves special tokens such as BOS unspliced the same way: the SAE never
+        trained on them, and a badly reconstructed attention-sink token corrupts every later position).
     Yields the list of `SplicePlan`s, one per forward pass, for inspection.
     """
     check_spliceable(model, sae)
+    if positions is not None and (not isinstance(positions, torch.Tensor) or positions.dtype != torch.bool):
+        raise ValueError("positions must be a bool tensor [batch, pos] of the positions to splice")
     hooks = list(sae.cfg.hook_names)
     stop = max(hook_layer(h) for h in hooks) + 1  # type: ignore[type-var]
     plans: list[SplicePlan] = []
@@ -151,6 +157,13 @@ def routed_splice(
                 return None
             plan = plans[-1]
             mask = plan.layer_index == layer
+            if positions is not None:
+                if positions.shape != mask.shape:
+                    raise ValueError(
+                        f"positions has shape {tuple(positions.shape)} but this forward has [batch, pos] = "
+                        f"{tuple(mask.shape)}"
+                    )
+                mask = mask & positions.to(mask.device)
             if not bool(mask.any()):
                 return None
             act = act.clone()

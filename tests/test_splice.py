@@ -162,3 +162,26 @@ def test_steer_returns_both_continuations(tok_model):
     assert isinstance(result.steered, str) and isinstance(result.unsteered, str)
     assert len(result.steered_logits) == 3
     assert any((a - b).abs().max() > 1e-3 for a, b in zip(result.steered_logits, result.unsteered_logits))
+
+
+def test_positions_leave_unselected_tokens_clean():
+    """`positions` splices only the chosen tokens (run_route_evals keeps special tokens clean, as SAELens)."""
+    model, sae = tiny_model(), make_sae()
+    t = torch.randint(1, 50, (2, 8), generator=torch.Generator().manual_seed(3))
+    keep = torch.ones(2, 8, dtype=torch.bool)
+    keep[:, :3] = False
+    clean = model(t)
+    with routed_splice(model, sae, positions=keep):
+        partial = model(t)
+    with routed_splice(model, sae):
+        full = model(t)
+    # causal model: positions before the first spliced one are untouched, later ones change
+    torch.testing.assert_close(partial[:, :3], clean[:, :3])
+    assert not torch.allclose(partial[:, 3:], clean[:, 3:], atol=1e-4)
+    assert not torch.allclose(full[:, :3], clean[:, :3], atol=1e-4)
+    with pytest.raises(ValueError, match="positions has shape"):
+        with routed_splice(model, sae, positions=keep[:, :5]):
+            model(t)
+    with pytest.raises(ValueError, match="bool tensor"):
+        with routed_splice(model, sae, positions=keep.long()):
+            model(t)
