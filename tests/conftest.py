@@ -109,7 +109,7 @@ def tiny_hf_llama_folder(folder, vocab_words: int = 400, seed: int = 0):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from sae_lens_routing.corpus import python_topics_texts
+    from sae_lens_routing.offline.corpus import python_topics_texts
 
     words: dict[str, int] = {}
     for text in python_topics_texts():

@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import route_runner_cfg, tiny_model, token_dataset  # noqa: E402
 
-from sae_lens_routing.runner import RouteSAETrainingRunner  # noqa: E402
-from sae_lens_routing.trainer import RouteSAETrainer  # noqa: E402
+from sae_lens_routing.training.runner import RouteSAETrainingRunner  # noqa: E402
+from sae_lens_routing.training.trainer import RouteSAETrainer  # noqa: E402
 
 
 def main(out_dir: str, resume: str | None = None) -> None:

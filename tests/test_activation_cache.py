@@ -10,13 +10,13 @@ import torch
 from conftest import route_runner_cfg, tiny_model, token_dataset
 from safetensors.torch import load_file
 
-from sae_lens_routing.activation_cache import (
+from sae_lens_routing.training.activation_cache import (
     METADATA_FILENAME,
     CachedMultiLayerActivationsStore,
     cache_routed_activations,
     read_cache_metadata,
 )
-from sae_lens_routing.runner import RouteSAETrainingRunner
+from sae_lens_routing.training.runner import RouteSAETrainingRunner
 
 HOOKS = ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 
@@ -86,7 +86,7 @@ def test_trains_from_the_cache_without_a_model(cache_dir, tmp_path):
     assert isinstance(store, CachedMultiLayerActivationsStore)
     eval_batches = [store.get_multi_layer_llm_batch() for _ in range(2)]
     assert all(b.shape[1:] == (2, 16) for b in eval_batches)
-    from sae_lens_routing.training_evaluator import routed_reconstruction_metrics
+    from sae_lens_routing.training.training_evaluator import routed_reconstruction_metrics
 
     runner.sae.eval()
     before = routed_reconstruction_metrics(runner.sae, eval_batches)["normalized_mse"]

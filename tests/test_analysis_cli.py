@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import tiny_hf_llama_folder
 
-from sae_lens_routing.cli import main
+from sae_lens_routing.cli.main import main
 
 
 @pytest.fixture(scope="module")

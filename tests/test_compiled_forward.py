@@ -6,9 +6,13 @@ import pytest
 import torch
 from conftest import route_runner_cfg, tiny_model, token_dataset
 
-from sae_lens_routing.compiled_forward import resid_post_forward, resid_post_layers, supports_compiled_forward
-from sae_lens_routing.runner import RouteSAETrainingRunner
-from sae_lens_routing.store import MultiLayerActivationsStore
+from sae_lens_routing.training.compiled_forward import (
+    resid_post_forward,
+    resid_post_layers,
+    supports_compiled_forward,
+)
+from sae_lens_routing.training.runner import RouteSAETrainingRunner
+from sae_lens_routing.training.store import MultiLayerActivationsStore
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
 
@@ -59,7 +63,7 @@ def test_hook_free_forward_on_a_llama(tmp_path):
     """Rotary attention, RMSNorm and grouped KV heads: still exactly the hooks' values."""
     from conftest import tiny_hf_llama_folder
 
-    from sae_lens_routing.local_model import load_local_model
+    from sae_lens_routing.offline.local_model import load_local_model
 
     model = load_local_model(tiny_hf_llama_folder(tmp_path / "llama"))
     hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]

@@ -13,8 +13,8 @@ import torch
 from conftest import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.dashboard import parse_features, routed_dashboard, routed_hook_point
-from sae_lens_routing.neuronpedia import neuronpedia_batch
+from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
+from sae_lens_routing.dashboard.report import parse_features, routed_dashboard, routed_hook_point
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 
@@ -30,7 +30,7 @@ def ensure_chromium() -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from sae_lens_routing.local_model import load_local_model
+    from sae_lens_routing.offline.local_model import load_local_model
 
     root = tmp_path_factory.mktemp("dash")
     model = load_local_model(tiny_hf_llama_folder(root / "model"))
@@ -102,7 +102,7 @@ def test_final_norm_fold_is_exact_and_reversible():
     """With a LayerNorm (gain and bias), logits inside the fold equal those outside; everything is restored."""
     from conftest import tiny_model
 
-    from sae_lens_routing.unembed_fold import final_norm_folded_into_unembed
+    from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
 
     model = tiny_model()
     with torch.no_grad():
@@ -143,7 +143,7 @@ def test_pseudo_hook_point_stacks_the_routed_layers(setup):
 
 def test_dashboard_renders_offline_in_chromium(setup):
     ensure_chromium()
-    from sae_lens_routing.browser import render, render_dom, screenshot
+    from sae_lens_routing.dashboard.browser import render, render_dom, screenshot
 
     root, *_ = setup
     html = (root / "report.html").read_text()
@@ -199,7 +199,7 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
 
-    from sae_lens_routing.neuronpedia import vocab_dict
+    from sae_lens_routing.dashboard.neuronpedia import vocab_dict
 
     root, model, sae, _, result = setup
     ours = neuronpedia_batch(model, sae, result["vis_data"], result["routing"])
@@ -249,7 +249,7 @@ def test_bad_inputs_fail_clearly(setup, tmp_path):
 def test_browser_check_catches_js_errors(tmp_path):
     """Uncaught exceptions, console.error and any attempt to reach the network are all reported."""
     ensure_chromium()
-    from sae_lens_routing.browser import render_dom
+    from sae_lens_routing.dashboard.browser import render_dom
 
     page = tmp_path / "broken.html"
     page.write_text(

@@ -6,7 +6,7 @@ import json
 
 from test_analysis_cli import trained  # noqa: F401  (module fixture: a trained SAE + model folder)
 
-from sae_lens_routing.cli import main
+from sae_lens_routing.cli.main import main
 
 
 def test_dashboard_and_neuronpedia_commands(trained, capsys):  # noqa: F811

@@ -10,8 +10,8 @@ from sae_lens import SAE
 from safetensors.torch import save_file
 
 from sae_lens_routing import RouteSAE
-from sae_lens_routing.cli import main
-from sae_lens_routing.commands.demo import dashboard_features
+from sae_lens_routing.cli.commands.demo import dashboard_features
+from sae_lens_routing.cli.main import main
 
 
 def test_dashboard_features_are_live_and_not_dense(tmp_path):

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from conftest import free_port, make_training_sae
 from sae_lens.config import SAETrainerConfig
 
-from sae_lens_routing.trainer import RouteSAETrainer
+from sae_lens_routing.training.trainer import RouteSAETrainer
 
 STEPS, GLOBAL_BATCH = 6, 64
 

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_model
 from test_splice import exact_sae, make_sae
 
-from sae_lens_routing.evals import run_route_evals, write_routing_chart
+from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
 
 
 def scaled_model():

@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.feature_contexts import (
+from sae_lens_routing.analysis.feature_contexts import (
     Activation,
     ContextRules,
     contexts_from_activations,
@@ -69,7 +69,7 @@ def test_counting_rules_known_answer(tmp_path):
 
 
 def test_find_feature_contexts_on_a_model(tmp_path):
-    from sae_lens_routing.local_model import load_local_model
+    from sae_lens_routing.offline.local_model import load_local_model
 
     model = load_local_model(tiny_hf_llama_folder(tmp_path / "m"))
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from sae_lens_routing import (
     load_route_sae_with_cfg_and_sparsity,
     upload_route_sae,
 )
-from sae_lens_routing.cli import main
+from sae_lens_routing.cli.main import main
 
 REPO = "org/routesae-tiny"
 SHARES = [0.1, 0.2, 0.3, 0.4]

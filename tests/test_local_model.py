@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny_hf_llama_folder
 
-from sae_lens_routing.corpus import load_corpus
-from sae_lens_routing.local_model import load_local_model
+from sae_lens_routing.offline.corpus import load_corpus
+from sae_lens_routing.offline.local_model import load_local_model
 
 
 def test_local_hf_folder_matches_transformers(tmp_path):
@@ -71,7 +71,7 @@ def test_smollm2_is_sane(smollm2):
 def test_smollm2_residual_matches_hf_hidden_states(smollm2):
     from transformers import AutoModelForCausalLM
 
-    from sae_lens_routing.local_model import gguf_to_hf_folder, smollm2_gguf_path
+    from sae_lens_routing.offline.local_model import gguf_to_hf_folder, smollm2_gguf_path
 
     hf = AutoModelForCausalLM.from_pretrained(gguf_to_hf_folder(smollm2_gguf_path()), local_files_only=True)
     tokens = smollm2.to_tokens("The BBC reported that the markets rose sharply on Monday.")

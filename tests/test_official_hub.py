@@ -21,7 +21,7 @@ from sae_lens_routing import (
     official_huggingface_loader,
     paper_hook_names,
 )
-from sae_lens_routing.official_hub import OFFICIAL_SIDECAR_FILENAME
+from sae_lens_routing.loading.official_hub import OFFICIAL_SIDECAR_FILENAME
 
 CKPT_NAME = "RouteSAE_8L_k8.pt"
 

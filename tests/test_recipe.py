@@ -14,8 +14,8 @@ from sae_lens.config import LoggingConfig, SAETrainerConfig
 from safetensors.torch import load_file
 
 from sae_lens_routing import RouteSAE, RouteTrainingSAE, RouteTrainingSAEConfig
-from sae_lens_routing.router import routing_entropy_bits
-from sae_lens_routing.trainer import RouteSAETrainer
+from sae_lens_routing.saes.router import routing_entropy_bits
+from sae_lens_routing.training.trainer import RouteSAETrainer
 
 SAVED_BEFORE = Path(__file__).parent / "fixtures" / "saved_before_recipe"
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(4)]

@@ -8,7 +8,7 @@ from conftest import HOOKS4, make_training_sae
 from sae_lens.saes.sae import TrainStepInput
 
 from sae_lens_routing import RouteSAEConfig, RouteTrainingSAEConfig, normalized_mse
-from sae_lens_routing.sae_lens_guards import SingleLayerInputError
+from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
 
 
 def step_input(acts, dead=None, step=0):

@@ -6,7 +6,7 @@ import wandb
 from conftest import route_runner_cfg, tiny_model, token_dataset
 from sae_lens.config import LoggingConfig
 
-from sae_lens_routing.runner import RouteSAETrainingRunner
+from sae_lens_routing.training.runner import RouteSAETrainingRunner
 
 
 def test_wandb_logs_routing_metrics_and_chart(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import torch
 from conftest import tiny_model, token_dataset
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig, RouteTrainingSAE, RouteTrainingSAEConfig
-from sae_lens_routing.evals import run_route_evals
-from sae_lens_routing.sae_lens_guards import SingleLayerInputError
+from sae_lens_routing.analysis.evals import run_route_evals
+from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 LAST = HOOKS[-1]

@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_model
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.splice import routed_generate, routed_splice
-from sae_lens_routing.steering import feature_steering, steer
+from sae_lens_routing.analysis.splice import routed_generate, routed_splice
+from sae_lens_routing.analysis.steering import feature_steering, steer
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 
@@ -110,7 +110,7 @@ def tok_model(tmp_path_factory):
     """A tiny Llama with a tokenizer (HookedTransformer.generate needs one)."""
     from conftest import tiny_hf_llama_folder
 
-    from sae_lens_routing.local_model import load_local_model
+    from sae_lens_routing.offline.local_model import load_local_model
 
     return load_local_model(tiny_hf_llama_folder(tmp_path_factory.mktemp("llama") / "m"))
 

@@ -9,8 +9,8 @@ from conftest import route_runner_cfg, tiny_model, token_dataset
 from sae_lens import SAE, LanguageModelSAETrainingRunner
 
 from sae_lens_routing import RouteSAE, RouteTrainingSAE
-from sae_lens_routing.runner import RouteSAETrainingRunner
-from sae_lens_routing.stock_runner import (
+from sae_lens_routing.training.runner import RouteSAETrainingRunner
+from sae_lens_routing.training.stock_runner import (
     StackedRouteTrainingSAEConfig,
     routed_hook_name,
     routed_model,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import route_runner_cfg, tiny_model, token_dataset
 
-from sae_lens_routing.store import MultiLayerActivationsStore
+from sae_lens_routing.training.store import MultiLayerActivationsStore
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 
