@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from helpers import SPLICE_HOOKS as HOOKS
+from helpers import exact_sae, make_sae, tiny_model
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.analysis.splice import routed_generate, routed_splice
 from sae_lens_routing.analysis.steering import feature_steering, steer
-
-HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
-
-
-def make_sae(routing: str = "hard", seed: int = 0) -> RouteSAE:
-    torch.manual_seed(seed)
-    sae = RouteSAE(RouteSAEConfig(d_in=16, d_sae=48, k=6, hook_names=HOOKS, routing=routing))
-    with torch.no_grad():
-        sae.W_router.mul_(20)  # spread tokens over the layers
-    return sae
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +60,6 @@ def test_only_routed_positions_are_replaced(model):
                 torch.testing.assert_close(captured[h][b, 0], clean[h][b, 0])
 
 
-def exact_sae() -> RouteSAE:
-    """d_sae = 2 d_in, W_enc = [I, -I], W_dec = [I; -I], k = d_sae, ReLU: decodes exactly."""
-    sae = RouteSAE(RouteSAEConfig(d_in=16, d_sae=32, k=32, hook_names=HOOKS))
-    eye = torch.eye(16)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae
-
-
 def test_exact_sae_splice_is_identity(model):
     clean = model(tokens())
     with routed_splice(model, exact_sae()):
@@ -108,7 +87,7 @@ def test_soft_routing_and_bad_hooks_rejected(model):
 @pytest.fixture(scope="module")
 def tok_model(tmp_path_factory):
     """A tiny Llama with a tokenizer (HookedTransformer.generate needs one)."""
-    from conftest import tiny_hf_llama_folder
+    from helpers import tiny_hf_llama_folder
 
     from sae_lens_routing.offline.local_model import load_local_model
 

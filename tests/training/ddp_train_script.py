@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import route_runner_cfg, tiny_model, token_dataset  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, where helpers.py lives
+from helpers import route_runner_cfg, tiny_model, token_dataset  # noqa: E402
 
 from sae_lens_routing.training.runner import RouteSAETrainingRunner  # noqa: E402
 from sae_lens_routing.training.trainer import RouteSAETrainer  # noqa: E402

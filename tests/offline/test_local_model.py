@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_hf_llama_folder
+from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing.offline.corpus import load_corpus
 from sae_lens_routing.offline.local_model import load_local_model

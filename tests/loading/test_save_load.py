@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import torch
-from conftest import make_training_sae
+from helpers import make_training_sae
 from sae_lens.saes.sae import TrainStepInput
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import free_port, make_training_sae
+from helpers import free_port, make_training_sae
 from sae_lens.config import SAETrainerConfig
 
 from sae_lens_routing.training.trainer import RouteSAETrainer

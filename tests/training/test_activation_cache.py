@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import route_runner_cfg, tiny_model, token_dataset
+from helpers import route_runner_cfg, tiny_model, token_dataset
 from safetensors.torch import load_file
 
 from sae_lens_routing.training.activation_cache import (
@@ -220,7 +220,7 @@ def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
 
 def test_cli_caches_once_and_trains_from_the_same_yaml(tmp_path):
     """`cache-activations` then `train` with `use_cached_activations: true`: no model or corpus is loaded."""
-    from test_cli_train import cli, write_config
+    from helpers import cli, write_config
 
     config = write_config(
         tmp_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model, token_dataset
+from helpers import tiny_model, token_dataset
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig, RouteTrainingSAE, RouteTrainingSAEConfig
 from sae_lens_routing.analysis.evals import run_route_evals

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import route_runner_cfg, tiny_model, token_dataset
+from helpers import route_runner_cfg, tiny_model, token_dataset
 from sae_lens import SAE, LanguageModelSAETrainingRunner
 
 from sae_lens_routing import RouteSAE, RouteTrainingSAE

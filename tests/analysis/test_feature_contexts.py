@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import tiny_hf_llama_folder
+from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.analysis.feature_contexts import (

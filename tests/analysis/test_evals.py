@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import tiny_model
-from test_splice import exact_sae, make_sae
+from helpers import exact_sae, make_sae, tiny_model
 
 from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
 

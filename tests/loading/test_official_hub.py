@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import OFFICIAL_CKPT, OFFICIAL_VECTORS
+from helpers import OFFICIAL_CKPT, OFFICIAL_VECTORS
 from hub_fixtures import offline_cache, populate_hf_cache
 from sae_lens import SAE
 from safetensors.torch import load_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import route_runner_cfg, tiny_model, token_dataset
+from helpers import route_runner_cfg, tiny_model, token_dataset
 
 from sae_lens_routing.training.compiled_forward import (
     resid_post_forward,
@@ -61,7 +61,7 @@ def test_other_hooks_keep_saelens_compile_path(tmp_path):
 
 def test_hook_free_forward_on_a_llama(tmp_path):
     """Rotary attention, RMSNorm and grouped KV heads: still exactly the hooks' values."""
-    from conftest import tiny_hf_llama_folder
+    from helpers import tiny_hf_llama_folder
 
     from sae_lens_routing.offline.local_model import load_local_model
 

@@ -11,40 +11,10 @@ import time
 
 import pytest
 import torch
-import yaml
-from conftest import free_port, tiny_hf_llama_folder
+from helpers import cli, free_port, write_config
 from sae_lens import SAE
 
 from sae_lens_routing import RouteSAE
-
-
-def write_config(tmp_path, **overrides):
-    config = {
-        "model_path": str(tiny_hf_llama_folder(tmp_path / "model")),
-        "corpus": "python-topics",
-        "context_size": 32,
-        "training_tokens": 2048,
-        "train_batch_size_tokens": 128,
-        "store_batch_size_prompts": 4,
-        "n_batches_in_buffer": 8,
-        "exclude_special_tokens": True,
-        "lr": 0.003,
-        "device": "cpu",
-        "output_path": str(tmp_path / "out"),
-        "logger": {"log_to_wandb": False},
-        "sae": {"d_sae": 64, "k": 4, "hook_names": "paper"},
-    }
-    config.update(overrides)
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def cli(*args, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sae_lens_routing", *args], capture_output=True, text=True, env=env, **kwargs
-    )
 
 
 def test_train_from_yaml(tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import wandb
-from conftest import route_runner_cfg, tiny_model, token_dataset
+from helpers import route_runner_cfg, tiny_model, token_dataset
 from sae_lens.config import LoggingConfig
 
 from sae_lens_routing.training.runner import RouteSAETrainingRunner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import OFFICIAL_CKPT, OFFICIAL_VECTORS
+from helpers import OFFICIAL_CKPT, OFFICIAL_VECTORS
 from safetensors.torch import load_file
 
 from sae_lens_routing import RouteSAE, load_official_checkpoint, paper_hook_names

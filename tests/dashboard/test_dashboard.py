@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import tiny_hf_llama_folder
+from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
@@ -100,7 +100,7 @@ def test_logit_effects_use_the_final_norm_gain(setup):
 
 def test_final_norm_fold_is_exact_and_reversible():
     """With a LayerNorm (gain and bias), logits inside the fold equal those outside; everything is restored."""
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
 

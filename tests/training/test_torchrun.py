@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port
+from helpers import free_port
 from sae_lens import SAE
 
 from sae_lens_routing import RouteSAE

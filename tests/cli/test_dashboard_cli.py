@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-from test_analysis_cli import trained  # noqa: F401  (module fixture: a trained SAE + model folder)
-
 from sae_lens_routing.cli.main import main
 
 
-def test_dashboard_and_neuronpedia_commands(trained, capsys):  # noqa: F811
+def test_dashboard_and_neuronpedia_commands(trained, capsys):
     args = [
         "--sae",
         str(trained / "sae"),

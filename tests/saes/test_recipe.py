@@ -4,11 +4,10 @@ before the defaults changed."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_training_sae
+from helpers import FIXTURES, make_training_sae
 from sae_lens import SAE, TrainingSAE
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from safetensors.torch import load_file
@@ -17,7 +16,7 @@ from sae_lens_routing import RouteSAE, RouteTrainingSAE, RouteTrainingSAEConfig
 from sae_lens_routing.saes.router import routing_entropy_bits
 from sae_lens_routing.training.trainer import RouteSAETrainer
 
-SAVED_BEFORE = Path(__file__).parent / "fixtures" / "saved_before_recipe"
+SAVED_BEFORE = FIXTURES / "saved_before_recipe"
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(4)]
 
 

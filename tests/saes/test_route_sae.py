@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import HOOKS4, make_training_sae
+from helpers import HOOKS4, make_training_sae
 from sae_lens.saes.sae import TrainStepInput
 
 from sae_lens_routing import RouteSAEConfig, RouteTrainingSAEConfig, normalized_mse
