@@ -51,6 +51,7 @@ def test_bad_yaml_fails_clearly(tmp_path):
     assert res.returncode != 0 and "--set expects key=value" in res.stderr
 
 
+@pytest.mark.slow  # three CLI processes, one killed mid-run (~20 s)
 def test_kill_and_resume(tmp_path):
     config = write_config(
         tmp_path, training_tokens=128 * 400, n_checkpoints=4, checkpoint_path=str(tmp_path / "ckpt")

@@ -141,6 +141,7 @@ def test_pseudo_hook_point_stacks_the_routed_layers(setup):
     torch.testing.assert_close(cache[name], torch.cat([cache[h] for h in HOOKS], dim=-1))
 
 
+@pytest.mark.browser
 def test_dashboard_renders_offline_in_chromium(setup):
     ensure_chromium()
     from sae_lens_routing.dashboard.browser import render, render_dom, screenshot
@@ -246,6 +247,7 @@ def test_bad_inputs_fail_clearly(setup, tmp_path):
         routed_dashboard(torch.nn.Linear(2, 2), model, tokens, "0", tmp_path / "x.html")
 
 
+@pytest.mark.browser
 def test_browser_check_catches_js_errors(tmp_path):
     """Uncaught exceptions, console.error and any attempt to reach the network are all reported."""
     ensure_chromium()

@@ -218,6 +218,7 @@ def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
         store.load(str(tmp_path / "other.safetensors"))
 
 
+@pytest.mark.slow  # two CLI processes (~17 s)
 def test_cli_caches_once_and_trains_from_the_same_yaml(tmp_path):
     """`cache-activations` then `train` with `use_cached_activations: true`: no model or corpus is loaded."""
     from helpers import cli, write_config
