@@ -45,7 +45,7 @@ from sae_lens_routing.analysis.feature_contexts import (
     count_features,
 )
 from sae_lens_routing.atomic import atomic_write_text
-from sae_lens_routing.cli.commands._common import corpus_tokens
+from sae_lens_routing.offline.corpus import corpus_tokens
 from sae_lens_routing.offline.local_model import load_local_model
 from sae_lens_routing.saes.router import Standardized, route, standardize
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
+import torch
 from datasets import Dataset
 
 from sae_lens_routing.offline.package_data import package_folder
@@ -61,3 +63,19 @@ def load_corpus(name: str = "bbcnews", *, seed: int = 0, max_documents: int | No
     if max_documents is not None:
         texts = texts[:max_documents]
     return Dataset.from_dict({"text": texts})
+
+
+def corpus_tokens(
+    model: Any, corpus: str, n_sequences: int, context_size: int, seed: int = 1
+) -> torch.Tensor:
+    """[n_sequences, context_size] tokens of an offline corpus, each row starting with BOS."""
+    rows = []
+    for text in load_corpus(corpus, seed=seed)["text"]:
+        toks = model.to_tokens(text, prepend_bos=True)[0]
+        if len(toks) >= context_size:
+            rows.append(toks[:context_size])
+        if len(rows) == n_sequences:
+            break
+    if not rows:
+        raise ValueError(f"corpus {corpus!r} has no document of >= {context_size} tokens")
+    return torch.stack(rows)

@@ -62,3 +62,19 @@ def test_steer_command(trained, capsys):
     assert "unsteered:" in printed and "steered:" in printed
     with pytest.raises(SystemExit):
         main(["steer", "--sae", str(trained / "sae"), "--prompt", "x", "--feature", "oops"])
+
+
+def test_commands_load_through_load_route_sae(trained, tmp_path):
+    """`--sae` goes through `load_route_sae`: a damaged folder is refused with a message naming the file."""
+    import shutil
+
+    from sae_lens_routing import IntegrityError
+
+    bad = tmp_path / "sae"
+    shutil.copytree(trained / "sae", bad)
+    weights = bad / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(IntegrityError, match="sae_weights.safetensors"):
+        main(["steer", "--sae", str(bad), "--prompt", "x", "--feature", "3=4"])
+    with pytest.raises(ValueError, match="sae_id is required"):
+        main(["steer", "--sae", "org/name", "--prompt", "x", "--feature", "3=4"])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
-
 
 def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--sae", required=True, help="a saved RouteSAE folder (cfg.json + sae_weights.safetensors)"
+        "--sae",
+        required=True,
+        help="a saved RouteSAE folder (cfg.json + sae_weights.safetensors), a named release or a Hub repo id",
     )
+    parser.add_argument("--sae-id", help="the SAE inside the release or Hub repo (or a subfolder of --sae)")
     parser.add_argument(
         "--model-path", help="local GGUF / HF folder / 'smollm2'; default: the model the SAE was trained on"
     )
@@ -19,13 +20,11 @@ def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
-    from sae_lens import SAE
+    from sae_lens_routing.loading.releases import load_route_sae  # checks the files, names what is wrong
 
-    import sae_lens_routing  # noqa: F401  (registers the architecture)
-
-    sae = SAE.load_from_disk(args.sae, device=args.device)
+    sae = load_route_sae(args.sae, args.sae_id, device=args.device)
     if sae.cfg.architecture() != "routesae":
-        raise ValueError(f"--sae must be a RouteSAE folder, got architecture {sae.cfg.architecture()!r}")
+        raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     model_path = args.model_path or sae.cfg.metadata.model_path
     if model_path:
         from sae_lens_routing.offline.local_model import load_local_model
@@ -36,21 +35,3 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
 
         model = load_model("HookedTransformer", sae.cfg.metadata.model_name, device=args.device)
     return sae, model
-
-
-def corpus_tokens(
-    model: Any, corpus: str, n_sequences: int, context_size: int, seed: int = 1
-) -> torch.Tensor:
-    """[n_sequences, context_size] tokens of an offline corpus, each row starting with BOS."""
-    from sae_lens_routing.offline.corpus import load_corpus
-
-    rows = []
-    for text in load_corpus(corpus, seed=seed)["text"]:
-        toks = model.to_tokens(text, prepend_bos=True)[0]
-        if len(toks) >= context_size:
-            rows.append(toks[:context_size])
-        if len(rows) == n_sequences:
-            break
-    if not rows:
-        raise ValueError(f"corpus {corpus!r} has no document of >= {context_size} tokens")
-    return torch.stack(rows)

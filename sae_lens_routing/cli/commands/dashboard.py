@@ -6,11 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sae_lens_routing.cli.commands._common import (
-    add_sae_and_model_arguments,
-    corpus_tokens,
-    load_sae_and_model,
-)
+from sae_lens_routing.cli.commands._common import add_sae_and_model_arguments, load_sae_and_model
 
 HELP = "Write sae-dashboard's feature-centric HTML (offline, with a routing panel) for RouteSAE features."
 
@@ -32,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.dashboard.report import routed_dashboard
+    from sae_lens_routing.offline.corpus import corpus_tokens
 
     sae, model = load_sae_and_model(args)
     tokens = corpus_tokens(model, args.corpus, args.n_sequences, args.context_size)

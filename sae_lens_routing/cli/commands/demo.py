@@ -80,8 +80,8 @@ def dashboard_features(sae_folder: Path, n: int = DASHBOARD_FEATURES) -> list[in
 
 
 def dashboard_step(ctx: DemoContext) -> None:
-    from sae_lens_routing.cli.commands._common import corpus_tokens
     from sae_lens_routing.dashboard.report import routed_dashboard
+    from sae_lens_routing.offline.corpus import corpus_tokens
 
     sae = ctx.runner.sae_for_analysis()
     model = ctx.runner.model

@@ -15,11 +15,7 @@ from sae_lens_routing.analysis.feature_contexts import (
     write_feature_contexts,
 )
 from sae_lens_routing.atomic import atomic_write_text
-from sae_lens_routing.cli.commands._common import (
-    add_sae_and_model_arguments,
-    corpus_tokens,
-    load_sae_and_model,
-)
+from sae_lens_routing.cli.commands._common import add_sae_and_model_arguments, load_sae_and_model
 
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
 
@@ -40,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate(
     sae: Any, model: Any, out: Path, *, corpus: str, n_sequences: int, context_size: int, threshold: float
 ) -> dict[str, Any]:
+    from sae_lens_routing.offline.corpus import corpus_tokens
+
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
     special = sorted(
         {

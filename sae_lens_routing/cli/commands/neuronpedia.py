@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from sae_lens_routing.atomic import atomic_write_text
-from sae_lens_routing.cli.commands._common import corpus_tokens, load_sae_and_model
+from sae_lens_routing.cli.commands._common import load_sae_and_model
 from sae_lens_routing.cli.commands.dashboard import add_dashboard_arguments
 
 HELP = "Export RouteSAE features as a Neuronpedia batch JSON (sae-dashboard's layout + routing fields)."
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
     from sae_lens_routing.dashboard.report import routed_dashboard
+    from sae_lens_routing.offline.corpus import corpus_tokens
 
     sae, model = load_sae_and_model(args)
     tokens = corpus_tokens(model, args.corpus, args.n_sequences, args.context_size)
