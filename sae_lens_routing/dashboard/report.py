@@ -55,6 +55,24 @@ CONTEXT_POSITIONS = 11
 TOP_EXAMPLES = 20
 
 
+DASHBOARD_FEATURES = 24
+
+
+def dashboard_features(sae_folder: Path, n: int = DASHBOARD_FEATURES) -> list[int]:
+    """The first `n` latents by index that fired on 0.001%-10% of training tokens (SAELens's saved log10
+    densities): an unbiased sample of live, non-dense latents rather than the most frequent, least specific ones."""
+    from sae_lens.constants import SPARSITY_FILENAME
+    from safetensors.torch import load_file
+
+    log_density = load_file(sae_folder / SPARSITY_FILENAME)["sparsity"]
+    live = ((log_density > -5) & (log_density < -1)).nonzero().flatten().tolist()
+    if not live:
+        raise ValueError(
+            f"no live latents in {sae_folder / SPARSITY_FILENAME}: train longer (training_tokens)"
+        )
+    return live[:n]
+
+
 def check_tokens(tokens: torch.Tensor, d_vocab: int) -> None:
     """Fail early and clearly where sae-dashboard would fail deep inside (or silently show nothing)."""
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():

@@ -5,23 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from sae_lens import SAE
-from safetensors.torch import save_file
 
 from sae_lens_routing import RouteSAE
-from sae_lens_routing.cli.commands.demo import dashboard_features
 from sae_lens_routing.cli.main import main
-
-
-def test_dashboard_features_are_live_and_not_dense(tmp_path):
-    log10_density = torch.tensor([-10.0, -3.0, -0.5, -2.0, -6.0, -4.5, -1.5])
-    save_file({"sparsity": log10_density}, tmp_path / "sparsity.safetensors")
-    assert dashboard_features(tmp_path, n=2) == [1, 3]
-    assert dashboard_features(tmp_path) == [1, 3, 5, 6]
-    save_file({"sparsity": torch.full((4,), -10.0)}, tmp_path / "sparsity.safetensors")
-    with pytest.raises(ValueError, match="no live latents"):
-        dashboard_features(tmp_path)
 
 
 @pytest.mark.real_model

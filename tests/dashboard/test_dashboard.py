@@ -11,10 +11,16 @@ import subprocess
 import pytest
 import torch
 from helpers import tiny_hf_llama_folder
+from safetensors.torch import save_file
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
-from sae_lens_routing.dashboard.report import parse_features, routed_dashboard, routed_hook_point
+from sae_lens_routing.dashboard.report import (
+    dashboard_features,
+    parse_features,
+    routed_dashboard,
+    routed_hook_point,
+)
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 
@@ -266,3 +272,13 @@ def test_browser_check_catches_js_errors(tmp_path):
     clean.write_text("<html><body><script>console.log('fine')</script><p id='ok'>x</p></body></html>")
     rendered = render_dom(clean)
     assert rendered.console_errors == [] and '<p id="ok">x</p>' in rendered.dom
+
+
+def test_dashboard_features_are_live_and_not_dense(tmp_path):
+    log10_density = torch.tensor([-10.0, -3.0, -0.5, -2.0, -6.0, -4.5, -1.5])
+    save_file({"sparsity": log10_density}, tmp_path / "sparsity.safetensors")
+    assert dashboard_features(tmp_path, n=2) == [1, 3]
+    assert dashboard_features(tmp_path) == [1, 3, 5, 6]
+    save_file({"sparsity": torch.full((4,), -10.0)}, tmp_path / "sparsity.safetensors")
+    with pytest.raises(ValueError, match="no live latents"):
+        dashboard_features(tmp_path)

@@ -61,26 +61,8 @@ def evaluate_step(ctx: DemoContext) -> None:
     print(format_eval(metrics), flush=True)
 
 
-DASHBOARD_FEATURES = 24
-
-
-def dashboard_features(sae_folder: Path, n: int = DASHBOARD_FEATURES) -> list[int]:
-    """The first `n` latents by index that fired on 0.001%-10% of training tokens (SAELens's saved log10
-    densities): an unbiased sample of live, non-dense latents rather than the most frequent, least specific ones."""
-    from sae_lens.constants import SPARSITY_FILENAME
-    from safetensors.torch import load_file
-
-    log_density = load_file(sae_folder / SPARSITY_FILENAME)["sparsity"]
-    live = ((log_density > -5) & (log_density < -1)).nonzero().flatten().tolist()
-    if not live:
-        raise ValueError(
-            f"no live latents in {sae_folder / SPARSITY_FILENAME}: train longer (training_tokens)"
-        )
-    return live[:n]
-
-
 def dashboard_step(ctx: DemoContext) -> None:
-    from sae_lens_routing.dashboard.report import routed_dashboard
+    from sae_lens_routing.dashboard.report import dashboard_features, routed_dashboard
     from sae_lens_routing.offline.corpus import corpus_tokens
 
     sae = ctx.runner.sae_for_analysis()
