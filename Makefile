@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-fast lint venv clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m pytest -q -x tests
+
+# The inner loop (under 2 minutes): no multi-process/long, real-model or headless-browser tests.
+test-fast: $(STAMP)
+	$(VPY) -m ruff check .
+	$(VPY) -m pytest -q -x -m "not slow and not real_model and not browser" tests
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 import yaml
 
-from sae_lens_routing.activation_cache import cache_routed_activations, read_cache_metadata
-from sae_lens_routing.run_config import build_runner_config, load_model_and_dataset, split_config
-from sae_lens_routing.runner import RouteSAETrainingRunner
+from sae_lens_routing.training.activation_cache import cache_routed_activations, read_cache_metadata
+from sae_lens_routing.training.run_config import build_runner_config, load_model_and_dataset, split_config
+from sae_lens_routing.training.runner import RouteSAETrainingRunner
 
 RESULTS = Path(__file__).parent / "results"
 DEMO = Path(__file__).parents[1] / "sae_lens_routing" / "presets" / "demo.yaml"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from train_throughput import PRESETS, build_model, device_name, sync
 
-from sae_lens_routing.compiled_forward import compiled_resid_post_forward
+from sae_lens_routing.training.compiled_forward import compiled_resid_post_forward
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -32,17 +32,22 @@ from sae_lens.saes.sae import TrainStepInput
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
 from sae_lens_routing import RouteTrainingSAE, RouteTrainingSAEConfig
-from sae_lens_routing.atomic import atomic_write_text
-from sae_lens_routing.commands._common import corpus_tokens
-from sae_lens_routing.evals import kl_official_batchmean, kl_per_token, next_token_ce, run_route_evals
-from sae_lens_routing.feature_contexts import (
+from sae_lens_routing.analysis.evals import (
+    kl_official_batchmean,
+    kl_per_token,
+    next_token_ce,
+    run_route_evals,
+)
+from sae_lens_routing.analysis.feature_contexts import (
     Activation,
     ContextRules,
     contexts_from_activations,
     count_features,
 )
-from sae_lens_routing.local_model import load_local_model
-from sae_lens_routing.router import Standardized, route, standardize
+from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.offline.corpus import corpus_tokens
+from sae_lens_routing.offline.local_model import load_local_model
+from sae_lens_routing.saes.router import Standardized, route, standardize
 
 RESULTS = Path(__file__).parent / "results"
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(3, 10)]  # the demo's routed layers

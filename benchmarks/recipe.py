@@ -42,12 +42,12 @@ import torch
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 
 from sae_lens_routing import RouteTrainingSAE, RouteTrainingSAEConfig
+from sae_lens_routing.analysis.evals import run_route_evals
 from sae_lens_routing.atomic import atomic_write_text
-from sae_lens_routing.corpus import load_corpus
-from sae_lens_routing.evals import run_route_evals
-from sae_lens_routing.local_model import load_local_model
-from sae_lens_routing.recipes import OFFICIAL_RECIPE
-from sae_lens_routing.trainer import RouteSAETrainer
+from sae_lens_routing.offline.corpus import load_corpus
+from sae_lens_routing.offline.local_model import load_local_model
+from sae_lens_routing.saes.recipes import OFFICIAL_RECIPE
+from sae_lens_routing.training.trainer import RouteSAETrainer
 
 RESULTS = Path(__file__).parent / "results"
 CACHE_DIR = Path("out/recipe")

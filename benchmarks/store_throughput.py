@@ -29,9 +29,9 @@ from sae_lens.training.activations_store import ActivationsStore
 from train_throughput import device_name, sync
 
 from sae_lens_routing import RouteTrainingSAEConfig
-from sae_lens_routing.commands._common import corpus_tokens
-from sae_lens_routing.local_model import load_local_model
-from sae_lens_routing.store import MultiLayerActivationsStore
+from sae_lens_routing.offline.corpus import corpus_tokens
+from sae_lens_routing.offline.local_model import load_local_model
+from sae_lens_routing.training.store import MultiLayerActivationsStore
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -11,29 +11,29 @@ from sae_lens.registry import (
     register_sae_training_class,
 )
 
-from sae_lens_routing.activation_cache import (
+from sae_lens_routing.hub.model_card import write_model_card
+from sae_lens_routing.hub.upload import upload_route_sae
+from sae_lens_routing.loading.integrity import IntegrityError
+from sae_lens_routing.loading.loaders import route_sae_disk_loader, route_sae_huggingface_loader
+from sae_lens_routing.loading.official import load_official_checkpoint
+from sae_lens_routing.loading.official_hub import official_disk_loader, official_huggingface_loader
+from sae_lens_routing.loading.releases import (
+    get_routed_saes_directory,
+    load_route_sae,
+    load_route_sae_with_cfg_and_sparsity,
+)
+from sae_lens_routing.saes.config import ARCHITECTURE, RouteSAEConfig, RouteTrainingSAEConfig
+from sae_lens_routing.saes.layers import paper_hook_names, paper_layers
+from sae_lens_routing.saes.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
+from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
+from sae_lens_routing.training.activation_cache import (
     CachedMultiLayerActivationsStore,
     CacheMetadata,
     cache_routed_activations,
     read_cache_metadata,
 )
-from sae_lens_routing.config import ARCHITECTURE, RouteSAEConfig, RouteTrainingSAEConfig
-from sae_lens_routing.hub import upload_route_sae
-from sae_lens_routing.integrity import IntegrityError
-from sae_lens_routing.layers import paper_hook_names, paper_layers
-from sae_lens_routing.loaders import route_sae_disk_loader, route_sae_huggingface_loader
-from sae_lens_routing.model_card import write_model_card
-from sae_lens_routing.official import load_official_checkpoint
-from sae_lens_routing.official_hub import official_disk_loader, official_huggingface_loader
-from sae_lens_routing.releases import (
-    get_routed_saes_directory,
-    load_route_sae,
-    load_route_sae_with_cfg_and_sparsity,
-)
-from sae_lens_routing.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
-from sae_lens_routing.runner import RouteSAETrainingRunner, training_summary
-from sae_lens_routing.sae_lens_guards import SingleLayerInputError
-from sae_lens_routing.stock_runner import (
+from sae_lens_routing.training.runner import RouteSAETrainingRunner, training_summary
+from sae_lens_routing.training.stock_runner import (
     STACKED_ARCHITECTURE,
     StackedRouteTrainingSAE,
     StackedRouteTrainingSAEConfig,
@@ -41,8 +41,8 @@ from sae_lens_routing.stock_runner import (
     routed_model,
     stock_runner_config,
 )
-from sae_lens_routing.store import MultiLayerActivationsStore
-from sae_lens_routing.trainer import RouteSAETrainer
+from sae_lens_routing.training.store import MultiLayerActivationsStore
+from sae_lens_routing.training.trainer import RouteSAETrainer
 
 
 def _register() -> None:

@@ -1,5 +1,5 @@
 import sys
 
-from sae_lens_routing.cli import main
+from sae_lens_routing.cli.main import main
 
 sys.exit(main())

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import make_training_sae
+from helpers import make_training_sae
 from huggingface_hub import CommitInfo, HfApi
 from sae_lens.saes.sae import TrainStepInput
 from safetensors.torch import save_file

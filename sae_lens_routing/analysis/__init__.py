@@ -1,0 +1,1 @@
+"""Analysis of a trained RouteSAE: routed splicing into the model, steering, evaluation, feature contexts."""

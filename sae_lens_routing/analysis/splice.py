@@ -1,0 +1,212 @@
+"""Routed splicing: each token's residual stream is replaced, at the one layer it was routed to, by the SAE's
+reconstruction; every other (token, layer) position is left as it is.
+
+Semantics (the official code's, made exact). Routing needs all L routed layers of a token, and the earliest
+of them must be replaced before the later ones are computed, so every forward pass runs twice: a clean pass
+to the last routed block (started from the stream at `blocks.0.hook_resid_pre` inside the same call) decides
+each token's layer and reconstruction; the real pass then replaces those positions as it reaches them. The
+reconstruction is `RoutedOutput.routed_layer_reconstruction()`: the SAE encodes `x[layer] * router_weight`,
+exactly its training input, and the output is divided by that weight and de-standardised with the token's own
+mean and std (the official splice encodes `x[layer]` without the weight, an input the SAE never trained on).
+
+Generation: works for any forward that sees the whole sequence, e.g. `model.generate(...,
+use_past_kv_cache=False)` or `routed_generate` below, so generated tokens are spliced and steered too (the
+official hook skips every pass whose length differs from the prompt). A KV-cached forward only sees the new
+token, which cannot be routed without its context, so it is refused with a clear error.
+
+Soft routing has no single layer to replace (the SAE reconstructs a mix of layers), so it is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from sae_lens_routing.saes.config import hook_layer
+from sae_lens_routing.saes.route_sae import RoutedOutput
+
+FeatureEdit = Callable[[torch.Tensor, RoutedOutput], torch.Tensor]
+ENTRY_HOOK = "blocks.0.hook_resid_pre"
+
+
+@dataclass
+class SplicePlan:
+    """What the clean pass decided for the current forward: per token, its layer and replacement value."""
+
+    layer_index: torch.Tensor  # [batch, pos]
+    values: torch.Tensor  # [batch, pos, d_in], raw space
+    routed: RoutedOutput
+    feature_acts: torch.Tensor  # [batch, pos, d_sae] after `on_features`
+
+
+def check_spliceable(model: Any, sae: Any) -> None:
+    if sae.cfg.routing != "hard":
+        raise ValueError(
+            "routed splicing needs routing='hard': a soft-routed SAE reconstructs a weighted mix of all L layers, "
+            f"which has no single layer to replace (got routing={sae.cfg.routing!r})"
+        )
+    missing = [h for h in [ENTRY_HOOK, *sae.cfg.hook_names] if h not in model.hook_dict]
+    if missing:
+        raise ValueError(f"sae.cfg.hook_names / entry hook {missing} are not hook points of the model")
+    if any(hook_layer(h) is None for h in sae.cfg.hook_names):
+        raise ValueError(f"routed splicing needs hooks inside transformer blocks, got {sae.cfg.hook_names}")
+    model_device = next(model.parameters()).device
+    if not _same_device(model_device, sae.device):
+        raise ValueError(
+            f"sae is on {sae.device} but the model is on {model_device}: routed splicing runs the SAE inside the "
+            f"model's forward; move one of them, e.g. sae.to({str(model_device)!r})"
+        )
+
+
+def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """'cuda' and 'cuda:0' name one device when 0 is the current one."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        current = torch.cuda.current_device()
+        return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+    return a.index == b.index or a.index is None or b.index is None
+
+
+@torch.no_grad()
+def plan_splice(
+    sae: Any,
+    routed_acts: torch.Tensor,
+    *,
+    use_error_term: bool = False,
+    on_features: FeatureEdit | None = None,
+    replacement: Literal["sae", "zero"] = "sae",
+) -> SplicePlan:
+    """Replacement values for each token's routed layer from its clean activations [batch, pos, L, d_in]."""
+    out = sae.forward_routed(routed_acts.to(sae.dtype))
+    clean = out.routed_layer_input()
+    feature_acts = out.feature_acts
+    if replacement == "zero":
+        values = torch.zeros_like(clean)
+    else:
+        recon = out.routed_layer_reconstruction()
+        if on_features is not None:
+            feature_acts = on_features(out.feature_acts.clone(), out)
+            max_weight = out.router_weights.gather(-1, out.layer_index[..., None])
+            edited = out.standardized.undo(sae.decode_standardized(feature_acts) / max_weight, out.layer_index)
+        else:
+            edited = recon
+        values = edited + (clean - recon) if use_error_term else edited
+    return SplicePlan(out.layer_index, values.to(routed_acts.dtype), out, feature_acts)
+
+
+@contextmanager
+def routed_splice(
+    model: Any,
+    sae: Any,
+    *,
+    use_error_term: bool = False,
+    on_features: FeatureEdit | None = None,
+    replacement: Literal["sae", "zero"] = "sae",
+    positions: torch.Tensor | None = None,
+) -> Iterator[list[SplicePlan]]:
+    """Within the block, every forward of `model` is routed-spliced by `sae`.
+
+    use_error_term: add back each token's SAE error at its routed layer, so outputs equal the clean model's
+        while the plans record features (and `on_features` edits act as pure interventions).
+    on_features(feature_acts, routed) -> feature_acts: edit features before decoding (steering, ablation).
+    replacement="zero": zero-ablate each token's routed layer instead (the CE-recovered baseline).
+    positions: bool [batch, pos]; only these positions are spliced, the others keep their clean activations
+        (SAELens's `get_recons_loss` leaves special tokens such as BOS unspliced the same way: the SAE never
+        trained on them, and a badly reconstructed attention-sink token corrupts every later position).
+    Yields the list of `SplicePlan`s, one per forward pass, for inspection.
+    """
+    check_spliceable(model, sae)
+    if positions is not None and (not isinstance(positions, torch.Tensor) or positions.dtype != torch.bool):
+        raise ValueError("positions must be a bool tensor [batch, pos] of the positions to splice")
+    hooks = list(sae.cfg.hook_names)
+    stop = max(hook_layer(h) for h in hooks) + 1  # type: ignore[type-var]
+    plans: list[SplicePlan] = []
+    state: dict[str, Any] = {"nested": False}
+
+    def plan_hook(resid: torch.Tensor, hook: Any) -> None:
+        if state["nested"]:
+            return
+        state["nested"] = True
+        try:
+            _, cache = model.run_with_cache(resid, start_at_layer=0, stop_at_layer=stop, names_filter=hooks)
+        finally:
+            state["nested"] = False
+        acts = torch.stack([cache[h] for h in hooks], dim=-2)
+        plans.append(
+            plan_splice(
+                sae, acts, use_error_term=use_error_term, on_features=on_features, replacement=replacement
+            )
+        )
+
+    def kv_cache_guard(scores: torch.Tensor, hook: Any) -> None:
+        if not state["nested"] and scores.shape[-1] != scores.shape[-2]:
+            raise ValueError(
+                "routed_splice cannot route a KV-cached forward (it sees only the new tokens); use "
+                "model.generate(..., use_past_kv_cache=False) or sae_lens_routing.routed_generate"
+            )
+
+    def replace_hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor | None]:
+        def hook_fn(act: torch.Tensor, hook: Any) -> torch.Tensor | None:
+            if state["nested"]:
+                return None
+            plan = plans[-1]
+            mask = plan.layer_index == layer
+            if positions is not None:
+                if positions.shape != mask.shape:
+                    raise ValueError(
+                        f"positions has shape {tuple(positions.shape)} but this forward has [batch, pos] = "
+                        f"{tuple(mask.shape)}"
+                    )
+                mask = mask & positions.to(mask.device)
+            if not bool(mask.any()):
+                return None
+            act = act.clone()
+            act[mask] = plan.values[mask].to(act.dtype)
+            return act
+
+        return hook_fn
+
+    fwd_hooks = [(ENTRY_HOOK, plan_hook), ("blocks.0.attn.hook_attn_scores", kv_cache_guard)]
+    fwd_hooks += [(h, replace_hook(i)) for i, h in enumerate(hooks)]
+    with model.hooks(fwd_hooks=fwd_hooks):
+        yield plans
+
+
+@torch.no_grad()
+def routed_generate(
+    model: Any,
+    sae: Any,
+    prompt: str | torch.Tensor,
+    *,
+    max_new_tokens: int = 20,
+    on_features: FeatureEdit | None = None,
+    use_error_term: bool = True,
+    splice: bool = True,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Generate with the routed splice applied at every step (each step re-runs the whole sequence, so every
+    generated token is routed and steered too). Returns (tokens [1, n], next-token logits of each step)."""
+    tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    step_logits: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        if splice:
+            with routed_splice(model, sae, use_error_term=use_error_term, on_features=on_features):
+                logits = model(tokens)
+        else:
+            logits = model(tokens)
+        last = logits[:, -1].float().cpu()
+        step_logits.append(last)
+        if temperature <= 0:
+            nxt = last.argmax(-1, keepdim=True)
+        else:
+            nxt = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator)
+        tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
+    return tokens, step_logits

@@ -1,0 +1,84 @@
+"""Steering with routed features: add to, or scale, chosen features of every token at the layer it is routed
+to, during generation (generated tokens included), and compare with the unsteered continuation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from sae_lens_routing.analysis.splice import FeatureEdit, routed_generate
+from sae_lens_routing.saes.route_sae import RoutedOutput
+
+
+def feature_steering(
+    features: Mapping[int, float], mode: Literal["add", "multiply"] = "add", d_sae: int | None = None
+) -> FeatureEdit:
+    """An `on_features` edit: feature i += value (add) or feature i *= value (multiply)."""
+    if mode not in ("add", "multiply"):
+        raise ValueError(f"mode must be 'add' or 'multiply', got {mode!r}")
+    if not features:
+        raise ValueError("features must name at least one feature to steer, e.g. {123: 10.0}")
+    for index in features:
+        if not isinstance(index, int) or index < 0 or (d_sae is not None and index >= d_sae):
+            raise ValueError(f"feature indices must be integers in [0, d_sae={d_sae}), got {index!r}")
+    idx = torch.tensor(list(features))
+    values = torch.tensor([float(v) for v in features.values()])
+
+    def edit(feature_acts: torch.Tensor, routed: RoutedOutput) -> torch.Tensor:
+        v = values.to(feature_acts.device, feature_acts.dtype)
+        if mode == "add":
+            feature_acts[..., idx] += v
+        else:
+            feature_acts[..., idx] *= v
+        return feature_acts
+
+    return edit
+
+
+@dataclass
+class SteeringResult:
+    prompt: str
+    unsteered: str
+    steered: str
+    unsteered_logits: list[torch.Tensor]
+    steered_logits: list[torch.Tensor]
+
+
+@torch.no_grad()
+def steer(
+    model: Any,
+    sae: Any,
+    prompt: str,
+    features: Mapping[int, float],
+    *,
+    mode: Literal["add", "multiply"] = "add",
+    max_new_tokens: int = 20,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> SteeringResult:
+    """Generate from `prompt` without and with the feature edit (the SAE error term is kept in both, so the
+    unsteered run is the clean model and the difference is the steering alone)."""
+    edit = feature_steering(features, mode, sae.cfg.d_sae)
+    base_tokens, base_logits = routed_generate(
+        model, sae, prompt, max_new_tokens=max_new_tokens, splice=False, temperature=temperature, seed=seed
+    )
+    tokens, logits = routed_generate(
+        model,
+        sae,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        on_features=edit,
+        temperature=temperature,
+        seed=seed,
+    )
+    n = model.to_tokens(prompt).shape[1]
+    return SteeringResult(
+        prompt=prompt,
+        unsteered=model.to_string(base_tokens[0, n:]),
+        steered=model.to_string(tokens[0, n:]),
+        unsteered_logits=base_logits,
+        steered_logits=logits,
+    )

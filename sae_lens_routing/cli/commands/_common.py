@@ -1,0 +1,37 @@
+"""Arguments and loading shared by the analysis commands (evaluate, steer, dashboard...)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sae",
+        required=True,
+        help="a saved RouteSAE folder (cfg.json + sae_weights.safetensors), a named release or a Hub repo id",
+    )
+    parser.add_argument("--sae-id", help="the SAE inside the release or Hub repo (or a subfolder of --sae)")
+    parser.add_argument(
+        "--model-path", help="local GGUF / HF folder / 'smollm2'; default: the model the SAE was trained on"
+    )
+    parser.add_argument("--device", default="cpu")
+
+
+def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    from sae_lens_routing.loading.releases import load_route_sae  # checks the files, names what is wrong
+
+    sae = load_route_sae(args.sae, args.sae_id, device=args.device)
+    if sae.cfg.architecture() != "routesae":
+        raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
+    model_path = args.model_path or sae.cfg.metadata.model_path
+    if model_path:
+        from sae_lens_routing.offline.local_model import load_local_model
+
+        model = load_local_model(model_path, device=args.device)
+    else:
+        from sae_lens.load_model import load_model
+
+        model = load_model("HookedTransformer", sae.cfg.metadata.model_name, device=args.device)
+    return sae, model

@@ -1,0 +1,107 @@
+"""`python -m sae_lens_routing demo --out out/demo`: the main job (`make demo`).
+
+Trains a small RouteSAE on SmolLM2-135M over BBC News offline (preset `presets/demo.yaml`), then runs every
+later step in `DEMO_STEPS` on it (evaluation, then an offline sae-dashboard page of live latents). Each step takes the shared `DemoContext` and writes under `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.training.run_config import apply_overrides, train_from_config
+from sae_lens_routing.training.runner import format_summary
+
+HELP = "Run the main job: train a small RouteSAE on SmolLM2-135M + BBC News offline, evaluate, report."
+PRESET = "demo.yaml"
+
+
+@dataclass
+class DemoContext:
+    out: Path
+    config: dict[str, Any]
+    runner: Any = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def preset_config() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(files("sae_lens_routing.presets").joinpath(PRESET).read_text())
+
+
+def train_step(ctx: DemoContext) -> None:
+    ctx.runner, ctx.summary = train_from_config(ctx.config)
+    atomic_write_text(ctx.out / "summary.json", json.dumps(ctx.summary, indent=2))
+    print(format_summary(ctx.summary), flush=True)
+
+
+def evaluate_step(ctx: DemoContext) -> None:
+    from sae_lens_routing.cli.commands.evaluate import evaluate, format_eval
+
+    metrics = evaluate(
+        ctx.runner.sae_for_analysis(),
+        ctx.runner.model,
+        ctx.out,
+        corpus=str(ctx.config.get("corpus", "bbcnews")),
+        n_sequences=16,
+        context_size=128,
+        threshold=15.0,
+    )
+    ctx.summary["eval"] = metrics
+    print(f"evaluation: {ctx.out}/eval.json, {ctx.out}/routing_share.png, {ctx.out}/feature_contexts.json")
+    print(format_eval(metrics), flush=True)
+
+
+def dashboard_step(ctx: DemoContext) -> None:
+    from sae_lens_routing.dashboard.report import dashboard_features, routed_dashboard
+    from sae_lens_routing.offline.corpus import corpus_tokens
+
+    sae = ctx.runner.sae_for_analysis()
+    model = ctx.runner.model
+    features = dashboard_features(Path(ctx.summary["output_path"]))
+    tokens = corpus_tokens(model, str(ctx.config.get("corpus", "bbcnews")), 32, 128, seed=2)
+    html = routed_dashboard(sae, model, tokens, features, ctx.out / "dashboard.html")["path"]
+    print(f"dashboard: {html} (latents {features[0]}..{features[-1]}, {len(features)} live ones)")
+    try:
+        from sae_lens_routing.dashboard.browser import screenshot
+
+        print(f"dashboard screenshot: {screenshot(html, ctx.out / 'dashboard.png')}", flush=True)
+    except FileNotFoundError as e:  # headless Chromium is optional (apt-get install chromium)
+        print(f"no dashboard screenshot: {e}", flush=True)
+
+
+DEMO_STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
+    ("train", train_step),
+    ("evaluate", evaluate_step),
+    ("dashboard", dashboard_step),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="out/demo", help="output folder (the SAE goes to OUT/sae)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    config = apply_overrides(preset_config(), [f"output_path={out / 'sae'}", *args.set])
+    ctx = DemoContext(out=out, config=config)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, step in DEMO_STEPS:
+        start = time.perf_counter()
+        print(f"== demo step: {name}", flush=True)
+        step(ctx)
+        ctx.timings[name] = round(time.perf_counter() - start, 1)
+    print(f"demo finished: outputs in {out}/ (step times, s: {ctx.timings})")
+    return 0

@@ -1,0 +1,95 @@
+"""`python -m sae_lens_routing evaluate --sae PATH --out DIR`: eval.json, routing chart, feature contexts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
+from sae_lens_routing.analysis.feature_contexts import (
+    ContextRules,
+    count_features,
+    find_feature_contexts,
+    write_feature_contexts,
+)
+from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.cli.commands._common import add_sae_and_model_arguments, load_sae_and_model
+
+HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_sae_and_model_arguments(parser)
+    parser.add_argument(
+        "--out", required=True, help="folder for eval.json, routing_share.png, feature_contexts.json"
+    )
+    parser.add_argument("--corpus", default="bbcnews")
+    parser.add_argument("--n-sequences", type=int, default=16)
+    parser.add_argument("--context-size", type=int, default=128)
+    parser.add_argument(
+        "--threshold", type=float, default=ContextRules.threshold, help="feature-context activation threshold"
+    )
+
+
+def evaluate(
+    sae: Any, model: Any, out: Path, *, corpus: str, n_sequences: int, context_size: int, threshold: float
+) -> dict[str, Any]:
+    from sae_lens_routing.offline.corpus import corpus_tokens
+
+    tokens = corpus_tokens(model, corpus, n_sequences, context_size)
+    special = sorted(
+        {
+            t
+            for t in (
+                model.tokenizer.bos_token_id,
+                model.tokenizer.eos_token_id,
+                model.tokenizer.pad_token_id,
+            )
+            if t is not None
+        }
+    )
+    metrics = run_route_evals(sae, model, tokens, batch_size=4, exclude_special_tokens=special)
+    write_routing_chart(metrics, out / "routing_share.png")
+    rules = ContextRules(threshold=threshold)
+    contexts = find_feature_contexts(sae, model, tokens, rules=rules, exclude_special_tokens=special)
+    write_feature_contexts(contexts, out / "feature_contexts.json", rules)
+    metrics["features/n_counted"] = count_features(contexts, rules)
+    metrics["features/threshold"] = threshold
+    atomic_write_text(out / "eval.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def format_eval(metrics: dict[str, Any]) -> str:
+    keys = [
+        "reconstruction_quality/normalized_mse",
+        "reconstruction_quality/fvu",
+        "sparsity/l0",
+        "sparsity/latents_silent_on_eval",
+        "model_performance_preservation/ce_loss_score",
+        "model_performance_preservation/delta_ce",
+        "model_behavior_preservation/kl_div_with_sae",
+        "model_behavior_preservation/kl_div_with_sae_official_batchmean",
+        "features/n_counted",
+    ]
+    return "\n".join(
+        f"  {k:<68} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<68} {metrics[k]}"
+        for k in keys
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    sae, model = load_sae_and_model(args)
+    out = Path(args.out)
+    metrics = evaluate(
+        sae,
+        model,
+        out,
+        corpus=args.corpus,
+        n_sequences=args.n_sequences,
+        context_size=args.context_size,
+        threshold=args.threshold,
+    )
+    print(f"evaluation written to {out}/eval.json\n{format_eval(metrics)}")
+    return 0

@@ -1,0 +1,33 @@
+"""`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]` (works under torchrun too)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.training.distributed import dist_info
+from sae_lens_routing.training.run_config import apply_overrides, read_yaml_config, train_from_config
+from sae_lens_routing.training.runner import format_summary
+
+HELP = "Train a RouteSAE from a YAML SAELens runner config (with an `sae:` section)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, help="YAML: LanguageModelSAERunnerConfig fields + `sae:` section"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)"
+    )
+    parser.add_argument("--summary-json", help="also write the final summary to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    data = apply_overrides(read_yaml_config(args.config), args.set)
+    _, summary = train_from_config(data)
+    if dist_info().is_main:
+        print(format_summary(summary))
+        if args.summary_json:
+            atomic_write_text(args.summary_json, json.dumps(summary, indent=2))
+    return 0

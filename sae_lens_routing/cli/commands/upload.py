@@ -1,0 +1,106 @@
+"""`python -m sae_lens_routing upload PATH REPO_ID [--sae-id ID]`: publish a routed SAE folder with a model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HELP = "upload a saved RouteSAE folder to the Hugging Face Hub (SAELens layout + model card)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="folder written by save_inference_model / the SAELens runner")
+    parser.add_argument("repo_id", help="Hub repo id, 'org/name' (created if missing)")
+    parser.add_argument("--sae-id", default=None, help="folder in the repo (default: PATH's folder name)")
+    parser.add_argument("--revision", default="main", help="branch to upload to (default: main)")
+    parser.add_argument(
+        "--routing-shares",
+        default=None,
+        help="share of tokens routed to each hook, comma-separated in hook order (e.g. 0.2,0.5,0.3)",
+    )
+    parser.add_argument(
+        "--metrics", default=None, help="final metrics for the card: a JSON object or a .json file"
+    )
+    parser.add_argument(
+        "--training-tokens", type=int, default=None, help="tokens trained on (default: runner_cfg.json)"
+    )
+    parser.add_argument(
+        "--root-card",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="also make the card the repo's README.md (auto: only when the repo has none)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the folder and write its model card, print what would be uploaded, send nothing",
+    )
+
+
+def _parse_shares(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError as e:
+        raise ValueError(f"--routing-shares must be comma-separated numbers, got {text!r}") from e
+
+
+def _parse_metrics(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    raw = Path(text).read_text(encoding="utf-8") if text.endswith(".json") and Path(text).is_file() else text
+    try:
+        metrics = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--metrics must be a JSON object or a .json file, got {text!r}") from e
+    if not isinstance(metrics, dict):
+        raise ValueError(f"--metrics must be a JSON object (name -> value), got {type(metrics).__name__}")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    from sae_lens_routing.hub.model_card import write_model_card
+    from sae_lens_routing.hub.upload import planned_upload, upload_route_sae, validate_repo_and_sae_id
+    from sae_lens_routing.loading.loaders import read_checked_sae_folder
+
+    shares = _parse_shares(args.routing_shares)
+    metrics = _parse_metrics(args.metrics)
+    root_card = {"auto": None, "yes": True, "no": False}[args.root_card]
+    if args.dry_run:
+        sae_id = args.sae_id if args.sae_id is not None else args.path.resolve().name
+        validate_repo_and_sae_id(args.repo_id, sae_id)
+        read_checked_sae_folder(args.path)
+        card, _ = write_model_card(
+            args.path,
+            repo_id=args.repo_id,
+            sae_id=sae_id,
+            routing_shares=shares,
+            metrics=metrics,
+            training_tokens=args.training_tokens,
+            chart_prefix=f"{sae_id}/",
+        )
+        print(f"wrote {card}")
+        planned = planned_upload(
+            args.path, sae_id, with_chart=shares is not None, root_card=root_card is not False
+        )
+        for p in planned:
+            note = " (if the repo has no README.md yet)" if p == "README.md" and root_card is None else ""
+            print(f"would upload {args.repo_id}/{p}{note}")
+        return 0
+    uploaded = upload_route_sae(
+        args.path,
+        args.repo_id,
+        args.sae_id,
+        revision=args.revision,
+        routing_shares=shares,
+        metrics=metrics,
+        training_tokens=args.training_tokens,
+        root_card=root_card,
+        show_progress=True,
+    )
+    for p in uploaded:
+        print(f"uploaded {args.repo_id}/{p}")
+    return 0

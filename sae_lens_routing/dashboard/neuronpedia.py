@@ -1,0 +1,62 @@
+"""Neuronpedia batch JSON for routed features: sae-dashboard's `NeuronpediaConverter` output, plus routing.
+
+Every feature keeps the keys sae-dashboard writes and gains `routing` (share of top activations and mean
+activation per routed layer); the batch gains `routed_hook_names`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sae_lens_routing.saes.config import hook_layer
+
+
+def vocab_dict(model: Any) -> dict[int, str]:
+    """Token id -> token string as Neuronpedia displays it (sae-dashboard's HTML escapes applied)."""
+    from sae_dashboard.neuronpedia.neuronpedia_runner import OUT_OF_RANGE_TOKEN
+    from sae_dashboard.utils_fns import HTML_ANOMALIES
+
+    tokens = model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))
+    out = {}
+    for i, tok in enumerate(tokens):
+        for bad, good in HTML_ANOMALIES.items():
+            tok = tok.replace(bad, good)
+        out[i] = tok
+    out.update({i: OUT_OF_RANGE_TOKEN for i in range(len(out), model.cfg.d_vocab)})
+    return out
+
+
+def neuronpedia_batch(
+    model: Any,
+    sae: Any,
+    vis_data: Any,
+    routing: dict[int, dict[str, Any]],
+    *,
+    sae_set: str = "routesae",
+    model_id: str | None = None,
+) -> dict[str, Any]:
+    from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
+    from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
+
+    hooks = list(sae.cfg.hook_names)
+    np_cfg = NeuronpediaRunnerConfig(
+        sae_set=sae_set,
+        sae_path="",
+        outputs_dir="",
+        model_id=model_id or str(sae.cfg.metadata.model_name),
+        layer=hook_layer(hooks[-1]),
+    )
+    batch = json.loads(NeuronpediaConverter.convert_to_np_json(model, vis_data, np_cfg, vocab_dict(model)))
+    for feature in batch["features"]:
+        stats = routing[int(feature["feature_index"])]
+        feature["routing"] = {
+            "hook_names": hooks,
+            "top_activation_share": stats["top_share"],
+            "n_top_activations": stats["n_top"],
+            "mean_activation": stats["mean_activation"],
+            "active_tokens_per_layer": stats["active_tokens_per_layer"],
+            "n_active_tokens": stats["n_active"],
+        }
+    batch["routed_hook_names"] = hooks
+    return batch

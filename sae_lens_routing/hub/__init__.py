@@ -1,0 +1,1 @@
+"""Sharing on the Hugging Face Hub: upload and the model card."""

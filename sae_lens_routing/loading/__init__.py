@@ -1,0 +1,1 @@
+"""Loading saved routed SAEs: file integrity checks, SAELens converters, the official format, named releases."""

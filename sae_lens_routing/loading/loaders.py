@@ -1,0 +1,118 @@
+"""Validating SAELens converters for SAEs saved in SAELens's own format (cfg.json + sae_weights.safetensors).
+
+They implement the disk and Hugging Face protocols of `sae_lens.loading.pretrained_sae_loaders`, so they plug
+into SAELens's unchanged entry points::
+
+    SAE.load_from_disk(path, converter=route_sae_disk_loader)
+    SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)
+
+They read the same files as SAELens's default loaders, but check them first (`sae_lens_routing.loading.integrity`): a
+missing cfg.json, an unregistered architecture, a truncated or corrupted safetensors file, weights whose keys or
+shapes disagree with the config, NaN weights, or a sparsity file of the wrong size each fail with a message
+naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.utils import EntryNotFoundError
+from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
+from sae_lens.util import str_to_dtype
+
+from sae_lens_routing.loading.integrity import (
+    IntegrityError,
+    check_architecture,
+    check_route_cfg_and_weights,
+    check_sparsity,
+    read_cfg_json,
+    read_safetensors,
+)
+from sae_lens_routing.saes.config import ARCHITECTURE
+
+
+def _apply_overrides(cfg: dict[str, Any], device: str | None, overrides: dict[str, Any] | None) -> None:
+    if device is not None:
+        cfg["device"] = device
+    if overrides:
+        cfg.update(overrides)
+
+
+def read_checked_sae_folder(
+    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
+    """cfg dict, state dict and log-sparsity (None without a sparsity file) of a checked SAE folder."""
+    path = Path(path)
+    cfg = read_cfg_json(path)
+    _apply_overrides(cfg, device, cfg_overrides)
+    source = str(path)
+    arch = check_architecture(cfg, source)
+    weights_path = path / SAE_WEIGHTS_FILENAME
+    if not weights_path.is_file():
+        raise IntegrityError(f"{weights_path} is missing (the SAE's weights)")
+    dtype = str_to_dtype(cfg.get("dtype", "float32"))
+    state = read_safetensors(weights_path, device=device, dtype=dtype)
+    if arch == ARCHITECTURE:
+        check_route_cfg_and_weights(cfg, state, str(weights_path))
+    sparsity = None
+    sparsity_path = path / SPARSITY_FILENAME
+    if sparsity_path.is_file():
+        tensors = read_safetensors(sparsity_path, device=device)
+        if "sparsity" not in tensors:
+            raise IntegrityError(f"{sparsity_path} has no 'sparsity' tensor (keys: {sorted(tensors)})")
+        sparsity = tensors["sparsity"]
+        check_sparsity(sparsity, int(cfg["d_sae"]), str(sparsity_path))
+    return cfg, state, sparsity
+
+
+def route_sae_disk_loader(
+    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """SAELens disk-protocol converter: `SAE.load_from_disk(path, converter=route_sae_disk_loader)`."""
+    cfg, state, _ = read_checked_sae_folder(path, device, cfg_overrides)
+    return cfg, state
+
+
+def download_sae_folder(repo_id: str, folder_name: str, force_download: bool = False) -> Path:
+    """Fetch an SAE folder's files through huggingface_hub (its cache, offline mode and revisions apply).
+
+    Returns the local snapshot folder. cfg.json and the weights are required; the sparsity file is optional,
+    as in SAELens's own loader.
+    """
+    prefix = f"{folder_name.strip('/')}/" if folder_name.strip("/") else ""
+    local: Path | None = None
+    for name, required in (
+        (SAE_CFG_FILENAME, True),
+        (SAE_WEIGHTS_FILENAME, True),
+        (SPARSITY_FILENAME, False),
+    ):
+        try:
+            got = Path(
+                hf_hub_download(repo_id=repo_id, filename=prefix + name, force_download=force_download)
+            )
+        except EntryNotFoundError as e:
+            if required:
+                raise IntegrityError(
+                    f"{repo_id}: {prefix + name} not found (in the Hub repo, or in the local cache when "
+                    f"offline); a SAELens SAE folder holds {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME}"
+                ) from e
+            continue
+        local = got.parent
+    assert local is not None
+    return local
+
+
+def route_sae_huggingface_loader(
+    repo_id: str,
+    folder_name: str,
+    device: str = "cpu",
+    force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
+    """SAELens Hugging Face-protocol converter:
+    `SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)`."""
+    local = download_sae_folder(repo_id, folder_name, force_download)
+    return read_checked_sae_folder(local, device, cfg_overrides)

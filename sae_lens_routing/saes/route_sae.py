@@ -1,0 +1,490 @@
+"""`RouteSAE` (inference) and `RouteTrainingSAE` (training): one shared TopK SAE behind a layer router.
+
+Spaces. Everything the SAE computes lives in the *standardised* space (each layer's activation of each
+token scaled to mean 0, std 1, as the paper does). `forward_routed` takes raw activations of the L routed
+hooks and returns the routed input and its reconstruction in that space. SAELens's methods keep SAELens's
+contract on the routed input: `encode` takes the L layers stacked, [batch, seq, L, d_in] or [..., L*d_in]
+(how sae-dashboard hands them over), and equals `forward_routed(...).feature_acts`; `decode(encode(x))` is in
+the input's (raw) space, with the per-token stats `encode` kept (SAELens's layer_norm idiom); `forward` is
+`decode(encode(x))`; `decode_standardized` stays in the standardised space. One layer's activations
+[..., d_in], which is what SAELens's single-hook tools pass, are refused with the routed equivalent
+(`sae_lens_guards`): a single layer cannot be routed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sae_lens.saes.sae import SAE, TrainCoefficientConfig, TrainingSAE, TrainStepInput, TrainStepOutput
+from sae_lens.saes.topk_sae import calculate_topk_aux_acts
+from torch import nn
+from typing_extensions import override
+
+from sae_lens_routing.saes.config import RouteSAEConfig, RouteTrainingSAEConfig
+from sae_lens_routing.saes.router import (
+    Routing,
+    Standardized,
+    route,
+    router_input,
+    routing_entropy_bits,
+    standardize,
+)
+from sae_lens_routing.saes.sae_lens_guards import single_layer_input_error
+from sae_lens_routing.saes.state_dict import check_route_state_dict
+from sae_lens_routing.saes.topk import RoutedTopK
+
+
+@dataclass
+class RoutedOutput:
+    """Everything one routed forward pass computes, per token."""
+
+    router_weights: torch.Tensor  # [..., L] softmax of the router logits
+    layer_weights: torch.Tensor  # [..., L] one-hot of the argmax (hard) or the softmax (soft)
+    layer_index: torch.Tensor  # [...] argmax layer (index into hook_names)
+    sae_in: torch.Tensor  # [..., d_in] routed input, standardised space
+    feature_acts: torch.Tensor  # [..., d_sae]
+    sae_out: torch.Tensor  # [..., d_in] reconstruction of sae_in, same space
+    hidden_pre: torch.Tensor  # [..., d_sae] pre-TopK activations
+    standardized: Standardized  # the L standardised layers and their per-token stats
+
+    def routed_layer_reconstruction(self) -> torch.Tensor:
+        """Hard routing: the raw-space reconstruction of each token's routed layer activation.
+
+        The SAE was trained on `x[layer] * router_weight`, so its output is divided by that weight before
+        undoing the standardisation. (The official splice instead encodes `x[layer]` unscaled, an input
+        distribution the SAE never saw in training.)
+        """
+        max_weight = self.router_weights.gather(-1, self.layer_index[..., None])
+        return self.standardized.undo(self.sae_out / max_weight, self.layer_index)
+
+    def routed_layer_input(self) -> torch.Tensor:
+        """Raw activation at each token's routed layer (what a splice replaces)."""
+        idx = self.layer_index[..., None, None].expand(*self.layer_index.shape, 1, self.sae_in.shape[-1])
+        return self.standardized.undo(self.standardized.x.gather(-2, idx).squeeze(-2), self.layer_index)
+
+
+@dataclass
+class DecodeStats:
+    """What `encode` keeps for `decode` (as SAELens's layer_norm SAEs keep `ln_mu`/`ln_std`): per token, the
+    routed layer's mean and std and the router weight the SAE input was scaled by. None for soft routing, whose
+    input mixes layers and so has no raw space."""
+
+    batch_shape: tuple[int, ...]
+    dtype: torch.dtype
+    std: torch.Tensor | None  # [..., 1]
+    mean: torch.Tensor | None  # [..., 1]
+    weight: torch.Tensor | None  # [..., 1]
+
+    @classmethod
+    def of(cls, std: Standardized, routing: Routing, mode: str, dtype: torch.dtype) -> DecodeStats:
+        shape = tuple(routing.layer_index.shape)
+        if mode != "hard":
+            return cls(shape, dtype, None, None, None)
+        idx = routing.layer_index[..., None, None]
+        return cls(
+            shape,
+            dtype,
+            std.std.gather(-2, idx).squeeze(-2),
+            std.mean.gather(-2, idx).squeeze(-2),
+            routing.router_weights.gather(-1, routing.layer_index[..., None]),
+        )
+
+    def check_hard(self) -> None:
+        if self.std is None:
+            raise ValueError(
+                "RouteSAE.decode: a soft-routed SAE reconstructs a router-weighted mix of the L standardised "
+                "layers, which is no layer's raw space; use decode_standardized(feature_acts)"
+            )
+
+    def to_raw(self, standardized: torch.Tensor) -> torch.Tensor:
+        """`RoutedOutput.routed_layer_reconstruction` for a standardised reconstruction."""
+        self.check_hard()
+        assert self.std is not None and self.mean is not None and self.weight is not None
+        return (standardized / self.weight * self.std + self.mean).to(self.dtype)
+
+
+class _RoutedSAEMixin:
+    """Router, standardisation and routed encode/decode, shared by the inference and training classes."""
+
+    cfg: RouteSAEConfig | RouteTrainingSAEConfig
+    W_enc: nn.Parameter
+    b_enc: nn.Parameter
+    W_dec: nn.Parameter
+    b_dec: nn.Parameter
+    W_router: nn.Parameter
+    activation_fn: RoutedTopK
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.cfg.hook_names)
+
+    def initialize_weights(self) -> None:
+        super().initialize_weights()  # type: ignore[misc]
+        self.b_enc = nn.Parameter(torch.zeros(self.cfg.d_sae, dtype=self.dtype, device=self.device))
+        # nn.Linear's default init, as the official router (a bias-free nn.Linear) gets.
+        bound = 1.0 / math.sqrt(self.cfg.d_in)
+        w = torch.empty(self.cfg.d_in, self.n_layers, dtype=self.dtype, device=self.device)
+        if w.device.type != "meta":
+            nn.init.uniform_(w, -bound, bound)
+        self.W_router = nn.Parameter(w)
+
+    def get_activation_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return RoutedTopK(self.cfg.k, relu=self.cfg.topk_relu)
+
+    def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
+        """SAELens calls this before `load_state_dict` on every load path (load_from_disk, from_pretrained,
+        checkpoints): check keys and shapes against the config first, so a mismatch names the field."""
+        check_route_state_dict(
+            state_dict,
+            d_in=self.cfg.d_in,
+            d_sae=self.cfg.d_sae,
+            n_layers=self.n_layers,
+            source="RouteSAE weights",
+        )
+        super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
+
+    # ---- input checks ------------------------------------------------------------------------
+    def check_routed_acts(self, acts: torch.Tensor, check_finite: bool = True) -> None:
+        """Raise a clear ValueError unless acts is a finite [..., L, d_in] tensor."""
+        want = (self.n_layers, self.cfg.d_in)
+        if not isinstance(acts, torch.Tensor):
+            raise ValueError(f"acts must be a torch.Tensor of shape [..., L={want[0]}, d_in={want[1]}]")
+        if acts.ndim == 2 and acts.shape[-1] == want[1]:
+            raise ValueError(
+                f"RouteSAE got single-hook activations of shape {tuple(acts.shape)}; it needs all L={want[0]} "
+                "routed layers per token, [..., L, d_in]. Train it with sae_lens_routing.RouteSAETrainingRunner "
+                "(not SAELens's LanguageModelSAETrainingRunner, whose store reads one hook)."
+            )
+        if acts.ndim < 2 or tuple(acts.shape[-2:]) != want:
+            raise ValueError(
+                f"acts must have shape [..., L, d_in] = [..., {want[0]}, {want[1]}] "
+                f"(L = len(cfg.hook_names), d_in = cfg.d_in), got {tuple(acts.shape)}"
+            )
+        if check_finite and not bool(torch.isfinite(acts).all()):
+            raise ValueError("acts contain NaN or Inf values; RouteSAE needs finite activations")
+
+    # ---- routed path -------------------------------------------------------------------------
+    def route_acts(self, acts: torch.Tensor) -> tuple[Standardized, Routing]:
+        """Standardise raw [..., L, d_in] activations and route each token."""
+        std = standardize(acts, self.cfg.standardize_eps, self.cfg.standardize)
+        x = std.x.to(self.dtype)
+        std.x = x
+        logits = router_input(x, self.cfg.router_input) @ self.W_router
+        return std, route(x, logits, self.cfg.routing)
+
+    def forward_routed(self, acts: torch.Tensor, check_inputs: bool = True) -> RoutedOutput:
+        """Route raw activations of the L hooks [..., L, d_in], then encode and decode the routed input."""
+        self.check_routed_acts(
+            acts, check_finite=check_inputs
+        )  # shapes always; finiteness syncs, so optional
+        std, routing = self.route_acts(acts)
+        feature_acts, hidden_pre, sae_out = self._encode_decode_standardized(routing.sae_in)
+        return RoutedOutput(
+            router_weights=routing.router_weights,
+            layer_weights=routing.layer_weights,
+            layer_index=routing.layer_index,
+            sae_in=routing.sae_in,
+            feature_acts=feature_acts,
+            sae_out=sae_out,
+            hidden_pre=hidden_pre,
+            standardized=std,
+        )
+
+    def _hidden_pre(self, z: torch.Tensor, hooks: bool = True) -> torch.Tensor:
+        if hooks:
+            sae_in = self.process_sae_in(z)  # type: ignore[attr-defined]  # dtype, hook_sae_input, minus b_dec
+            hidden_pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)  # type: ignore[attr-defined]
+        else:  # process_sae_in without its hook (reshaping and activation norm are off for RouteSAE)
+            sae_in = z.to(self.dtype) - self.b_dec * self.cfg.apply_b_dec_to_input
+            hidden_pre = sae_in @ self.W_enc + self.b_enc
+        if self.cfg.rescale_acts_by_decoder_norm:
+            hidden_pre = hidden_pre * self.W_dec.norm(dim=-1)
+        return hidden_pre
+
+    def _encode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature_acts, hidden_pre) of an input already in the standardised space."""
+        hidden_pre = self._hidden_pre(z)
+        return self.hook_sae_acts_post(self.activation_fn(hidden_pre)), hidden_pre  # type: ignore[attr-defined]
+
+    def _decode_standardized(self, feature_acts: torch.Tensor, hooks: bool = True) -> torch.Tensor:
+        if self.cfg.rescale_acts_by_decoder_norm:
+            feature_acts = feature_acts / self.W_dec.norm(dim=-1)
+        out = feature_acts @ self.W_dec + self.b_dec
+        return self.hook_sae_recons(out) if hooks else out  # type: ignore[attr-defined]
+
+    def _encode_decode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """feature_acts, hidden_pre, sae_out; the sparse option decodes only the k kept latents."""
+        if not getattr(self.cfg, "use_sparse_activations", False):
+            feature_acts, hidden_pre = self._encode_standardized(z)
+            return feature_acts, hidden_pre, self._decode_standardized(feature_acts)
+        hidden_pre = self._hidden_pre(z)
+        values, indices = self.activation_fn.topk(hidden_pre)
+        feature_acts = self.hook_sae_acts_post(  # type: ignore[attr-defined]
+            torch.zeros_like(hidden_pre).scatter_(-1, indices, values)
+        )
+        if self.cfg.rescale_acts_by_decoder_norm:
+            values = values / self.W_dec.norm(dim=-1)[indices]
+        flat_idx, flat_val = indices.reshape(-1, indices.shape[-1]), values.reshape(-1, values.shape[-1])
+        decoded = nn.functional.embedding_bag(flat_idx, self.W_dec, per_sample_weights=flat_val, mode="sum")
+        sae_out = decoded.reshape(*z.shape[:-1], self.cfg.d_in) + self.b_dec
+        return feature_acts, hidden_pre, self.hook_sae_recons(sae_out)  # type: ignore[attr-defined]
+
+    # ---- SAELens single-layer API --------------------------------------------------------------
+    def routed_acts_view(self, x: torch.Tensor, method: str = "encode") -> torch.Tensor:
+        """`x` as raw routed activations [..., L, d_in], when its shape says so unambiguously.
+
+        Routed: [..., L*d_in] (what sae-dashboard hands over from `blocks.N.hook_resid_routed`) and 4-D or more
+        [..., L, d_in] (the natural [batch, seq, L, d_in]). Refused: anything else ending in d_in, i.e. one
+        layer's activations (what SAELens's single-hook tools pass), including the 3-D [n, L, d_in], which
+        cannot be told apart from [batch, seq=L, d_in]; `forward_routed` takes that shape explicitly.
+        """
+        n, d = self.n_layers, self.cfg.d_in
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{method} expects a torch.Tensor, got {type(x).__name__}")
+        if x.ndim >= 1 and x.shape[-1] == n * d:
+            return x.reshape(*x.shape[:-1], n, d)
+        if x.ndim >= 4 and tuple(x.shape[-2:]) == (n, d):
+            return x
+        if x.ndim >= 1 and x.shape[-1] == d:
+            raise single_layer_input_error(method, x.shape, n, d)
+        raise ValueError(
+            f"{method} expects the routed layers stacked, [batch, seq, L={n}, d_in={d}] or [..., L*d_in={n * d}], "
+            f"got shape {tuple(x.shape)}"
+        )
+
+    def _encode_routed(self, x: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature_acts, hidden_pre) of stacked raw input; keeps each token's stats for `decode`."""
+        acts = self.routed_acts_view(x, method)
+        self.check_routed_acts(acts)
+        std, routing = self.route_acts(acts)
+        feature_acts, hidden_pre = self._encode_standardized(routing.sae_in)
+        self._decode_stats = DecodeStats.of(std, routing, self.cfg.routing, x.dtype)
+        return feature_acts, hidden_pre
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Routed features of the L routed layers stacked, [batch, seq, L, d_in] or [..., L*d_in]; equal to
+        `forward_routed(...).feature_acts`. One layer's activations [..., d_in] are refused (see
+        `routed_acts_view`): SAELens's single-hook tools pass those, and they cannot be routed.
+
+        Like SAELens's `normalize_activations="layer_norm"` (which keeps `ln_mu`/`ln_std` from encode for
+        decode), each token's routed-layer mean, std and router weight are kept for the next `decode`."""
+        return self._encode_routed(x, "encode")[0]
+
+    def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
+        """Back to the input's space: the raw activation of each token's routed layer, [..., d_in].
+
+        Uses (and, as SAELens's layer_norm idiom does, consumes) the per-token stats kept by the `encode` call
+        that made `feature_acts`: `std * decode_standardized(f) / router_weight + mean`, the reconstruction
+        `routed_splice` writes into the residual stream. Features not from `encode` (a steering vector, edited
+        features of another batch) have no such stats: use `decode_standardized`."""
+        stats: DecodeStats | None = getattr(self, "_decode_stats", None)
+        self._decode_stats = None
+        if stats is None or tuple(feature_acts.shape[:-1]) != stats.batch_shape:
+            got = "no encode call" if stats is None else f"encode of batch shape {stats.batch_shape}"
+            raise ValueError(
+                "RouteSAE.decode maps features back to raw activations with the per-token mean, std and router "
+                f"weight of the encode call that made them (SAELens's layer_norm idiom); found {got} for features "
+                f"of shape {tuple(feature_acts.shape)}. Call encode on the same batch first, or use "
+                "decode_standardized(feature_acts) for the reconstruction in the standardised space."
+            )
+        stats.check_hard()
+        return stats.to_raw(self.decode_standardized(feature_acts))
+
+    def decode_standardized(self, feature_acts: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in the standardised space the SAE computes in (that of `forward_routed(...).sae_in`)."""
+        return self._decode_standardized(feature_acts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Stacked raw routed layers in, raw reconstruction of each token's routed layer out: `decode(encode(x))`.
+
+        With `use_error_term` the output equals that layer's raw input; the error is computed without hooks, as
+        SAELens's `SAE.forward` does, so features edited by a hook act as a pure intervention."""
+        feature_acts = self.encode(x)
+        sae_out = self.decode(feature_acts)
+        if self.use_error_term:  # type: ignore[attr-defined]
+            with torch.no_grad():
+                acts = self.routed_acts_view(x, "forward")
+                std, routing = self.route_acts(acts)
+                clean = self.activation_fn(self._hidden_pre(routing.sae_in, hooks=False))
+                stats = DecodeStats.of(std, routing, self.cfg.routing, x.dtype)
+                clean_out = stats.to_raw(self._decode_standardized(clean, hooks=False))
+                idx = routing.layer_index[..., None, None].expand(
+                    *routing.layer_index.shape, 1, acts.shape[-1]
+                )
+                routed_input = acts.gather(-2, idx).squeeze(-2)
+            sae_out = sae_out + self.hook_sae_error((routed_input - clean_out).to(sae_out.dtype))  # type: ignore
+        return self.hook_sae_output(sae_out)  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
+        """SAELens folds a constant input scale into W_enc/W_dec/b_dec. Per-token standardisation already
+        removes any constant scale (up to eps), so with `standardize` the exact fold is to change nothing; without
+        it the router's softmax is not scale-invariant and no fold exists."""
+        if not self.cfg.standardize and scaling_factor != 1.0:
+            raise ValueError(
+                "RouteSAE cannot fold an activation scaling factor with standardize=False: the router's softmax "
+                "is not scale-invariant; scale the activations before forward_routed instead"
+            )
+        self.cfg.normalize_activations = "none"
+
+    def fold_activation_whitening(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: a whitening of the raw activations does not commute with per-token standardisation."""
+        raise ValueError(
+            "RouteSAE cannot fold an activation whitening: its inputs are standardised per token and routed, "
+            "which an affine map of the raw activations does not commute with"
+        )
+
+    @torch.no_grad()
+    def fold_W_dec_norm(self) -> None:
+        """Make decoder rows unit-norm without changing any output.
+
+        Exact when `rescale_acts_by_decoder_norm` is on (the TopK selection already sees the norms); then the
+        flag is switched off. Otherwise folding would change which latents TopK keeps, so it is only allowed
+        when the rows are already unit-norm (sae-dashboard calls this unconditionally).
+        """
+        norms = self.W_dec.norm(dim=-1)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
+            self.cfg.rescale_acts_by_decoder_norm = False
+        elif torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
+            self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
+        else:
+            raise ValueError(
+                "fold_W_dec_norm would change which latents TopK keeps: decoder rows are not unit-norm and "
+                "cfg.rescale_acts_by_decoder_norm is False"
+            )
+
+
+class RouteSAE(_RoutedSAEMixin, SAE[RouteSAEConfig]):
+    """Inference RouteSAE; load with `SAE.load_from_disk` / `SAE.from_pretrained` after `import sae_lens_routing`."""
+
+    def __init__(self, cfg: RouteSAEConfig, use_error_term: bool = False):
+        super().__init__(cfg, use_error_term)
+
+
+def normalized_mse(sae_out: torch.Tensor, sae_in: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The paper's loss: mean over tokens of ||sae_out - sae_in||^2 / ||sae_in||^2."""
+    err = (sae_out.float() - sae_in.float()).pow(2).sum(-1)
+    return (err / sae_in.float().pow(2).sum(-1).clamp_min(eps)).mean()
+
+
+class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
+    """Training RouteSAE: batches are raw [batch, L, d_in]; the loss is the paper's normalised MSE."""
+
+    def __init__(self, cfg: RouteTrainingSAEConfig, use_error_term: bool = False):
+        super().__init__(cfg, use_error_term)
+
+    @override
+    def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `encode` (stacked routed layers only), with the pre-TopK activations."""
+        return self._encode_routed(x, "encode_with_hidden_pre")
+
+    @override
+    def get_coefficients(self) -> dict[str, float | TrainCoefficientConfig]:
+        return {}
+
+    @override
+    def calculate_aux_loss(
+        self,
+        step_input: TrainStepInput,
+        feature_acts: torch.Tensor,
+        hidden_pre: torch.Tensor,
+        sae_out: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        if self.cfg.aux_loss_coefficient <= 0:
+            return {}
+        return {"auxiliary_reconstruction_loss": self._topk_aux_loss(step_input, hidden_pre, sae_out)}
+
+    def _topk_aux_loss(
+        self, step_input: TrainStepInput, hidden_pre: torch.Tensor, sae_out: torch.Tensor
+    ) -> torch.Tensor:
+        """SAELens's TopK aux loss (dead latents reconstruct the residual), divided by ||sae_in||^2 so it
+        is on the scale of the normalised MSE it is added to."""
+        mask = step_input.dead_neuron_mask
+        if mask is None or (num_dead := int(mask.sum())) == 0:
+            return sae_out.new_tensor(0.0)
+        sae_in = step_input.sae_in
+        k_aux = min(sae_in.shape[-1] // 2, num_dead)
+        scale = min(num_dead / (sae_in.shape[-1] // 2), 1.0)
+        aux_acts = calculate_topk_aux_acts(k_aux=k_aux, hidden_pre=hidden_pre, dead_neuron_mask=mask)
+        recons = self._decode_standardized(aux_acts) - self.b_dec
+        residual = (sae_in - sae_out).detach()
+        err = (recons.float() - residual.float()).pow(2).sum(-1)
+        loss = (err / sae_in.float().pow(2).sum(-1).clamp_min(1e-12)).mean()
+        return self.cfg.aux_loss_coefficient * scale * loss
+
+    @override
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        check = step_input.n_training_steps == 0 or step_input.is_logging_step
+        out = self.forward_routed(step_input.sae_in, check_inputs=check)
+        loss = normalized_mse(out.sae_out, out.sae_in)
+        losses: dict[str, torch.Tensor] = {"normalized_mse_loss": loss}
+        routed_input = TrainStepInput(
+            sae_in=out.sae_in,
+            coefficients=step_input.coefficients,
+            dead_neuron_mask=step_input.dead_neuron_mask,
+            n_training_steps=step_input.n_training_steps,
+            is_logging_step=step_input.is_logging_step,
+        )
+        for name, value in self.calculate_aux_loss(
+            routed_input, out.feature_acts, out.hidden_pre, out.sae_out
+        ).items():
+            losses[name] = value
+            loss = loss + value
+        return TrainStepOutput(
+            sae_in=out.sae_in,
+            sae_out=out.sae_out,
+            feature_acts=out.feature_acts,
+            hidden_pre=out.hidden_pre,
+            loss=loss,
+            losses=losses,
+            metrics=self._routing_metrics(out),
+        )
+
+    def _routing_metrics(self, out: RoutedOutput) -> dict[str, Any]:
+        """Lazy (callable) metrics, so nothing syncs with the device unless the trainer logs this step."""
+        share = out.layer_weights.detach().reshape(-1, self.n_layers)
+        metrics: dict[str, Any] = {
+            "mse_loss": lambda: (out.sae_out.detach() - out.sae_in.detach()).pow(2).sum(-1).mean(),
+        }
+        cache: dict[str, torch.Tensor] = {}
+
+        def layer_share(i: int) -> Callable[[], float]:
+            def get() -> float:
+                if "mean" not in cache:
+                    cache["mean"] = share.float().mean(0).cpu()
+                return float(cache["mean"][i])
+
+            return get
+
+        for i in range(self.n_layers):
+            metrics[f"routing_share/layer_{i}"] = layer_share(i)
+
+        def entropy() -> float:
+            if "mean" not in cache:
+                cache["mean"] = share.float().mean(0).cpu()
+            return routing_entropy_bits(cache["mean"])
+
+        metrics["routing_entropy_bits"] = entropy
+        return metrics
+
+    @torch.no_grad()
+    def project_decoder_to_unit_norm(self) -> None:
+        """Scale each decoder row to unit norm (the official `unit_norm_decoder`). Unlike folding, this
+        changes the SAE's output when rows have drifted: it is a training-time constraint, not a re-write."""
+        self.W_dec.data /= self.W_dec.data.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    @override
+    def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
+        super().process_state_dict_for_saving_inference(state_dict)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            norms = self.get_W_dec_norm()
+            state_dict["b_enc"] = state_dict["b_enc"] * norms
+            state_dict["W_enc"] = state_dict["W_enc"] * norms[None, :]
+            state_dict["W_dec"] = state_dict["W_dec"] / norms[:, None]

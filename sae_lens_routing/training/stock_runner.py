@@ -1,0 +1,151 @@
+"""Train a RouteSAE with SAELens's unchanged `LanguageModelSAETrainingRunner` (and `MultiSAETrainingRunner`).
+
+SAELens's single-hook store carries `cfg.sae.d_in` values per token from one hook point, and shuffles tokens
+independently. A RouteSAE needs all L routed layers of each token together, so the stock runner is given:
+
+- a routed hook point on the model, `blocks.N.hook_resid_routed` (N = the last routed block; the same pseudo
+  hook the dashboards use, `dashboard.routed_hook_point`), whose value is the L routed layers concatenated,
+  [batch, pos, L*d_in]; `cfg.hook_name` names it, so the store's forward stops after block N as usual;
+- `sae=StackedRouteTrainingSAEConfig(...)` (architecture `"routesae_stacked"`): the same fields as
+  `RouteTrainingSAEConfig`, except that its `d_in` is the stacked width L*d_in the store must allocate. SAELens
+  builds the registered `StackedRouteTrainingSAE` from it: a plain `RouteTrainingSAE` (per-layer `d_in`, saved as
+  architecture `"routesae"`) that reads each [batch, L*d_in] training row as [batch, L, d_in].
+
+Same seed, same tokens: SAELens's mixing buffer shuffles the [n, L*d_in] rows exactly as our store shuffles
+[n, L, d_in] ones, so the run equals `RouteSAETrainingRunner`'s (tests/test_stock_runner.py). Use
+`stock_runner_config(cfg)` to turn a `RouteSAETrainingRunner` config into this form and `routed_model(model,
+hook_names)` around the runner:
+
+    with routed_model(model, cfg.sae.hook_names):
+        sae = LanguageModelSAETrainingRunner(stock_runner_config(cfg), override_model=model).run()
+
+Limits (SAELens has no seam for them): the runner must be handed the model (`override_model`), since
+`load_model` builds a plain HookedTransformer without the routed hook point; the in-training evaluator (W&B runs
+only) is SAELens's single-hook `run_evals`, which does not route.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from sae_lens.config import LanguageModelSAERunnerConfig
+from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
+from typing_extensions import override
+
+from sae_lens_routing.saes.config import RouteSAEConfig, RouteTrainingSAEConfig, hook_layer
+from sae_lens_routing.saes.route_sae import RouteTrainingSAE
+from sae_lens_routing.saes.routed_hook_point import PSEUDO_HOOK, routed_hook_point
+
+STACKED_ARCHITECTURE = "routesae_stacked"
+
+
+def routed_hook_name(hook_names: Sequence[str]) -> str:
+    """`blocks.N.hook_resid_routed` for routed hooks whose last block is N."""
+    layers = [hook_layer(h) for h in hook_names]
+    if not layers or any(layer is None for layer in layers):
+        raise ValueError(
+            f"hook_names must all be inside transformer blocks (blocks.N.*), got {list(hook_names)}"
+        )
+    return f"blocks.{max(layers)}.{PSEUDO_HOOK}"  # type: ignore[type-var]
+
+
+@dataclass
+class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
+    """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in seen by SAELens's single-hook store."""
+
+    @override
+    @classmethod
+    def architecture(cls) -> str:
+        return STACKED_ARCHITECTURE
+
+    @override
+    def get_inference_config_class(self) -> type[RouteSAEConfig]:
+        """What this trains is an ordinary "routesae" (the stacked form exists only for training)."""
+        return RouteSAEConfig
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n_layers = len(self.hook_names)
+        if self.d_in % n_layers:
+            raise ValueError(
+                f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of {n_layers}, got {self.d_in}"
+            )
+
+    def route_config(self) -> RouteTrainingSAEConfig:
+        """The per-layer config of the SAE this trains (what gets saved, architecture "routesae")."""
+        data = {**self.to_dict(), "d_in": self.d_in // len(self.hook_names), "architecture": "routesae"}
+        return RouteTrainingSAEConfig.from_dict(data)
+
+    @classmethod
+    def from_route_config(cls, cfg: RouteTrainingSAEConfig) -> StackedRouteTrainingSAEConfig:
+        if not isinstance(cfg, RouteTrainingSAEConfig):
+            raise ValueError(f"cfg must be a RouteTrainingSAEConfig, got {type(cfg).__name__}")
+        data = {**cfg.to_dict(), "d_in": cfg.d_in * len(cfg.hook_names), "architecture": STACKED_ARCHITECTURE}
+        return cls.from_dict(data)
+
+
+class StackedRouteTrainingSAE(RouteTrainingSAE):
+    """A `RouteTrainingSAE` (per-layer `d_in`) whose training rows arrive as [batch, L*d_in]."""
+
+    def __init__(self, cfg: RouteTrainingSAEConfig, use_error_term: bool = False):
+        if isinstance(cfg, StackedRouteTrainingSAEConfig):
+            cfg = cfg.route_config()
+        super().__init__(cfg, use_error_term)
+
+    @override
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        x = step_input.sae_in
+        n_layers, d_in = len(self.cfg.hook_names), self.cfg.d_in
+        if x.shape[-1] == n_layers * d_in:
+            step_input = dataclasses.replace(step_input, sae_in=x.reshape(*x.shape[:-1], n_layers, d_in))
+        return super().training_forward_pass(step_input)
+
+    @override
+    def save_model(self, path: Any) -> Any:
+        self._restore_metadata()
+        return super().save_model(path)
+
+    @override
+    def save_inference_model(self, path: Any) -> Any:
+        self._restore_metadata()
+        return super().save_inference_model(path)
+
+    def _restore_metadata(self) -> None:
+        """The stock runner records the pseudo hook as `metadata.hook_name`; save the real last routed hook
+        (what `RouteSAETrainingRunner` saves and SAELens tools can find on a plain model)."""
+        meta = self.cfg.metadata
+        if meta.hook_name is None or meta.hook_name.endswith(PSEUDO_HOOK):
+            meta.hook_name = self.cfg.hook_names[-1]
+        meta.hook_names = list(self.cfg.hook_names)
+
+
+def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModelSAERunnerConfig[Any]:
+    """A `RouteSAETrainingRunner` config (sae=RouteTrainingSAEConfig) rewritten for the stock runner."""
+    if not isinstance(cfg, LanguageModelSAERunnerConfig) or not isinstance(cfg.sae, RouteTrainingSAEConfig):
+        raise ValueError("cfg must be a LanguageModelSAERunnerConfig with sae=RouteTrainingSAEConfig(...)")
+    if cfg.use_cached_activations:
+        raise ValueError(
+            "use_cached_activations: SAELens's single-hook cache reader cannot serve routed rows; train from a "
+            "routed cache with RouteSAETrainingRunner"
+        )
+    out = dataclasses.replace(
+        cfg,
+        sae=StackedRouteTrainingSAEConfig.from_route_config(cfg.sae),
+        hook_name=routed_hook_name(cfg.sae.hook_names),
+        # __post_init__ appends a fresh run id to checkpoint_path; keep the one the given config already has
+        checkpoint_path=None,
+    )
+    out.checkpoint_path = cfg.checkpoint_path
+    return out
+
+
+@contextmanager
+def routed_model(model: Any, hook_names: Sequence[str]) -> Iterator[str]:
+    """Add the routed hook point `blocks.N.hook_resid_routed` to `model` while the block runs; yields its name."""
+    with routed_hook_point(model, SimpleNamespace(cfg=SimpleNamespace(hook_names=list(hook_names)))) as name:
+        yield name

@@ -1,0 +1,85 @@
+"""run_route_evals on a tiny model: exact SAE recovers all CE, ablation none, KL units, routing chart."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import exact_sae, make_sae, tiny_model
+
+from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
+
+
+def scaled_model():
+    model = tiny_model()
+    with torch.no_grad():
+        model.W_U.mul_(30)  # a random tiny model is nearly uniform; make the loss sensitive to the stream
+    return model
+
+
+def toks():
+    t = torch.randint(1, 50, (4, 12), generator=torch.Generator().manual_seed(1))
+    t[:, 0] = 0  # BOS
+    return t
+
+
+def test_exact_sae_recovers_everything(tmp_path):
+    model = scaled_model()
+    m = run_route_evals(exact_sae(), model, toks(), exclude_special_tokens=[0])
+    assert abs(m["model_performance_preservation/ce_loss_score"] - 1.0) < 1e-3
+    assert m["model_behavior_preservation/kl_div_with_sae"] < 1e-5
+    assert m["reconstruction_quality/explained_variance"] > 0.9999
+    assert m["reconstruction_quality/normalized_mse"] < 1e-8
+    ce = m["model_performance_preservation/ce_loss_without_sae"]
+    assert m["model_performance_preservation/ce_loss_with_ablation"] > ce + 0.1  # zero-ablation hurts
+    assert m["metrics/total_tokens_evaluated"] == 4 * 11  # BOS excluded
+    assert abs(sum(m["routing/share"].values()) - 1) < 1e-9
+    shares = torch.tensor(list(m["routing/share"].values()))
+    nz = shares[shares > 0]
+    assert abs(m["routing/entropy_bits"] - float(-(nz * nz.log2()).sum())) < 1e-6
+    png = write_routing_chart(m, tmp_path / "routing.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_random_sae_and_kl_units():
+    model = scaled_model()
+    t = toks()
+    m = run_route_evals(make_sae(), model, t)  # nothing excluded: the official unit is comparable
+    score = m["model_performance_preservation/ce_loss_score"]
+    # a random SAE changes the model (on random tokens the sign of the CE change is arbitrary)
+    assert abs(score - 1) > 0.01 and m["model_behavior_preservation/kl_div_with_sae"] > 1e-3
+    per_token = m["model_behavior_preservation/kl_div_with_sae"]
+    official = m["model_behavior_preservation/kl_div_with_sae_official_batchmean"]
+    assert abs(official - per_token * t.shape[1]) < 1e-4 * max(
+        1.0, official
+    )  # batchmean = per-token x seq_len
+
+
+def independent_activity(sae, model, tokens) -> torch.Tensor:
+    """[tokens, d_sae] bool: latent j fires on a token iff it is among the token's k largest pre-activations and
+    that pre-activation is > 0 (TopK then ReLU), computed here without the SAE's activation function."""
+    hooks = list(sae.cfg.hook_names)
+    _, cache = model.run_with_cache(tokens, names_filter=hooks)
+    pre = sae.forward_routed(torch.stack([cache[h] for h in hooks], dim=-2)).hidden_pre.flatten(0, -2)
+    top = pre.topk(sae.cfg.k, dim=-1)
+    return torch.zeros_like(pre, dtype=torch.bool).scatter(-1, top.indices, top.values > 0)
+
+
+def test_sparsity_metrics_count_what_fires():
+    """L0, silent and dense latents equal an independent count; the encoder bias is shifted so that some tokens
+    fire fewer than k latents and some latents never fire (a constant or mis-normalised count would differ)."""
+    model, t = scaled_model(), toks()
+    sae = make_sae()
+    with torch.no_grad():
+        sae.b_enc.sub_(2.0)  # about the median k-th largest pre-activation of these tokens
+    active = independent_activity(sae, model, t)
+    m = run_route_evals(sae, model, t)
+    l0 = active.sum(-1).double().mean().item()
+    silent = int((~active.any(0)).sum())
+    assert 1 < l0 < sae.cfg.k and 0 < silent < sae.cfg.d_sae  # the fixture exercises both counts
+    assert m["sparsity/l0"] == pytest.approx(l0, abs=1e-9)
+    assert m["sparsity/latents_silent_on_eval"] == silent
+    assert m["sparsity/dense_latents"] == int((active.float().mean(0) > 0.1).sum())
+    # excluding BOS changes the denominator and the tokens counted
+    m = run_route_evals(sae, model, t, exclude_special_tokens=[0])
+    keep = (t != 0).flatten()
+    assert m["sparsity/l0"] == pytest.approx(active[keep].sum(-1).double().mean().item(), abs=1e-9)

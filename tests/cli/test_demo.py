@@ -1,0 +1,27 @@
+"""The main job's preset (`make demo`) end to end on the real model, with a tiny token budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sae_lens import SAE
+
+from sae_lens_routing import RouteSAE
+from sae_lens_routing.cli.main import main
+
+
+@pytest.mark.real_model
+def test_demo_preset_runs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert (
+        main(["demo", "--out", str(out), "--set", "training_tokens=4096", "--set", "n_eval_batches=1"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "RouteSAE saved to" in printed and "blocks.9.hook_resid_post" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["training_tokens"] == 4096
+    sae = SAE.load_from_disk(out / "sae")
+    assert isinstance(sae, RouteSAE) and sae.cfg.d_in == 576 and len(sae.cfg.hook_names) == 7
+    assert json.loads((out / "eval.json").read_text())["sparsity/l0"] <= 32
+    assert "routing-panel" in (out / "dashboard.html").read_text()

@@ -1,0 +1,284 @@
+"""Dashboards: sae-dashboard's HTML for a RouteSAE renders offline in headless Chromium, with the routing panel;
+its activations are forward_routed's; the Neuronpedia export keeps sae-dashboard's keys plus routing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+from helpers import tiny_hf_llama_folder
+from safetensors.torch import save_file
+
+from sae_lens_routing import RouteSAE, RouteSAEConfig
+from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
+from sae_lens_routing.dashboard.report import (
+    dashboard_features,
+    parse_features,
+    routed_dashboard,
+    routed_hook_point,
+)
+
+HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
+
+
+def ensure_chromium() -> None:
+    """The test installs Debian's chromium itself when it is missing (CI machines start without it)."""
+    if shutil.which("chromium"):
+        return
+    cmd = "apt-get install -y chromium || (apt-get update && apt-get install -y chromium)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["bash", "-c", cmd], check=True, capture_output=True, timeout=900, env=env)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from sae_lens_routing.offline.local_model import load_local_model
+
+    root = tmp_path_factory.mktemp("dash")
+    model = load_local_model(tiny_hf_llama_folder(root / "model"))
+    with torch.no_grad():
+        model.W_U.mul_(50)  # near-zero logits of a random model make the histogram code emit huge tick lists
+        model.ln_final.w.copy_(
+            torch.linspace(-2.0, 3.0, 32)
+        )  # an unfolded final-norm gain, as in real models
+    torch.manual_seed(0)
+    sae = RouteSAE(
+        RouteSAEConfig(d_in=32, d_sae=64, k=8, hook_names=HOOKS, rescale_acts_by_decoder_norm=True)
+    )
+    tokens = torch.randint(3, 300, (32, 24), generator=torch.Generator().manual_seed(0))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    result = routed_dashboard(sae, model, tokens, "0-5", root / "report.html")
+    result["params_before"] = before
+    return root, model, sae, tokens, result
+
+
+def routed(model, sae, tokens):
+    _, cache = model.run_with_cache(tokens, names_filter=HOOKS)
+    return sae.forward_routed(torch.stack([cache[h] for h in HOOKS], dim=-2))
+
+
+def assert_page_shows_forward_routed(vis_data, tokens, feature_acts):
+    """Every sequence the page shows (top group and quantile groups) is the window [p-5, p+5] around its example
+    token p, with exactly forward_routed's activations."""
+    for feature, data in vis_data.feature_data_dict.items():
+        groups = data.sequence_data.seq_group_data
+        shown_max = float(groups[0].title.split("MAX = ")[1].split()[0])
+        assert abs(shown_max - feature_acts[..., feature].max().item()) < 1e-3, feature
+        n_shown = 0
+        for group in groups:
+            for seq in group.seq_data:
+                row, pos = seq.original_index, seq.qualifying_token_index
+                assert seq.token_ids == tokens[row, pos - 5 : pos + 6].tolist()
+                expected = feature_acts[row, pos - 5 : pos + 6, feature]
+                torch.testing.assert_close(torch.tensor(seq.feat_acts), expected, atol=1e-4, rtol=1e-4)
+                n_shown += 1
+        assert n_shown >= 20 and any(a > 0 for a in groups[0].seq_data[0].feat_acts)
+
+
+def test_dashboard_activations_equal_forward_routed(setup):
+    _, model, sae, tokens, result = setup
+    assert sorted(result["vis_data"].feature_data_dict) == [0, 1, 2, 3, 4, 5]
+    assert_page_shows_forward_routed(result["vis_data"], tokens, routed(model, sae, tokens).feature_acts)
+    assert not hasattr(model.blocks[2], "hook_resid_routed")  # the pseudo hook point was removed again
+    assert "blocks.2.hook_resid_routed" not in model.hook_dict
+
+
+def test_logit_effects_use_the_final_norm_gain(setup):
+    """The logit tables are the unit decoder row times ln_final's gain, through W_U (what a fold_ln=True model
+    would give), and the model's parameters are left exactly as they were."""
+    _, model, sae, _, result = setup
+    unit_rows = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
+    for feature, data in result["vis_data"].feature_data_dict.items():
+        expected = (unit_rows[feature] * model.ln_final.w) @ model.W_U
+        top = expected.topk(10)
+        table = data.logits_table_data
+        assert table.top_token_ids[:10] == top.indices.tolist()
+        assert table.top_logits[:10] == pytest.approx(top.values.tolist(), rel=1e-3, abs=1e-3)
+        unfolded = (unit_rows[feature] @ model.W_U).topk(10).indices.tolist()
+        assert unfolded != table.top_token_ids[:10]  # the gain matters here, so this test can fail
+    for name, param in model.named_parameters():
+        assert torch.equal(param, result["params_before"][name]), name
+
+
+def test_final_norm_fold_is_exact_and_reversible():
+    """With a LayerNorm (gain and bias), logits inside the fold equal those outside; everything is restored."""
+    from helpers import tiny_model
+
+    from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
+
+    model = tiny_model()
+    with torch.no_grad():
+        model.ln_final.w.normal_()
+        model.ln_final.b.normal_()
+    tokens = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    logits = model(tokens)
+    with final_norm_folded_into_unembed(model) as folded:
+        assert folded and torch.all(model.ln_final.w == 1) and torch.all(model.ln_final.b == 0)
+        torch.testing.assert_close(model(tokens), logits, atol=1e-4, rtol=1e-4)
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name
+
+
+def test_unit_norm_decoder_without_rescaling(setup, tmp_path):
+    """The other fold_W_dec_norm case (official checkpoints: unit-norm decoder rows, no rescaling, no ReLU)."""
+    _, model, _, tokens, _ = setup
+    torch.manual_seed(1)
+    sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=64, k=8, hook_names=HOOKS, topk_relu=False))
+    with torch.no_grad():
+        sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
+    result = routed_dashboard(sae, model, tokens, [3, 7], tmp_path / "unit.html")
+    assert_page_shows_forward_routed(result["vis_data"], tokens, routed(model, sae, tokens).feature_acts)
+    with torch.no_grad():
+        sae.W_dec.mul_(2.0)
+    with pytest.raises(ValueError, match="not unit-norm"):
+        routed_dashboard(sae, model, tokens, [3], tmp_path / "bad.html")
+
+
+def test_pseudo_hook_point_stacks_the_routed_layers(setup):
+    _, model, sae, tokens, _ = setup
+    with routed_hook_point(model, sae) as name:
+        _, cache = model.run_with_cache(tokens[:2], names_filter=[name, *HOOKS])
+    assert name == "blocks.2.hook_resid_routed"
+    torch.testing.assert_close(cache[name], torch.cat([cache[h] for h in HOOKS], dim=-1))
+
+
+@pytest.mark.browser
+def test_dashboard_renders_offline_in_chromium(setup):
+    ensure_chromium()
+    from sae_lens_routing.dashboard.browser import render, render_dom, screenshot
+
+    root, *_ = setup
+    html = (root / "report.html").read_text()
+    assert '<script src="http' not in html  # d3 and plotly are inlined, nothing is loaded from a CDN
+    rendered = render_dom(root / "report.html")
+    assert rendered.console_errors == []
+    dom = rendered.dom
+    assert '<select id="select-0">' in dom and dom.count("<option") == 6  # the feature selector
+    assert 'class="token' in dom  # top-activation tokens were drawn
+    assert "share of top activations" in dom and "blocks.0.hook_resid_post" in dom  # the routing panel
+    # choosing another feature in sae-dashboard's selector re-renders the routing panel for it
+    choose = """(async () => {
+        const select = document.querySelector('#dropdown-container select');
+        select.value = select.options[3].value;
+        select.dispatchEvent(new Event('change', {bubbles: true}));
+        await new Promise(r => setTimeout(r, 200));
+        return [select.value, document.getElementById('routing-panel-body').innerText];
+    })()"""
+    chosen = render(root / "report.html", script=choose)
+    assert chosen.console_errors == []
+    value, panel = chosen.script_result
+    assert value == "3" and panel.startswith("Feature 3:") and "blocks.2.hook_resid_post" in panel
+    png = screenshot(root / "report.html", root / "report.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+
+def test_routing_panel_describes_the_top_examples_shown(setup):
+    """top_share counts the routed layers of exactly the page's top-group examples (activation > 0); the mean
+    activation per layer is over every active token routed there."""
+    _, model, sae, tokens, result = setup
+    out = routed(model, sae, tokens)
+    for feature, stats in result["routing"].items():
+        top = result["vis_data"].feature_data_dict[feature].sequence_data.seq_group_data[0].seq_data
+        layers = [
+            int(out.layer_index[s.original_index, s.qualifying_token_index])
+            for s in top
+            if out.feature_acts[s.original_index, s.qualifying_token_index, feature] > 0
+        ]
+        assert stats["n_top"] == len(layers) > 0
+        assert stats["top_share"] == pytest.approx(
+            [layers.count(i) / len(layers) for i in range(3)], abs=1e-4
+        )
+        acts = out.feature_acts[..., feature]
+        for i in range(3):
+            here = acts[(out.layer_index == i) & (acts > 0)]
+            assert stats["active_tokens_per_layer"][i] == len(here)
+            expected = here.mean().item() if len(here) else 0.0
+            assert stats["mean_activation"][i] == pytest.approx(expected, abs=1e-3)
+        assert stats["n_active"] == int((acts > 0).sum())
+
+
+def test_neuronpedia_json_keeps_dashboard_keys(setup):
+    from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
+    from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
+
+    from sae_lens_routing.dashboard.neuronpedia import vocab_dict
+
+    root, model, sae, _, result = setup
+    ours = neuronpedia_batch(model, sae, result["vis_data"], result["routing"])
+    np_cfg = NeuronpediaRunnerConfig(sae_set="x", sae_path="", outputs_dir="", model_id="m", layer=2)
+    theirs = json.loads(
+        NeuronpediaConverter.convert_to_np_json(model, result["vis_data"], np_cfg, vocab_dict(model))
+    )
+    assert set(ours) - set(theirs) == {"routed_hook_names"} and ours["routed_hook_names"] == HOOKS
+    assert len(ours["features"]) == len(theirs["features"]) == 6
+    for mine, stock in zip(ours["features"], theirs["features"]):
+        assert set(mine) - set(stock) == {"routing"}
+        assert {k: mine[k] for k in stock} == stock  # sae-dashboard's own fields, untouched
+        assert stock["activations"] and {"tokens", "values", "bin_max"} <= set(stock["activations"][0])
+        routing = mine["routing"]
+        assert set(routing) == {
+            "hook_names",
+            "top_activation_share",
+            "n_top_activations",
+            "mean_activation",
+            "active_tokens_per_layer",
+            "n_active_tokens",
+        }
+        stats = result["routing"][mine["feature_index"]]
+        assert routing["top_activation_share"] == stats["top_share"] and len(stats["top_share"]) == 3
+        assert routing["hook_names"] == HOOKS
+
+
+def test_bad_inputs_fail_clearly(setup, tmp_path):
+    _, model, sae, tokens, _ = setup
+    assert parse_features("0-3,7", 10) == [0, 1, 2, 3, 7]
+    with pytest.raises(ValueError, match="d_sae=10"):
+        parse_features("5-12", 10)
+    cases = [
+        (tokens.float(), "integer tensor"),
+        (tokens[0], "integer tensor"),
+        (tokens[:, :11], "seq_len > 11"),
+        (tokens[:1, :12], "n_sequences"),
+        (tokens + 10_000, "d_vocab"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            routed_dashboard(sae, model, bad, "0", tmp_path / "x.html")
+    with pytest.raises(ValueError, match="RouteSAE"):
+        routed_dashboard(torch.nn.Linear(2, 2), model, tokens, "0", tmp_path / "x.html")
+
+
+@pytest.mark.browser
+def test_browser_check_catches_js_errors(tmp_path):
+    """Uncaught exceptions, console.error and any attempt to reach the network are all reported."""
+    ensure_chromium()
+    from sae_lens_routing.dashboard.browser import render_dom
+
+    page = tmp_path / "broken.html"
+    page.write_text(
+        "<html><body><script>console.error('logged-problem');</script>"
+        "<img src='https://example.com/x.png'><script>undefinedFunction();</script><p>x</p></body></html>"
+    )
+    errors = render_dom(page).console_errors
+    assert any("undefinedFunction" in e for e in errors)
+    assert any("logged-problem" in e for e in errors)
+    assert any("example.com" in e for e in errors)  # networking is unavailable to the page
+    clean = tmp_path / "clean.html"
+    clean.write_text("<html><body><script>console.log('fine')</script><p id='ok'>x</p></body></html>")
+    rendered = render_dom(clean)
+    assert rendered.console_errors == [] and '<p id="ok">x</p>' in rendered.dom
+
+
+def test_dashboard_features_are_live_and_not_dense(tmp_path):
+    log10_density = torch.tensor([-10.0, -3.0, -0.5, -2.0, -6.0, -4.5, -1.5])
+    save_file({"sparsity": log10_density}, tmp_path / "sparsity.safetensors")
+    assert dashboard_features(tmp_path, n=2) == [1, 3]
+    assert dashboard_features(tmp_path) == [1, 3, 5, 6]
+    save_file({"sparsity": torch.full((4,), -10.0)}, tmp_path / "sparsity.safetensors")
+    with pytest.raises(ValueError, match="no live latents"):
+        dashboard_features(tmp_path)

@@ -1,0 +1,81 @@
+"""Offline models: a local Hugging Face Llama folder and the bundled SmolLM2-135M GGUF; the offline corpora."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tiny_hf_llama_folder
+
+from sae_lens_routing.offline.corpus import load_corpus
+from sae_lens_routing.offline.local_model import load_local_model
+
+
+def test_local_hf_folder_matches_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    folder = tiny_hf_llama_folder(tmp_path / "tiny")
+    model = load_local_model(folder)
+    hf = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    tokens = torch.randint(3, 100, (2, 12))
+    with torch.no_grad():
+        ours = model(tokens)
+        theirs = hf(tokens, output_hidden_states=True)
+    torch.testing.assert_close(ours, theirs.logits, atol=1e-4, rtol=1e-4)
+    assert model.cfg.rotary_base == 100000.0
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+    torch.testing.assert_close(
+        cache["blocks.1.hook_resid_post"], theirs.hidden_states[2], atol=1e-4, rtol=1e-4
+    )
+
+
+def test_bad_model_paths(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_local_model(tmp_path / "nope")
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"must be a \.gguf"):
+        load_local_model(tmp_path / "weights.bin")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        load_local_model(tmp_path / "empty")
+
+
+def test_corpora():
+    topics = load_corpus("python-topics")
+    assert len(topics) > 50 and "text" in topics.column_names
+    assert load_corpus("python-topics")["text"][:3] == topics["text"][:3]  # deterministic
+    with pytest.raises(ValueError, match="corpus must be one of"):
+        load_corpus("wikipedia")
+
+
+@pytest.mark.real_model
+def test_bbc_corpus():
+    bbc = load_corpus("bbcnews")
+    assert len(bbc) == 2225 - 98  # exact duplicates dropped
+    assert len(set(bbc["text"])) == len(bbc)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_local_model("smollm2")
+
+
+@pytest.mark.real_model
+def test_smollm2_is_sane(smollm2):
+    assert smollm2.cfg.n_layers == 30 and smollm2.cfg.d_model == 576 and smollm2.cfg.rotary_base == 100000.0
+    assert smollm2.tokenizer.bos_token == "<|endoftext|>"
+    out = smollm2.generate("The capital of France is", max_new_tokens=2, do_sample=False, verbose=False)
+    assert out.startswith("The capital of France is Paris"), out
+
+
+@pytest.mark.real_model
+def test_smollm2_residual_matches_hf_hidden_states(smollm2):
+    from transformers import AutoModelForCausalLM
+
+    from sae_lens_routing.offline.local_model import gguf_to_hf_folder, smollm2_gguf_path
+
+    hf = AutoModelForCausalLM.from_pretrained(gguf_to_hf_folder(smollm2_gguf_path()), local_files_only=True)
+    tokens = smollm2.to_tokens("The BBC reported that the markets rose sharply on Monday.")
+    with torch.no_grad():
+        hidden = hf(tokens, output_hidden_states=True).hidden_states
+        _, cache = smollm2.run_with_cache(tokens, names_filter="blocks.8.hook_resid_post")
+    torch.testing.assert_close(cache["blocks.8.hook_resid_post"], hidden[9], atol=1e-3, rtol=1e-3)

@@ -1,0 +1,227 @@
+"""The RouteSAE classes: shapes, single-layer API, training step, folding, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import HOOKS4, make_training_sae
+from sae_lens.saes.sae import TrainStepInput
+
+from sae_lens_routing import RouteSAEConfig, RouteTrainingSAEConfig, normalized_mse
+from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
+
+
+def step_input(acts, dead=None, step=0):
+    return TrainStepInput(
+        sae_in=acts, coefficients={}, dead_neuron_mask=dead, n_training_steps=step, is_logging_step=False
+    )
+
+
+def test_forward_routed_shapes_and_semantics(training_sae):
+    acts = torch.randn(3, 5, 4, 16) * 7 + 2
+    out = training_sae.forward_routed(acts)
+    assert out.router_weights.shape == (3, 5, 4) and out.layer_weights.shape == (3, 5, 4)
+    assert out.layer_index.shape == (3, 5) and out.sae_in.shape == (3, 5, 16)
+    assert out.feature_acts.shape == (3, 5, 64) and out.sae_out.shape == (3, 5, 16)
+    torch.testing.assert_close(out.router_weights.sum(-1), torch.ones(3, 5))
+    assert torch.all(out.layer_weights.sum(-1) == 1) and torch.all(out.layer_weights.max(-1).values == 1)
+    assert torch.all((out.feature_acts != 0).sum(-1) <= 4) and torch.all(out.feature_acts >= 0)
+    # hard routing: the routed input is the picked standardised layer times its router weight
+    picked = out.standardized.x[0, 0, out.layer_index[0, 0]]
+    torch.testing.assert_close(out.sae_in[0, 0], picked * out.router_weights[0, 0].max())
+    # the raw activation at the routed layer is recovered by undoing the standardisation
+    torch.testing.assert_close(
+        out.routed_layer_input()[0, 0], acts[0, 0, out.layer_index[0, 0]], atol=1e-4, rtol=1e-4
+    )
+
+
+def test_soft_routing_mixes_layers():
+    sae = make_training_sae(routing="soft")
+    acts = torch.randn(6, 4, 16)
+    out = sae.forward_routed(acts)
+    torch.testing.assert_close(out.layer_weights, out.router_weights)
+    torch.testing.assert_close(out.sae_in, (out.standardized.x * out.router_weights[..., None]).sum(-2))
+
+
+def test_encode_routes_stacked_input_and_refuses_one_layer(training_sae):
+    acts = torch.randn(2, 3, 4, 16)
+    routed = training_sae.forward_routed(acts).feature_acts
+    torch.testing.assert_close(training_sae.encode(acts), routed)  # [batch, seq, L, d_in]
+    torch.testing.assert_close(training_sae.encode(acts.reshape(2, 3, 64)), routed)  # [..., L*d_in]
+    feats, hidden_pre = training_sae.encode_with_hidden_pre(acts)
+    torch.testing.assert_close(feats, routed)
+    torch.testing.assert_close(hidden_pre, training_sae.forward_routed(acts).hidden_pre)
+    # one layer's activations (what SAELens's single-hook tools pass) cannot be routed
+    for method in (training_sae.encode, training_sae.encode_with_hidden_pre, training_sae):
+        with pytest.raises(SingleLayerInputError, match="(?s)routed_splice.*run_route_evals"):
+            method(acts[:, :, 0])
+    # [n, L, d_in] could be [batch, seq=L, d_in]: not guessed, the message says how to route it
+    with pytest.raises(SingleLayerInputError, match="does not guess"):
+        training_sae.encode(acts[0, 0:1].expand(5, 4, 16).contiguous())
+    with pytest.raises(ValueError, match=r"L\*d_in=64"):
+        training_sae.encode(torch.randn(2, 17))
+
+
+def test_decode_of_encode_is_in_the_input_space(training_sae):
+    acts = torch.randn(2, 3, 4, 16) * 5 + 3
+    out = training_sae.forward_routed(acts)
+    recon = training_sae.decode(training_sae.encode(acts))
+    torch.testing.assert_close(recon, out.routed_layer_reconstruction())
+    # raw space: same mean as the raw routed-layer input (the standardised reconstruction has mean ~0)
+    raw = out.routed_layer_input()
+    torch.testing.assert_close(recon.mean(-1), raw.mean(-1), atol=0.5, rtol=0.1)
+    torch.testing.assert_close(training_sae.decode_standardized(out.feature_acts), out.sae_out)
+    # stats are consumed by decode (SAELens's layer_norm idiom) and must match the batch
+    with pytest.raises(ValueError, match="no encode call.*decode_standardized"):
+        training_sae.decode(out.feature_acts)
+    training_sae.encode(acts[:1])
+    with pytest.raises(ValueError, match="batch shape"):
+        training_sae.decode(out.feature_acts)
+    soft = make_training_sae(routing="soft")
+    with pytest.raises(ValueError, match="soft-routed.*decode_standardized"):
+        soft.decode(soft.encode(acts))
+
+
+def test_forward_is_decode_of_encode_and_error_term_is_exact(training_sae):
+    x = torch.randn(5, 2, 4, 16) * 3 + 1
+    out = training_sae.forward_routed(x)
+    torch.testing.assert_close(training_sae(x), out.routed_layer_reconstruction())
+    training_sae._use_error_term = True
+    torch.testing.assert_close(training_sae(x), out.routed_layer_input(), atol=1e-4, rtol=1e-4)
+    # a hook zeroing the features is a pure intervention: the error term is computed without hooks, so the
+    # output is the input minus the clean reconstruction plus the reconstruction of no features (b_dec)
+    training_sae.hook_sae_acts_post.add_hook(lambda acts, hook: acts * 0)
+    weight = out.router_weights.gather(-1, out.layer_index[..., None])
+    of_nothing = out.standardized.undo(training_sae.b_dec.expand_as(out.sae_out) / weight, out.layer_index)
+    expected = out.routed_layer_input() - out.routed_layer_reconstruction() + of_nothing
+    torch.testing.assert_close(training_sae(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_activation_folds(training_sae):
+    acts = torch.randn(3, 2, 4, 16)
+    before = training_sae.forward_routed(acts * 7).feature_acts
+    training_sae.fold_activation_norm_scaling_factor(7.0)  # standardisation already removes a constant scale
+    torch.testing.assert_close(training_sae.forward_routed(acts).feature_acts, before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="not scale-invariant"):
+        make_training_sae(standardize=False).fold_activation_norm_scaling_factor(2.0)
+    with pytest.raises(ValueError, match="whitening"):
+        training_sae.fold_activation_whitening(torch.zeros(16), torch.eye(16), torch.eye(16))
+
+
+def test_sparse_decode_matches_dense():
+    dense = make_training_sae()
+    sparse = make_training_sae(use_sparse_activations=True)
+    sparse.load_state_dict(dense.state_dict())
+    acts = torch.randn(32, 4, 16)
+    a, b = dense.forward_routed(acts), sparse.forward_routed(acts)
+    torch.testing.assert_close(a.sae_out, b.sae_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.feature_acts, b.feature_acts)
+    a_loss = dense.training_forward_pass(step_input(acts)).loss
+    b_loss = sparse.training_forward_pass(step_input(acts)).loss
+    a_loss.backward()
+    b_loss.backward()
+    for name in ["W_enc", "W_dec", "W_router", "b_dec"]:
+        torch.testing.assert_close(
+            getattr(dense, name).grad, getattr(sparse, name).grad, atol=1e-5, rtol=1e-4
+        )
+
+
+def test_training_step_output_and_routing_metrics(training_sae):
+    acts = torch.randn(64, 4, 16)
+    out = training_sae.training_forward_pass(step_input(acts))
+    assert out.sae_in.shape == (64, 16) and out.feature_acts.shape == (64, 64)
+    torch.testing.assert_close(out.loss, normalized_mse(out.sae_out, out.sae_in))
+    shares = [out.metrics[f"routing_share/layer_{i}"]() for i in range(4)]
+    assert abs(sum(shares) - 1) < 1e-5
+    assert out.metrics["mse_loss"]().item() > 0
+    out.loss.backward()
+    assert training_sae.W_router.grad is not None and training_sae.W_router.grad.abs().sum() > 0
+
+
+def test_aux_loss_only_with_dead_latents():
+    sae = make_training_sae(aux_loss_coefficient=1.0)
+    acts = torch.randn(64, 4, 16)
+    none_dead = sae.training_forward_pass(step_input(acts, dead=torch.zeros(64, dtype=torch.bool)))
+    assert none_dead.losses["auxiliary_reconstruction_loss"].item() == 0
+    all_dead = sae.training_forward_pass(step_input(acts, dead=torch.ones(64, dtype=torch.bool)))
+    aux = all_dead.losses["auxiliary_reconstruction_loss"]
+    assert 0 < aux.item() < 10
+    torch.testing.assert_close(all_dead.loss, all_dead.losses["normalized_mse_loss"] + aux)
+
+
+def planted_batch(gen: torch.Generator, dictionary: torch.Tensor, n: int, n_layers: int = 4, active: int = 3):
+    """Each layer of each token is a sparse combination of `active` atoms of a shared dictionary."""
+    n_atoms, d = dictionary.shape
+    idx = torch.stack([torch.randperm(n_atoms, generator=gen)[:active] for _ in range(n * n_layers)])
+    coef = torch.rand(n * n_layers, active, generator=gen) * 2 + 1
+    acts = (coef[..., None] * dictionary[idx]).sum(1)
+    return (acts + 0.01 * torch.randn(acts.shape, generator=gen)).reshape(n, n_layers, d)
+
+
+def test_training_learns_planted_structure():
+    gen = torch.Generator().manual_seed(0)
+    dictionary = torch.nn.functional.normalize(torch.randn(48, 16, generator=gen), dim=-1)
+    sae = make_training_sae(d_sae=96, k=6)
+    opt = torch.optim.Adam(sae.parameters(), lr=3e-3)
+    losses = []
+    for step in range(300):
+        out = sae.training_forward_pass(step_input(planted_batch(gen, dictionary, 256), step=step))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert start > 0.5
+    assert end < 0.15, f"normalised MSE only fell from {start:.3f} to {end:.3f}"
+
+
+def test_fold_W_dec_norm_keeps_outputs():
+    sae = make_training_sae()
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(64, 1) + 0.5)
+    acts = torch.randn(8, 4, 16)
+    before = sae.forward_routed(acts)
+    sae.fold_W_dec_norm()
+    after = sae.forward_routed(acts)
+    assert sae.cfg.rescale_acts_by_decoder_norm is False
+    torch.testing.assert_close(after.sae_out, before.sae_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after.feature_acts.bool(), before.feature_acts.bool())
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64))
+    with torch.no_grad():
+        sae.W_dec.mul_(2)
+    with pytest.raises(ValueError, match="not unit-norm"):
+        sae.fold_W_dec_norm()
+
+
+@pytest.mark.parametrize("cls", [RouteSAEConfig, RouteTrainingSAEConfig])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"k": 65}, "k must be <= d_sae"),
+        ({"k": 0}, "k must be a positive"),
+        ({"hook_names": HOOKS4[:1]}, "hook_names must list at least 2"),
+        ({"hook_names": [HOOKS4[0], HOOKS4[0]]}, "hook_names must not repeat"),
+        ({"hook_names": [HOOKS4[2], HOOKS4[0]]}, "hook_names must be in layer order"),
+        ({"routing": "medium"}, "routing must be one of"),
+        ({"router_input": "max"}, "router_input must be one of"),
+        ({"normalize_activations": "layer_norm"}, "normalize_activations must be 'none'"),
+    ],
+)
+def test_config_rejects_bad_values(cls, kwargs, field):
+    base = {"d_in": 16, "d_sae": 64, "k": 4, "hook_names": HOOKS4}
+    with pytest.raises(ValueError, match=field):
+        cls(**{**base, **kwargs})
+
+
+def test_forward_routed_rejects_bad_acts(training_sae):
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4, 16\]"):
+        training_sae.forward_routed(torch.randn(8, 3, 16))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4, 16\]"):
+        training_sae.forward_routed(torch.randn(8, 4, 15))
+    bad = torch.randn(8, 4, 16)
+    bad[3, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        training_sae.forward_routed(bad)
+    bad[3, 2, 1] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        training_sae.training_forward_pass(step_input(bad))
