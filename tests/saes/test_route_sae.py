@@ -67,9 +67,13 @@ def test_decode_of_encode_is_in_the_input_space(training_sae):
     out = training_sae.forward_routed(acts)
     recon = training_sae.decode(training_sae.encode(acts))
     torch.testing.assert_close(recon, out.routed_layer_reconstruction())
-    # raw space: same mean as the raw routed-layer input (the standardised reconstruction has mean ~0)
-    raw = out.routed_layer_input()
-    torch.testing.assert_close(recon.mean(-1), raw.mean(-1), atol=0.5, rtol=0.1)
+    # raw space: undoing the routed layer's own per-token stats and router weight gives back the SAE output
+    idx = out.layer_index[..., None, None]
+    mean = out.standardized.mean.gather(-2, idx).squeeze(-2)
+    std = out.standardized.std.gather(-2, idx).squeeze(-2)
+    weight = out.router_weights.gather(-1, out.layer_index[..., None])
+    torch.testing.assert_close((recon - mean) / std * weight, out.sae_out, atol=1e-4, rtol=1e-4)
+    assert (recon.mean(-1) - out.sae_out.mean(-1)).abs().min() > 1  # not the standardised space (mean 3 here)
     torch.testing.assert_close(training_sae.decode_standardized(out.feature_acts), out.sae_out)
     # stats are consumed by decode (SAELens's layer_norm idiom) and must match the batch
     with pytest.raises(ValueError, match="no encode call.*decode_standardized"):
