@@ -24,6 +24,7 @@ from sae_lens_routing.loading.releases import (
 )
 from sae_lens_routing.saes.config import ARCHITECTURE, RouteSAEConfig, RouteTrainingSAEConfig
 from sae_lens_routing.saes.layers import paper_hook_names, paper_layers
+from sae_lens_routing.saes.recipes import OFFICIAL_RECIPE
 from sae_lens_routing.saes.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
 from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
 from sae_lens_routing.training.activation_cache import (
@@ -74,6 +75,7 @@ __all__ = [
     "routed_hook_name",
     "routed_model",
     "stock_runner_config",
+    "OFFICIAL_RECIPE",
     "RouteSAETrainer",
     "RouteSAETrainingRunner",
     "training_summary",

@@ -158,3 +158,14 @@ def test_sae_saved_before_the_recipe_change_loads_identically(folder, cls):
     out = sae.forward_routed(expected["acts"])
     torch.testing.assert_close(out.feature_acts, expected["feature_acts"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.sae_out, expected["sae_out"], atol=1e-5, rtol=1e-5)
+
+
+def test_official_recipe_spreads_into_the_config():
+    from sae_lens_routing import OFFICIAL_RECIPE
+
+    cfg = RouteTrainingSAEConfig(d_in=16, d_sae=64, k=4, hook_names=HOOKS, **OFFICIAL_RECIPE)
+    assert (cfg.topk_relu, cfg.rescale_acts_by_decoder_norm, cfg.unit_norm_decoder_every) == (False, False, 10)
+    assert cfg.aux_loss_coefficient == 0 and cfg.decoder_init_norm == 1.0
+    sae = RouteTrainingSAE(cfg)
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64))  # unit-norm before the first step
+    torch.testing.assert_close(sae.W_enc, sae.W_dec.T)  # tied
