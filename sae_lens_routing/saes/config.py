@@ -80,8 +80,30 @@ def validate_training_fields(cfg: Any) -> None:
         raise ValueError(f"decoder_init_norm must be > 0 or None, got {cfg.decoder_init_norm!r}")
 
 
+class _RoutedConfigMixin:
+    """What both routed configs answer the same way: L, the missing single hook layer, the architecture."""
+
+    hook_names: list[str]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of routed layers, L."""
+        return len(self.hook_names)
+
+    @property
+    def hook_layer(self) -> int:
+        """Refused: a routed SAE has no single hook layer. SAELens 6 configs have no `hook_layer`; sae-dashboard's
+        NeuronpediaRunner asks for one (before loading the model) to build a single-layer dashboard."""
+        raise no_single_hook_layer_error(self.hook_names)
+
+    @override
+    @classmethod
+    def architecture(cls) -> str:
+        return ARCHITECTURE
+
+
 @dataclass
-class RouteSAEConfig(SAEConfig):
+class RouteSAEConfig(_RoutedConfigMixin, SAEConfig):
     """Inference config of a routed SAE (architecture ``"routesae"``)."""
 
     k: int = 64
@@ -106,25 +128,9 @@ class RouteSAEConfig(SAEConfig):
         super().__post_init__()
         validate_route_fields(self)
 
-    @property
-    def n_layers(self) -> int:
-        """Number of routed layers, L."""
-        return len(self.hook_names)
-
-    @property
-    def hook_layer(self) -> int:
-        """Refused: a routed SAE has no single hook layer. SAELens 6 configs have no `hook_layer`; sae-dashboard's
-        NeuronpediaRunner asks for one (before loading the model) to build a single-layer dashboard."""
-        raise no_single_hook_layer_error(self.hook_names)
-
-    @override
-    @classmethod
-    def architecture(cls) -> str:
-        return ARCHITECTURE
-
 
 @dataclass
-class RouteTrainingSAEConfig(TrainingSAEConfig):
+class RouteTrainingSAEConfig(_RoutedConfigMixin, TrainingSAEConfig):
     """Training config of a routed SAE; pass it as ``sae=`` of a ``LanguageModelSAERunnerConfig``."""
 
     k: int = 64
@@ -166,18 +172,3 @@ class RouteTrainingSAEConfig(TrainingSAEConfig):
         super().__post_init__()
         validate_route_fields(self)
         validate_training_fields(self)
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.hook_names)
-
-    @property
-    def hook_layer(self) -> int:
-        """Refused: a routed SAE has no single hook layer. SAELens 6 configs have no `hook_layer`; sae-dashboard's
-        NeuronpediaRunner asks for one (before loading the model) to build a single-layer dashboard."""
-        raise no_single_hook_layer_error(self.hook_names)
-
-    @override
-    @classmethod
-    def architecture(cls) -> str:
-        return ARCHITECTURE

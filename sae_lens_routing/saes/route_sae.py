@@ -455,23 +455,14 @@ class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
         }
         cache: dict[str, torch.Tensor] = {}
 
-        def layer_share(i: int) -> Callable[[], float]:
-            def get() -> float:
-                if "mean" not in cache:
-                    cache["mean"] = share.float().mean(0).cpu()
-                return float(cache["mean"][i])
-
-            return get
-
-        for i in range(self.n_layers):
-            metrics[f"routing_share/layer_{i}"] = layer_share(i)
-
-        def entropy() -> float:
+        def mean_share() -> torch.Tensor:  # one device->host copy, shared by every share/entropy metric
             if "mean" not in cache:
                 cache["mean"] = share.float().mean(0).cpu()
-            return routing_entropy_bits(cache["mean"])
+            return cache["mean"]
 
-        metrics["routing_entropy_bits"] = entropy
+        for i in range(self.n_layers):
+            metrics[f"routing_share/layer_{i}"] = lambda i=i: float(mean_share()[i])
+        metrics["routing_entropy_bits"] = lambda: routing_entropy_bits(mean_share())
         return metrics
 
     @torch.no_grad()
