@@ -83,3 +83,21 @@ def test_sparsity_metrics_count_what_fires():
     m = run_route_evals(sae, model, t, exclude_special_tokens=[0])
     keep = (t != 0).flatten()
     assert m["sparsity/l0"] == pytest.approx(active[keep].sum(-1).double().mean().item(), abs=1e-9)
+
+
+def test_excluded_tokens_stay_unspliced_as_in_saelens():
+    """With BOS excluded, the SAE splice leaves BOS clean (SAELens's get_recons_loss does the same), so the KL
+    equals that of a splice restricted to the kept positions, not that of splicing everything."""
+    from sae_lens_routing.analysis.evals import kl_per_token
+    from sae_lens_routing.analysis.splice import routed_splice
+
+    model, sae, t = scaled_model(), make_sae(), toks()
+    m = run_route_evals(sae, model, t, exclude_special_tokens=[0])
+    keep = t != 0
+    clean = model(t)
+    with routed_splice(model, sae, positions=keep):
+        kept_only = kl_per_token(clean, model(t))[keep].mean().item()
+    with routed_splice(model, sae):
+        everything = kl_per_token(clean, model(t))[keep].mean().item()
+    assert m["model_behavior_preservation/kl_div_with_sae"] == pytest.approx(kept_only, rel=1e-5)
+    assert abs(everything - kept_only) > 1e-4  # the two semantics differ on this model
