@@ -13,16 +13,21 @@ corrupts every later token), while the zero-ablation baseline zeroes every posit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from sae_lens_routing.analysis.splice import routed_splice
-from sae_lens_routing.saes.router import routing_entropy_bits
-
-DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
+from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice
+from sae_lens_routing.saes.route_sae import RoutedOutput
+from sae_lens_routing.saes.routed_activations import (
+    check_hooks_in_model,
+    routed_activations,
+    routed_block_range,
+)
+from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 
 def _token_batches(tokens_or_store: Any, n_batches: int, batch_size: int | None) -> list[torch.Tensor]:
@@ -47,89 +52,94 @@ def run_route_evals(
     n_batches: int = 4,
     batch_size: int | None = None,
     exclude_special_tokens: list[int] | torch.Tensor | None = None,
+    on_routed: Callable[[torch.Tensor, RoutedOutput], None] | None = None,
 ) -> dict[str, Any]:
-    """Reconstruction, sparsity, routing and downstream (CE, KL) metrics of `sae` on `model`."""
+    """Reconstruction, sparsity, routing and downstream (CE, KL) metrics of `sae` on `model`.
+
+    Per batch: one clean forward (logits and the routed layers), one routing, then the SAE splice and the
+    zero-ablation splice from that routing, each starting at the first routed block (earlier blocks are the
+    clean ones). `on_routed(tokens, routed)` sees each batch's routing, so a caller needing more than metrics
+    (feature contexts) routes nothing again."""
     hooks = list(sae.cfg.hook_names)
-    L, d_sae = len(hooks), sae.cfg.d_sae
+    check_hooks_in_model(model, hooks)
     excluded = _excluded_ids(tokens_or_store, exclude_special_tokens)
-    totals: dict[str, float] = dict.fromkeys(
-        ["sq_err", "nmse", "l0", "n", "ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero", "n_ce"], 0.0
-    )
-    kl_batchmean_sae: list[float] = []
-    kl_batchmean_zero: list[float] = []
-    fired = torch.zeros(d_sae, dtype=torch.float64)
-    share = torch.zeros(L, dtype=torch.float64)
-    sum_in = sum_in_sq = None
+    recon = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in)
+    downstream = DownstreamMetrics()
     for tokens in _token_batches(tokens_or_store, n_batches, batch_size):
         keep = (
             ~torch.isin(tokens, excluded.to(tokens.device))
             if excluded is not None
             else torch.ones_like(tokens, dtype=torch.bool)
         )
-        clean_logits, cache = model.run_with_cache(tokens, names_filter=hooks)
-        out = sae.forward_routed(torch.stack([cache[h] for h in hooks], dim=-2))
-        sae_in, sae_out = out.sae_in[keep].double(), out.sae_out[keep].double()
-        totals["sq_err"] += (sae_out - sae_in).pow(2).sum().item()
-        totals["nmse"] += (
-            ((sae_out - sae_in).pow(2).sum(-1) / sae_in.pow(2).sum(-1).clamp_min(1e-12)).sum().item()
+        first = _splice_start(model, hooks)
+        entry = f"blocks.{first}.hook_resid_pre"
+        acts, clean_logits, extras = routed_activations(
+            model, tokens, hooks, full_forward=True, extra_hooks=(entry,)
         )
-        acts = out.feature_acts[keep]
-        totals["l0"] += (acts != 0).sum().item()
-        totals["n"] += len(acts)
-        fired += (acts != 0).double().sum(0).cpu()
-        share += out.layer_weights[keep].double().sum(0).cpu()
-        sum_in = sae_in.sum(0) if sum_in is None else sum_in + sae_in.sum(0)
-        sum_in_sq = sae_in.pow(2).sum(0) if sum_in_sq is None else sum_in_sq + sae_in.pow(2).sum(0)
+        out = sae.forward_routed(acts)
+        recon.update(out, keep)
+        if on_routed is not None:
+            on_routed(tokens, out)
+        spliced = {}
+        # special tokens stay clean in the SAE splice, as in SAELens's evals; the ablation zeroes every position
+        for name, replacement, positions in (("sae", "sae", keep), ("zero", "zero", None)):
+            plan = plan_from_routed(sae, out, replacement=replacement).to(acts.dtype)
+            with routed_splice(model, sae, positions=positions, plan=plan):
+                spliced[name] = model(extras[entry], start_at_layer=first, tokens=tokens)
+        downstream.update(tokens, keep, clean_logits, spliced["sae"], spliced["zero"])
+    return {**recon.compute(), **downstream.compute()}
 
-        with routed_splice(model, sae, positions=keep):  # special tokens stay clean, as in SAELens's evals
-            sae_logits = model(tokens)
-        with routed_splice(model, sae, replacement="zero"):
-            zero_logits = model(tokens)
+
+def _splice_start(model: Any, hooks: list[str]) -> int:
+    """The block a spliced forward starts at: the first routed one, or 0 when the model's attention mask depends
+    on the tokens (left padding), which a forward started from the residual stream would not see."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "padding_side", "right") == "left":
+        return 0
+    block_range = routed_block_range(hooks)
+    return 0 if block_range is None else block_range[0]
+
+
+class DownstreamMetrics:
+    """Streaming CE/KL of the clean, SAE-spliced and zero-ablated forwards (each logit tensor normalised once)."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(["ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero", "n_ce", "n"], 0.0)
+        self.official: dict[str, list[float]] = {"sae": [], "zero": []}
+
+    def update(
+        self, tokens: torch.Tensor, keep: torch.Tensor, clean: torch.Tensor, sae: torch.Tensor, zero: torch.Tensor
+    ) -> None:
         target_keep = keep[:, :-1] & keep[:, 1:]  # predict a real token from a real token
-        for name, logits in (("clean", clean_logits), ("sae", sae_logits), ("zero", zero_logits)):
-            totals[f"ce_{name}"] += next_token_ce(logits, tokens)[target_keep].sum().item()
-        totals["n_ce"] += target_keep.sum().item()
-        for name, logits, official in (
-            ("sae", sae_logits, kl_batchmean_sae),
-            ("zero", zero_logits, kl_batchmean_zero),
-        ):
-            kl = kl_per_token(clean_logits, logits)
-            totals[f"kl_{name}"] += kl[keep].sum().item()
-            official.append(kl_official_batchmean(clean_logits, logits))
-    n, n_ce = totals["n"], totals["n_ce"]
-    if n == 0 or n_ce == 0:
-        raise ValueError("no tokens left to evaluate after excluding special tokens")
-    assert sum_in is not None and sum_in_sq is not None
-    total_var = (sum_in_sq - sum_in.pow(2) / n).sum().item()
-    ce_clean, ce_sae, ce_zero = (totals[f"ce_{k}"] / n_ce for k in ("clean", "sae", "zero"))
-    freq = fired / n
-    metrics: dict[str, Any] = {
-        "reconstruction_quality/normalized_mse": totals["nmse"] / n,
-        "reconstruction_quality/explained_variance": 1 - totals["sq_err"] / max(total_var, 1e-12),
-        "reconstruction_quality/fvu": totals["sq_err"] / max(total_var, 1e-12),
-        "reconstruction_quality/mse": totals["sq_err"] / (n * sae.cfg.d_in),
-        "sparsity/l0": totals["l0"] / n,
-        "sparsity/latents_silent_on_eval": int((freq == 0).sum()),
-        "sparsity/dense_latents": int((freq > DENSE_THRESHOLD).sum()),
-        "model_performance_preservation/ce_loss_without_sae": ce_clean,
-        "model_performance_preservation/ce_loss_with_sae": ce_sae,
-        "model_performance_preservation/ce_loss_with_ablation": ce_zero,
-        "model_performance_preservation/ce_loss_score": (ce_zero - ce_sae) / (ce_zero - ce_clean)
-        if ce_zero != ce_clean
-        else float("nan"),
-        "model_performance_preservation/delta_ce": ce_sae - ce_clean,
-        "model_behavior_preservation/kl_div_with_sae": totals["kl_sae"] / n,
-        "model_behavior_preservation/kl_div_with_ablation": totals["kl_zero"] / n,
-        "model_behavior_preservation/kl_div_score": 1 - totals["kl_sae"] / max(totals["kl_zero"], 1e-12),
-        "model_behavior_preservation/kl_div_with_sae_official_batchmean": sum(kl_batchmean_sae)
-        / len(kl_batchmean_sae),
-        "model_behavior_preservation/kl_div_with_ablation_official_batchmean": sum(kl_batchmean_zero)
-        / len(kl_batchmean_zero),
-        "metrics/total_tokens_evaluated": int(n),
-        "routing/share": {h: s for h, s in zip(hooks, (share / n).tolist())},
-        "routing/entropy_bits": routing_entropy_bits(share),
-    }
-    return metrics
+        logp = {name: logits.float().log_softmax(-1) for name, logits in (("clean", clean), ("sae", sae), ("zero", zero))}
+        for name, lp in logp.items():
+            self.totals[f"ce_{name}"] += _ce(lp, tokens)[target_keep].sum().item()
+        for name in ("sae", "zero"):
+            kl = _kl(logp["clean"], logp[name])
+            self.totals[f"kl_{name}"] += kl[keep].sum().item()
+            self.official[name].append(kl.sum().item() / len(tokens))  # F.kl_div(..., "batchmean")
+        self.totals["n_ce"] += target_keep.sum().item()
+        self.totals["n"] += keep.sum().item()
+
+    def compute(self) -> dict[str, Any]:
+        t = self.totals
+        if t["n_ce"] == 0:
+            raise ValueError("no tokens left to evaluate after excluding special tokens")
+        ce_clean, ce_sae, ce_zero = (t[f"ce_{k}"] / t["n_ce"] for k in ("clean", "sae", "zero"))
+        return {
+            "model_performance_preservation/ce_loss_without_sae": ce_clean,
+            "model_performance_preservation/ce_loss_with_sae": ce_sae,
+            "model_performance_preservation/ce_loss_with_ablation": ce_zero,
+            "model_performance_preservation/ce_loss_score": (ce_zero - ce_sae) / (ce_zero - ce_clean)
+            if ce_zero != ce_clean
+            else None,
+            "model_performance_preservation/delta_ce": ce_sae - ce_clean,
+            "model_behavior_preservation/kl_div_with_sae": t["kl_sae"] / t["n"],
+            "model_behavior_preservation/kl_div_with_ablation": t["kl_zero"] / t["n"],
+            "model_behavior_preservation/kl_div_score": 1 - t["kl_sae"] / max(t["kl_zero"], 1e-12),
+            "model_behavior_preservation/kl_div_with_sae_official_batchmean": mean(self.official["sae"]),
+            "model_behavior_preservation/kl_div_with_ablation_official_batchmean": mean(self.official["zero"]),
+        }
 
 
 def _excluded_ids(source: Any, explicit: list[int] | torch.Tensor | None) -> torch.Tensor | None:
@@ -141,25 +151,31 @@ def _excluded_ids(source: Any, explicit: list[int] | torch.Tensor | None) -> tor
 
 def next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Per-position next-token cross-entropy [batch, seq-1]."""
-    logp = logits[:, :-1].float().log_softmax(-1)
-    return -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return _ce(logits.float().log_softmax(-1), tokens)
 
 
 def kl_per_token(clean: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """KL(clean || other) at each position [batch, seq]."""
-    p = clean.float().log_softmax(-1)
-    q = other.float().log_softmax(-1)
-    return (p.exp() * (p - q)).sum(-1)
+    return _kl(clean.float().log_softmax(-1), other.float().log_softmax(-1))
 
 
 def kl_official_batchmean(clean: torch.Tensor, other: torch.Tensor) -> float:
-    """The official code's unit: F.kl_div(log q, p, reduction='batchmean') over [batch, seq, vocab]."""
-    return F.kl_div(other.float().log_softmax(-1), clean.float().softmax(-1), reduction="batchmean").item()
+    """The official code's unit, F.kl_div(log q, p, reduction='batchmean') over [batch, seq, vocab]: the KL summed
+    over every position, divided by the batch size."""
+    return kl_per_token(clean, other).sum().item() / len(clean)
+
+
+def _ce(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return -logp[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+
+def _kl(logp_clean: torch.Tensor, logp_other: torch.Tensor) -> torch.Tensor:
+    return (logp_clean.exp() * (logp_clean - logp_other)).sum(-1)
 
 
 def write_routing_chart(metrics: dict[str, Any], path: str | Path) -> Path:
-    """PNG bar chart of the per-layer routing share in `metrics["routing/share"]`."""
+    """PNG bar chart of the per-layer routing share in `metrics` (`routing/share/<hook>`)."""
     from sae_lens_routing.analysis.plots import render_routing_share_chart
 
-    shares = metrics["routing/share"]
+    shares = routing_shares(metrics)
     return render_routing_share_chart(list(shares.values()), list(shares), path)

@@ -26,8 +26,12 @@ from typing import Any, Literal
 
 import torch
 
-from sae_lens_routing.saes.config import hook_layer
 from sae_lens_routing.saes.route_sae import RoutedOutput
+from sae_lens_routing.saes.routed_activations import (
+    check_hooks_in_model,
+    routed_activations,
+    routed_block_range,
+)
 
 FeatureEdit = Callable[[torch.Tensor, RoutedOutput], torch.Tensor]
 ENTRY_HOOK = "blocks.0.hook_resid_pre"
@@ -42,6 +46,10 @@ class SplicePlan:
     routed: RoutedOutput
     feature_acts: torch.Tensor  # [batch, pos, d_sae] after `on_features`
 
+    def to(self, dtype: torch.dtype) -> SplicePlan:
+        """The replacement values in the model's dtype."""
+        return SplicePlan(self.layer_index, self.values.to(dtype), self.routed, self.feature_acts)
+
 
 def check_spliceable(model: Any, sae: Any) -> None:
     if sae.cfg.routing != "hard":
@@ -49,10 +57,8 @@ def check_spliceable(model: Any, sae: Any) -> None:
             "routed splicing needs routing='hard': a soft-routed SAE reconstructs a weighted mix of all L layers, "
             f"which has no single layer to replace (got routing={sae.cfg.routing!r})"
         )
-    missing = [h for h in [ENTRY_HOOK, *sae.cfg.hook_names] if h not in model.hook_dict]
-    if missing:
-        raise ValueError(f"sae.cfg.hook_names / entry hook {missing} are not hook points of the model")
-    if any(hook_layer(h) is None for h in sae.cfg.hook_names):
+    check_hooks_in_model(model, [ENTRY_HOOK, *sae.cfg.hook_names], "sae.cfg.hook_names / the entry hook")
+    if routed_block_range(sae.cfg.hook_names) is None:
         raise ValueError(f"routed splicing needs hooks inside transformer blocks, got {sae.cfg.hook_names}")
     model_device = next(model.parameters()).device
     if not _same_device(model_device, sae.device):
@@ -84,6 +90,22 @@ def plan_splice(
 ) -> SplicePlan:
     """Replacement values for each token's routed layer from its clean activations [batch, pos, L, d_in]."""
     out = sae.forward_routed(routed_acts.to(sae.dtype))
+    return plan_from_routed(
+        sae, out, use_error_term=use_error_term, on_features=on_features, replacement=replacement
+    ).to(routed_acts.dtype)
+
+
+@torch.no_grad()
+def plan_from_routed(
+    sae: Any,
+    out: RoutedOutput,
+    *,
+    use_error_term: bool = False,
+    on_features: FeatureEdit | None = None,
+    replacement: Literal["sae", "zero"] = "sae",
+) -> SplicePlan:
+    """A plan from a routing already computed: one `forward_routed` serves every plan of the same tokens (the
+    SAE splice and the zero-ablation baseline of an evaluation, say)."""
     clean = out.routed_layer_input()
     feature_acts = out.feature_acts
     if replacement == "zero":
@@ -97,7 +119,7 @@ def plan_splice(
         else:
             edited = recon
         values = edited + (clean - recon) if use_error_term else edited
-    return SplicePlan(out.layer_index, values.to(routed_acts.dtype), out, feature_acts)
+    return SplicePlan(out.layer_index, values, out, feature_acts)
 
 
 @contextmanager
@@ -109,6 +131,7 @@ def routed_splice(
     on_features: FeatureEdit | None = None,
     replacement: Literal["sae", "zero"] = "sae",
     positions: torch.Tensor | None = None,
+    plan: SplicePlan | None = None,
 ) -> Iterator[list[SplicePlan]]:
     """Within the block, every forward of `model` is routed-spliced by `sae`.
 
@@ -119,14 +142,16 @@ def routed_splice(
     positions: bool [batch, pos]; only these positions are spliced, the others keep their clean activations
         (SAELens's `get_recons_loss` leaves special tokens such as BOS unspliced the same way: the SAE never
         trained on them, and a badly reconstructed attention-sink token corrupts every later position).
+    plan: a plan made beforehand (`plan_from_routed`) from these very tokens' clean routing: no clean pass runs
+        inside the forward, which may then also start at the first routed block (`model(resid, start_at_layer=..)`
+        with the clean stream entering it). Every forward in the block must have the plan's [batch, pos].
     Yields the list of `SplicePlan`s, one per forward pass, for inspection.
     """
     check_spliceable(model, sae)
     if positions is not None and (not isinstance(positions, torch.Tensor) or positions.dtype != torch.bool):
         raise ValueError("positions must be a bool tensor [batch, pos] of the positions to splice")
     hooks = list(sae.cfg.hook_names)
-    stop = max(hook_layer(h) for h in hooks) + 1  # type: ignore[type-var]
-    plans: list[SplicePlan] = []
+    plans: list[SplicePlan] = [] if plan is None else [plan]
     state: dict[str, Any] = {"nested": False}
 
     def plan_hook(resid: torch.Tensor, hook: Any) -> None:
@@ -134,10 +159,9 @@ def routed_splice(
             return
         state["nested"] = True
         try:
-            _, cache = model.run_with_cache(resid, start_at_layer=0, stop_at_layer=stop, names_filter=hooks)
+            acts, _, _ = routed_activations(model, resid, hooks, start_at_layer=0)
         finally:
             state["nested"] = False
-        acts = torch.stack([cache[h] for h in hooks], dim=-2)
         plans.append(
             plan_splice(
                 sae, acts, use_error_term=use_error_term, on_features=on_features, replacement=replacement
@@ -155,8 +179,13 @@ def routed_splice(
         def hook_fn(act: torch.Tensor, hook: Any) -> torch.Tensor | None:
             if state["nested"]:
                 return None
-            plan = plans[-1]
-            mask = plan.layer_index == layer
+            current = plans[-1]
+            if tuple(current.layer_index.shape) != tuple(act.shape[:2]):
+                raise ValueError(
+                    f"the splice plan was made for [batch, pos] = {tuple(current.layer_index.shape)} but this "
+                    f"forward has {tuple(act.shape[:2])}; a given plan serves forwards of its own tokens only"
+                )
+            mask = current.layer_index == layer
             if positions is not None:
                 if positions.shape != mask.shape:
                     raise ValueError(
@@ -167,12 +196,12 @@ def routed_splice(
             if not bool(mask.any()):
                 return None
             act = act.clone()
-            act[mask] = plan.values[mask].to(act.dtype)
+            act[mask] = current.values[mask].to(act.dtype)
             return act
 
         return hook_fn
 
-    fwd_hooks = [(ENTRY_HOOK, plan_hook), ("blocks.0.attn.hook_attn_scores", kv_cache_guard)]
+    fwd_hooks = [(ENTRY_HOOK, plan_hook), ("blocks.0.attn.hook_attn_scores", kv_cache_guard)] if plan is None else []
     fwd_hooks += [(h, replace_hook(i)) for i, h in enumerate(hooks)]
     with model.hooks(fwd_hooks=fwd_hooks):
         yield plans

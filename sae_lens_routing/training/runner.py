@@ -32,6 +32,7 @@ from transformer_lens.hook_points import HookedRootModule
 
 from sae_lens_routing.atomic import atomic_directory
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
+from sae_lens_routing.saes.routed_metrics import routing_shares
 from sae_lens_routing.training.activation_cache import CachedMultiLayerActivationsStore
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
 from sae_lens_routing.training.distributed import DistInfo, init_distributed, rank_device, shard_dataset
@@ -206,13 +207,9 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         batches = [
             self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))
         ]
-        metrics: dict[str, Any] = routed_reconstruction_metrics(self.sae, batches)
-        if self.dist.enabled:
-            from sae_lens_routing.training.distributed import all_reduce_mean_scalars
-
-            metrics = all_reduce_mean_scalars(metrics)
+        metrics: dict[str, Any] = routed_reconstruction_metrics(self.sae, batches)  # summed over ranks
         assert self.trainer is not None
-        metrics["dead_latents"] = int(self.trainer.dead_neurons.sum().item())
+        metrics["sparsity/dead_features"] = int(self.trainer.dead_neurons.sum().item())
         metrics["training_tokens"] = int(self.trainer.n_training_samples * self.dist.world_size)
         metrics["training_steps"] = int(self.trainer.n_training_steps)
         return metrics
@@ -299,19 +296,16 @@ def _load_dataset(cfg: LanguageModelSAERunnerConfig[Any]) -> Any:
 def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:
     """What a person wants to see after a run: where the SAE is and how good it is."""
     metrics = dict(runner.final_metrics or {})
-    shares = {
-        h: metrics.pop(f"routing_share/layer_{i}", None) for i, h in enumerate(runner.cfg.sae.hook_names)
-    }
     return {
         "output_path": runner.cfg.output_path,
-        "normalized_mse": metrics.get("normalized_mse"),
-        "explained_variance": metrics.get("explained_variance"),
-        "l0": metrics.get("l0"),
-        "dead_latents": metrics.get("dead_latents"),
+        "normalized_mse": metrics.get("reconstruction_quality/normalized_mse"),
+        "explained_variance": metrics.get("reconstruction_quality/explained_variance"),
+        "l0": metrics.get("sparsity/l0"),
+        "dead_latents": metrics.get("sparsity/dead_features"),
         "d_sae": runner.cfg.sae.d_sae,
         "training_tokens": metrics.get("training_tokens"),
-        "routing_share": shares,
-        "routing_entropy_bits": metrics.get("routing_entropy_bits"),
+        "routing_share": routing_shares(metrics),
+        "routing_entropy_bits": metrics.get("routing/entropy_bits"),
     }
 
 

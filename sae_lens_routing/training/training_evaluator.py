@@ -9,42 +9,19 @@ from typing import Any
 import torch
 from sae_lens.training.prefetch import PrefetchingIterator
 
-from sae_lens_routing.saes.route_sae import normalized_mse
-from sae_lens_routing.saes.router import routing_entropy_bits
+from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 from sae_lens_routing.training.store import MultiLayerActivationsStore
 
 
 @torch.no_grad()
-def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict[str, float]:
-    """NormMSE, explained variance, L0 and per-layer routing share over raw [n, L, d_in] batches."""
-    sq_err = total = nmse = l0 = 0.0
-    n = 0
-    share = torch.zeros(len(sae.cfg.hook_names), dtype=torch.float64)
-    sum_in = sum_in_sq = None
+def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict[str, Any]:
+    """`RoutedMetrics` (SAELens-named NormMSE, explained variance, L0, routing share...) over raw [n, L, d_in]
+    batches; summed over torchrun ranks when a process group is running."""
+    metrics = RoutedMetrics(list(sae.cfg.hook_names), sae.cfg.d_sae, sae.cfg.d_in)
     for acts in batches:
-        out = sae.forward_routed(acts.to(sae.device))
-        sae_in, sae_out = out.sae_in.double(), out.sae_out.double()
-        sq_err += (sae_out - sae_in).pow(2).sum().item()
-        nmse += normalized_mse(out.sae_out, out.sae_in).item() * len(acts)
-        l0 += (out.feature_acts != 0).sum().item()
-        share += out.layer_weights.double().sum(0).cpu()
-        sum_in = sae_in.sum(0) if sum_in is None else sum_in + sae_in.sum(0)
-        sum_in_sq = sae_in.pow(2).sum(0) if sum_in_sq is None else sum_in_sq + sae_in.pow(2).sum(0)
-        n += len(acts)
-    if n == 0:
-        raise ValueError("no tokens to evaluate (all batches were empty)")
-    assert sum_in is not None and sum_in_sq is not None
-    total = (sum_in_sq - sum_in.pow(2) / n).sum().item()
-    metrics = {
-        "normalized_mse": nmse / n,
-        "explained_variance": 1 - sq_err / max(total, 1e-12),
-        "l0": l0 / n,
-        "n_tokens": float(n),
-    }
-    for i, s in enumerate((share / n).tolist()):
-        metrics[f"routing_share/layer_{i}"] = s
-    metrics["routing_entropy_bits"] = routing_entropy_bits(share)
-    return metrics
+        metrics.update(sae.forward_routed(acts.to(sae.device)))
+    metrics.all_reduce()
+    return metrics.compute()
 
 
 @dataclass
@@ -77,6 +54,7 @@ def routing_share_chart(hook_names: list[str], metrics: dict[str, Any]) -> dict[
     if wandb.run is None or getattr(wandb.run, "disabled", False):
         return {}
     table = wandb.Table(columns=["layer", "share"])
-    for i, hook in enumerate(hook_names):
-        table.add_data(hook, metrics[f"eval/routing_share/layer_{i}"])
+    shares = routing_shares({k.removeprefix("eval/"): v for k, v in metrics.items()})
+    for hook in hook_names:
+        table.add_data(hook, shares[hook])
     return {"plots/routing_share": wandb.plot.bar(table, "layer", "share", title="Routing share per layer")}

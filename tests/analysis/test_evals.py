@@ -7,6 +7,7 @@ import torch
 from helpers import exact_sae, make_sae, tiny_model
 
 from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
+from sae_lens_routing.saes.routed_metrics import routing_shares
 
 
 def scaled_model():
@@ -32,8 +33,8 @@ def test_exact_sae_recovers_everything(tmp_path):
     ce = m["model_performance_preservation/ce_loss_without_sae"]
     assert m["model_performance_preservation/ce_loss_with_ablation"] > ce + 0.1  # zero-ablation hurts
     assert m["metrics/total_tokens_evaluated"] == 4 * 11  # BOS excluded
-    assert abs(sum(m["routing/share"].values()) - 1) < 1e-9
-    shares = torch.tensor(list(m["routing/share"].values()))
+    assert abs(sum(routing_shares(m).values()) - 1) < 1e-9
+    shares = torch.tensor(list(routing_shares(m).values()))
     nz = shares[shares > 0]
     assert abs(m["routing/entropy_bits"] - float(-(nz * nz.log2()).sum())) < 1e-6
     png = write_routing_chart(m, tmp_path / "routing.png")
@@ -101,3 +102,37 @@ def test_excluded_tokens_stay_unspliced_as_in_saelens():
         everything = kl_per_token(clean, model(t))[keep].mean().item()
     assert m["model_behavior_preservation/kl_div_with_sae"] == pytest.approx(kept_only, rel=1e-5)
     assert abs(everything - kept_only) > 1e-4  # the two semantics differ on this model
+
+
+def test_one_routing_per_batch_gives_the_metrics_of_the_five_pass_code():
+    """Metrics equal (1e-6) to those the pre-route-once code wrote (tests/fixtures/evals_before_route_once, made by
+    its make_fixture.py at commit 0597e4d, when every batch ran a clean pass plus two splices that each re-ran the
+    model and re-routed). The routed hooks start at block 1, so the splices start mid-model."""
+    import json
+
+    from helpers import FIXTURES
+    from safetensors.torch import load_file
+
+    from sae_lens_routing import RouteSAE, RouteSAEConfig
+    from sae_lens_routing.saes.routed_metrics import SHARE_PREFIX
+
+    folder = FIXTURES / "evals_before_route_once"
+    state = load_file(folder / "sae_and_tokens.safetensors")
+    tokens = state.pop("tokens")
+    hooks = ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post", "blocks.3.hook_resid_post"]
+    sae = RouteSAE(RouteSAEConfig(d_in=16, d_sae=48, k=6, hook_names=hooks))
+    sae.load_state_dict(state)
+    model = tiny_model(n_layers=5)
+    with torch.no_grad():
+        model.W_U.mul_(5)
+    before = json.loads((folder / "metrics.json").read_text())
+    after = {
+        "excluding_bos": run_route_evals(sae, model, tokens, batch_size=4, exclude_special_tokens=[0]),
+        "all_tokens": run_route_evals(sae, model, tokens, batch_size=3),
+    }
+    for case, old in before.items():
+        old = dict(old)
+        old.update({SHARE_PREFIX + h: s for h, s in old.pop("routing/share").items()})
+        assert set(after[case]) == set(old), case
+        for key, value in old.items():
+            assert after[case][key] == pytest.approx(value, rel=1e-6, abs=1e-6), (case, key)

@@ -9,6 +9,7 @@ from helpers import tiny_model, token_dataset
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig, RouteTrainingSAE, RouteTrainingSAEConfig
 from sae_lens_routing.analysis.evals import run_route_evals
+from sae_lens_routing.saes.routed_metrics import routing_shares
 from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
@@ -121,7 +122,7 @@ def test_activations_store_from_sae_tokens_work_its_activations_are_refused(stor
     model, sae = tiny_model(), route_sae()
     m = run_route_evals(sae, model, store, n_batches=1, batch_size=2)
     assert m["metrics/total_tokens_evaluated"] == 2 * 16
-    assert abs(sum(m["routing/share"].values()) - 1) < 1e-9
+    assert abs(sum(routing_shares(m).values()) - 1) < 1e-9
     acts = store.get_activations(store.get_batch_tokens(2))  # [batch, seq, 1 hook, d_in]
     with pytest.raises(SingleLayerInputError, match="MultiLayerActivationsStore"):
         sae.encode(acts)

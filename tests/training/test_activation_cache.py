@@ -89,9 +89,9 @@ def test_trains_from_the_cache_without_a_model(cache_dir, tmp_path):
     from sae_lens_routing.training.training_evaluator import routed_reconstruction_metrics
 
     runner.sae.eval()
-    before = routed_reconstruction_metrics(runner.sae, eval_batches)["normalized_mse"]
+    before = routed_reconstruction_metrics(runner.sae, eval_batches)["reconstruction_quality/normalized_mse"]
     runner.run()
-    after = routed_reconstruction_metrics(runner.sae, eval_batches)["normalized_mse"]
+    after = routed_reconstruction_metrics(runner.sae, eval_batches)["reconstruction_quality/normalized_mse"]
     assert runner.trainer.n_training_samples == 128 * 30
     assert after < 0.75 * before, (before, after)
     assert runner.final_metrics["training_tokens"] == 128 * 30
@@ -204,7 +204,7 @@ def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
     assert resumed.trainer.n_training_samples == 128 * 12
     for name, param in full_sae.state_dict().items():
         torch.testing.assert_close(resumed_sae.state_dict()[name], param, atol=1e-6, rtol=1e-5, msg=name)
-    assert resumed.final_metrics["normalized_mse"] == pytest.approx(full.final_metrics["normalized_mse"])
+    assert resumed.final_metrics["reconstruction_quality/normalized_mse"] == pytest.approx(full.final_metrics["reconstruction_quality/normalized_mse"])
 
     # a checkpoint of a live run (no read position) or of another cache is refused
     store = RouteSAETrainingRunner(cached_cfg(tmp_path, cache_dir, training_tokens=256)).activations_store

@@ -47,7 +47,7 @@ def test_compile_llm_run_uses_the_compiled_forward(tmp_path):
     torch.testing.assert_close(got, reference(model, tokens, HOOKS), atol=1e-5, rtol=1e-5)
     runner.run()
     assert runner.trainer.n_training_steps == 4
-    assert 0 <= runner.final_metrics["normalized_mse"] < 1.5
+    assert 0 <= runner.final_metrics["reconstruction_quality/normalized_mse"] < 1.5
 
 
 def test_other_hooks_keep_saelens_compile_path(tmp_path):

@@ -52,9 +52,9 @@ def test_training_reduces_loss(tmp_path):
     batches = [runner.activations_store.get_multi_layer_llm_batch() for _ in range(2)]
     from sae_lens_routing.training.training_evaluator import routed_reconstruction_metrics
 
-    before = routed_reconstruction_metrics(runner.sae, batches)["normalized_mse"]
+    before = routed_reconstruction_metrics(runner.sae, batches)["reconstruction_quality/normalized_mse"]
     runner.run()
-    after = routed_reconstruction_metrics(runner.sae, batches)["normalized_mse"]
+    after = routed_reconstruction_metrics(runner.sae, batches)["reconstruction_quality/normalized_mse"]
     assert after < 0.6 * before, (before, after)
 
 
@@ -78,7 +78,7 @@ def test_prefetch_fills_batches_in_a_background_thread(tmp_path):
     main = threading.main_thread().name
     assert threads.count(main) == max(1, cfg.n_eval_batches), threads  # only the final evaluation
     assert len(threads) > threads.count(main), "no training batch came from the prefetch thread"
-    assert runner.final_metrics["normalized_mse"] < 1.5
+    assert runner.final_metrics["reconstruction_quality/normalized_mse"] < 1.5
 
 
 def test_resume_restores_step_and_optimizer(tmp_path):
@@ -179,4 +179,4 @@ def test_evaluator_pauses_the_prefetch_thread(tmp_path):
     finally:
         prefetcher.close()
     assert held[-2:] == [True, True]
-    assert "eval/normalized_mse" in metrics
+    assert "eval/reconstruction_quality/normalized_mse" in metrics

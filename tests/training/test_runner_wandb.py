@@ -32,7 +32,13 @@ def test_wandb_logs_routing_metrics_and_chart(tmp_path, monkeypatch):
         "metrics/routing_share/layer_1",
         "losses/normalized_mse_loss",
     } <= keys
-    assert {"eval/normalized_mse", "eval/explained_variance", "eval/l0", "eval/routing_share/layer_0"} <= keys
+    assert {
+        "eval/reconstruction_quality/normalized_mse",
+        "eval/reconstruction_quality/explained_variance",
+        "eval/sparsity/l0",
+        "eval/routing/share/blocks.1.hook_resid_post",
+        "eval/routing/entropy_bits",
+    } <= keys
     assert "plots/routing_share" in keys
     shares = [d for d in logged if "metrics/routing_share/layer_0" in d][0]
     assert abs(shares["metrics/routing_share/layer_0"] + shares["metrics/routing_share/layer_1"] - 1) < 1e-5
