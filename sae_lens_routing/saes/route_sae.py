@@ -114,10 +114,7 @@ class _RoutedSAEMixin:
     stacked routed input. Encoding, decoding, weight init and folding the decoder norms on save are SAELens's."""
 
     cfg: RouteSAEConfig | RouteTrainingSAEConfig
-    W_enc: nn.Parameter
-    b_enc: nn.Parameter
     W_dec: nn.Parameter
-    b_dec: nn.Parameter
     W_router: nn.Parameter
     activation_fn: RoutedTopK
     dtype: torch.dtype
