@@ -1,4 +1,4 @@
-"""Dataclass configs for RouteSAE, in SAELens's style (see `sae_lens/saes/topk_sae.py`).
+"""Dataclass configs for RouteSAE: SAELens's TopK configs (`sae_lens/saes/topk_sae.py`) plus the routing fields.
 
 The routed hook points live in the config (`hook_names`) because they are part of what the SAE *is*:
 the router's output dimension is `len(hook_names)`, and a saved SAE is useless without knowing which
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sae_lens.saes.sae import SAEConfig, TrainingSAEConfig
+from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAEConfig
 from typing_extensions import override
 
 from sae_lens_routing.saes.sae_lens_guards import no_single_hook_layer_error
@@ -28,13 +28,47 @@ def hook_layer(hook_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def validate_route_fields(cfg: Any) -> None:
-    """Checks shared by the inference and training configs; each message names the field."""
-    if not isinstance(cfg.k, int) or cfg.k < 1:
-        raise ValueError(f"k must be a positive integer, got k={cfg.k!r}")
-    if cfg.k > cfg.d_sae:
-        raise ValueError(f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}")
-    hook_names = list(cfg.hook_names)
+def _type_name(value: Any) -> str:
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def check_int(cfg: Any, name: str, minimum: int = 1, expected: str = "a positive integer") -> None:
+    """An integer field (bool is refused: `k=True` would silently mean k=1)."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be {expected}, got {name}={value!r} ({_type_name(value)})")
+
+
+def check_number(cfg: Any, name: str, positive: bool = False, allow_none: bool = False) -> None:
+    """A float field: a real number (int or float, not bool or str), > 0 if `positive`, else >= 0."""
+    value = getattr(cfg, name)
+    if value is None and allow_none:
+        return
+    bound = "> 0" if positive else ">= 0"
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not (value > 0 if positive else value >= 0):
+        expected = f"a number {bound}" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {expected}, got {name}={value!r} ({_type_name(value)})")
+
+
+def check_bools(cfg: Any, *names: str) -> None:
+    """Bool fields: a string such as "false" would silently be truthy."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a bool (True/False), got {name}={value!r} ({_type_name(value)})")
+
+
+def validate_hook_names(hook_names: Any) -> list[str]:
+    """A list (or tuple) of at least 2 distinct hook names in layer order."""
+    if isinstance(hook_names, str):
+        raise ValueError(
+            f"hook_names must be a list of hook names, got a string {hook_names!r}; RouteSAE routes between "
+            f"at least 2 hook points, e.g. hook_names=[{hook_names!r}, ...]"
+        )
+    if not isinstance(hook_names, list | tuple):
+        raise ValueError(f"hook_names must be a list of hook names, got {hook_names!r} ({_type_name(hook_names)})")
+    hook_names = list(hook_names)
     if len(hook_names) < 2:
         raise ValueError(
             f"hook_names must list at least 2 routed hook points (RouteSAE routes between layers), "
@@ -48,14 +82,24 @@ def validate_route_fields(cfg: Any) -> None:
     layers = [hook_layer(h) for h in hook_names]
     if all(layer is not None for layer in layers) and layers != sorted(layers):
         raise ValueError(f"hook_names must be in layer order (earliest first), got {hook_names!r}")
+    return hook_names
+
+
+def validate_route_fields(cfg: Any) -> None:
+    """Checks shared by the inference and training configs; each message names the field and what it expects."""
+    for name in ("d_in", "d_sae", "k"):
+        check_int(cfg, name)
+    if cfg.k > cfg.d_sae:
+        raise ValueError(f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}")
+    cfg.hook_names = validate_hook_names(cfg.hook_names)
     if cfg.routing not in ROUTING_MODES:
         raise ValueError(f"routing must be one of {ROUTING_MODES}, got routing={cfg.routing!r}")
     if cfg.router_input not in ROUTER_INPUTS:
         raise ValueError(
             f"router_input must be one of {ROUTER_INPUTS}, got router_input={cfg.router_input!r}"
         )
-    if not cfg.standardize_eps > 0:
-        raise ValueError(f"standardize_eps must be > 0, got {cfg.standardize_eps!r}")
+    check_number(cfg, "standardize_eps", positive=True)
+    check_bools(cfg, "standardize", "topk_relu", "rescale_acts_by_decoder_norm", "apply_b_dec_to_input")
     if cfg.normalize_activations != "none":
         raise ValueError(
             "normalize_activations must be 'none' for RouteSAE: activations are already standardised per "
@@ -63,21 +107,16 @@ def validate_route_fields(cfg: Any) -> None:
         )
     if cfg.reshape_activations != "none":
         raise ValueError(f"reshape_activations must be 'none' for RouteSAE, got {cfg.reshape_activations!r}")
-    cfg.hook_names = hook_names
 
 
 def validate_training_fields(cfg: Any) -> None:
-    """Checks of the training-only recipe fields; each message names the field."""
-    window = cfg.dead_feature_window_tokens
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-        raise ValueError(f"dead_feature_window_tokens must be a positive integer or None, got {window!r}")
-    every = cfg.unit_norm_decoder_every
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-        raise ValueError(f"unit_norm_decoder_every must be an integer >= 0 (0 = never), got {every!r}")
-    if not cfg.aux_loss_coefficient >= 0:
-        raise ValueError(f"aux_loss_coefficient must be >= 0, got {cfg.aux_loss_coefficient!r}")
-    if cfg.decoder_init_norm is not None and not cfg.decoder_init_norm > 0:
-        raise ValueError(f"decoder_init_norm must be > 0 or None, got {cfg.decoder_init_norm!r}")
+    """Checks of the training-only recipe fields; each message names the field and what it expects."""
+    if cfg.dead_feature_window_tokens is not None:
+        check_int(cfg, "dead_feature_window_tokens", expected="a positive integer or None")
+    check_int(cfg, "unit_norm_decoder_every", minimum=0, expected="an integer >= 0 (0 = never)")
+    check_number(cfg, "aux_loss_coefficient")
+    check_number(cfg, "decoder_init_norm", positive=True, allow_none=True)
+    check_bools(cfg, "use_sparse_activations")
 
 
 class _RoutedConfigMixin:
@@ -103,8 +142,8 @@ class _RoutedConfigMixin:
 
 
 @dataclass
-class RouteSAEConfig(_RoutedConfigMixin, SAEConfig):
-    """Inference config of a routed SAE (architecture ``"routesae"``)."""
+class RouteSAEConfig(_RoutedConfigMixin, TopKSAEConfig):
+    """Inference config of a routed SAE (architecture ``"routesae"``); `rescale_acts_by_decoder_norm` is TopK's."""
 
     k: int = 64
     """Latents kept per token by TopK."""
@@ -121,8 +160,6 @@ class RouteSAEConfig(_RoutedConfigMixin, SAEConfig):
     """Epsilon added to the (unbiased) per-token std; 1e-6 in the official code."""
     topk_relu: bool = True
     """Apply ReLU to the k kept pre-activations (SAELens's TopK does; the official RouteSAE does not)."""
-    rescale_acts_by_decoder_norm: bool = False
-    """Treat the decoder as unit-norm by rescaling activations (folded away when a training SAE is saved)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,8 +167,10 @@ class RouteSAEConfig(_RoutedConfigMixin, SAEConfig):
 
 
 @dataclass
-class RouteTrainingSAEConfig(_RoutedConfigMixin, TrainingSAEConfig):
-    """Training config of a routed SAE; pass it as ``sae=`` of a ``LanguageModelSAERunnerConfig``."""
+class RouteTrainingSAEConfig(_RoutedConfigMixin, TopKTrainingSAEConfig):
+    """Training config of a routed SAE; pass it as ``sae=`` of a ``LanguageModelSAERunnerConfig``.
+    `rescale_acts_by_decoder_norm` (default on: TopK selects on pre-acts times decoder norms, so drifting norms
+    cannot change the selection; folded into the weights on save) is TopK's."""
 
     k: int = 64
     """Latents kept per token by TopK."""
@@ -148,9 +187,6 @@ class RouteTrainingSAEConfig(_RoutedConfigMixin, TrainingSAEConfig):
     """Epsilon added to the per-token std (official: 1e-6)."""
     topk_relu: bool = True
     """Apply ReLU to the kept TopK values (SAELens: yes; official RouteSAE: no)."""
-    rescale_acts_by_decoder_norm: bool = True
-    """SAELens's way of keeping decoder rows unit-norm: TopK selects on pre-acts times decoder norms and
-    decoding divides by them, so the norms cannot drift the selection; folded into the weights on save."""
     decoder_init_norm: float | None = 1.0
     """Norm of the decoder rows at init, encoder tied to the decoder's transpose (the official code's tied,
     unit-norm init). SAELens's TopK default, 0.1, makes every Adam step ~10x larger relative to the weights;
@@ -166,7 +202,8 @@ class RouteTrainingSAEConfig(_RoutedConfigMixin, TrainingSAEConfig):
     """Project decoder rows to unit norm after every N-th optimizer step (the official code does every 10,
     with `rescale_acts_by_decoder_norm` off); 0 = never."""
     use_sparse_activations: bool = False
-    """Decode the k active latents with a gather instead of a dense [batch, d_sae] @ W_dec."""
+    """Decode the k active latents with a gather (embedding_bag) instead of a dense [batch, d_sae] @ W_dec
+    (SAELens's TopK option builds a sparse COO tensor instead)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,14 +13,15 @@ the input's (raw) space, with the per-token stats `encode` kept (SAELens's layer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sae_lens.saes.sae import SAE, TrainCoefficientConfig, TrainingSAE, TrainStepInput, TrainStepOutput
-from sae_lens.saes.topk_sae import calculate_topk_aux_acts
+from sae_lens.saes.sae import TrainStepInput, TrainStepOutput, _disable_hooks
+from sae_lens.saes.topk_sae import TopKSAE, TopKTrainingSAE
 from torch import nn
 from typing_extensions import override
 
@@ -108,13 +109,12 @@ class DecodeStats:
 
 
 class _RoutedSAEMixin:
-    """Router, standardisation and routed encode/decode, shared by the inference and training classes."""
+    """What routing changes in SAELens's TopK SAE, in front of its machinery (mixed in before `TopKSAE` /
+    `TopKTrainingSAE`): the router and standardisation before the TopK encode, and SAELens's single-layer API on
+    stacked routed input. Encoding, decoding, weight init and folding the decoder norms on save are SAELens's."""
 
     cfg: RouteSAEConfig | RouteTrainingSAEConfig
-    W_enc: nn.Parameter
-    b_enc: nn.Parameter
     W_dec: nn.Parameter
-    b_dec: nn.Parameter
     W_router: nn.Parameter
     activation_fn: RoutedTopK
     dtype: torch.dtype
@@ -125,8 +125,7 @@ class _RoutedSAEMixin:
         return len(self.cfg.hook_names)
 
     def initialize_weights(self) -> None:
-        super().initialize_weights()  # type: ignore[misc]
-        self.b_enc = nn.Parameter(torch.zeros(self.cfg.d_sae, dtype=self.dtype, device=self.device))
+        super().initialize_weights()  # type: ignore[misc]  # SAELens's TopK init (b_enc = 0, decoder_init_norm)
         # nn.Linear's default init, as the official router (a bias-free nn.Linear) gets.
         bound = 1.0 / math.sqrt(self.cfg.d_in)
         w = torch.empty(self.cfg.d_in, self.n_layers, dtype=self.dtype, device=self.device)
@@ -139,7 +138,7 @@ class _RoutedSAEMixin:
 
     def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
         """SAELens calls this before `load_state_dict` on every load path (load_from_disk, from_pretrained,
-        checkpoints): check keys and shapes against the config first, so a mismatch names the field."""
+        checkpoints): check keys, shapes and the decoder against the config first, so a mismatch names the field."""
         check_route_state_dict(
             state_dict,
             d_in=self.cfg.d_in,
@@ -151,11 +150,15 @@ class _RoutedSAEMixin:
 
     # ---- input checks ------------------------------------------------------------------------
     def check_routed_acts(self, acts: torch.Tensor, check_finite: bool = True) -> None:
-        """Raise a clear ValueError unless acts is a finite [..., L, d_in] tensor."""
+        """Raise a clear ValueError unless acts is a finite float [..., L, d_in] tensor."""
         want = (self.n_layers, self.cfg.d_in)
         if not isinstance(acts, torch.Tensor):
             raise ValueError(f"acts must be a torch.Tensor of shape [..., L={want[0]}, d_in={want[1]}]")
-        if acts.ndim == 2 and acts.shape[-1] == want[1]:
+        if not acts.is_floating_point():
+            raise ValueError(
+                f"acts must be float activations (RouteSAE standardises them per token), got dtype {acts.dtype}"
+            )
+        if acts.ndim == 2 and acts.shape[-1] == want[1] and acts.shape[0] != want[0]:
             raise ValueError(
                 f"RouteSAE got single-hook activations of shape {tuple(acts.shape)}; it needs all L={want[0]} "
                 "routed layers per token, [..., L, d_in]. Train it with sae_lens_routing.RouteSAETrainingRunner "
@@ -179,10 +182,10 @@ class _RoutedSAEMixin:
         return std, route(x, logits, self.cfg.routing)
 
     def forward_routed(self, acts: torch.Tensor, check_inputs: bool = True) -> RoutedOutput:
-        """Route raw activations of the L hooks [..., L, d_in], then encode and decode the routed input."""
-        self.check_routed_acts(
-            acts, check_finite=check_inputs
-        )  # shapes always; finiteness syncs, so optional
+        """Route raw activations of the L hooks, [..., L, d_in] (one token: [L, d_in]), then encode and decode
+        the routed input. Shapes and dtype are always checked; finiteness (a device sync) unless check_inputs
+        is False."""
+        self.check_routed_acts(acts, check_finite=check_inputs)
         std, routing = self.route_acts(acts)
         feature_acts, hidden_pre, sae_out = self._encode_decode_standardized(routing.sae_in)
         return RoutedOutput(
@@ -196,38 +199,18 @@ class _RoutedSAEMixin:
             standardized=std,
         )
 
-    def _hidden_pre(self, z: torch.Tensor, hooks: bool = True) -> torch.Tensor:
-        if hooks:
-            sae_in = self.process_sae_in(z)  # type: ignore[attr-defined]  # dtype, hook_sae_input, minus b_dec
-            hidden_pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)  # type: ignore[attr-defined]
-        else:  # process_sae_in without its hook (reshaping and activation norm are off for RouteSAE)
-            sae_in = z.to(self.dtype) - self.b_dec * self.cfg.apply_b_dec_to_input
-            hidden_pre = sae_in @ self.W_enc + self.b_enc
-        if self.cfg.rescale_acts_by_decoder_norm:
-            hidden_pre = hidden_pre * self.W_dec.norm(dim=-1)
-        return hidden_pre
-
     def _encode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(feature_acts, hidden_pre) of an input already in the standardised space."""
-        hidden_pre = self._hidden_pre(z)
-        return self.hook_sae_acts_post(self.activation_fn(hidden_pre)), hidden_pre  # type: ignore[attr-defined]
-
-    def _decode_standardized(self, feature_acts: torch.Tensor, hooks: bool = True) -> torch.Tensor:
-        if self.cfg.rescale_acts_by_decoder_norm:
-            feature_acts = feature_acts / self.W_dec.norm(dim=-1)
-        out = feature_acts @ self.W_dec + self.b_dec
-        return self.hook_sae_recons(out) if hooks else out  # type: ignore[attr-defined]
+        """SAELens's TopK encode (process_sae_in, W_enc, decoder-norm rescaling, TopK, hooks) of an input already
+        in the standardised space, with the pre-activations. Only SAELens's training class returns those, but the
+        method uses nothing training-only, so the inference class calls it too rather than a copy of it."""
+        return TopKTrainingSAE.encode_with_hidden_pre(self, z)  # type: ignore[arg-type]
 
     def _encode_decode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """feature_acts, hidden_pre, sae_out; the sparse option decodes only the k kept latents."""
+        feature_acts, hidden_pre = self._encode_standardized(z)
         if not getattr(self.cfg, "use_sparse_activations", False):
-            feature_acts, hidden_pre = self._encode_standardized(z)
-            return feature_acts, hidden_pre, self._decode_standardized(feature_acts)
-        hidden_pre = self._hidden_pre(z)
+            return feature_acts, hidden_pre, self.decode_standardized(feature_acts)
         values, indices = self.activation_fn.topk(hidden_pre)
-        feature_acts = self.hook_sae_acts_post(  # type: ignore[attr-defined]
-            torch.zeros_like(hidden_pre).scatter_(-1, indices, values)
-        )
         if self.cfg.rescale_acts_by_decoder_norm:
             values = values / self.W_dec.norm(dim=-1)[indices]
         flat_idx, flat_val = indices.reshape(-1, indices.shape[-1]), values.reshape(-1, values.shape[-1])
@@ -297,28 +280,24 @@ class _RoutedSAEMixin:
         return stats.to_raw(self.decode_standardized(feature_acts))
 
     def decode_standardized(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        """Reconstruction in the standardised space the SAE computes in (that of `forward_routed(...).sae_in`)."""
-        return self._decode_standardized(feature_acts)
+        """Reconstruction in the standardised space the SAE computes in (that of `forward_routed(...).sae_in`):
+        SAELens's TopK decode (`act_times_W_dec` with decoder-norm rescaling, b_dec, hook_sae_recons)."""
+        return super().decode(feature_acts)  # type: ignore[misc]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Stacked raw routed layers in, raw reconstruction of each token's routed layer out: `decode(encode(x))`.
 
         With `use_error_term` the output equals that layer's raw input; the error is computed without hooks, as
         SAELens's `SAE.forward` does, so features edited by a hook act as a pure intervention."""
-        feature_acts = self.encode(x)
-        sae_out = self.decode(feature_acts)
+        sae_out = self.decode(self.encode(x))
         if self.use_error_term:  # type: ignore[attr-defined]
-            with torch.no_grad():
-                acts = self.routed_acts_view(x, "forward")
-                std, routing = self.route_acts(acts)
-                clean = self.activation_fn(self._hidden_pre(routing.sae_in, hooks=False))
-                stats = DecodeStats.of(std, routing, self.cfg.routing, x.dtype)
-                clean_out = stats.to_raw(self._decode_standardized(clean, hooks=False))
-                idx = routing.layer_index[..., None, None].expand(
-                    *routing.layer_index.shape, 1, acts.shape[-1]
-                )
-                routed_input = acts.gather(-2, idx).squeeze(-2)
-            sae_out = sae_out + self.hook_sae_error((routed_input - clean_out).to(sae_out.dtype))  # type: ignore
+            acts = self.routed_acts_view(x, "forward")
+            with torch.no_grad(), _disable_hooks(self):  # type: ignore[arg-type]
+                clean = self.forward_routed(acts, check_inputs=False)  # encode checked them
+            idx = clean.layer_index[..., None, None].expand(*clean.layer_index.shape, 1, acts.shape[-1])
+            routed_input = acts.gather(-2, idx).squeeze(-2)
+            error = routed_input - clean.routed_layer_reconstruction().to(x.dtype)
+            sae_out = sae_out + self.hook_sae_error(error.to(sae_out.dtype))  # type: ignore[attr-defined]
         return self.hook_sae_output(sae_out)  # type: ignore[attr-defined]
 
     @torch.no_grad()
@@ -345,27 +324,24 @@ class _RoutedSAEMixin:
         """Make decoder rows unit-norm without changing any output.
 
         Exact when `rescale_acts_by_decoder_norm` is on (the TopK selection already sees the norms); then the
-        flag is switched off. Otherwise folding would change which latents TopK keeps, so it is only allowed
-        when the rows are already unit-norm (sae-dashboard calls this unconditionally).
+        flag is switched off. Otherwise folding would change which latents TopK keeps, so (unlike SAELens's TopK,
+        which refuses) it is allowed when the rows are already unit-norm: sae-dashboard calls this unconditionally.
         """
         norms = self.W_dec.norm(dim=-1)
-        if self.cfg.rescale_acts_by_decoder_norm:
-            self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
-            self.cfg.rescale_acts_by_decoder_norm = False
-        elif torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
-            self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
-        else:
+        unit = torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+        if not self.cfg.rescale_acts_by_decoder_norm and not unit:
             raise ValueError(
                 "fold_W_dec_norm would change which latents TopK keeps: decoder rows are not unit-norm and "
                 "cfg.rescale_acts_by_decoder_norm is False"
             )
+        self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
+        self.cfg.rescale_acts_by_decoder_norm = False
 
 
-class RouteSAE(_RoutedSAEMixin, SAE[RouteSAEConfig]):
+class RouteSAE(_RoutedSAEMixin, TopKSAE):
     """Inference RouteSAE; load with `SAE.load_from_disk` / `SAE.from_pretrained` after `import sae_lens_routing`."""
 
-    def __init__(self, cfg: RouteSAEConfig, use_error_term: bool = False):
-        super().__init__(cfg, use_error_term)
+    cfg: RouteSAEConfig  # type: ignore[assignment]
 
 
 def normalized_mse(sae_out: torch.Tensor, sae_in: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -374,20 +350,16 @@ def normalized_mse(sae_out: torch.Tensor, sae_in: torch.Tensor, eps: float = 1e-
     return (err / sae_in.float().pow(2).sum(-1).clamp_min(eps)).mean()
 
 
-class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
-    """Training RouteSAE: batches are raw [batch, L, d_in]; the loss is the paper's normalised MSE."""
+class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
+    """Training RouteSAE: batches are raw [batch, L, d_in]; the loss is the paper's normalised MSE. Saving the
+    inference model folds the decoder norms (SAELens's TopK `process_state_dict_for_saving_inference`)."""
 
-    def __init__(self, cfg: RouteTrainingSAEConfig, use_error_term: bool = False):
-        super().__init__(cfg, use_error_term)
+    cfg: RouteTrainingSAEConfig  # type: ignore[assignment]
 
     @override
     def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """As `encode` (stacked routed layers only), with the pre-TopK activations."""
         return self._encode_routed(x, "encode_with_hidden_pre")
-
-    @override
-    def get_coefficients(self) -> dict[str, float | TrainCoefficientConfig]:
-        return {}
 
     @override
     def calculate_aux_loss(
@@ -397,27 +369,16 @@ class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
         hidden_pre: torch.Tensor,
         sae_out: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
+        """SAELens's TopK aux loss (dead latents reconstruct the residual), per token divided by ||sae_in||^2, so
+        it is on the scale of the normalised MSE it is added to. SAELens's loss is handed every token scaled by
+        1/||sae_in|| (a constant): TopK's choice of dead latents is invariant to a positive per-token scale and
+        the aux reconstruction (no b_dec) is linear, so its squared error is scaled by exactly 1/||sae_in||^2."""
         if self.cfg.aux_loss_coefficient <= 0:
             return {}
-        return {"auxiliary_reconstruction_loss": self._topk_aux_loss(step_input, hidden_pre, sae_out)}
-
-    def _topk_aux_loss(
-        self, step_input: TrainStepInput, hidden_pre: torch.Tensor, sae_out: torch.Tensor
-    ) -> torch.Tensor:
-        """SAELens's TopK aux loss (dead latents reconstruct the residual), divided by ||sae_in||^2 so it
-        is on the scale of the normalised MSE it is added to."""
-        mask = step_input.dead_neuron_mask
-        if mask is None or (num_dead := int(mask.sum())) == 0:
-            return sae_out.new_tensor(0.0)
-        sae_in = step_input.sae_in
-        k_aux = min(sae_in.shape[-1] // 2, num_dead)
-        scale = min(num_dead / (sae_in.shape[-1] // 2), 1.0)
-        aux_acts = calculate_topk_aux_acts(k_aux=k_aux, hidden_pre=hidden_pre, dead_neuron_mask=mask)
-        recons = self._decode_standardized(aux_acts) - self.b_dec
-        residual = (sae_in - sae_out).detach()
-        err = (recons.float() - residual.float()).pow(2).sum(-1)
-        loss = (err / sae_in.float().pow(2).sum(-1).clamp_min(1e-12)).mean()
-        return self.cfg.aux_loss_coefficient * scale * loss
+        sae_in = step_input.sae_in.detach()
+        scale = sae_in.float().pow(2).sum(-1, keepdim=True).clamp_min(1e-12).rsqrt().to(sae_in.dtype)
+        scaled = dataclasses.replace(step_input, sae_in=sae_in * scale)
+        return super().calculate_aux_loss(scaled, feature_acts, hidden_pre * scale, sae_out * scale)
 
     @override
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
@@ -425,13 +386,7 @@ class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
         out = self.forward_routed(step_input.sae_in, check_inputs=check)
         loss = normalized_mse(out.sae_out, out.sae_in)
         losses: dict[str, torch.Tensor] = {"normalized_mse_loss": loss}
-        routed_input = TrainStepInput(
-            sae_in=out.sae_in,
-            coefficients=step_input.coefficients,
-            dead_neuron_mask=step_input.dead_neuron_mask,
-            n_training_steps=step_input.n_training_steps,
-            is_logging_step=step_input.is_logging_step,
-        )
+        routed_input = dataclasses.replace(step_input, sae_in=out.sae_in)
         for name, value in self.calculate_aux_loss(
             routed_input, out.feature_acts, out.hidden_pre, out.sae_out
         ).items():
@@ -470,12 +425,3 @@ class RouteTrainingSAE(_RoutedSAEMixin, TrainingSAE[RouteTrainingSAEConfig]):
         """Scale each decoder row to unit norm (the official `unit_norm_decoder`). Unlike folding, this
         changes the SAE's output when rows have drifted: it is a training-time constraint, not a re-write."""
         self.W_dec.data /= self.W_dec.data.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-    @override
-    def process_state_dict_for_saving_inference(self, state_dict: dict[str, Any]) -> None:
-        super().process_state_dict_for_saving_inference(state_dict)
-        if self.cfg.rescale_acts_by_decoder_norm:
-            norms = self.get_W_dec_norm()
-            state_dict["b_enc"] = state_dict["b_enc"] * norms
-            state_dict["W_enc"] = state_dict["W_enc"] * norms[None, :]
-            state_dict["W_dec"] = state_dict["W_dec"] / norms[:, None]

@@ -35,7 +35,10 @@ def check_route_state_dict(
     source: str = "state_dict",
     check_finite: bool = False,
 ) -> None:
-    """Keys and shapes of a RouteSAE state dict against its config (d_in, d_sae, L = len(hook_names))."""
+    """Keys and shapes of a RouteSAE state dict against its config (d_in, d_sae, L = len(hook_names)), and a
+    usable decoder. SAELens loads an all-zero or non-finite W_dec without complaint; the first forward would then
+    give NaN (decoder-norm rescaling divides by the zero norms) or a constant b_dec, so it is refused here, at
+    every load, for the price of one pass over W_dec."""
     expected = expected_route_shapes(d_in, d_sae, n_layers)
     missing = sorted(set(expected) - set(state_dict))
     extra = sorted(set(state_dict) - set(expected))
@@ -55,3 +58,8 @@ def check_route_state_dict(
         bad = [k for k, v in state_dict.items() if not bool(torch.isfinite(v).all())]
         if bad:
             raise IntegrityError(f"{source}: weights {bad} contain NaN or Inf values")
+    W_dec = state_dict["W_dec"]
+    if not bool(torch.isfinite(W_dec).all()):
+        raise IntegrityError(f"{source}: W_dec contains NaN or Inf values: not a usable RouteSAE")
+    if not bool(W_dec.any()):
+        raise IntegrityError(f"{source}: W_dec is all zeros: not a trained RouteSAE")

@@ -18,9 +18,9 @@ class RoutedTopK(TopK):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values, indices = torch.topk(x, k=self.k, dim=-1, sorted=False)
         if self.relu:
-            values = values.relu()
+            return super().forward(x)  # SAELens's dense TopK: its kept values are ReLU'd
+        values, indices = self.topk(x)
         return torch.zeros_like(x).scatter_(-1, indices, values)
 
     def topk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

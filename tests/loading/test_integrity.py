@@ -115,7 +115,7 @@ CASES = [
         "NaN weights",
         lambda f: _edit_weights(f, lambda s: s["W_dec"].__setitem__((0, 0), float("nan"))),
         r"weights \['W_dec'\] contain NaN or Inf",
-        None,  # plain SAELens loads it
+        (IntegrityError, "W_dec contains NaN or Inf"),  # the model's own load check (saes/state_dict.py)
     ),
     (
         "sparsity of the wrong size",

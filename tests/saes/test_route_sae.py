@@ -1,13 +1,33 @@
-"""The RouteSAE classes: shapes, single-layer API, training step, folding, bad input."""
+"""The RouteSAE classes: shapes, single-layer API, training step, folding, SAELens's TopK underneath, bad input."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from helpers import HOOKS4, make_training_sae
+from helpers import FIXTURES, HOOKS4, make_sae, make_training_sae
+from sae_lens import SAE, TrainingSAE
+from sae_lens.registry import get_sae_class, get_sae_training_class
 from sae_lens.saes.sae import TrainStepInput
+from sae_lens.saes.topk_sae import (
+    TopK,
+    TopKSAE,
+    TopKSAEConfig,
+    TopKTrainingSAE,
+    TopKTrainingSAEConfig,
+    calculate_topk_aux_acts,
+)
+from safetensors.torch import load_file
 
-from sae_lens_routing import RouteSAEConfig, RouteTrainingSAEConfig, normalized_mse
+from sae_lens_routing import (
+    IntegrityError,
+    RouteSAE,
+    RouteSAEConfig,
+    RouteTrainingSAE,
+    RouteTrainingSAEConfig,
+    normalized_mse,
+)
 from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
 
 
@@ -229,3 +249,162 @@ def test_forward_routed_rejects_bad_acts(training_sae):
     bad[3, 2, 1] = float("inf")
     with pytest.raises(ValueError, match="NaN or Inf"):
         training_sae.training_forward_pass(step_input(bad))
+
+
+# ---- on SAELens's TopK classes -----------------------------------------------------------------------------
+SAVED_BEFORE_TOPK = FIXTURES / "saved_before_topk_reuse"
+
+
+def test_route_saes_are_sae_lens_topk_saes():
+    """Routing sits in front of SAELens's TopK machinery; the registered architecture is still "routesae"."""
+    sae, training = make_sae(), make_training_sae()
+    assert isinstance(sae, TopKSAE) and isinstance(training, TopKTrainingSAE)
+    assert isinstance(sae.cfg, TopKSAEConfig) and isinstance(training.cfg, TopKTrainingSAEConfig)
+    assert isinstance(sae.activation_fn, TopK) and isinstance(training.activation_fn, TopK)
+    assert sae.cfg.architecture() == training.cfg.architecture() == "routesae"
+    assert get_sae_class("routesae") == (RouteSAE, RouteSAEConfig)
+    assert get_sae_training_class("routesae") == (RouteTrainingSAE, RouteTrainingSAEConfig)
+
+
+@pytest.mark.parametrize("variant", ["default", "official", "soft_sparse"])
+@pytest.mark.parametrize("folder, cls", [("inference", SAE), ("training", TrainingSAE)])
+def test_sae_saved_before_topk_reuse_loads_identically(variant, folder, cls):
+    """Folders written by the code before the SAE classes reused SAELens's TopK ones (make_fixture.py there):
+    same cfg.json fields, same outputs; the training folders also give the same losses (aux loss included)."""
+    path = SAVED_BEFORE_TOPK / variant / folder
+    sae = cls.load_from_disk(path)
+    assert isinstance(sae, RouteSAE | RouteTrainingSAE)
+    saved_cfg = json.loads((path / "cfg.json").read_text())
+    assert set(sae.cfg.to_dict()) == set(saved_cfg)
+    if folder == "inference":  # what save_inference_model writes now (folded decoder norms) is what it wrote
+        assert set(make_training_sae().cfg.get_inference_sae_cfg_dict()) == set(saved_cfg)
+    want = load_file(SAVED_BEFORE_TOPK / "expected.safetensors")
+    acts = want["acts"]
+    with torch.no_grad():
+        out = sae.forward_routed(acts)
+    for key in ("feature_acts", "sae_out", "router_weights"):
+        torch.testing.assert_close(getattr(out, key), want[f"{variant}.{key}"], atol=1e-5, rtol=1e-5)
+    if f"{variant}.decode_encode" in want:
+        torch.testing.assert_close(sae.decode(sae.encode(acts[None]))[0], want[f"{variant}.decode_encode"])
+    if folder == "training":
+        torch.testing.assert_close(out.hidden_pre, want[f"{variant}.hidden_pre"], atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            losses = sae.training_forward_pass(step_input(acts, dead=want["dead"])).losses
+        expected = {k.split(".loss.")[1]: v for k, v in want.items() if k.startswith(f"{variant}.loss.")}
+        assert set(losses) == set(expected) == {"normalized_mse_loss", "auxiliary_reconstruction_loss"}
+        for name, value in expected.items():
+            torch.testing.assert_close(losses[name].reshape(1), value, atol=1e-6, rtol=1e-5)
+
+
+def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
+    """The value is SAELens's TopK aux loss with each token's squared error divided by ||sae_in||^2 (the scale of
+    the normalised MSE), and the SAE's weights get the gradients of exactly that."""
+    sae = make_training_sae(aux_loss_coefficient=0.5)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(64, 1) + 0.5)  # decoder-norm rescaling matters
+    acts, dead = torch.randn(32, 4, 16) * 3, torch.arange(64) % 3 == 0
+    out = sae.forward_routed(acts)
+    aux = sae.calculate_aux_loss(step_input(out.sae_in, dead), out.feature_acts, out.hidden_pre, out.sae_out)
+    got = aux["auxiliary_reconstruction_loss"]
+    got.backward()
+    grads = {n: getattr(sae, n).grad.clone() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    sae.zero_grad()
+
+    out = sae.forward_routed(acts)
+    k_aux = min(16 // 2, int(dead.sum()))
+    aux_acts = calculate_topk_aux_acts(k_aux=k_aux, hidden_pre=out.hidden_pre, dead_neuron_mask=dead)
+    recons = aux_acts @ (sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True))
+    err = (recons - (out.sae_in - out.sae_out).detach()).pow(2).sum(-1)
+    expected = 0.5 * min(int(dead.sum()) / (16 // 2), 1.0) * (err / out.sae_in.detach().pow(2).sum(-1)).mean()
+    torch.testing.assert_close(got, expected)
+    expected.backward()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, getattr(sae, name).grad, msg=name)
+
+
+# ---- issue 14: bad input ------------------------------------------------------------------------------------
+def test_forward_routed_routes_one_token(training_sae):
+    acts = torch.randn(5, 4, 16) * 2 + 1
+    batch = training_sae.forward_routed(acts)
+    one = training_sae.forward_routed(acts[2])  # [L, d_in]
+    assert one.sae_out.shape == (16,) and one.feature_acts.shape == (64,) and one.layer_index.shape == ()
+    for key in ("router_weights", "layer_index", "sae_in", "feature_acts", "sae_out", "hidden_pre"):
+        torch.testing.assert_close(getattr(one, key), getattr(batch, key)[2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(one.routed_layer_reconstruction(), batch.routed_layer_reconstruction()[2])
+    sparse = make_training_sae(use_sparse_activations=True)
+    torch.testing.assert_close(sparse.forward_routed(acts[2]).sae_out, sparse.forward_routed(acts).sae_out[2])
+    # [n, d_in] with n != L is one hook's activations: still refused, naming the routed runner
+    with pytest.raises(ValueError, match="single-hook activations of shape \\(5, 16\\).*RouteSAETrainingRunner"):
+        training_sae.forward_routed(acts[:, 0])
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_forward_routed_and_encode_refuse_integer_input(training_sae, dtype):
+    acts = torch.randint(0, 3, (5, 4, 16)).to(dtype)
+    with pytest.raises(ValueError, match=f"float activations.*got dtype {dtype}"):
+        training_sae.forward_routed(acts)
+    with pytest.raises(ValueError, match=f"float activations.*got dtype {dtype}"):
+        training_sae.encode(acts[None])
+
+
+@pytest.mark.parametrize("cls", [RouteSAEConfig, RouteTrainingSAEConfig])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": True}, r"k must be a positive integer, got k=True \(bool\)"),
+        ({"k": 4.0}, r"k must be a positive integer, got k=4.0 \(float\)"),
+        ({"d_sae": "512"}, r"d_sae must be a positive integer, got d_sae='512' \(a string\)"),
+        ({"d_in": 16.0}, r"d_in must be a positive integer, got d_in=16.0 \(float\)"),
+        ({"d_in": 0}, r"d_in must be a positive integer, got d_in=0"),
+        ({"hook_names": "blocks.3.hook_resid_post"}, "hook_names must be a list of hook names, got a string"),
+        ({"hook_names": None}, r"hook_names must be a list of hook names, got None \(NoneType\)"),
+        ({"standardize_eps": "1e-6"}, r"standardize_eps must be a number > 0, got standardize_eps='1e-6'"),
+        ({"standardize_eps": 0.0}, r"standardize_eps must be a number > 0"),
+        ({"topk_relu": "false"}, r"topk_relu must be a bool \(True/False\), got topk_relu='false'"),
+        ({"standardize": 1}, r"standardize must be a bool"),
+        ({"rescale_acts_by_decoder_norm": "yes"}, r"rescale_acts_by_decoder_norm must be a bool"),
+    ],
+)
+def test_config_field_types_are_checked(cls, kwargs, message):
+    base = {"d_in": 16, "d_sae": 64, "k": 4, "hook_names": HOOKS4}
+    with pytest.raises(ValueError, match=message):
+        cls(**{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"aux_loss_coefficient": "0.1"}, r"aux_loss_coefficient must be a number >= 0, got .*'0.1' \(a string\)"),
+        ({"aux_loss_coefficient": float("nan")}, r"aux_loss_coefficient must be a number >= 0"),
+        ({"decoder_init_norm": "1"}, r"decoder_init_norm must be a number > 0 or None, got .*'1' \(a string\)"),
+        ({"unit_norm_decoder_every": 2.5}, r"unit_norm_decoder_every must be an integer >= 0 \(0 = never\)"),
+        ({"use_sparse_activations": "true"}, r"use_sparse_activations must be a bool"),
+    ],
+)
+def test_training_config_field_types_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RouteTrainingSAEConfig(d_in=16, d_sae=64, k=4, hook_names=HOOKS4, **kwargs)
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda w: w.zero_(), "W_dec is all zeros: not a trained RouteSAE"),
+        (lambda w: w.__setitem__((3, 1), float("inf")), "W_dec contains NaN or Inf values"),
+        (lambda w: w.__setitem__((0, 0), float("nan")), "W_dec contains NaN or Inf values"),
+    ],
+)
+@pytest.mark.parametrize("cls", [SAE, TrainingSAE])
+def test_unusable_decoder_is_refused_at_load(tmp_path, cls, rescale, edit, message):
+    """SAELens loads such weights; an all-zero decoder then gives NaN (rescaling divides by its zero norms) or a
+    constant b_dec. Every SAELens load path runs `process_state_dict_for_loading`, which names W_dec instead."""
+    sae = make_training_sae(rescale_acts_by_decoder_norm=rescale)
+    with torch.no_grad():
+        edit(sae.W_dec)
+    sae.save_model(tmp_path / "sae")
+    with pytest.raises(IntegrityError, match=f"RouteSAE weights: {message}"):
+        cls.load_from_disk(tmp_path / "sae")
+    state = sae.state_dict()
+    with pytest.raises(IntegrityError, match=message):
+        sae.process_state_dict_for_loading(state)
