@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from sae_lens_routing import RouteTrainingSAE
 
 LFS_SUFFIXES = (".safetensors", ".pt", ".png")
+_REAL_REPO_INFO = HfApi.repo_info  # what `offline_cache` restores after `record_hub` faked it
 
 
 def train_and_save(
@@ -138,8 +139,10 @@ def record_hub(monkeypatch: Any) -> RecordedHub:
 
 
 def offline_cache(monkeypatch: Any, cache_dir: Path) -> None:
-    """Point huggingface_hub (read at call time) at cache_dir, offline."""
+    """Point huggingface_hub (read at call time) at cache_dir, offline; the real `repo_info` (which then fails
+    as offline, so `snapshot_download` reads the cache) replaces `record_hub`'s fake one."""
     import huggingface_hub.constants
 
+    monkeypatch.setattr(HfApi, "repo_info", _REAL_REPO_INFO)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
