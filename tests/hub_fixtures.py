@@ -71,12 +71,13 @@ def populate_hf_cache(
     *,
     missing: tuple[str, ...] = (),
     commit: str = "0123456789abcdef0123456789abcdef01234567",
+    ref: str = "main",
 ) -> Path:
-    """models--org--name/{blobs/<etag>, snapshots/<commit>/<path> -> ../../blobs/<etag>, refs/main}, plus
+    """models--org--name/{blobs/<etag>, snapshots/<commit>/<path> -> ../../blobs/<etag>, refs/<ref>}, plus
     `.no_exist/<commit>/<path>` for files a download found absent (what huggingface_hub records on a 404)."""
     repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
+    (repo / "refs" / ref).write_text(commit)
     for path_in_repo, data in files.items():
         blob = repo / "blobs" / _etag(path_in_repo, data)
         blob.parent.mkdir(parents=True, exist_ok=True)
