@@ -33,22 +33,13 @@ from sae_lens_routing.loading.integrity import (
 from sae_lens_routing.saes.config import ARCHITECTURE
 
 
-def _apply_overrides(cfg: dict[str, Any], device: str | None, overrides: dict[str, Any] | None) -> None:
-    if device is not None:
-        cfg["device"] = device
-    if overrides:
-        cfg.update(overrides)
-
-
 def read_checked_sae_folder(
     path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
     """cfg dict, state dict and log-sparsity (None without a sparsity file) of a checked SAE folder."""
     path = Path(path)
-    cfg = read_cfg_json(path)
-    _apply_overrides(cfg, device, cfg_overrides)
-    source = str(path)
-    arch = check_architecture(cfg, source)
+    cfg = {**read_cfg_json(path), "device": device, **(cfg_overrides or {})}
+    arch = check_architecture(cfg, str(path))
     weights_path = path / SAE_WEIGHTS_FILENAME
     dtype = str_to_dtype(cfg.get("dtype", "float32"))
     state = read_safetensors(weights_path, device=device, dtype=dtype)

@@ -52,17 +52,8 @@ def evaluate(
     from sae_lens_routing.offline.corpus import corpus_tokens
 
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
-    special = sorted(
-        {
-            t
-            for t in (
-                model.tokenizer.bos_token_id,
-                model.tokenizer.eos_token_id,
-                model.tokenizer.pad_token_id,
-            )
-            if t is not None
-        }
-    )
+    tok = model.tokenizer
+    special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
     metrics = run_route_evals(sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special)
     write_routing_chart(metrics, out / "routing_share.png")
     rules = ContextRules(threshold=threshold)
