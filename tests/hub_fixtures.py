@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from sae_lens_routing import RouteTrainingSAE
 
 LFS_SUFFIXES = (".safetensors", ".pt", ".png")
+_REAL_REPO_INFO = HfApi.repo_info  # what `offline_cache` restores after `record_hub` faked it
 
 
 def train_and_save(
@@ -70,12 +71,13 @@ def populate_hf_cache(
     *,
     missing: tuple[str, ...] = (),
     commit: str = "0123456789abcdef0123456789abcdef01234567",
+    ref: str = "main",
 ) -> Path:
-    """models--org--name/{blobs/<etag>, snapshots/<commit>/<path> -> ../../blobs/<etag>, refs/main}, plus
+    """models--org--name/{blobs/<etag>, snapshots/<commit>/<path> -> ../../blobs/<etag>, refs/<ref>}, plus
     `.no_exist/<commit>/<path>` for files a download found absent (what huggingface_hub records on a 404)."""
     repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
+    (repo / "refs" / ref).write_text(commit)
     for path_in_repo, data in files.items():
         blob = repo / "blobs" / _etag(path_in_repo, data)
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +140,10 @@ def record_hub(monkeypatch: Any) -> RecordedHub:
 
 
 def offline_cache(monkeypatch: Any, cache_dir: Path) -> None:
-    """Point huggingface_hub (read at call time) at cache_dir, offline."""
+    """Point huggingface_hub (read at call time) at cache_dir, offline; the real `repo_info` (which then fails
+    as offline, so `snapshot_download` reads the cache) replaces `record_hub`'s fake one."""
     import huggingface_hub.constants
 
+    monkeypatch.setattr(HfApi, "repo_info", _REAL_REPO_INFO)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

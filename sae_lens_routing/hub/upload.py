@@ -60,11 +60,14 @@ def upload_route_sae(
     training_tokens: int | None = None,
     root_card: bool | None = None,
     show_progress: bool = False,
+    dry_run: bool = False,
 ) -> list[str]:
     """Check the folder, write its model card, upload it; returns the paths written in the repo.
 
     `path` is what `save_inference_model` (or the SAELens runner) wrote. `sae_id` defaults to the folder's
     name. `root_card`: also publish the card as the repo's README.md (None: only if the repo has none yet).
+    `dry_run`: check and write the card, but contact nothing; returns the paths an upload would write (the
+    root README.md included unless `root_card` is False, as the Hub is not asked whether it has one).
     Credentials are huggingface_hub's usual ones (`HF_TOKEN` or `huggingface-cli login`).
     """
     folder = Path(path)
@@ -84,6 +87,9 @@ def upload_route_sae(
         training_tokens=training_tokens,
         chart_prefix=f"{sae_id}/",
     )
+    with_chart = routing_shares is not None
+    if dry_run:
+        return planned_upload(folder, sae_id, with_chart=with_chart, root_card=root_card is not False)
     upload_saes_to_huggingface(
         {sae_id: folder}, repo_id, hf_revision=revision, show_progress=show_progress, add_default_readme=False
     )
@@ -91,7 +97,7 @@ def upload_route_sae(
     if root_card is None:
         root_card = not api.file_exists(repo_id, CARD_FILENAME, revision=revision)
     operations = [CommitOperationAdd(path_in_repo=f"{sae_id}/{CARD_FILENAME}", path_or_fileobj=str(card))]
-    if routing_shares is not None:
+    if with_chart:
         operations.append(
             CommitOperationAdd(
                 path_in_repo=f"{sae_id}/{CHART_FILENAME}", path_or_fileobj=str(folder / CHART_FILENAME)
@@ -108,4 +114,4 @@ def upload_route_sae(
         revision=revision,
         repo_type="model",
     )
-    return planned_upload(folder, sae_id, with_chart=routing_shares is not None, root_card=root_card)
+    return planned_upload(folder, sae_id, with_chart=with_chart, root_card=root_card)

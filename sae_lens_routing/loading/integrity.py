@@ -8,7 +8,6 @@ also runs on SAELens's default path through `RouteSAE.process_state_dict_for_loa
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,8 @@ from safetensors import SafetensorError, safe_open
 
 from sae_lens_routing.saes.state_dict import IntegrityError, check_route_state_dict
 
-# Bytes per element of each safetensors dtype, to check that a header's offsets describe its tensors.
-_DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
-}  # fmt: skip
-_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+# cfg.json fields a routesae SAE cannot be built right without (SAELens would fill k with a default).
+ROUTE_CFG_FIELDS = ("d_in", "d_sae", "k", "hook_names")
 
 
 def read_cfg_json(folder: str | Path) -> dict[str, Any]:
@@ -63,97 +58,58 @@ def check_architecture(cfg: Mapping[str, Any], source: str) -> str:
     return arch
 
 
-def check_safetensors_file(path: str | Path) -> dict[str, Any]:
-    """Validate a safetensors file's framing without reading its tensors; returns the parsed header.
-
-    Catches what a partial download or a damaged copy leaves: a file shorter than its header says, a header
-    that is not JSON, offsets that do not match the tensor shapes, or trailing bytes.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise IntegrityError(f"{path} is missing")
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise IntegrityError(f"{path} is truncated: {size} bytes, shorter than the 8-byte header length")
-        (n,) = struct.unpack("<Q", prefix)
-        if (n > _MAX_HEADER_BYTES or 8 + n > size) and prefix.startswith((b"PK\x03\x04", b"\x80")):
-            raise IntegrityError(
-                f"{path} is not a safetensors file: it looks like a torch.save/pickle file, which is never "
-                "unpickled here; re-save the weights with safetensors (save_inference_model does)"
-            )
-        if n > _MAX_HEADER_BYTES:
-            raise IntegrityError(f"{path} is corrupted: header length field says {n} bytes")
-        if 8 + n > size:
-            raise IntegrityError(f"{path} is truncated: header needs {8 + n} bytes, file has {size}")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IntegrityError(f"{path} is corrupted: its header is not valid JSON ({e})") from e
-    if not isinstance(header, dict):
-        raise IntegrityError(f"{path} is corrupted: its header is not a JSON object")
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (start, stop) = info["dtype"], info["shape"], info["data_offsets"]
-            nbytes = _DTYPE_BYTES[dtype] * int(torch.Size(shape).numel())
-        except (KeyError, TypeError, ValueError) as e:
-            raise IntegrityError(
-                f"{path} is corrupted: bad header entry for tensor {name!r}: {info!r}"
-            ) from e
-        if stop - start != nbytes:
-            raise IntegrityError(
-                f"{path} is corrupted: tensor {name!r} ({dtype}, shape {shape}) needs {nbytes} bytes, "
-                f"its offsets span {stop - start}"
-            )
-        end = max(end, stop)
-    data = size - 8 - n
-    if data < end:
-        raise IntegrityError(
-            f"{path} is truncated: tensor data needs {end} bytes after the header, has {data}"
-        )
-    if data > end:
-        raise IntegrityError(f"{path} is corrupted: {data - end} unexpected bytes after the tensor data")
-    return header
-
-
 def read_safetensors(
     path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
 ) -> dict[str, torch.Tensor]:
-    """Check a safetensors file, then read every tensor (optionally cast to dtype)."""
-    check_safetensors_file(path)
-    out: dict[str, torch.Tensor] = {}
+    """Every tensor of a safetensors file (optionally cast to dtype); `safe_open` validates the framing (header,
+    offsets, length), and its error comes back as an IntegrityError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IntegrityError(f"{path} is missing")
     try:
         with safe_open(str(path), framework="pt", device=device) as f:  # type: ignore[no-untyped-call]
-            for key in f.keys():  # noqa: SIM118
-                t = f.get_tensor(key)
-                out[key] = t if dtype is None else t.to(dtype)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except SafetensorError as e:
-        raise IntegrityError(f"{path} is corrupted: {e}") from e
-    return out
+        with path.open("rb") as raw:
+            if raw.read(4).startswith((b"PK\x03\x04", b"\x80")):
+                raise IntegrityError(
+                    f"{path} is not a safetensors file: it looks like a torch.save/pickle file, which is never "
+                    "unpickled here; re-save the weights with safetensors (save_inference_model does)"
+                ) from e
+        raise IntegrityError(f"{path} is truncated or corrupted (not a valid safetensors file): {e}") from e
+    return tensors if dtype is None else {k: t.to(dtype) for k, t in tensors.items()}
+
+
+def check_weight_values(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Weights that load but cannot be a trained SAE: any NaN/Inf, or every tensor all zeros."""
+    for key, value in state_dict.items():
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            plural = "s" if bad > 1 else ""
+            raise IntegrityError(f"{key} in {source} has {bad} non-finite value{plural} (NaN/Inf)")
+    if state_dict and not any(bool(v.any()) for v in state_dict.values()):
+        raise IntegrityError(f"{source}: all weights are zero: not a trained SAE")
 
 
 def check_route_cfg_and_weights(
-    cfg: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str
+    cfg: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], cfg_source: str, source: str
 ) -> None:
-    """The routesae cfg fields the shapes depend on, then the weights against them."""
-    missing = [f for f in ("d_in", "d_sae", "hook_names") if f not in cfg]
+    """The routesae cfg fields the shapes depend on, then the weights (`source`) against them."""
+    missing = [f for f in ROUTE_CFG_FIELDS if f not in cfg]
     if missing:
-        raise IntegrityError(f"{source}: cfg.json lacks {missing} (needed for architecture 'routesae')")
+        raise IntegrityError(
+            f"{cfg_source}: missing field {', '.join(missing)} (needed for architecture 'routesae')"
+        )
     hook_names = cfg["hook_names"]
     if not isinstance(hook_names, list):
-        raise IntegrityError(f"{source}: cfg hook_names must be a list of hook names, got {hook_names!r}")
+        raise IntegrityError(f"{cfg_source}: hook_names must be a list of hook names, got {hook_names!r}")
+    check_weight_values(state_dict, source)  # first: it counts the bad values
     check_route_state_dict(
         state_dict,
         d_in=int(cfg["d_in"]),
         d_sae=int(cfg["d_sae"]),
         n_layers=len(hook_names),
         source=source,
-        check_finite=True,
     )
 
 

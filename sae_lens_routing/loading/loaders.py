@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.utils import EntryNotFoundError
+from huggingface_hub import snapshot_download
 from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.util import str_to_dtype
 
@@ -34,29 +33,18 @@ from sae_lens_routing.loading.integrity import (
 from sae_lens_routing.saes.config import ARCHITECTURE
 
 
-def _apply_overrides(cfg: dict[str, Any], device: str | None, overrides: dict[str, Any] | None) -> None:
-    if device is not None:
-        cfg["device"] = device
-    if overrides:
-        cfg.update(overrides)
-
-
 def read_checked_sae_folder(
     path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
     """cfg dict, state dict and log-sparsity (None without a sparsity file) of a checked SAE folder."""
     path = Path(path)
-    cfg = read_cfg_json(path)
-    _apply_overrides(cfg, device, cfg_overrides)
-    source = str(path)
-    arch = check_architecture(cfg, source)
+    cfg = {**read_cfg_json(path), "device": device, **(cfg_overrides or {})}
+    arch = check_architecture(cfg, str(path))
     weights_path = path / SAE_WEIGHTS_FILENAME
-    if not weights_path.is_file():
-        raise IntegrityError(f"{weights_path} is missing (the SAE's weights)")
     dtype = str_to_dtype(cfg.get("dtype", "float32"))
     state = read_safetensors(weights_path, device=device, dtype=dtype)
     if arch == ARCHITECTURE:
-        check_route_cfg_and_weights(cfg, state, str(weights_path))
+        check_route_cfg_and_weights(cfg, state, str(path / SAE_CFG_FILENAME), str(weights_path))
     sparsity = None
     sparsity_path = path / SPARSITY_FILENAME
     if sparsity_path.is_file():
@@ -76,33 +64,35 @@ def route_sae_disk_loader(
     return cfg, state
 
 
-def download_sae_folder(repo_id: str, folder_name: str, force_download: bool = False) -> Path:
-    """Fetch an SAE folder's files through huggingface_hub (its cache, offline mode and revisions apply).
+def download_hub_files(
+    repo_id: str,
+    folder_name: str,
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    *,
+    force_download: bool = False,
+    revision: str | None = None,
+) -> Path:
+    """The local copy of `folder_name` in a Hub repo with the named files fetched: the one Hub download of the
+    plugin, through `snapshot_download` (so huggingface_hub's cache, offline mode and revisions apply).
 
-    Returns the local snapshot folder. cfg.json and the weights are required; the sparsity file is optional,
-    as in SAELens's own loader.
+    A required file that is absent (from the repo, or from the cache when offline) fails naming it.
     """
     prefix = f"{folder_name.strip('/')}/" if folder_name.strip("/") else ""
-    local: Path | None = None
-    for name, required in (
-        (SAE_CFG_FILENAME, True),
-        (SAE_WEIGHTS_FILENAME, True),
-        (SPARSITY_FILENAME, False),
-    ):
-        try:
-            got = Path(
-                hf_hub_download(repo_id=repo_id, filename=prefix + name, force_download=force_download)
+    snapshot = Path(
+        snapshot_download(
+            repo_id,
+            allow_patterns=[prefix + name for name in (*required, *optional)],
+            revision=revision,
+            force_download=force_download,
+        )
+    )
+    for name in required:
+        if not (snapshot / prefix / name).is_file():
+            raise IntegrityError(
+                f"{repo_id}: {prefix + name} not found (in the Hub repo, or in the local cache when offline)"
             )
-        except EntryNotFoundError as e:
-            if required:
-                raise IntegrityError(
-                    f"{repo_id}: {prefix + name} not found (in the Hub repo, or in the local cache when "
-                    f"offline); a SAELens SAE folder holds {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME}"
-                ) from e
-            continue
-        local = got.parent
-    assert local is not None
-    return local
+    return snapshot / prefix
 
 
 def route_sae_huggingface_loader(
@@ -111,8 +101,12 @@ def route_sae_huggingface_loader(
     device: str = "cpu",
     force_download: bool = False,
     cfg_overrides: dict[str, Any] | None = None,
+    revision: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
     """SAELens Hugging Face-protocol converter:
     `SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)`."""
-    local = download_sae_folder(repo_id, folder_name, force_download)
+    local = download_hub_files(
+        repo_id, folder_name, (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME), (SPARSITY_FILENAME,),
+        force_download=force_download, revision=revision,
+    )  # fmt: skip
     return read_checked_sae_folder(local, device, cfg_overrides)

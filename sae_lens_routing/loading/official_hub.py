@@ -20,15 +20,15 @@ tensors is refused, never unpickled.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.utils import EntryNotFoundError
 
-from sae_lens_routing.loading.integrity import IntegrityError
+from sae_lens_routing.loading.integrity import IntegrityError, check_weight_values
+from sae_lens_routing.loading.loaders import download_hub_files
 from sae_lens_routing.loading.official import (
     convert_official_state_dict,
     official_cfg_dict,
@@ -107,6 +107,7 @@ def convert_official_folder(
     """cfg dict (metadata.sae_lens_version >= 6, so SAELens keeps it as is) and SAELens-named weights."""
     state = read_official_state_dict(checkpoint_path)
     converted, d_in, d_sae = convert_official_state_dict(state, len(sidecar["hook_names"]))
+    check_weight_values(converted, str(checkpoint_path))
     cfg = official_cfg_dict(
         d_in=d_in,
         d_sae=d_sae,
@@ -146,29 +147,20 @@ def official_huggingface_loader(
     device: str = "cpu",
     force_download: bool = False,
     cfg_overrides: dict[str, Any] | None = None,
+    revision: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], None]:
     """SAELens Hugging Face-protocol converter for official checkpoints (no sparsity: the official code
     keeps none)."""
-    prefix = f"{folder_name.strip('/')}/" if folder_name.strip("/") else ""
     side_overrides, cfg_overrides = split_overrides(cfg_overrides)
-    source = f"{repo_id}/{prefix}"
-
-    def fetch(name: str) -> Path:
-        try:
-            return Path(
-                hf_hub_download(repo_id=repo_id, filename=prefix + name, force_download=force_download)
-            )
-        except EntryNotFoundError as e:
-            raise IntegrityError(
-                f"{repo_id}: {prefix + name} not found (in the Hub repo or the local cache)"
-            ) from e
-
-    try:
-        sidecar_path: Path | None = fetch(OFFICIAL_SIDECAR_FILENAME)
-    except IntegrityError:
-        if "checkpoint" not in side_overrides:  # without a sidecar, overrides must say everything
-            raise
-        sidecar_path = None
-    sidecar = read_sidecar(sidecar_path, side_overrides, source)
-    cfg, state = convert_official_folder(fetch(sidecar["checkpoint"]), sidecar, device, cfg_overrides)
+    fetch = functools.partial(
+        download_hub_files, repo_id, folder_name, force_download=force_download, revision=revision
+    )
+    # a sidecar is optional only when the overrides (a release's config_overrides) say everything
+    sidecar_name = (OFFICIAL_SIDECAR_FILENAME,)
+    names = ((), sidecar_name) if "checkpoint" in side_overrides else (sidecar_name, ())
+    sidecar_path = fetch(*names) / OFFICIAL_SIDECAR_FILENAME
+    source = f"{repo_id}/{folder_name}"
+    sidecar = read_sidecar(sidecar_path if sidecar_path.is_file() else None, side_overrides, source)
+    checkpoint = fetch((sidecar["checkpoint"],)) / sidecar["checkpoint"]
+    cfg, state = convert_official_folder(checkpoint, sidecar, device, cfg_overrides)
     return cfg, state, None

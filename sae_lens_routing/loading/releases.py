@@ -69,13 +69,15 @@ def get_routed_saes_directory(path: str | Path | None = None) -> dict[str, Pretr
     return {release: _lookup(release, value, str(source)) for release, value in data.items()}
 
 
-def _with_overrides(loader: Callable[..., Any], extra: dict[str, Any]) -> Callable[..., Any]:
-    """A converter that merges a release's config_overrides under the caller's (device/dtype win)."""
+def _converter(loader: Callable[..., Any], extra: dict[str, Any], revision: str | None) -> Callable[..., Any]:
+    """A Hub converter with the revision bound and a release's config_overrides merged under the caller's
+    (device/dtype win)."""
 
     @functools.wraps(loader)
     def converter(repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
                   cfg_overrides: dict[str, Any] | None = None) -> Any:  # fmt: skip
-        return loader(repo_id, folder_name, device, force_download, {**extra, **(cfg_overrides or {})})
+        overrides = {**extra, **(cfg_overrides or {})}
+        return loader(repo_id, folder_name, device, force_download, overrides, revision=revision)
 
     return converter
 
@@ -89,13 +91,14 @@ def load_route_sae_with_cfg_and_sparsity(
     force_download: bool = False,
     conversion_func: str = "sae_lens",
     registry: str | Path | None = None,
+    revision: str | None = None,
 ) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:
     """(sae, cfg dict, log-sparsity or None), validated on load (`sae_lens_routing.loading.integrity`).
 
     `release_or_path` is, in this order: an existing local folder (SAELens format, or an official `.pt` with
     its `routesae_official.json` sidecar; `sae_id` then names a subfolder), a release of the routed-SAE registry
     (`registry` or the packaged YAML), or a Hub repo id "org/name" with `sae_id` the folder in it
-    (`conversion_func` "sae_lens" or "routesae_official").
+    (`conversion_func` "sae_lens" or "routesae_official"); `revision` picks the Hub branch, tag or commit.
     """
     if not isinstance(release_or_path, (str, Path)) or not str(release_or_path):
         raise ValueError(
@@ -119,9 +122,7 @@ def load_route_sae_with_cfg_and_sparsity(
             raise ValueError(
                 f"sae_id {sae_id!r} not found in release {release!r}; valid ids: {sorted(lookup.saes_map)}"
             )
-        loader = _with_overrides(
-            HF_CONVERTERS[lookup.conversion_func or "sae_lens"], dict(lookup.config_overrides or {})
-        )
+        conversion_func, overrides = lookup.conversion_func or "sae_lens", dict(lookup.config_overrides or {})
         repo_id, folder = lookup.repo_id, lookup.saes_map[sae_id]
     else:
         if "/" not in release or release.count("/") != 1:
@@ -137,7 +138,8 @@ def load_route_sae_with_cfg_and_sparsity(
             raise ValueError(
                 f"conversion_func must be one of {sorted(HF_CONVERTERS)}, got {conversion_func!r}"
             )
-        loader, repo_id, folder = HF_CONVERTERS[conversion_func], release, sae_id
+        overrides, repo_id, folder = {}, release, sae_id
+    loader = _converter(HF_CONVERTERS[conversion_func], overrides, revision)
     return SAE.from_pretrained_with_cfg_and_sparsity(
         repo_id, folder, device=device, dtype=dtype, force_download=force_download, converter=loader
     )

@@ -33,7 +33,6 @@ def check_route_state_dict(
     d_sae: int,
     n_layers: int,
     source: str = "state_dict",
-    check_finite: bool = False,
 ) -> None:
     """Keys and shapes of a RouteSAE state dict against its config (d_in, d_sae, L = len(hook_names)), and a
     usable decoder. SAELens loads an all-zero or non-finite W_dec without complaint; the first forward would then
@@ -54,10 +53,6 @@ def check_route_state_dict(
                 f"{source}: {key} has shape {got}, but the config expects {shape} "
                 f"(d_in={d_in}, d_sae={d_sae}, L=len(hook_names)={n_layers})"
             )
-    if check_finite:
-        bad = [k for k, v in state_dict.items() if not bool(torch.isfinite(v).all())]
-        if bad:
-            raise IntegrityError(f"{source}: weights {bad} contain NaN or Inf values")
     W_dec = state_dict["W_dec"]
     if not bool(torch.isfinite(W_dec).all()):
         raise IntegrityError(f"{source}: W_dec contains NaN or Inf values: not a usable RouteSAE")

@@ -99,6 +99,42 @@ def test_second_upload_keeps_existing_root_readme(tmp_path, monkeypatch):
     assert "| training tokens | not recorded |" in card and "## Routing share\n\nNot recorded." in card
 
 
+def test_upload_dry_run_sends_nothing(tmp_path, monkeypatch):
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    train_and_save(folder, runner_cfg=False)
+    hub = record_hub(monkeypatch)
+    planned = upload_route_sae(folder, REPO, "k4", routing_shares=SHARES, dry_run=True)
+    assert hub.commits == []
+    assert planned == [
+        "README.md",
+        "k4/README.md",
+        "k4/cfg.json",
+        "k4/routing_share.png",
+        "k4/sae_weights.safetensors",
+        "k4/sparsity.safetensors",
+    ]
+    assert "| k (TopK) | 4 |" in (folder / "README.md").read_text() and (folder / "routing_share.png").is_file()
+    assert "README.md" not in upload_route_sae(folder, REPO, "k4", root_card=False, dry_run=True)
+    with pytest.raises(ValueError, match="cfg.json is missing"):
+        upload_route_sae(tmp_path, REPO, "x", dry_run=True)  # the same checks as a real upload
+
+
+def test_hub_revision(tmp_path, monkeypatch):
+    """`revision` reaches `snapshot_download`: a tag loads its own weights, the default loads main."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, steps in ((old, 1), (new, 5)):
+        folder.mkdir()
+        train_and_save(folder, steps=steps, runner_cfg=False)
+    populate_hf_cache(tmp_path / "hf", REPO, folder_files(old, "k4"), commit="a" * 40, ref="v1")
+    populate_hf_cache(tmp_path / "hf", REPO, folder_files(new, "k4"), commit="b" * 40)
+    offline_cache(monkeypatch, tmp_path / "hf")
+    want_old = SAE.load_from_disk(old).W_enc
+    assert torch.equal(load_route_sae(REPO, "k4", revision="v1").W_enc, want_old)
+    assert torch.equal(load_route_sae(REPO, "k4").W_enc, SAE.load_from_disk(new).W_enc)
+    assert not torch.equal(want_old, SAE.load_from_disk(new).W_enc)
+
+
 def test_upload_validates_inputs(tmp_path, monkeypatch):
     folder = tmp_path / "sae"
     folder.mkdir()
@@ -189,6 +225,7 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
     assert main([*args, "--routing-shares", "0.25,0.25,0.25,0.25", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert f"would upload {REPO}/k4/sae_weights.safetensors" in printed
+    assert f"would upload {REPO}/README.md (if the repo has no README.md yet)" in printed
     assert f"would upload {REPO}/k4/routing_share.png" in printed
     assert hub.commits == [] and "| explained_variance | 0.75 |" in (folder / "README.md").read_text()
     assert main([*args, "--root-card", "no"]) == 0

@@ -40,6 +40,15 @@ def _edit_cfg(key, value):
     return mutate
 
 
+def _drop_cfg(key):
+    def mutate(f):
+        cfg = json.loads((f / "cfg.json").read_text())
+        del cfg[key]
+        (f / "cfg.json").write_text(json.dumps(cfg))
+
+    return mutate
+
+
 def _edit_weights(f, fn):
     state = load_file(f / W)
     fn(state)
@@ -70,13 +79,14 @@ CASES = [
         "sae_weights.safetensors is missing",
         (FileNotFoundError, "sae_weights.safetensors"),
     ),
-    ("truncated data", _cut(-100), "is truncated: tensor data needs", (SafetensorError, "not fully covered")),
-    ("truncated header", _cut(50), "is truncated: header needs", (SafetensorError, "invalid header length")),
+    ("truncated data", _cut(-100), f"{W} is truncated or corrupted .*not fully covered", (SafetensorError, "not fully covered")),
+    ("truncated header", _cut(50), f"{W} is truncated or corrupted .*invalid header length", (SafetensorError, "invalid header length")),
+    ("corrupted header", _garble_header, f"{W} is truncated or corrupted .*UTF-8", (SafetensorError, "UTF-8")),
     (
-        "corrupted header",
-        _garble_header,
-        "is corrupted: its header is not valid JSON",
-        (SafetensorError, "UTF-8"),
+        "trailing bytes",
+        lambda f: (f / W).write_bytes((f / W).read_bytes() + b"junk"),
+        f"{W} is truncated or corrupted .*not fully covered",
+        (SafetensorError, "not fully covered"),
     ),
     (
         "pickle instead of safetensors",
@@ -114,9 +124,23 @@ CASES = [
     (
         "NaN weights",
         lambda f: _edit_weights(f, lambda s: s["W_dec"].__setitem__((0, 0), float("nan"))),
-        r"weights \['W_dec'\] contain NaN or Inf",
+        rf"W_dec in .*{W} has 1 non-finite value",
         (IntegrityError, "W_dec contains NaN or Inf"),  # the model's own load check (saes/state_dict.py)
     ),
+    (
+        "Inf weights",
+        lambda f: _edit_weights(f, lambda s: s["W_enc"][:2, 0].fill_(float("inf"))),
+        rf"W_enc in .*{W} has 2 non-finite values",
+        None,
+    ),
+    (
+        "all-zero weights",
+        lambda f: _edit_weights(f, lambda s: [t.zero_() for t in s.values()]),
+        rf"{W}: all weights are zero: not a trained SAE",
+        (IntegrityError, "W_dec is all zeros"),  # the model's own load check
+    ),
+    ("cfg without k", _drop_cfg("k"), "cfg.json: missing field k ", None),  # plain SAELens: the default k
+    ("cfg without d_sae", _drop_cfg("d_sae"), "cfg.json: missing field d_sae ", (TypeError, "d_sae")),
     (
         "sparsity of the wrong size",
         lambda f: save_file({"sparsity": torch.zeros(3)}, f / "sparsity.safetensors"),
@@ -149,7 +173,7 @@ def test_hub_loader_checks_downloaded_files(tmp_path, monkeypatch, saved):
     no_cfg = {k: v for k, v in files.items() if not k.endswith("cfg.json")}
     populate_hf_cache(tmp_path / "hf", "org/no-cfg", no_cfg, missing=("k4/cfg.json",))
     offline_cache(monkeypatch, tmp_path / "hf")
-    with pytest.raises(IntegrityError, match="sae_weights.safetensors is truncated"):
+    with pytest.raises(IntegrityError, match="sae_weights.safetensors is truncated or corrupted"):
         SAE.from_pretrained("org/truncated", "k4", converter=route_sae_huggingface_loader)
     with pytest.raises(IntegrityError, match="org/no-cfg: k4/cfg.json not found"):
         load_route_sae("org/no-cfg", "k4")

@@ -130,3 +130,12 @@ def test_missing_sidecar(tmp_path):
     (folder / OFFICIAL_SIDECAR_FILENAME).unlink()
     with pytest.raises(IntegrityError, match="routesae_official.json is missing"):
         SAE.load_from_disk(folder, converter=official_disk_loader)
+
+
+def test_non_finite_official_weights_are_refused(tmp_path):
+    folder = _official_folder(tmp_path, n_layers=8)
+    state = torch.load(OFFICIAL_CKPT, weights_only=True)
+    state["sae.decoder.weight"][0, 0] = float("nan")
+    torch.save(state, folder / CKPT_NAME)
+    with pytest.raises(IntegrityError, match=f"W_dec in .*{CKPT_NAME} has 1 non-finite value"):
+        load_route_sae(folder)

@@ -3,7 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from typing import Any
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for counts and sizes: argparse's refusal then names the flag ("argument --batch-size:
+    expected a positive integer, got 0") instead of a 0 or a negative reaching an empty loop or a slice."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """JSON every parser reads: a metric undefined on the data (NaN/Inf, e.g. a ratio over a zero baseline)
+    is written as null, since Python's default bare `NaN` is not JSON."""
+    return json.dumps(_finite_or_none(obj), allow_nan=False, **kwargs)
 
 
 def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,12 @@ from sae_lens_routing.analysis.feature_contexts import (
     write_feature_contexts,
 )
 from sae_lens_routing.atomic import atomic_write_text
-from sae_lens_routing.cli.commands._common import add_sae_and_model_arguments, load_sae_and_model
+from sae_lens_routing.cli.commands._common import (
+    add_sae_and_model_arguments,
+    load_sae_and_model,
+    positive_int,
+    strict_json,
+)
 
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
 
@@ -26,38 +30,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, help="folder for eval.json, routing_share.png, feature_contexts.json"
     )
     parser.add_argument("--corpus", default="bbcnews")
-    parser.add_argument("--n-sequences", type=int, default=16)
-    parser.add_argument("--context-size", type=int, default=128)
+    parser.add_argument("--n-sequences", type=positive_int, default=16)
+    parser.add_argument("--context-size", type=positive_int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
     parser.add_argument(
         "--threshold", type=float, default=ContextRules.threshold, help="feature-context activation threshold"
     )
 
 
 def evaluate(
-    sae: Any, model: Any, out: Path, *, corpus: str, n_sequences: int, context_size: int, threshold: float
+    sae: Any,
+    model: Any,
+    out: Path,
+    *,
+    corpus: str,
+    n_sequences: int,
+    context_size: int,
+    threshold: float,
+    batch_size: int = 4,
 ) -> dict[str, Any]:
     from sae_lens_routing.offline.corpus import corpus_tokens
 
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
-    special = sorted(
-        {
-            t
-            for t in (
-                model.tokenizer.bos_token_id,
-                model.tokenizer.eos_token_id,
-                model.tokenizer.pad_token_id,
-            )
-            if t is not None
-        }
-    )
-    metrics = run_route_evals(sae, model, tokens, batch_size=4, exclude_special_tokens=special)
+    tok = model.tokenizer
+    special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
+    metrics = run_route_evals(sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special)
     write_routing_chart(metrics, out / "routing_share.png")
     rules = ContextRules(threshold=threshold)
     contexts = find_feature_contexts(sae, model, tokens, rules=rules, exclude_special_tokens=special)
     write_feature_contexts(contexts, out / "feature_contexts.json", rules)
     metrics["features/n_counted"] = count_features(contexts, rules)
     metrics["features/threshold"] = threshold
-    atomic_write_text(out / "eval.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / "eval.json", strict_json(metrics, indent=2))
     return metrics
 
 
@@ -90,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         n_sequences=args.n_sequences,
         context_size=args.context_size,
         threshold=args.threshold,
+        batch_size=args.batch_size,
     )
     print(f"evaluation written to {out}/eval.json\n{format_eval(metrics)}")
     return 0

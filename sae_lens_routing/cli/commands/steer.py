@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from sae_lens_routing.analysis.steering import steer
-from sae_lens_routing.cli.commands._common import add_sae_and_model_arguments, load_sae_and_model
+from sae_lens_routing.cli.commands._common import (
+    add_sae_and_model_arguments,
+    load_sae_and_model,
+    positive_int,
+)
 
 HELP = "Generate with chosen RouteSAE features added/multiplied at their routed layers; print both continuations."
 
 
 def parse_feature(text: str) -> tuple[int, float]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--feature expects INDEX=VALUE, got {text!r}")
-    index, value = text.split("=", 1)
-    return int(index), float(value)
+    """INDEX=VALUE with INDEX a latent (>= 0; the upper bound d_sae is checked once the SAE is loaded) and
+    VALUE finite: a NaN or Inf would make every steered activation NaN and the continuation garbage."""
+    index, _, value = text.partition("=")
+    try:
+        parsed = int(index), float(value)
+    except ValueError:
+        parsed = (-1, 0.0)
+    if parsed[0] < 0 or not math.isfinite(parsed[1]):
+        raise argparse.ArgumentTypeError(
+            f"expects INDEX=VALUE with INDEX a latent index >= 0 and VALUE a finite number, got {text!r}"
+        )
+    return parsed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--feature", type=parse_feature, action="append", required=True, metavar="INDEX=VALUE"
     )
     parser.add_argument("--mode", choices=["add", "multiply"], default="add")
-    parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=20)
     parser.add_argument("--temperature", type=float, default=0.0)
 
 
 def run(args: argparse.Namespace) -> int:
     sae, model = load_sae_and_model(args)
+    out_of_range = [i for i, _ in args.feature if i >= sae.cfg.d_sae]
+    if out_of_range:
+        raise ValueError(
+            f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae} latents"
+        )
     result = steer(
         model,
         sae,

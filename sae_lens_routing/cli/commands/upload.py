@@ -62,45 +62,25 @@ def _parse_metrics(text: str | None) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lens_routing.hub.model_card import write_model_card
-    from sae_lens_routing.hub.upload import planned_upload, upload_route_sae, validate_repo_and_sae_id
-    from sae_lens_routing.loading.loaders import read_checked_sae_folder
+    from sae_lens_routing.hub.upload import upload_route_sae
 
-    shares = _parse_shares(args.routing_shares)
-    metrics = _parse_metrics(args.metrics)
     root_card = {"auto": None, "yes": True, "no": False}[args.root_card]
-    if args.dry_run:
-        sae_id = args.sae_id if args.sae_id is not None else args.path.resolve().name
-        validate_repo_and_sae_id(args.repo_id, sae_id)
-        read_checked_sae_folder(args.path)
-        card, _ = write_model_card(
-            args.path,
-            repo_id=args.repo_id,
-            sae_id=sae_id,
-            routing_shares=shares,
-            metrics=metrics,
-            training_tokens=args.training_tokens,
-            chart_prefix=f"{sae_id}/",
-        )
-        print(f"wrote {card}")
-        planned = planned_upload(
-            args.path, sae_id, with_chart=shares is not None, root_card=root_card is not False
-        )
-        for p in planned:
-            note = " (if the repo has no README.md yet)" if p == "README.md" and root_card is None else ""
-            print(f"would upload {args.repo_id}/{p}{note}")
-        return 0
-    uploaded = upload_route_sae(
+    paths = upload_route_sae(
         args.path,
         args.repo_id,
         args.sae_id,
         revision=args.revision,
-        routing_shares=shares,
-        metrics=metrics,
+        routing_shares=_parse_shares(args.routing_shares),
+        metrics=_parse_metrics(args.metrics),
         training_tokens=args.training_tokens,
         root_card=root_card,
         show_progress=True,
+        dry_run=args.dry_run,
     )
-    for p in uploaded:
-        print(f"uploaded {args.repo_id}/{p}")
+    if args.dry_run:
+        print(f"wrote the model card {args.path / 'README.md'}")
+    verb = "would upload" if args.dry_run else "uploaded"
+    for p in paths:
+        maybe = args.dry_run and p == "README.md" and root_card is None
+        print(f"{verb} {args.repo_id}/{p}{' (if the repo has no README.md yet)' if maybe else ''}")
     return 0
