@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from sae_lens_routing.training.activation_cache import cache_routed_activations, read_cache_metadata
-from sae_lens_routing.training.run_config import build_runner_config, load_model_and_dataset, split_config
+from sae_lens_routing.training.run_config import load_model_and_dataset, parse_run_config
 from sae_lens_routing.training.runner import RouteSAETrainingRunner
 
 RESULTS = Path(__file__).parent / "results"
@@ -76,15 +76,13 @@ def main() -> None:
 
     data = yaml.safe_load(DEMO.read_text())
     data.update(output_path=None, n_eval_batches=1, checkpoint_path=None, verbose=False)
-    fields, extras = split_config(data)
-    fields["sae"] = dict(fields["sae"])
-    model, dataset = load_model_and_dataset(fields, extras)
-    batch = int(fields["train_batch_size_tokens"])
-    fields["training_tokens"] = args.steps * batch
+    data["training_tokens"] = args.steps * int(data["train_batch_size_tokens"])
+    run = parse_run_config(data)
+    model, dataset = load_model_and_dataset(run)
+    batch = run.runner.train_batch_size_tokens
     tmp = Path(tempfile.mkdtemp(prefix="cached_training_"))
     try:
-        live_cfg = build_runner_config(dict(fields), model)
-        fields["sae"]["d_in"] = live_cfg.sae.d_in  # filled from the model; the cached run loads none
+        live_cfg = run.runner
         t = time.perf_counter()
         live = TimedRunner(live_cfg, override_dataset=dataset, override_model=model)
         live.run()
@@ -94,15 +92,15 @@ def main() -> None:
 
         t = time.perf_counter()
         meta = cache_routed_activations(
-            model, live_cfg, tmp / "acts", override_dataset=dataset, model_path=str(extras["model_path"])
+            model, live_cfg, tmp / "acts", override_dataset=dataset, model_path=run.model_path
         )
         cache_s = time.perf_counter() - t
         cache_bytes = sum(f.stat().st_size for f in (tmp / "acts").iterdir())
         print(f"cache:  {meta.n_kept_tokens:,} tokens in {cache_s:.1f} s, {cache_bytes / 2**20:.0f} MiB")
 
-        cached_cfg = build_runner_config(
-            {**fields, "use_cached_activations": True, "cached_activations_path": str(tmp / "acts")}, None
-        )
+        cached_cfg = parse_run_config(
+            {**data, "use_cached_activations": True, "cached_activations_path": str(tmp / "acts")}
+        ).runner
         t = time.perf_counter()
         cached = TimedRunner(cached_cfg)
         cached.run()

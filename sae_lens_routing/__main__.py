@@ -1,5 +1,5 @@
 import sys
 
-from sae_lens_routing.cli.main import main
+from sae_lens_routing.cli.main import cli
 
-sys.exit(main())
+sys.exit(cli())

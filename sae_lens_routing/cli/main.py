@@ -1,7 +1,14 @@
-"""`python -m sae_lens_routing <command>`: one module per command in `sae_lens_routing/cli/commands/`.
+"""`python -m sae_lens_routing [--debug] <command>`: one module per command in `sae_lens_routing/cli/commands/`.
 
 Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. Commands are
 discovered, so adding one never touches this file; only the chosen command's module is imported in full.
+
+User errors. Bad input (a config field of the wrong type, a missing file, a malformed `--set`...) raises one of
+`USER_ERRORS`: ValueError, TypeError, FileNotFoundError or FileExistsError, with a message naming the argument or
+field and what was expected. The program (`python -m sae_lens_routing`, the `sae-lens-routing` script: `cli()`)
+prints such an error as one line, `error: <message>`, on stderr and exits with 2 (argparse's code for bad usage);
+`--debug` shows the full traceback instead. Any other exception is a bug and always shows its traceback.
+`main(argv)` runs a command and lets every exception through, for callers that embed the CLI (and tests).
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import sys
 
 from sae_lens_routing.cli import commands
 
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
+
 
 def _command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
@@ -20,6 +29,9 @@ def _command_modules() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sae_lens_routing", description="RouteSAE for SAELens")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of a user error (bad config, missing file)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _command_modules():
         module = importlib.import_module(f"sae_lens_routing.cli.commands.{name}")
@@ -31,9 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; exceptions propagate (see `cli` for the program's error reporting)."""
     args = build_parser().parse_args(argv)
     return int(args._run(args) or 0)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The program: a user error is one `error: ...` line on stderr and exit code 2, unless `--debug`."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -1,9 +1,13 @@
-"""Checks on a RouteSAE training run that must fail before any model compute, naming the field."""
+"""Checks on a RouteSAE training run that must fail before any model compute, naming the field.
+
+`validate_route_config` holds every check that needs no model (the CLI runs it before loading anything);
+`validate_route_run` adds the checks against the loaded model (the runner runs it once the model is there)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from sae_lens.config import LanguageModelSAERunnerConfig
 
 from sae_lens_routing.saes.config import RouteTrainingSAEConfig
@@ -11,17 +15,43 @@ from sae_lens_routing.saes.config import RouteTrainingSAEConfig
 _D_MODEL_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_mlp_out", "hook_attn_out")
 
 
-def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None) -> None:
-    """Raise ValueError for config/model mismatches a RouteSAE run would otherwise hit mid-training.
+def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
+    """Raise ValueError for what a RouteSAE run would otherwise hit after loading the model, or mid-training.
 
-    `model=None` (a run from an activation cache, which loads no model) checks only the config itself."""
+    The SAE config's own fields (k <= d_sae, the hook list's shape...) are checked when it is built."""
+    if not isinstance(cfg, LanguageModelSAERunnerConfig):
+        raise ValueError(f"cfg must be a LanguageModelSAERunnerConfig, got {type(cfg).__name__}")
     if not isinstance(cfg.sae, RouteTrainingSAEConfig):
         raise ValueError(
             f"cfg.sae must be a RouteTrainingSAEConfig for RouteSAETrainingRunner, got {type(cfg.sae).__name__}"
         )
+    _validate_devices(cfg)
+    if cfg.output_path is not None and not str(cfg.output_path).strip():
+        raise ValueError(f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}")
+    _validate_buffer(cfg)
+
+
+def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None) -> None:
+    """`validate_route_config` plus the model checks (hook points, d_model, n_ctx).
+
+    `model=None` (a run from an activation cache, which loads no model) checks only the config itself."""
+    validate_route_config(cfg)
     if model is not None:
         _validate_against_model(cfg, model)
-    _validate_buffer(cfg)
+
+
+def _validate_devices(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
+    """A CUDA device on a machine without one otherwise fails late and obscurely (pin_memory, .to())."""
+    for name in ("device", "llm_device", "act_store_device"):
+        value = str(getattr(cfg, name))
+        try:
+            device = torch.device(value)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
+            ) from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False")
 
 
 def _validate_against_model(cfg: LanguageModelSAERunnerConfig[Any], model: Any) -> None:

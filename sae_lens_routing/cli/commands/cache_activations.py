@@ -9,14 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
-from sae_lens_routing.training.run_config import (
-    apply_overrides,
-    build_runner_config,
-    load_model_and_dataset,
-    read_yaml_config,
-    split_config,
-)
+from sae_lens_routing.training.run_config import load_model_and_dataset, parse_run_config, read_config
 
 HELP = (
     "Cache the routed layers of a model over a corpus once, to train RouteSAEs from (use_cached_activations)."
@@ -43,23 +38,22 @@ def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.training.activation_cache import cache_routed_activations
 
     if args.tokens is not None and args.tokens < 1:
-        raise SystemExit(f"--tokens must be a positive integer, got {args.tokens}")
-    data = apply_overrides(read_yaml_config(args.config), args.set)
-    fields, extras = split_config(data)
-    fields["sae"] = dict(fields["sae"])
-    fields["use_cached_activations"] = False  # this command writes the cache; it does not read one
-    out = args.out or fields.get("cached_activations_path")
+        raise ValueError(f"--tokens must be a positive integer, got {args.tokens}")
+    # this command writes the cache; it does not read one
+    run = parse_run_config({**read_config(args.config, args.set), "use_cached_activations": False})
+    out = args.out or run.runner.cached_activations_path
     if not out:
-        raise SystemExit("give --out PATH or set cached_activations_path in the config")
-    model, dataset = load_model_and_dataset(fields, extras)
-    cfg = build_runner_config(fields, model)
+        raise ValueError("give --out PATH or set cached_activations_path in the config")
+    if Path(out).exists() and not args.overwrite:  # checked again on writing; here before the model loads
+        raise FileExistsError(f"{out} already exists; pick another path or pass --overwrite")
+    model, dataset = load_model_and_dataset(run)
     meta = cache_routed_activations(
         model,
-        cfg,
+        run.runner,
         out,
         override_dataset=dataset,
         n_tokens=args.tokens,
-        model_path=str(extras["model_path"]) if "model_path" in extras else None,
+        model_path=run.model_path,
         overwrite=args.overwrite,
     )
     info = {k: v for k, v in asdict(meta).items() if k not in ("special_token_ids", "files")}

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from sae_lens_routing.atomic import atomic_write_text
-from sae_lens_routing.training.run_config import apply_overrides, train_from_config
+from sae_lens_routing.training.run_config import (
+    RunConfig,
+    apply_overrides,
+    parse_run_config,
+    train_from_config,
+)
 from sae_lens_routing.training.runner import format_summary
 
 HELP = "Run the main job: train a small RouteSAE on SmolLM2-135M + BBC News offline, evaluate, report."
@@ -26,7 +31,7 @@ PRESET = "demo.yaml"
 @dataclass
 class DemoContext:
     out: Path
-    config: dict[str, Any]
+    config: RunConfig
     runner: Any = None
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -51,7 +56,7 @@ def evaluate_step(ctx: DemoContext) -> None:
         ctx.runner.sae_for_analysis(),
         ctx.runner.model,
         ctx.out,
-        corpus=str(ctx.config.get("corpus", "bbcnews")),
+        corpus=ctx.config.corpus or "bbcnews",
         n_sequences=16,
         context_size=128,
         threshold=15.0,
@@ -68,7 +73,7 @@ def dashboard_step(ctx: DemoContext) -> None:
     sae = ctx.runner.sae_for_analysis()
     model = ctx.runner.model
     features = dashboard_features(Path(ctx.summary["output_path"]))
-    tokens = corpus_tokens(model, str(ctx.config.get("corpus", "bbcnews")), 32, 128, seed=2)
+    tokens = corpus_tokens(model, ctx.config.corpus or "bbcnews", 32, 128, seed=2)
     html = routed_dashboard(sae, model, tokens, features, ctx.out / "dashboard.html")["path"]
     print(f"dashboard: {html} (latents {features[0]}..{features[-1]}, {len(features)} live ones)")
     try:
@@ -95,8 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    config = apply_overrides(preset_config(), [f"output_path={out / 'sae'}", *args.set])
-    ctx = DemoContext(out=out, config=config)
+    preset = {**preset_config(), "output_path": str(out / "sae")}
+    ctx = DemoContext(out=out, config=parse_run_config(apply_overrides(preset, args.set)))
     out.mkdir(parents=True, exist_ok=True)
     for name, step in DEMO_STEPS:
         start = time.perf_counter()

@@ -7,7 +7,7 @@ import json
 
 from sae_lens_routing.atomic import atomic_write_text
 from sae_lens_routing.training.distributed import dist_info
-from sae_lens_routing.training.run_config import apply_overrides, read_yaml_config, train_from_config
+from sae_lens_routing.training.run_config import load_run_config, train_from_config
 from sae_lens_routing.training.runner import format_summary
 
 HELP = "Train a RouteSAE from a YAML SAELens runner config (with an `sae:` section)."
@@ -24,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = apply_overrides(read_yaml_config(args.config), args.set)
-    _, summary = train_from_config(data)
+    _, summary = train_from_config(load_run_config(args.config, args.set))
     if dist_info().is_main:
         print(format_summary(summary))
         if args.summary_json:
