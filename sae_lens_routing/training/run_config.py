@@ -140,7 +140,7 @@ def fill_from_cache(fields: dict[str, Any], extras: dict[str, Any]) -> None:
     sae.setdefault("d_in", meta.d_in)
 
 
-def train_from_config(data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def train_from_config(data: dict[str, Any], overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train from a parsed YAML mapping; returns (runner, summary). Used by the `train` and `demo` commands.
 
     With `use_cached_activations: true` neither the model nor the corpus is loaded: activations come from
@@ -155,7 +155,7 @@ def train_from_config(data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     else:
         model, dataset = load_model_and_dataset(fields, extras)
     cfg = build_runner_config(fields, model)
-    runner = RouteSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    runner = RouteSAETrainingRunner(cfg, override_dataset=dataset, override_model=model, overwrite=overwrite)
     if "model_path" in extras:  # so analysis commands can reload the same local model
         runner.sae.cfg.metadata.model_path = str(extras["model_path"])
     runner.run()

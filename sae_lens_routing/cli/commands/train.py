@@ -21,11 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)"
     )
     parser.add_argument("--summary-json", help="also write the final summary to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output_path")
 
 
 def run(args: argparse.Namespace) -> int:
     data = apply_overrides(read_yaml_config(args.config), args.set)
-    _, summary = train_from_config(data)
+    _, summary = train_from_config(data, overwrite=args.overwrite)
     if dist_info().is_main:
         print(format_summary(summary))
         if args.summary_json:
