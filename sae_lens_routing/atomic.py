@@ -19,7 +19,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-# How torch's zip writer and safetensors report a short write: neither keeps the OSError's errno.
+# How torch's zip writer (RuntimeError) and safetensors (SafetensorError) report a failed write: no errno kept.
 _FULL_MESSAGES = ("unexpected pos", "file write failed", "No space left", "File too large", "StorageFull")
 
 
@@ -57,7 +57,7 @@ def is_disk_full(err: BaseException) -> bool:
     """A write that failed because the disk (or quota, or the process's file size limit) ran out."""
     if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
         return True
-    return isinstance(err, (OSError, RuntimeError)) and any(m in str(err) for m in _FULL_MESSAGES)
+    return isinstance(err, Exception) and any(m in str(err) for m in _FULL_MESSAGES)
 
 
 def raise_if_disk_full(err: BaseException, path: Path) -> None:
@@ -96,7 +96,9 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
             raise FileExistsError(
                 errno.EEXIST, f"{path} already exists and was not replaced; the finished content is in {kept}"
             ) from err
-        raise OSError(err.errno, f"{path} could not be written ({err}); the finished content is in {kept}") from err
+        raise OSError(
+            err.errno, f"{path} could not be written ({err}); the finished content is in {kept}"
+        ) from err
 
 
 def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:

@@ -80,7 +80,10 @@ def remove_stale_partial_writes(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     if cfg.output_path is not None:
         out = Path(cfg.output_path)
         remove_stale_temporaries(out.parent, name=out.name)
-    for folder in (cfg.checkpoint_path, cfg.resume_from_checkpoint and Path(cfg.resume_from_checkpoint).parent):
+    for folder in (
+        cfg.checkpoint_path,
+        cfg.resume_from_checkpoint and Path(cfg.resume_from_checkpoint).parent,
+    ):
         if folder:
             remove_stale_temporaries(folder)
 
@@ -110,7 +113,8 @@ def output_lock(output_path: str | Path) -> Iterator[Path]:
     try:
         yield lock_path
     finally:
-        lock_path.unlink(missing_ok=True)  # before unlocking: a run waiting on this file sees it gone and retries
+        # Unlink before unlocking: a run that opened this file meanwhile sees it is gone and retries.
+        lock_path.unlink(missing_ok=True)
         os.close(fd)
 
 
@@ -174,7 +178,11 @@ def _open_trainer_state(path: Path) -> None:
 
 def _damaged_message(checkpoint: Path, name: str, err: Exception) -> str:
     path = checkpoint / name
-    problem = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({type(err).__name__}: {err})"
+    problem = (
+        "is missing"
+        if isinstance(err, FileNotFoundError)
+        else f"cannot be read ({type(err).__name__}: {err})"
+    )
     previous = previous_checkpoint(checkpoint)
     way_on = (
         f"resume from the previous checkpoint instead: resume_from_checkpoint={str(previous)!r}"
@@ -192,7 +200,10 @@ def previous_checkpoint(checkpoint: Path) -> Path | None:
     earlier = [
         (n, p)
         for p in checkpoint.parent.iterdir()
-        if p.is_dir() and (n := _samples_of(p.name)) is not None and n < own and (p / TRAINER_STATE_FILENAME).exists()
+        if p.is_dir()
+        and (n := _samples_of(p.name)) is not None
+        and n < own
+        and (p / TRAINER_STATE_FILENAME).exists()
     ]
     return max(earlier)[1] if earlier else None
 
@@ -203,7 +214,10 @@ def _samples_of(name: str) -> int | None:
 
 
 def _check_same_run(
-    checkpoint: Path, sae_cfg: dict[str, Any], runner_cfg: dict[str, Any], cfg: LanguageModelSAERunnerConfig[Any]
+    checkpoint: Path,
+    sae_cfg: dict[str, Any],
+    runner_cfg: dict[str, Any],
+    cfg: LanguageModelSAERunnerConfig[Any],
 ) -> None:
     pairs: list[tuple[str, Any, Any, str]] = [
         ("model_name", runner_cfg.get("model_name"), cfg.model_name, RUNNER_CFG_FILENAME)
