@@ -17,7 +17,6 @@ activating token).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.atomic import atomic_write_json
 
 SENTENCE_END = (".", "!", "?")
 
@@ -165,5 +164,5 @@ def write_feature_contexts(
             for f, e in sorted(results.items())
         },
     }
-    atomic_write_text(path, json.dumps(payload, indent=1))
+    atomic_write_json(path, payload, indent=1)
     return payload

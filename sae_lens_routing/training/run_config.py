@@ -223,7 +223,7 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
     return model, dataset
 
 
-def train_from_config(run: RunConfig) -> tuple[Any, dict[str, Any]]:
+def train_from_config(run: RunConfig, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train a parsed run; returns (runner, summary). Used by the `train` and `demo` commands.
 
     With `use_cached_activations: true` neither the model nor the corpus is loaded: activations come from
@@ -231,7 +231,9 @@ def train_from_config(run: RunConfig) -> tuple[Any, dict[str, Any]]:
     from sae_lens_routing.training.runner import RouteSAETrainingRunner, training_summary
 
     model, dataset = (None, None) if run.runner.use_cached_activations else load_model_and_dataset(run)
-    runner = RouteSAETrainingRunner(run.runner, override_dataset=dataset, override_model=model)
+    runner = RouteSAETrainingRunner(
+        run.runner, override_dataset=dataset, override_model=model, overwrite=overwrite
+    )
     runner.run()
     return runner, training_summary(runner)
 

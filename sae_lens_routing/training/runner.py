@@ -30,10 +30,16 @@ from sae_lens.training.prefetch import PrefetchingIterator
 from safetensors.torch import save_file
 from transformer_lens.hook_points import HookedRootModule
 
-from sae_lens_routing.atomic import atomic_directory
+from sae_lens_routing.atomic import atomic_directory, strict_json
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
 from sae_lens_routing.saes.routed_metrics import routing_shares
 from sae_lens_routing.training.activation_cache import CachedMultiLayerActivationsStore
+from sae_lens_routing.training.checkpoints import (
+    check_resume_checkpoint,
+    claim_output,
+    refuse_existing_output,
+    remove_stale_partial_writes,
+)
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
 from sae_lens_routing.training.distributed import DistInfo, init_distributed, rank_device, shard_dataset
 from sae_lens_routing.training.store import MultiLayerActivationsStore
@@ -61,9 +67,15 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         override_dataset: HfDataset | None = None,
         override_model: HookedRootModule | None = None,
         override_sae: TrainingSAE[Any] | None = None,
+        overwrite: bool = False,
     ):
+        """`overwrite`: replace an existing `output_path` (by default a run refuses it before training)."""
         # Deliberately not super().__init__(): it would build the single-hook ActivationsStore first.
         validate_route_run_config(cfg)
+        self.overwrite = overwrite
+        refuse_existing_output(cfg.output_path, overwrite)
+        if cfg.resume_from_checkpoint is not None:
+            check_resume_checkpoint(cfg.resume_from_checkpoint, cfg)
         self.dist = init_distributed(str(cfg.device))
         # What the user asked for (global tokens and batch): what runner_cfg.json, the model card and W&B record.
         self.global_cfg = cfg
@@ -153,6 +165,13 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         )
 
     def run(self) -> RouteTrainingSAE:
+        """Train and save, holding `output_path` for the whole run (a second run on it is refused)."""
+        with claim_output(self.cfg.output_path, self.overwrite, self.dist):
+            if self.dist.is_main:
+                remove_stale_partial_writes(self.cfg)
+            return self._train_and_save()
+
+    def _train_and_save(self) -> RouteTrainingSAE:
         self._set_sae_metadata()
         if self.cfg.logger.log_to_wandb:
             # Every rank runs the same logging code (its metrics are all-reduced); only rank 0 reports.
@@ -220,8 +239,9 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         output_path: str,
         log_feature_sparsity: torch.Tensor | None = None,
     ) -> None:
-        """The stock output folder (cfg.json, weights, sparsity, runner cfg), written atomically."""
-        with atomic_directory(output_path) as tmp:
+        """The stock output folder (cfg.json, weights, sparsity, runner cfg), written atomically. An output that
+        appeared during training is not replaced without `overwrite`: the error names where the SAE was kept."""
+        with atomic_directory(output_path, overwrite=self.overwrite) as tmp:
             weights_path, cfg_path = sae.save_inference_model(str(tmp))
             sparsity_path = None
             if log_feature_sparsity is not None:
@@ -229,7 +249,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                 save_file({"sparsity": log_feature_sparsity}, sparsity_path)
             (tmp / RUNNER_CFG_FILENAME).write_text(json.dumps(self.global_cfg.to_dict()))
             if self.final_metrics is not None:
-                (tmp / "training_metrics.json").write_text(json.dumps(self.final_metrics, indent=2))
+                (tmp / "training_metrics.json").write_text(strict_json(self.final_metrics, indent=2))
         if self.cfg.logger.log_to_wandb:
             out = Path(output_path)
             # SAELens records `trainer.cfg` as the artifact's metadata: give it the global config.

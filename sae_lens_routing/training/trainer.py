@@ -8,9 +8,6 @@ logged metrics and eval results over ranks, and lets only rank 0 write checkpoin
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import torch.distributed as dist
 from sae_lens.saes.sae import TrainStepOutput
 from sae_lens.training.sae_trainer import SAETrainer
 
+from sae_lens_routing.atomic import atomic_directory
 from sae_lens_routing.training.distributed import (
     all_reduce_mean_scalars,
     average_gradients_in_backward,
@@ -32,6 +30,7 @@ class RouteSAETrainer(SAETrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._completed_steps = 0
         self.dist = dist_info()
         if self.dist.enabled:
             broadcast_parameters(self.sae)
@@ -60,6 +59,7 @@ class RouteSAETrainer(SAETrainer):
 
     def step(self, batch: torch.Tensor) -> TrainStepOutput:
         output = self._step(batch)
+        self._completed_steps = self.n_training_steps + 1  # fit() counts this step after checkpointing it
         every = getattr(self.sae.cfg, "unit_norm_decoder_every", 0)
         if every and self.n_training_steps % every == 0:
             # After the optimizer step, as the official loop does (`batch_idx % steps == 0`).
@@ -88,6 +88,23 @@ class RouteSAETrainer(SAETrainer):
         log["details/n_training_samples"] = n_training_samples * self.dist.world_size
         return log
 
+    def save_trainer_state(self, checkpoint_path: Path) -> None:
+        """Record the steps completed so far. `fit()` checkpoints a step before counting it, so SAELens saves a
+        step count one behind its own optimizer and scheduler state, and a resumed run ends one step short."""
+        counted = self.n_training_steps
+        self.n_training_steps = max(counted, self._completed_steps)
+        try:
+            super().save_trainer_state(checkpoint_path)
+        finally:
+            self.n_training_steps = counted
+
+    def load_trainer_state(self, checkpoint_path: Path | str) -> None:
+        """Resume the checkpoint schedule too: thresholds the interrupted run already passed were saved then,
+        and would otherwise all be written again in the first steps after resuming."""
+        super().load_trainer_state(checkpoint_path)
+        self._completed_steps = self.n_training_steps
+        self.checkpoint_thresholds = [t for t in self.checkpoint_thresholds if t >= self.n_training_samples]
+
     def save_checkpoint(
         self,
         checkpoint_name: str,
@@ -103,14 +120,11 @@ class RouteSAETrainer(SAETrainer):
         self, checkpoint_name: str, base_path: Path | str | None, wandb_aliases: list[str] | None
     ) -> None:
         """Write the whole checkpoint (weights, trainer and store state) under a hidden name, then rename it:
-        a run killed mid-save never leaves a checkpoint folder that looks complete but is not."""
+        a run killed mid-save never leaves a checkpoint folder that looks complete but is not, and a full
+        disk is reported as such, with the partial files removed."""
         base = base_path if base_path is not None else self.cfg.checkpoint_path
         if base is None:
             super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)
             return
-        tmp_name = f".{checkpoint_name}.tmp-{uuid.uuid4().hex[:8]}"
-        super().save_checkpoint(tmp_name, base_path=base, wandb_aliases=wandb_aliases)
-        final = Path(base) / checkpoint_name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(Path(base) / tmp_name, final)
+        with atomic_directory(Path(base) / checkpoint_name) as tmp:
+            super().save_checkpoint(tmp.name, base_path=base, wandb_aliases=wandb_aliases)

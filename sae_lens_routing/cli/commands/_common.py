@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from typing import Any
+
+from sae_lens_routing.atomic import strict_json  # noqa: F401  (re-exported for the commands)
 
 
 def positive_int(text: str) -> int:
@@ -18,22 +18,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
-
-
-def _finite_or_none(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def strict_json(obj: Any, **kwargs: Any) -> str:
-    """JSON every parser reads: a metric undefined on the data (NaN/Inf, e.g. a ratio over a zero baseline)
-    is written as null, since Python's default bare `NaN` is not JSON."""
-    return json.dumps(_finite_or_none(obj), allow_nan=False, **kwargs)
 
 
 def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:

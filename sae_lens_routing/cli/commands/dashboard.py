@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from sae_lens_routing.cli.commands._common import add_sae_and_model_arguments, load_sae_and_model
@@ -39,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"screenshot written to {screenshot(args.out, args.screenshot)}")
     if args.neuronpedia:
-        from sae_lens_routing.atomic import atomic_write_text
+        from sae_lens_routing.atomic import atomic_write_json
         from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
 
         batch = neuronpedia_batch(model, sae, result["vis_data"], result["routing"])
-        atomic_write_text(Path(args.neuronpedia), json.dumps(batch))
+        atomic_write_json(Path(args.neuronpedia), batch)
         print(f"Neuronpedia batch written to {args.neuronpedia}")
     return 0

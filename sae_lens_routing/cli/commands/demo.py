@@ -7,7 +7,6 @@ later step in `DEMO_STEPS` on it (evaluation, then an offline sae-dashboard page
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.atomic import atomic_write_text, strict_json
 from sae_lens_routing.training.run_config import (
     RunConfig,
     apply_overrides,
@@ -44,8 +43,9 @@ def preset_config() -> dict[str, Any]:
 
 
 def train_step(ctx: DemoContext) -> None:
-    ctx.runner, ctx.summary = train_from_config(ctx.config)
-    atomic_write_text(ctx.out / "summary.json", json.dumps(ctx.summary, indent=2))
+    # The demo's SAE folder is its own scratch output: a second `make demo` replaces it.
+    ctx.runner, ctx.summary = train_from_config(ctx.config, overwrite=True)
+    atomic_write_text(ctx.out / "summary.json", strict_json(ctx.summary, indent=2))
     print(format_summary(ctx.summary), flush=True)
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import load_sae_and_model
 from sae_lens_routing.cli.commands.dashboard import add_dashboard_arguments
 
@@ -30,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         result = routed_dashboard(sae, model, tokens, args.features, Path(tmp) / "vis.html", offline=False)
     batch = neuronpedia_batch(model, sae, result["vis_data"], result["routing"], sae_set=args.sae_set)
-    atomic_write_text(args.out, json.dumps(batch))
+    atomic_write_json(args.out, batch)
     print(f"Neuronpedia batch with {len(batch['features'])} features written to {args.out}")
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.training.distributed import dist_info
 from sae_lens_routing.training.run_config import load_run_config, train_from_config
 from sae_lens_routing.training.runner import format_summary
@@ -21,12 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)"
     )
     parser.add_argument("--summary-json", help="also write the final summary to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output_path")
 
 
 def run(args: argparse.Namespace) -> int:
-    _, summary = train_from_config(load_run_config(args.config, args.set))
+    _, summary = train_from_config(load_run_config(args.config, args.set), overwrite=args.overwrite)
     if dist_info().is_main:
         print(format_summary(summary))
         if args.summary_json:
-            atomic_write_text(args.summary_json, json.dumps(summary, indent=2))
+            atomic_write_json(args.summary_json, summary, indent=2)
     return 0
