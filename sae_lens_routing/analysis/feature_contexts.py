@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.saes.routed_activations import routed_activations
 
 SENTENCE_END = (".", "!", "?")
 
@@ -118,6 +119,40 @@ def count_features(results: dict[int, FeatureContexts], rules: ContextRules = Co
     return sum(entry.is_feature(rules) for entry in results.values())
 
 
+class FeatureContextCollector:
+    """Collects the activations above `rules.threshold` from routed batches as they are computed, so an
+    evaluation's routing (`run_route_evals(..., on_routed=collector)`) serves the feature contexts too."""
+
+    def __init__(
+        self,
+        model: Any,
+        hook_names: list[str],
+        rules: ContextRules = ContextRules(),
+        exclude_special_tokens: list[int] | None = None,
+    ):
+        self.tokenizer = model.tokenizer
+        self.hook_names = list(hook_names)
+        self.rules = rules
+        self.excluded = set(exclude_special_tokens or [])
+        self.token_strings: list[list[str]] = []
+        self.activations: list[Activation] = []
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor, routed: Any) -> None:
+        start = len(self.token_strings)
+        self.token_strings += [[self.tokenizer.decode([t]) for t in row.tolist()] for row in tokens]
+        feature_acts = routed.feature_acts
+        seq, pos, feat = torch.nonzero(feature_acts > self.rules.threshold, as_tuple=True)
+        values = feature_acts[seq, pos, feat].tolist()
+        layers = routed.layer_index[seq, pos].tolist()
+        for s, p, f, v, layer in zip(seq.tolist(), pos.tolist(), feat.tolist(), values, layers):
+            if int(tokens[s, p]) not in self.excluded:
+                self.activations.append(Activation(start + s, p, f, v, layer))
+
+    def results(self) -> dict[int, FeatureContexts]:
+        return contexts_from_activations(self.token_strings, self.activations, self.hook_names, self.rules)
+
+
 @torch.no_grad()
 def find_feature_contexts(
     sae: Any,
@@ -130,21 +165,11 @@ def find_feature_contexts(
 ) -> dict[int, FeatureContexts]:
     """Run `model` on `tokens` [n, seq], route and encode every token, and collect the contexts."""
     hooks = list(sae.cfg.hook_names)
-    stop = max(int(h.split(".")[1]) for h in hooks) + 1
-    excluded = set(exclude_special_tokens or [])
-    token_strings = [[model.tokenizer.decode([t]) for t in row.tolist()] for row in tokens]
-    activations: list[Activation] = []
-    for start in range(0, len(tokens), batch_size):
-        batch = tokens[start : start + batch_size]
-        _, cache = model.run_with_cache(batch, names_filter=hooks, stop_at_layer=stop)
-        out = sae.forward_routed(torch.stack([cache[h] for h in hooks], dim=-2))
-        seq, pos, feat = torch.nonzero(out.feature_acts > rules.threshold, as_tuple=True)
-        values = out.feature_acts[seq, pos, feat].tolist()
-        layers = out.layer_index[seq, pos].tolist()
-        for s, p, f, v, layer in zip(seq.tolist(), pos.tolist(), feat.tolist(), values, layers):
-            if int(batch[s, p]) not in excluded:
-                activations.append(Activation(start + s, p, f, v, layer))
-    return contexts_from_activations(token_strings, activations, hooks, rules)
+    collect = FeatureContextCollector(model, hooks, rules, exclude_special_tokens)
+    for batch in tokens.split(batch_size):
+        acts, _, _ = routed_activations(model, batch, hooks)
+        collect(batch, sae.forward_routed(acts))
+    return collect.results()
 
 
 def write_feature_contexts(

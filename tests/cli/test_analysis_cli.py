@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae_lens_routing import IntegrityError
+from sae_lens_routing.atomic import strict_json
 from sae_lens_routing.cli.commands import evaluate as evaluate_command
-from sae_lens_routing.cli.commands._common import strict_json
 from sae_lens_routing.cli.main import main
 
 W = "sae_weights.safetensors"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sae_lens_routing.atomic import strict_json  # noqa: F401  (re-exported for the commands)
-
 
 def positive_int(text: str) -> int:
     """argparse `type=` for counts and sizes: argparse's refusal then names the flag ("argument --batch-size:

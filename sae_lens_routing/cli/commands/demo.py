@@ -14,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from sae_lens_routing.atomic import atomic_write_text, strict_json
+from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.training.run_config import (
     RunConfig,
     apply_overrides,
@@ -45,7 +45,7 @@ def preset_config() -> dict[str, Any]:
 def train_step(ctx: DemoContext) -> None:
     # The demo's SAE folder is its own scratch output: a second `make demo` replaces it.
     ctx.runner, ctx.summary = train_from_config(ctx.config, overwrite=True)
-    atomic_write_text(ctx.out / "summary.json", strict_json(ctx.summary, indent=2))
+    atomic_write_json(ctx.out / "summary.json", ctx.summary, indent=2)
     print(format_summary(ctx.summary), flush=True)
 
 

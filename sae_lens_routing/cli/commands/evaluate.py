@@ -9,16 +9,15 @@ from typing import Any
 from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
 from sae_lens_routing.analysis.feature_contexts import (
     ContextRules,
+    FeatureContextCollector,
     count_features,
-    find_feature_contexts,
     write_feature_contexts,
 )
-from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import (
     add_sae_and_model_arguments,
     load_sae_and_model,
     positive_int,
-    strict_json,
 )
 
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
@@ -54,14 +53,17 @@ def evaluate(
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
     tok = model.tokenizer
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
-    metrics = run_route_evals(sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special)
-    write_routing_chart(metrics, out / "routing_share.png")
     rules = ContextRules(threshold=threshold)
-    contexts = find_feature_contexts(sae, model, tokens, rules=rules, exclude_special_tokens=special)
+    collect = FeatureContextCollector(model, list(sae.cfg.hook_names), rules, special)
+    metrics = run_route_evals(  # routes each batch once; the feature contexts come from that routing
+        sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special, on_routed=collect
+    )
+    write_routing_chart(metrics, out / "routing_share.png")
+    contexts = collect.results()
     write_feature_contexts(contexts, out / "feature_contexts.json", rules)
     metrics["features/n_counted"] = count_features(contexts, rules)
     metrics["features/threshold"] = threshold
-    atomic_write_text(out / "eval.json", strict_json(metrics, indent=2))
+    atomic_write_json(out / "eval.json", metrics, indent=2)
     return metrics
 
 
