@@ -3,7 +3,7 @@ shown examples were routed from.
 
 Each token is routed once (`routed_activations` + `forward_routed`) and kept sparse (its top-k latents and its
 routed layer); latent selection, the dead-latent list and the routing panel are all read off that one scan, and
-the routing panel's top examples are the (row, pos) pairs sae-dashboard itself chose for the page.
+the panel's top examples are the (row, pos) pairs sae-dashboard itself chose for the page.
 """
 
 from __future__ import annotations
@@ -31,50 +31,43 @@ class TokenScan:
     d_sae: int
     n_layers: int
 
-    def firing(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per latent: (number of tokens where it is active (> 0), its max activation) over the positions
-        sae-dashboard can show as a top example."""
+    def rank(self, candidates: list[int], limit: int | None) -> tuple[list[int], list[int]]:
+        """(live candidates, most often firing first (ties: larger max), at most `limit`; dead candidates).
+
+        Counted only where sae-dashboard can show a top example, so every live latent's page has real ones."""
         span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
         values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
-        active = values > 0
-        counts = torch.bincount(indices[active], minlength=self.d_sae)
-        maxima = torch.zeros(self.d_sae).scatter_reduce_(0, indices[active], values[active], "amax")
-        return counts, maxima
-
-    def rank(self, candidates: list[int], limit: int | None) -> tuple[list[int], list[int]]:
-        """(live candidates, most often firing first (ties: larger max), at most `limit`; dead candidates): a
-        latent is live if it fired on a position the page can show, so every page has real top examples."""
-        counts, maxima = self.firing()
-        order = sorted(candidates, key=lambda f: (-int(counts[f]), -float(maxima[f]), f))
-        live = [f for f in order if counts[f] > 0]
-        return live[:limit], sorted(f for f in candidates if counts[f] == 0)
+        values, indices = values[values > 0], indices[values > 0]
+        counts = torch.bincount(indices, minlength=self.d_sae).tolist()
+        maxima = torch.zeros(self.d_sae).scatter_reduce_(0, indices, values, "amax").tolist()
+        order = sorted(candidates, key=lambda f: (-counts[f], -maxima[f], f))
+        return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
 
     def routing_stats(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
         """Per feature: the share of the page's top examples (those > 0) routed from each layer, and over every
         token where it is active (> 0) the count and mean activation per routed layer."""
-        L = self.n_layers
-        layers = self.layer_index[..., None].expand_as(self.indices)
-        active = self.values > 0
-        where = (layers[active], self.indices[active])
-        counts = torch.zeros(L, self.d_sae, dtype=torch.float64).index_put_(
-            where, torch.ones(len(where[0]), dtype=torch.float64), accumulate=True
-        )
-        sums = torch.zeros(L, self.d_sae, dtype=torch.float64).index_put_(
-            where, self.values[active].double(), accumulate=True
-        )
-        means = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
         stats: dict[int, dict[str, Any]] = {}
         for feature in features:
-            rows, pos = top_positions(vis_data, feature).unbind(-1)
-            shown = ((self.indices[rows, pos] == feature) & (self.values[rows, pos] > 0)).any(-1)
-            top_layers = self.layer_index[rows, pos][shown]
-            top_share = torch.bincount(top_layers, minlength=L).double() / max(len(top_layers), 1)
+            groups = vis_data.feature_data_dict[feature].sequence_data.seq_group_data
+            if not groups or not groups[0].title.startswith(TOP_GROUP_TITLE):
+                raise ValueError(
+                    f"sae-dashboard's first sequence group is not {TOP_GROUP_TITLE!r}; its layout changed"
+                )
+            top = torch.tensor([(s.original_index, s.qualifying_token_index) for s in groups[0].seq_data])
+            acts = torch.where(self.indices == feature, self.values, 0.0).sum(-1)  # [n, seq]
+            top_layers = self.layer_index[top[:, 0], top[:, 1]][acts[top[:, 0], top[:, 1]] > 0]
+            active_layers = self.layer_index[acts > 0]
+            counts = torch.bincount(active_layers, minlength=self.n_layers)
+            sums = torch.zeros(self.n_layers, dtype=torch.float64).index_add_(
+                0, active_layers, acts[acts > 0].double()
+            )
+            share = torch.bincount(top_layers, minlength=self.n_layers) / max(len(top_layers), 1)
             stats[feature] = {
-                "top_share": [round(x, 4) for x in top_share.tolist()],
-                "mean_activation": [round(x, 4) for x in means[:, feature].tolist()],
-                "active_tokens_per_layer": [int(c) for c in counts[:, feature].tolist()],
-                "n_active": int(counts[:, feature].sum()),
-                "n_top": int(len(top_layers)),
+                "top_activation_share": [round(x, 4) for x in share.tolist()],
+                "mean_activation": [round(x, 4) for x in (sums / counts.clamp_min(1)).tolist()],
+                "active_tokens_per_layer": counts.tolist(),
+                "n_active_tokens": int(counts.sum()),
+                "n_top_activations": len(top_layers),
             }
         return stats
 
@@ -82,10 +75,9 @@ class TokenScan:
 @torch.no_grad()
 def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16) -> TokenScan:
     """Route every token once; keep its `sae.cfg.k` largest latents (a TopK RouteSAE has no more nonzero)."""
-    hooks = list(sae.cfg.hook_names)
+    hooks, k = list(sae.cfg.hook_names), int(sae.cfg.k)
     check_hooks_in_model(model, hooks)
-    k = int(sae.cfg.k)
-    values, indices, layers = [], [], []
+    parts = []
     for batch in tokens.split(batch_size):
         out = sae.forward_routed(routed_activations(model, batch, hooks)[0])
         acts = out.feature_acts.float()
@@ -94,19 +86,6 @@ def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16
                 f"sae has more than sae.cfg.k={k} nonzero latents on a token; dashboards need TopK"
             )
         top = acts.topk(k, dim=-1)
-        values.append(top.values.cpu())
-        indices.append(top.indices.cpu())
-        layers.append(out.layer_index.cpu())
-    return TokenScan(torch.cat(values), torch.cat(indices), torch.cat(layers), sae.cfg.d_sae, len(hooks))
-
-
-def top_positions(vis_data: Any, feature: int) -> torch.Tensor:
-    """[(row, position)] of the examples in sae-dashboard's top-activations group of `feature`, as the page shows
-    them."""
-    groups = vis_data.feature_data_dict[feature].sequence_data.seq_group_data
-    if not groups or not groups[0].title.startswith(TOP_GROUP_TITLE):
-        raise ValueError(
-            f"sae-dashboard's first sequence group is not {TOP_GROUP_TITLE!r}; its layout changed"
-        )
-    rows = [(seq.original_index, seq.qualifying_token_index) for seq in groups[0].seq_data]
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, 2)
+        parts.append((top.values.cpu(), top.indices.cpu(), out.layer_index.cpu()))
+    values, indices, layers = (torch.cat(part) for part in zip(*parts))
+    return TokenScan(values, indices, layers, sae.cfg.d_sae, len(hooks))

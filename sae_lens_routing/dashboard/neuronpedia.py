@@ -47,15 +47,7 @@ def neuronpedia_batch(
         NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
     )
     for feature in batch["features"]:
-        stats = data.routing[int(feature["feature_index"])]
-        feature["routing"] = {
-            "hook_names": hooks,
-            "top_activation_share": stats["top_share"],
-            "n_top_activations": stats["n_top"],
-            "mean_activation": stats["mean_activation"],
-            "active_tokens_per_layer": stats["active_tokens_per_layer"],
-            "n_active_tokens": stats["n_active"],
-        }
+        feature["routing"] = {"hook_names": hooks, **data.routing[int(feature["feature_index"])]}
     batch["routed_hook_names"] = hooks
     batch["dead_latents"] = data.dead_latents
     return batch

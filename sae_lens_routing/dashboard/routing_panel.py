@@ -23,27 +23,24 @@ PANEL_JS = """
     if (!s) { el.innerHTML = '<p>No routing data for feature ' + feature + '.</p>'; return; }
     let rows = '';
     hooks.forEach(function (h, i) {
-      const pct = (100 * s.top_share[i]).toFixed(1);
+      const pct = (100 * s.top_activation_share[i]).toFixed(1);
       rows += '<tr><td>' + h + '</td><td><div class="routing-bar" style="width:' + pct + 'px"></div> ' + pct +
         '%</td><td>' + s.active_tokens_per_layer[i] + '</td><td>' + s.mean_activation[i].toFixed(3) + '</td></tr>';
     });
-    el.innerHTML = '<p>Feature <b>' + feature + '</b>: routed layers of the ' + s.n_top +
-      ' top activations shown below (those &gt; 0); active on ' + s.n_active + ' tokens in all.</p>' +
+    el.innerHTML = '<p>Feature <b>' + feature + '</b>: routed layers of the ' + s.n_top_activations +
+      ' top activations shown below (those &gt; 0); active on ' + s.n_active_tokens + ' tokens in all.</p>' +
       '<table class="routing-table"><tr><th>routed layer</th><th>share of top activations</th>' +
       '<th>active tokens</th><th>mean activation (when active)</th></tr>' + rows + '</table>';
   }
-  function current() {
-    const select = document.querySelector('#dropdown-container select');
-    return select ? select.value : Object.keys(data.stats)[0];
-  }
+  const select = () => document.querySelector('#dropdown-container select');
+  const current = () => (select() ? select().value : data.order[0]);
   document.addEventListener('change', function (e) {
     if (e.target && e.target.closest && e.target.closest('#dropdown-container')) { render(current()); }
   });
   window.addEventListener('load', function () {
-    const select = document.querySelector('#dropdown-container select');
-    data.order.forEach(function (f) {
-      const option = select && select.querySelector('option[value="' + f + '"]');
-      if (option) { select.appendChild(option); }
+    data.order.forEach(function (f) {  // sae-dashboard lists integer keys ascending; put them in our order
+      const option = select() && select().querySelector('option[value="' + f + '"]');
+      if (option) { select().appendChild(option); }
     });
     render(current());
   });

@@ -223,7 +223,7 @@ def test_dashboard_renders_offline_in_chromium(setup):
 
 
 def test_routing_panel_describes_the_top_examples_shown(setup):
-    """top_share counts the routed layers of exactly the page's top-group examples (activation > 0); the mean
+    """top_activation_share counts the routed layers of exactly the page's top-group examples (activation > 0); the mean
     activation per layer is over every active token routed there."""
     _, model, sae, tokens, result = setup
     out = routed(model, sae, tokens)
@@ -234,8 +234,8 @@ def test_routing_panel_describes_the_top_examples_shown(setup):
             for s in top
             if out.feature_acts[s.original_index, s.qualifying_token_index, feature] > 0
         ]
-        assert stats["n_top"] == len(layers) > 0
-        assert stats["top_share"] == pytest.approx(
+        assert stats["n_top_activations"] == len(layers) > 0
+        assert stats["top_activation_share"] == pytest.approx(
             [layers.count(i) / len(layers) for i in range(3)], abs=1e-4
         )
         acts = out.feature_acts[..., feature]
@@ -244,7 +244,7 @@ def test_routing_panel_describes_the_top_examples_shown(setup):
             assert stats["active_tokens_per_layer"][i] == len(here)
             expected = here.mean().item() if len(here) else 0.0
             assert stats["mean_activation"][i] == pytest.approx(expected, abs=1e-3)
-        assert stats["n_active"] == int((acts > 0).sum())
+        assert stats["n_active_tokens"] == int((acts > 0).sum())
 
 
 def test_neuronpedia_json_keeps_dashboard_keys(setup):
@@ -279,7 +279,10 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
             "n_active_tokens",
         }
         stats = result.data.routing[mine["feature_index"]]
-        assert routing["top_activation_share"] == stats["top_share"] and len(stats["top_share"]) == 3
+        assert (
+            routing["top_activation_share"] == stats["top_activation_share"]
+            and len(stats["top_activation_share"]) == 3
+        )
         assert routing["hook_names"] == HOOKS
 
 
