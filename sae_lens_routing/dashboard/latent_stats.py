@@ -32,15 +32,17 @@ class TokenScan:
     n_layers: int
 
     def rank(self, candidates: list[int], limit: int | None) -> tuple[list[int], list[int]]:
-        """(live candidates, most often firing first (ties: larger max), at most `limit`; dead candidates).
+        """(live candidates, largest max activation first (ties: firing more often), at most `limit`; dead ones).
 
-        Counted only where sae-dashboard can show a top example, so every live latent's page has real ones."""
+        Counted only where sae-dashboard can show a top example, so every live latent's page has real ones. The
+        largest peak rather than the highest firing rate: on the demo SAE the most frequent latents are dense ones
+        (firing on 10-100% of tokens) that say little, the strongest peaks are mostly specific ones."""
         span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
         values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
         values, indices = values[values > 0], indices[values > 0]
         counts = torch.bincount(indices, minlength=self.d_sae).tolist()
         maxima = torch.zeros(self.d_sae).scatter_reduce_(0, indices, values, "amax").tolist()
-        order = sorted(candidates, key=lambda f: (-counts[f], -maxima[f], f))
+        order = sorted(candidates, key=lambda f: (-maxima[f], -counts[f], f))
         return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
 
     def routing_stats(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:

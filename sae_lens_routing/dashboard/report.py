@@ -85,14 +85,14 @@ class DashboardData:
 
     vis_data: Any  # sae-dashboard's SaeVisData for `features`
     routing: dict[int, dict[str, Any]]  # per feature, see TokenScan.routing_stats
-    features: list[int]  # most active first: the page opens on features[0]
+    features: list[int]  # largest max activation first: the page opens on features[0]
     dead_latents: list[int]  # requested latents that never fired on the tokens (not shown)
     hook_names: list[str]
     model_name: str  # the SAE's cfg.metadata.model_name
 
     def summary(self) -> str:
         return (
-            f"{len(self.features)} latents, most active first, opens on latent {self.features[0]}; "
+            f"{len(self.features)} latents, largest activation first, opens on latent {self.features[0]}; "
             f"{len(self.dead_latents)} requested latents never fired"
         )
 

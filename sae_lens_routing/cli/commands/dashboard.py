@@ -31,7 +31,7 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--features",
         default="top:24",
-        help="top:N (the N most often firing latents on these tokens, default top:24) or e.g. 0-63 or 1,5,9",
+        help="top:N (the N latents with the largest activations on these tokens; default top:24) or 0-63, 1,5,9",
     )
     parser.add_argument("--corpus", default="bbcnews", help="offline corpus the activations are drawn from")
     parser.add_argument("--n-sequences", type=positive_int, default=64)
