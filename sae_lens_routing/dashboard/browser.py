@@ -97,6 +97,15 @@ class _DevTools:
             if "method" in reply:
                 self.events.append(reply)
 
+    def evaluate(self, session: str, expression: str) -> Any:
+        """The value of `expression` in the page (awaited if a promise); raises if it throws."""
+        reply = self.call(
+            "Runtime.evaluate", session, expression=expression, awaitPromise=True, returnByValue=True
+        )
+        if "exceptionDetails" in reply:
+            raise RuntimeError(f"script failed in the page: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
     def wait_for(self, method: str) -> None:
         while not any(e["method"] == method for e in self.events):
             self.events.append(self._read_message())
@@ -163,33 +172,17 @@ def render(
             session = tools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
             for domain in ("Page", "Runtime", "Log"):
                 tools.call(f"{domain}.enable", session)
-            tools.call(
-                "Emulation.setDeviceMetricsOverride",
-                session,
-                width=width,
-                height=height,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
+            metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+            tools.call("Emulation.setDeviceMetricsOverride", session, **metrics)
             tools.call("Page.navigate", session, url=page.as_uri())
             tools.wait_for("Page.loadEventFired")
             settle = f"new Promise(r => setTimeout(r, {int(settle_ms)}))"
-            tools.call("Runtime.evaluate", session, expression=settle, awaitPromise=True)
+            tools.evaluate(session, settle)
             script_result = None
             if script is not None:  # e.g. interact with the page, then read what it shows
-                reply = tools.call(
-                    "Runtime.evaluate", session, expression=script, awaitPromise=True, returnByValue=True
-                )
-                if "exceptionDetails" in reply:
-                    raise RuntimeError(f"script failed in the page: {reply['exceptionDetails']}")
-                script_result = reply["result"].get("value")
-                tools.call("Runtime.evaluate", session, expression=settle, awaitPromise=True)
-            dom = tools.call(
-                "Runtime.evaluate",
-                session,
-                expression="document.documentElement.outerHTML",
-                returnByValue=True,
-            )["result"]["value"]
+                script_result = tools.evaluate(session, script)
+                tools.evaluate(session, settle)
+            dom = tools.evaluate(session, "document.documentElement.outerHTML")
             png = None
             if screenshot:
                 png = base64.b64decode(tools.call("Page.captureScreenshot", session, format="png")["data"])
@@ -220,6 +213,4 @@ def screenshot(
     rendered = render(html, screenshot=True, width=width, height=height, timeout=timeout)
     if rendered.png is None:
         raise RuntimeError(f"headless Chromium returned no screenshot of {html}")
-    png = Path(png)
-    atomic_write_bytes(png, rendered.png)
-    return png
+    return atomic_write_bytes(Path(png), rendered.png)

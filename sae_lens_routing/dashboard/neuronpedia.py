@@ -1,7 +1,8 @@
 """Neuronpedia batch JSON for routed features: sae-dashboard's `NeuronpediaConverter` output, plus routing.
 
-Every feature keeps the keys sae-dashboard writes and gains `routing` (share of top activations and mean
-activation per routed layer); the batch gains `routed_hook_names`.
+Written from the same `DashboardData` as the HTML. Every feature keeps the keys sae-dashboard writes and gains
+`routing` (share of top activations and mean activation per routed layer); the batch gains `routed_hook_names`
+and `dead_latents` (requested latents that never fired on the tokens, so have no feature entry).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sae_lens_routing.dashboard.report import DashboardData
 from sae_lens_routing.saes.config import hook_layer
 
 
@@ -28,35 +30,24 @@ def vocab_dict(model: Any) -> dict[int, str]:
 
 
 def neuronpedia_batch(
-    model: Any,
-    sae: Any,
-    vis_data: Any,
-    routing: dict[int, dict[str, Any]],
-    *,
-    sae_set: str = "routesae",
-    model_id: str | None = None,
+    data: DashboardData, *, sae_set: str = "routesae", model_id: str | None = None
 ) -> dict[str, Any]:
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
 
-    hooks = list(sae.cfg.hook_names)
+    hooks, model = data.hook_names, data.vis_data.model
     np_cfg = NeuronpediaRunnerConfig(
         sae_set=sae_set,
         sae_path="",
         outputs_dir="",
-        model_id=model_id or str(sae.cfg.metadata.model_name),
+        model_id=model_id or data.model_name,
         layer=hook_layer(hooks[-1]),
     )
-    batch = json.loads(NeuronpediaConverter.convert_to_np_json(model, vis_data, np_cfg, vocab_dict(model)))
+    batch = json.loads(
+        NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
+    )
     for feature in batch["features"]:
-        stats = routing[int(feature["feature_index"])]
-        feature["routing"] = {
-            "hook_names": hooks,
-            "top_activation_share": stats["top_share"],
-            "n_top_activations": stats["n_top"],
-            "mean_activation": stats["mean_activation"],
-            "active_tokens_per_layer": stats["active_tokens_per_layer"],
-            "n_active_tokens": stats["n_active"],
-        }
+        feature["routing"] = {"hook_names": hooks, **data.routing[int(feature["feature_index"])]}
     batch["routed_hook_names"] = hooks
+    batch["dead_latents"] = data.dead_latents
     return batch

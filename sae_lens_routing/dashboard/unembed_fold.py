@@ -23,20 +23,13 @@ def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
 
     No-op for models without a final-norm weight (already folded: `LNPre`/`RMSPre`, or no final norm).
     """
-    ln_final = getattr(model, "ln_final", None)
-    gain = getattr(ln_final, "w", None)
+    ln_final, unembed = getattr(model, "ln_final", None), model.unembed
+    gain, bias = getattr(ln_final, "w", None), getattr(ln_final, "b", None)
     if not isinstance(gain, torch.Tensor):
         yield False
         return
-    bias = getattr(ln_final, "b", None)
-    unembed = model.unembed
-    saved = {
-        "W_U": unembed.W_U.detach().clone(),
-        "b_U": unembed.b_U.detach().clone(),
-        "w": gain.detach().clone(),
-    }
-    if isinstance(bias, torch.Tensor):
-        saved["b"] = bias.detach().clone()
+    params = [unembed.W_U, unembed.b_U, gain] + ([bias] if isinstance(bias, torch.Tensor) else [])
+    saved = [p.detach().clone() for p in params]
     try:
         with torch.no_grad():
             if isinstance(bias, torch.Tensor):
@@ -47,8 +40,5 @@ def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
         yield True
     finally:
         with torch.no_grad():
-            unembed.W_U.copy_(saved["W_U"])
-            unembed.b_U.copy_(saved["b_U"])
-            gain.copy_(saved["w"])
-            if isinstance(bias, torch.Tensor):
-                bias.copy_(saved["b"])
+            for param, value in zip(params, saved):
+                param.copy_(value)

@@ -12,7 +12,6 @@ calling them.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from pathlib import Path
@@ -247,7 +246,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             if log_feature_sparsity is not None:
                 sparsity_path = tmp / SPARSITY_FILENAME
                 save_file({"sparsity": log_feature_sparsity}, sparsity_path)
-            (tmp / RUNNER_CFG_FILENAME).write_text(json.dumps(self.global_cfg.to_dict()))
+            (tmp / RUNNER_CFG_FILENAME).write_text(strict_json(self.global_cfg.to_dict()))
             if self.final_metrics is not None:
                 (tmp / "training_metrics.json").write_text(strict_json(self.final_metrics, indent=2))
         if self.cfg.logger.log_to_wandb:
@@ -268,7 +267,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         if self.dist.is_main and checkpoint_path is not None:
             # SAELens's runner writes the store state and `self.cfg` (here the per-rank one); write the global one.
             self.activations_store.save_to_checkpoint(checkpoint_path)
-            (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(json.dumps(self.global_cfg.to_dict()))
+            (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(strict_json(self.global_cfg.to_dict()))
 
 
 def validate_route_run_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:

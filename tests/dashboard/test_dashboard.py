@@ -1,28 +1,34 @@
 """Dashboards: sae-dashboard's HTML for a RouteSAE renders offline in headless Chromium, with the routing panel;
-its activations are forward_routed's; the Neuronpedia export keeps sae-dashboard's keys plus routing."""
+its activations are forward_routed's; it opens on the most active latent, names the dead ones and shows line
+breaks as ↵; the Neuronpedia export keeps sae-dashboard's keys plus routing."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers import tiny_hf_llama_folder
-from safetensors.torch import save_file
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
 from sae_lens_routing.dashboard.report import (
-    dashboard_features,
+    dashboard_data,
     parse_features,
+    readable_vocab,
     routed_dashboard,
     routed_hook_point,
+    write_dashboard_html,
 )
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
+NEWLINE_ID = 7  # renamed to byte-level BPE's line break "Ċ" in the tiny tokenizer
+DEAD = list(range(10))  # latents made dead in the `dead_sae` fixture
 
 
 def ensure_chromium() -> None:
@@ -39,7 +45,12 @@ def setup(tmp_path_factory):
     from sae_lens_routing.offline.local_model import load_local_model
 
     root = tmp_path_factory.mktemp("dash")
-    model = load_local_model(tiny_hf_llama_folder(root / "model"))
+    folder = tiny_hf_llama_folder(root / "model")
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["\u010a"] = vocab.pop(next(w for w, i in vocab.items() if i == NEWLINE_ID))
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    model = load_local_model(folder)
     with torch.no_grad():
         model.W_U.mul_(50)  # near-zero logits of a random model make the histogram code emit huge tick lists
         model.ln_final.w.copy_(
@@ -50,10 +61,37 @@ def setup(tmp_path_factory):
         RouteSAEConfig(d_in=32, d_sae=64, k=8, hook_names=HOOKS, rescale_acts_by_decoder_norm=True)
     )
     tokens = torch.randint(3, 300, (32, 24), generator=torch.Generator().manual_seed(0))
+    tokens[:, 8] = NEWLINE_ID  # in every top example's window that starts at or before position 8
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    result = routed_dashboard(sae, model, tokens, "0-5", root / "report.html")
-    result["params_before"] = before
-    return root, model, sae, tokens, result
+    data = routed_dashboard(sae, model, tokens, "0-5", root / "report.html")
+    assert data.dead_latents == []  # every requested latent fired, so all six are shown
+    return root, model, sae, tokens, SimpleNamespace(data=data, params_before=before)
+
+
+@pytest.fixture(scope="module")
+def dead_sae(setup):
+    """The setup's SAE with latents 0-9 never in any token's top k."""
+    _, _, sae, _, _ = setup
+    dead = RouteSAE(sae.cfg)
+    dead.load_state_dict(sae.state_dict())
+    with torch.no_grad():
+        dead.b_enc[DEAD] = -1e4
+    return dead
+
+
+def page_data(html_path):
+    """(sae-dashboard's data object, its start key, our routing-panel data) as written into the page."""
+    html = html_path.read_text()
+    data = json.loads(re.search(r"function defineData\(\) \{.*?return (\{.*?\});\n\}", html, re.S).group(1))
+    start = json.loads(re.search(r"const START_KEY = (\"[^\"]*\");", html).group(1))
+    panel = json.loads(re.search(r"id='routing-panel-data'>(.*?)</script>", html, re.S).group(1))
+    return data["DASHBOARD_DATA"], start, panel
+
+
+def showable_firing(model, sae, tokens):
+    """Independently: per latent, (tokens where it is > 0, max) over the positions sae-dashboard can show."""
+    acts = routed(model, sae, tokens).feature_acts[:, 6:-5].reshape(-1, sae.cfg.d_sae)
+    return (acts > 0).sum(0), acts.clamp_min(0).max(0).values
 
 
 def routed(model, sae, tokens):
@@ -81,8 +119,8 @@ def assert_page_shows_forward_routed(vis_data, tokens, feature_acts):
 
 def test_dashboard_activations_equal_forward_routed(setup):
     _, model, sae, tokens, result = setup
-    assert sorted(result["vis_data"].feature_data_dict) == [0, 1, 2, 3, 4, 5]
-    assert_page_shows_forward_routed(result["vis_data"], tokens, routed(model, sae, tokens).feature_acts)
+    assert sorted(result.data.vis_data.feature_data_dict) == [0, 1, 2, 3, 4, 5]
+    assert_page_shows_forward_routed(result.data.vis_data, tokens, routed(model, sae, tokens).feature_acts)
     assert not hasattr(model.blocks[2], "hook_resid_routed")  # the pseudo hook point was removed again
     assert "blocks.2.hook_resid_routed" not in model.hook_dict
 
@@ -92,7 +130,7 @@ def test_logit_effects_use_the_final_norm_gain(setup):
     would give), and the model's parameters are left exactly as they were."""
     _, model, sae, _, result = setup
     unit_rows = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
-    for feature, data in result["vis_data"].feature_data_dict.items():
+    for feature, data in result.data.vis_data.feature_data_dict.items():
         expected = (unit_rows[feature] * model.ln_final.w) @ model.W_U
         top = expected.topk(10)
         table = data.logits_table_data
@@ -101,7 +139,7 @@ def test_logit_effects_use_the_final_norm_gain(setup):
         unfolded = (unit_rows[feature] @ model.W_U).topk(10).indices.tolist()
         assert unfolded != table.top_token_ids[:10]  # the gain matters here, so this test can fail
     for name, param in model.named_parameters():
-        assert torch.equal(param, result["params_before"][name]), name
+        assert torch.equal(param, result.params_before[name]), name
 
 
 def test_final_norm_fold_is_exact_and_reversible():
@@ -132,7 +170,7 @@ def test_unit_norm_decoder_without_rescaling(setup, tmp_path):
     with torch.no_grad():
         sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
     result = routed_dashboard(sae, model, tokens, [3, 7], tmp_path / "unit.html")
-    assert_page_shows_forward_routed(result["vis_data"], tokens, routed(model, sae, tokens).feature_acts)
+    assert_page_shows_forward_routed(result.vis_data, tokens, routed(model, sae, tokens).feature_acts)
     with torch.no_grad():
         sae.W_dec.mul_(2.0)
     with pytest.raises(ValueError, match="not unit-norm"):
@@ -152,14 +190,19 @@ def test_dashboard_renders_offline_in_chromium(setup):
     ensure_chromium()
     from sae_lens_routing.dashboard.browser import render, render_dom, screenshot
 
-    root, *_ = setup
+    root, *_, result = setup
+    order = [str(f) for f in result.data.features]
     html = (root / "report.html").read_text()
     assert '<script src="http' not in html  # d3 and plotly are inlined, nothing is loaded from a CDN
     rendered = render_dom(root / "report.html")
     assert rendered.console_errors == []
     dom = rendered.dom
     assert '<select id="select-0">' in dom and dom.count("<option") == 6  # the feature selector
+    # its options are in the page's order (most active first), and it opens on the first
+    assert re.findall(r'<option value="(\d+)"', dom) == order
+    assert re.search(r'<option value="(\d+)" selected', dom).group(1) == order[0]
     assert 'class="token' in dom  # top-activation tokens were drawn
+    assert '<span class="token"' in dom and ">\u21b5</span>" in dom  # a line break, drawn as ↵
     assert "share of top activations" in dom and "blocks.0.hook_resid_post" in dom  # the routing panel
     # choosing another feature in sae-dashboard's selector re-renders the routing panel for it
     choose = """(async () => {
@@ -172,25 +215,27 @@ def test_dashboard_renders_offline_in_chromium(setup):
     chosen = render(root / "report.html", script=choose)
     assert chosen.console_errors == []
     value, panel = chosen.script_result
-    assert value == "3" and panel.startswith("Feature 3:") and "blocks.2.hook_resid_post" in panel
+    assert (
+        value == order[3] and panel.startswith(f"Feature {order[3]}:") and "blocks.2.hook_resid_post" in panel
+    )
     png = screenshot(root / "report.html", root / "report.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
 
 
 def test_routing_panel_describes_the_top_examples_shown(setup):
-    """top_share counts the routed layers of exactly the page's top-group examples (activation > 0); the mean
+    """top_activation_share counts the routed layers of exactly the page's top-group examples (activation > 0); the mean
     activation per layer is over every active token routed there."""
     _, model, sae, tokens, result = setup
     out = routed(model, sae, tokens)
-    for feature, stats in result["routing"].items():
-        top = result["vis_data"].feature_data_dict[feature].sequence_data.seq_group_data[0].seq_data
+    for feature, stats in result.data.routing.items():
+        top = result.data.vis_data.feature_data_dict[feature].sequence_data.seq_group_data[0].seq_data
         layers = [
             int(out.layer_index[s.original_index, s.qualifying_token_index])
             for s in top
             if out.feature_acts[s.original_index, s.qualifying_token_index, feature] > 0
         ]
-        assert stats["n_top"] == len(layers) > 0
-        assert stats["top_share"] == pytest.approx(
+        assert stats["n_top_activations"] == len(layers) > 0
+        assert stats["top_activation_share"] == pytest.approx(
             [layers.count(i) / len(layers) for i in range(3)], abs=1e-4
         )
         acts = out.feature_acts[..., feature]
@@ -199,7 +244,7 @@ def test_routing_panel_describes_the_top_examples_shown(setup):
             assert stats["active_tokens_per_layer"][i] == len(here)
             expected = here.mean().item() if len(here) else 0.0
             assert stats["mean_activation"][i] == pytest.approx(expected, abs=1e-3)
-        assert stats["n_active"] == int((acts > 0).sum())
+        assert stats["n_active_tokens"] == int((acts > 0).sum())
 
 
 def test_neuronpedia_json_keeps_dashboard_keys(setup):
@@ -209,12 +254,16 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
     from sae_lens_routing.dashboard.neuronpedia import vocab_dict
 
     root, model, sae, _, result = setup
-    ours = neuronpedia_batch(model, sae, result["vis_data"], result["routing"])
+    ours = neuronpedia_batch(result.data)
     np_cfg = NeuronpediaRunnerConfig(sae_set="x", sae_path="", outputs_dir="", model_id="m", layer=2)
     theirs = json.loads(
-        NeuronpediaConverter.convert_to_np_json(model, result["vis_data"], np_cfg, vocab_dict(model))
+        NeuronpediaConverter.convert_to_np_json(model, result.data.vis_data, np_cfg, vocab_dict(model))
     )
-    assert set(ours) - set(theirs) == {"routed_hook_names"} and ours["routed_hook_names"] == HOOKS
+    assert (
+        set(ours) - set(theirs) == {"routed_hook_names", "dead_latents"}
+        and ours["routed_hook_names"] == HOOKS
+    )
+    assert ours["dead_latents"] == [] and ours["model_id"] == str(sae.cfg.metadata.model_name)
     assert len(ours["features"]) == len(theirs["features"]) == 6
     for mine, stock in zip(ours["features"], theirs["features"]):
         assert set(mine) - set(stock) == {"routing"}
@@ -229,16 +278,21 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
             "active_tokens_per_layer",
             "n_active_tokens",
         }
-        stats = result["routing"][mine["feature_index"]]
-        assert routing["top_activation_share"] == stats["top_share"] and len(stats["top_share"]) == 3
+        stats = result.data.routing[mine["feature_index"]]
+        assert (
+            routing["top_activation_share"] == stats["top_activation_share"]
+            and len(stats["top_activation_share"]) == 3
+        )
         assert routing["hook_names"] == HOOKS
 
 
 def test_bad_inputs_fail_clearly(setup, tmp_path):
     _, model, sae, tokens, _ = setup
-    assert parse_features("0-3,7", 10) == [0, 1, 2, 3, 7]
-    with pytest.raises(ValueError, match="d_sae=10"):
-        parse_features("5-12", 10)
+    assert parse_features("0-3,7", 10) == ([0, 1, 2, 3, 7], None)
+    assert parse_features("top:4", 10) == (list(range(10)), 4)
+    for spec in ["5-12", "top:0", "top:11", "top:x"]:
+        with pytest.raises(ValueError, match="d_sae=10"):
+            parse_features(spec, 10)
     cases = [
         (tokens.float(), "integer tensor"),
         (tokens[0], "integer tensor"),
@@ -251,6 +305,12 @@ def test_bad_inputs_fail_clearly(setup, tmp_path):
             routed_dashboard(sae, model, bad, "0", tmp_path / "x.html")
     with pytest.raises(ValueError, match="RouteSAE"):
         routed_dashboard(torch.nn.Linear(2, 2), model, tokens, "0", tmp_path / "x.html")
+    dead = RouteSAE(sae.cfg)
+    dead.load_state_dict(sae.state_dict())
+    with torch.no_grad():
+        dead.b_enc[3] = -1e4
+    with pytest.raises(ValueError, match="none of features '3' fired on these tokens"):
+        dashboard_data(dead, model, tokens, "3")
 
 
 @pytest.mark.browser
@@ -274,11 +334,89 @@ def test_browser_check_catches_js_errors(tmp_path):
     assert rendered.console_errors == [] and '<p id="ok">x</p>' in rendered.dom
 
 
-def test_dashboard_features_are_live_and_not_dense(tmp_path):
-    log10_density = torch.tensor([-10.0, -3.0, -0.5, -2.0, -6.0, -4.5, -1.5])
-    save_file({"sparsity": log10_density}, tmp_path / "sparsity.safetensors")
-    assert dashboard_features(tmp_path, n=2) == [1, 3]
-    assert dashboard_features(tmp_path) == [1, 3, 5, 6]
-    save_file({"sparsity": torch.full((4,), -10.0)}, tmp_path / "sparsity.safetensors")
-    with pytest.raises(ValueError, match="no live latents"):
-        dashboard_features(tmp_path)
+def test_top_n_opens_on_the_most_active_latent_and_lists_the_dead(setup, dead_sae, tmp_path):
+    """top:N shows the N latents with the largest activation on the positions the page can show (ties: firing
+    more often), strongest first; the page and the Neuronpedia JSON open on a live latent and name the dead ones."""
+    _, model, _, tokens, _ = setup
+    data = routed_dashboard(dead_sae, model, tokens, "top:12", tmp_path / "top.html")
+    counts, maxima = showable_firing(model, dead_sae, tokens)
+    expected = sorted(range(64), key=lambda f: (-float(maxima[f]), -int(counts[f]), f))[:12]
+    assert data.features == expected and counts[expected[-1]] > 0
+    assert maxima[expected[0]] > maxima[expected[-1]]  # a real order, so this test can fail
+    assert data.dead_latents == [f for f in range(64) if counts[f] == 0] and DEAD == data.dead_latents[:10]
+    dashboard, start, panel = page_data(tmp_path / "top.html")
+    assert start == str(expected[0]) and set(dashboard) == {str(f) for f in expected}
+    shown_max = float(re.search(r"MAX = ([0-9.]+)", json.dumps(dashboard[start])).group(1))
+    assert shown_max == pytest.approx(float(maxima[expected[0]]), abs=1e-3) and shown_max > 0
+    assert panel["order"] == expected and panel["dead_latents"] == data.dead_latents
+    note = re.search(r"<p id='dead-latents'>(.*?)</p>", (tmp_path / "top.html").read_text()).group(1)
+    assert note.startswith(f"{len(data.dead_latents)} latents never fired on these tokens: 0, 1, 2,")
+    batch = neuronpedia_batch(data)
+    assert [f["feature_index"] for f in batch["features"]] == expected
+    assert batch["dead_latents"] == data.dead_latents
+    assert max(batch["features"][0]["activations"][0]["values"]) > 0
+
+
+def test_explicit_features_leave_out_the_dead_ones(setup, dead_sae, tmp_path):
+    _, model, _, tokens, _ = setup
+    data = dashboard_data(dead_sae, model, tokens, "5-14")
+    _, maxima = showable_firing(model, dead_sae, tokens)
+    assert data.dead_latents == [5, 6, 7, 8, 9] and sorted(data.features) == list(range(10, 15))
+    assert data.features == sorted(range(10, 15), key=lambda f: -float(maxima[f]))
+
+
+def shown_tokens(node):
+    """Every (tok, tokID) of sae-dashboard's page data (its sequences' tokens), wherever it is nested."""
+    if isinstance(node, dict):
+        here = [(node["tok"], node["tokID"])] if "tok" in node and "tokID" in node else []
+        return here + [t for value in node.values() for t in shown_tokens(value)]
+    return [t for value in node for t in shown_tokens(value)] if isinstance(node, list) else []
+
+
+def test_line_breaks_are_readable(setup):
+    """A line-break token is written as ↵ wherever the page shows tokens (sae-dashboard writes a literal \\n)."""
+    root, *_ = setup
+    dashboard, *_ = page_data(root / "report.html")
+    toks = shown_tokens(dashboard)
+    assert ("\u21b5", NEWLINE_ID) in toks and all(tok == "\u21b5" for tok, i in toks if i == NEWLINE_ID)
+    assert not any("\\n" in tok for tok, _ in toks)
+
+
+def test_readable_vocab_never_merges_two_tokens():
+    fake = SimpleNamespace(
+        get_vocab=lambda: {"\u010a": 1, "\u21b5": 2, "a\u010a\u010a": 3, "<0x0A>": 4, "b": 5}
+    )
+    assert readable_vocab(fake) == {"\u010a": 1, "\u21b5": 2, "a\u21b5\u21b5": 3, "<0x0A>": 4, "b": 5}
+    fake = SimpleNamespace(get_vocab=lambda: {"<0x0A>": 4, "\n\n": 6})
+    assert readable_vocab(fake) == {"\u21b5": 4, "\u21b5\u21b5": 6}
+
+
+def test_html_and_json_written_from_one_computation(setup, tmp_path):
+    """write_dashboard_html and neuronpedia_batch only read the data: neither routes a token nor runs
+    sae-dashboard again (a spy counts both)."""
+    from sae_dashboard.sae_vis_runner import SaeVisRunner
+
+    import sae_lens_routing.dashboard.latent_stats as latent_stats
+
+    _, model, sae, tokens, _ = setup
+    calls = {"run": 0, "route": 0}
+    run, route = SaeVisRunner.run, latent_stats.routed_activations
+
+    def counting(name, fn):
+        def spy(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return spy
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SaeVisRunner, "run", counting("run", run))
+        mp.setattr(latent_stats, "routed_activations", counting("route", route))
+        data = dashboard_data(sae, model, tokens, "top:3")
+        assert calls == {"run": 1, "route": 2}  # 32 sequences in minibatches of 16
+        write_dashboard_html(data, tmp_path / "one.html")
+        batch = neuronpedia_batch(data)
+        assert calls == {"run": 1, "route": 2}
+    _, start, panel = page_data(tmp_path / "one.html")
+    assert panel["order"] == [f["feature_index"] for f in batch["features"]] == data.features
+    assert start == str(data.features[0])

@@ -67,15 +67,14 @@ def evaluate_step(ctx: DemoContext) -> None:
 
 
 def dashboard_step(ctx: DemoContext) -> None:
-    from sae_lens_routing.dashboard.report import dashboard_features, routed_dashboard
+    from sae_lens_routing.dashboard.report import routed_dashboard
     from sae_lens_routing.offline.corpus import corpus_tokens
 
     sae = ctx.runner.sae_for_analysis()
     model = ctx.runner.model
-    features = dashboard_features(Path(ctx.summary["output_path"]))
     tokens = corpus_tokens(model, ctx.config.corpus or "bbcnews", 32, 128, seed=2)
-    html = routed_dashboard(sae, model, tokens, features, ctx.out / "dashboard.html")["path"]
-    print(f"dashboard: {html} (latents {features[0]}..{features[-1]}, {len(features)} live ones)")
+    html = ctx.out / "dashboard.html"
+    print(f"dashboard: {html} ({routed_dashboard(sae, model, tokens, 'top:24', html).summary()})")
     try:
         from sae_lens_routing.dashboard.browser import screenshot
 

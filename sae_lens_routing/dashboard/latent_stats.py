@@ -1,0 +1,93 @@
+"""One routed pass over the dashboard tokens: which latents fire, in what order to show them, and where the
+shown examples were routed from.
+
+Each token is routed once (`routed_activations` + `forward_routed`) and kept sparse (its top-k latents and its
+routed layer); latent selection, the dead-latent list and the routing panel are all read off that one scan, and
+the panel's top examples are the (row, pos) pairs sae-dashboard itself chose for the page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sae_lens_routing.saes.routed_activations import check_hooks_in_model, routed_activations
+
+# sae-dashboard's feature-centric layout: 5 tokens of context each side of a top example, plus one before for the
+# loss effect; its top examples come only from positions [CONTEXT_BEFORE, seq_len - CONTEXT_AFTER)
+CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5
+TOP_GROUP_TITLE = "TOP ACTIVATIONS"
+
+
+@dataclass
+class TokenScan:
+    """Every token's top-k latents (values, indices: [n, seq, k]) and routed layer ([n, seq])."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+    layer_index: torch.Tensor
+    d_sae: int
+    n_layers: int
+
+    def rank(self, candidates: list[int], limit: int | None) -> tuple[list[int], list[int]]:
+        """(live candidates, largest max activation first (ties: firing more often), at most `limit`; dead ones).
+
+        Counted only where sae-dashboard can show a top example, so every live latent's page has real ones. The
+        largest peak rather than the highest firing rate: on the demo SAE the most frequent latents are dense ones
+        (firing on 10-100% of tokens) that say little, the strongest peaks are mostly specific ones."""
+        span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
+        values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
+        values, indices = values[values > 0], indices[values > 0]
+        counts = torch.bincount(indices, minlength=self.d_sae).tolist()
+        maxima = torch.zeros(self.d_sae).scatter_reduce_(0, indices, values, "amax").tolist()
+        order = sorted(candidates, key=lambda f: (-maxima[f], -counts[f], f))
+        return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
+
+    def routing_stats(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
+        """Per feature: the share of the page's top examples (those > 0) routed from each layer, and over every
+        token where it is active (> 0) the count and mean activation per routed layer."""
+        stats: dict[int, dict[str, Any]] = {}
+        for feature in features:
+            groups = vis_data.feature_data_dict[feature].sequence_data.seq_group_data
+            if not groups or not groups[0].title.startswith(TOP_GROUP_TITLE):
+                raise ValueError(
+                    f"sae-dashboard's first sequence group is not {TOP_GROUP_TITLE!r}; its layout changed"
+                )
+            top = torch.tensor([(s.original_index, s.qualifying_token_index) for s in groups[0].seq_data])
+            acts = torch.where(self.indices == feature, self.values, 0.0).sum(-1)  # [n, seq]
+            top_layers = self.layer_index[top[:, 0], top[:, 1]][acts[top[:, 0], top[:, 1]] > 0]
+            active_layers = self.layer_index[acts > 0]
+            counts = torch.bincount(active_layers, minlength=self.n_layers)
+            sums = torch.zeros(self.n_layers, dtype=torch.float64).index_add_(
+                0, active_layers, acts[acts > 0].double()
+            )
+            share = torch.bincount(top_layers, minlength=self.n_layers) / max(len(top_layers), 1)
+            stats[feature] = {
+                "top_activation_share": [round(x, 4) for x in share.tolist()],
+                "mean_activation": [round(x, 4) for x in (sums / counts.clamp_min(1)).tolist()],
+                "active_tokens_per_layer": counts.tolist(),
+                "n_active_tokens": int(counts.sum()),
+                "n_top_activations": len(top_layers),
+            }
+        return stats
+
+
+@torch.no_grad()
+def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16) -> TokenScan:
+    """Route every token once; keep its `sae.cfg.k` largest latents (a TopK RouteSAE has no more nonzero)."""
+    hooks, k = list(sae.cfg.hook_names), int(sae.cfg.k)
+    check_hooks_in_model(model, hooks)
+    parts = []
+    for batch in tokens.split(batch_size):
+        out = sae.forward_routed(routed_activations(model, batch, hooks)[0])
+        acts = out.feature_acts.float()
+        if int((acts != 0).sum(-1).max()) > k:
+            raise ValueError(
+                f"sae has more than sae.cfg.k={k} nonzero latents on a token; dashboards need TopK"
+            )
+        top = acts.topk(k, dim=-1)
+        parts.append((top.values.cpu(), top.indices.cpu(), out.layer_index.cpu()))
+    values, indices, layers = (torch.cat(part) for part in zip(*parts))
+    return TokenScan(values, indices, layers, sae.cfg.d_sae, len(hooks))
