@@ -161,10 +161,9 @@ def cache_routed_activations(
     from datasets import Array2D, DatasetInfo, Features, Sequence, Value, load_from_disk
     from datasets.arrow_writer import ArrowWriter
 
-    from sae_lens_routing.training.runner import validate_route_run_config
-    from sae_lens_routing.training.validation import validate_route_run
+    from sae_lens_routing.training.validation import validate_route_config, validate_route_run
 
-    validate_route_run_config(cfg)
+    validate_route_config(cfg)
     out = Path(path if path is not None else (cfg.cached_activations_path or ""))
     if not str(out) or str(out) == ".":
         raise ValueError("the cache needs a path: pass path= (CLI --out) or set cached_activations_path")

@@ -47,7 +47,7 @@ from sae_lens_routing.training.training_evaluator import (
     RoutedTrainingEvaluator,
     routed_reconstruction_metrics,
 )
-from sae_lens_routing.training.validation import validate_route_run
+from sae_lens_routing.training.validation import validate_route_config, validate_route_run
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
     ):
         """`overwrite`: replace an existing `output_path` (by default a run refuses it before training)."""
         # Deliberately not super().__init__(): it would build the single-hook ActivationsStore first.
-        validate_route_run_config(cfg)
+        validate_route_config(cfg)  # everything that needs no model, before anything loads
         self.overwrite = overwrite
         refuse_existing_output(cfg.output_path, overwrite)
         if cfg.resume_from_checkpoint is not None:
@@ -268,17 +268,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             # SAELens's runner writes the store state and `self.cfg` (here the per-rank one); write the global one.
             self.activations_store.save_to_checkpoint(checkpoint_path)
             (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(strict_json(self.global_cfg.to_dict()))
-
-
-def validate_route_run_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
-    from sae_lens_routing.saes.config import RouteTrainingSAEConfig
-
-    if not isinstance(cfg, LanguageModelSAERunnerConfig):
-        raise ValueError(f"cfg must be a LanguageModelSAERunnerConfig, got {type(cfg).__name__}")
-    if not isinstance(cfg.sae, RouteTrainingSAEConfig):
-        raise ValueError(
-            f"cfg.sae must be a RouteTrainingSAEConfig for RouteSAETrainingRunner, got {type(cfg.sae).__name__}"
-        )
 
 
 def per_rank_config(
