@@ -35,6 +35,7 @@ from sae_lens_routing.saes.route_sae import RouteTrainingSAE
 from sae_lens_routing.training.activation_cache import CachedMultiLayerActivationsStore
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
 from sae_lens_routing.training.distributed import DistInfo, init_distributed, rank_device, shard_dataset
+from sae_lens_routing.training.overlap import training_batches
 from sae_lens_routing.training.store import MultiLayerActivationsStore
 from sae_lens_routing.training.trainer import RouteSAETrainer
 from sae_lens_routing.training.training_evaluator import (
@@ -163,10 +164,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                 id=self.cfg.logger.wandb_id,
                 mode=None if self.dist.is_main else "disabled",
             )
-        data_provider: Any = self.activations_store
-        if self.cfg.prefetch_llm_batches:
-            prefetch = 1 if isinstance(self.cfg.prefetch_llm_batches, bool) else self.cfg.prefetch_llm_batches
-            data_provider = PrefetchingIterator(iter(self.activations_store), prefetch=prefetch)
+        data_provider = training_batches(self.activations_store, self.cfg)
         try:
             trainer = self.build_trainer(data_provider)
             self.trainer = trainer
@@ -199,13 +197,16 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             return SAE.load_from_disk(self.cfg.output_path, device=str(self.cfg.device))
         return self.sae
 
+    def final_eval_batches(self) -> list[torch.Tensor]:
+        """Fresh store batches for the final evaluation (a sweep reads them once for all its SAEs)."""
+        return [self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))]
+
     @torch.no_grad()
-    def evaluate_final(self) -> dict[str, Any]:
-        """Routed metrics of the trained SAE on fresh store batches, plus the trainer's L0/dead latents."""
+    def evaluate_final(self, batches: list[torch.Tensor] | None = None) -> dict[str, Any]:
+        """Routed metrics of the trained SAE on `batches` (default: fresh store batches), plus the trainer's
+        L0/dead latents."""
         self.sae.eval()
-        batches = [
-            self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))
-        ]
+        batches = self.final_eval_batches() if batches is None else batches
         metrics: dict[str, Any] = routed_reconstruction_metrics(self.sae, batches)
         if self.dist.enabled:
             from sae_lens_routing.training.distributed import all_reduce_mean_scalars
