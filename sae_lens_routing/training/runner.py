@@ -199,7 +199,9 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def final_eval_batches(self) -> list[torch.Tensor]:
         """Fresh store batches for the final evaluation (a sweep reads them once for all its SAEs)."""
-        return [self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))]
+        return [
+            self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))
+        ]
 
     @torch.no_grad()
     def evaluate_final(self, batches: list[torch.Tensor] | None = None) -> dict[str, Any]:

@@ -72,14 +72,18 @@ def variant_config(
     known = {f.name for f in dataclasses.fields(LanguageModelSAERunnerConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"sweep variant {name!r}: unknown fields {unknown}; expected LanguageModelSAERunnerConfig fields")
+        raise ValueError(
+            f"sweep variant {name!r}: unknown fields {unknown}; expected LanguageModelSAERunnerConfig fields"
+        )
     cfg = copy.deepcopy(base)
     sae_overrides = dict(overrides.get("sae") or {})
     if sae_overrides:
         sae_known = {f.name for f in dataclasses.fields(RouteTrainingSAEConfig)}
         bad = sorted(set(sae_overrides) - sae_known)
         if bad:
-            raise ValueError(f"sweep variant {name!r}: unknown sae fields {bad}; expected RouteTrainingSAEConfig fields")
+            raise ValueError(
+                f"sweep variant {name!r}: unknown sae fields {bad}; expected RouteTrainingSAEConfig fields"
+            )
         cfg.sae = dataclasses.replace(cfg.sae, **sae_overrides)  # re-runs the SAE config's checks
     for key, value in overrides.items():
         if key != "sae":
@@ -101,7 +105,9 @@ def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], na
                 raise _shared_field_error(name, f.name, getattr(first, f.name), getattr(cfg, f.name))
         for field in SHARED_SAE_FIELDS:
             if getattr(cfg.sae, field) != getattr(first.sae, field):
-                raise _shared_field_error(name, f"sae.{field}", getattr(first.sae, field), getattr(cfg.sae, field))
+                raise _shared_field_error(
+                    name, f"sae.{field}", getattr(first.sae, field), getattr(cfg.sae, field)
+                )
     for field in ("output_path", "checkpoint_path"):
         paths = [getattr(c, field) for c in configs if getattr(c, field) is not None]
         dupes = sorted({p for p in paths if paths.count(p) > 1})
@@ -185,7 +191,9 @@ class RouteSAESweepRunner:
                 runner.final_metrics = runner.evaluate_final(eval_batches)
                 if runner.cfg.output_path is not None and runner.dist.is_main:
                     runner.save_final_sae(
-                        runner.sae, runner.cfg.output_path, log_feature_sparsity=runner.trainer.log_feature_sparsity
+                        runner.sae,
+                        runner.cfg.output_path,
+                        log_feature_sparsity=runner.trainer.log_feature_sparsity,
                     )
         finally:
             close_batches(batches)
@@ -206,7 +214,10 @@ def fit_in_lockstep(trainers: Sequence[RouteSAETrainer], batches: Any) -> None:
         batch = next(batches)
         for trainer in trainers:
             trainer.step(batch)
-            if trainer.checkpoint_thresholds and trainer.n_training_samples > trainer.checkpoint_thresholds[0]:
+            if (
+                trainer.checkpoint_thresholds
+                and trainer.n_training_samples > trainer.checkpoint_thresholds[0]
+            ):
                 trainer.save_checkpoint(checkpoint_name=str(trainer.n_training_samples))
                 trainer.checkpoint_thresholds.pop(0)
             trainer.n_training_steps += 1
@@ -224,9 +235,11 @@ def _resolve_variants(
     if isinstance(cfg, LanguageModelSAERunnerConfig):
         if not variants:
             raise ValueError("variants must list at least one variant (e.g. [{'sae': {'k': 16}}])")
-        items = list(variants.items()) if isinstance(variants, Mapping) else [
-            (str(v.get("name", f"variant_{i}")), v) for i, v in enumerate(variants)
-        ]
+        items = (
+            list(variants.items())
+            if isinstance(variants, Mapping)
+            else [(str(v.get("name", f"variant_{i}")), v) for i, v in enumerate(variants)]
+        )
         resolved = [(n, {k: v for k, v in o.items() if k != "name"}) for n, o in items]
         _check_names([n for n, _ in resolved])
         return [variant_config(cfg, o, n) for n, o in resolved], [n for n, _ in resolved]
@@ -266,7 +279,9 @@ def train_sweep_from_config(data: dict[str, Any]) -> tuple[RouteSAESweepRunner, 
     data = dict(data)
     sweep = data.pop("sweep", None)
     if not isinstance(sweep, list) or not sweep or not all(isinstance(v, dict) for v in sweep):
-        raise ValueError("sweep: must be a non-empty list of variant mappings (e.g. - {name: k16, sae: {k: 16}})")
+        raise ValueError(
+            "sweep: must be a non-empty list of variant mappings (e.g. - {name: k16, sae: {k: 16}})"
+        )
     fields, extras = split_config(data)
     fields["sae"] = dict(fields["sae"])
     if fields.get("use_cached_activations"):
