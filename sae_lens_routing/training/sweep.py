@@ -167,7 +167,10 @@ class RouteSAESweepRunner:
         self.runners = [first] + [_SharedStreamRunner(c, first) for c in self.configs[1:]]
 
     def run(self) -> dict[str, RouteTrainingSAE]:
-        """Train all variants in lockstep, then evaluate each on the same held-out batches and save it."""
+        """Train all variants in lockstep, then evaluate each on the same held-out batches and save it.
+
+        Weights equal each variant's solo run; final metrics equal a sequential solo run's (with
+        `prefetch_llm_batches` the producer has read ahead, so the held-out batches come later in the stream)."""
         first = self.runners[0]
         for runner in self.runners:
             runner._set_sae_metadata()
