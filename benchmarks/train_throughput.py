@@ -3,20 +3,26 @@
 Side by side in one process, same random-weight model, same tokens, same d_sae/k/batch:
   (a) bare forward: `model(tokens, stop_at_layer=last routed block + 1)`;
   (b) SAELens's stock `LanguageModelSAETrainingRunner` + `TopKTrainingSAEConfig` on the last routed hook;
-  (c) `RouteSAETrainingRunner` on all routed hooks, with its time split into model forward / buffer / SAE step.
+  (c) `RouteSAETrainingRunner` on all routed hooks, with its time split into model forward / buffer / SAE step;
+  (d) `--overlap`: (c) with `prefetch_llm_batches` (the next batch's forward runs in a producer thread, on its own
+      CUDA stream, while the SAE trains: `sae_lens_routing/training/overlap.py`);
+  (e) `--sweep N`: `RouteSAESweepRunner` training N RouteSAEs (k/2, k, 2k, 4k, ...) from one forward per batch,
+      overlapped too with `--overlap`; its aggregate SAE-tokens/s is N x its stream tokens/s.
 
 Presets: `paper` = the paper's shape (Llama-3.2-1B-shaped HookedTransformer, 16 layers, d_model 2048, blocks 3..11,
 d_sae 16384, k 64, 64 x 512-token batches, bf16 model + autocast on CUDA); `cpu` = a small shape that runs in
-about a minute on 2 cores. Absolute times only mean something on a GPU.
+about a minute on 2 cores (a few with --overlap --sweep 4). Absolute times only mean something on a GPU.
+The routed buffer's size (L x d x bytes per buffered token) is reported; its GPU peak is measured on CUDA only.
 
-    python benchmarks/train_throughput.py --preset cpu
-    python benchmarks/train_throughput.py --preset paper --device cuda
+    python benchmarks/train_throughput.py --preset cpu --overlap --sweep 4
+    python benchmarks/train_throughput.py --preset paper --device cuda --compile-llm --compile-sae --overlap --sweep 4
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_lens_routing import RouteSAETrainingRunner, RouteTrainingSAEConfig
+from sae_lens_routing.training.sweep import RouteSAESweepRunner
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -98,8 +105,9 @@ def device_name(device: str) -> str:
 
 
 def sync(device: str) -> None:
+    """Wait for this thread's stream only: a device-wide sync would also wait for the overlapped producer."""
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.current_stream().synchronize()
 
 
 def runner_cfg(p: Preset, sae: Any, device: str, fast: bool, hook_name: str) -> LanguageModelSAERunnerConfig:
@@ -127,28 +135,30 @@ def runner_cfg(p: Preset, sae: Any, device: str, fast: bool, hook_name: str) -> 
     )
 
 
-def time_steps(runner: Any, device: str, p: Preset) -> dict[str, float]:
+def time_steps(runner: Any, store: Any, device: str, p: Preset, per_batch: int = 1) -> dict[str, float]:
     """Train through the runner and time it step by step (benchmark instrumentation only).
 
     Between two steps the trainer pulls the next batch (model forward + mixing buffer); inside a step it runs the
     SAE forward, backward and optimiser. The model forward is timed by wrapping the store's activation method.
+    `per_batch`: trainer steps per batch (a sweep steps each of its SAEs on every batch). With overlap the
+    forward runs in the producer thread during the steps, so forward + buffer + steps exceed the wall time.
     """
     from sae_lens.training.sae_trainer import SAETrainer
 
     stamps: list[tuple[float, float]] = []  # (step entry, step exit)
     forward_time = [0.0]
-    store = runner.activations_store
     forward_name = (
         "get_multi_layer_activations" if hasattr(store, "get_multi_layer_activations") else "get_activations"
     )
     forward = getattr(store, forward_name)
+    warmup, steps = p.warmup_steps * per_batch, p.steps * per_batch
 
     def timed_forward(tokens: torch.Tensor) -> Any:
         sync(device)
         t = time.perf_counter()
         out = forward(tokens)
         sync(device)
-        if p.warmup_steps <= len(stamps) < p.steps:  # not the final evaluation after training
+        if warmup <= len(stamps) < steps:  # not the final evaluation after training
             forward_time[0] += time.perf_counter() - t
         return out
 
@@ -164,20 +174,53 @@ def time_steps(runner: Any, device: str, p: Preset) -> dict[str, float]:
         return out
 
     SAETrainer.step = timed_step  # type: ignore[method-assign]
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
     try:
         runner.run()
     finally:
         SAETrainer.step = step  # type: ignore[method-assign]
-    measured = stamps[p.warmup_steps :]
-    elapsed = measured[-1][1] - stamps[p.warmup_steps - 1][1]
+    measured = stamps[warmup:]
+    elapsed = measured[-1][1] - stamps[warmup - 1][1]
     sae_step = sum(exit_ - entry for entry, exit_ in measured)
-    data = elapsed - sae_step
-    return {
-        "tokens_per_s": len(measured) * p.prompts * p.context / elapsed,
+    out = {
+        "tokens_per_s": len(measured) / per_batch * p.prompts * p.context / elapsed,
         "seconds": elapsed,
+        "run_seconds": time.perf_counter() - start,
         "model_forward_s": forward_time[0],
-        "buffer_s": max(data - forward_time[0], 0.0),
+        "buffer_s": max(elapsed - sae_step - forward_time[0], 0.0),
         "sae_step_s": sae_step,
+    }
+    if device.startswith("cuda"):
+        out["gpu_peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, Any] | None:
+    """The run with the median throughput, with every repeat's tokens/s alongside."""
+    if not runs:
+        return None
+    ranked = sorted(runs, key=lambda r: r["tokens_per_s"])
+    return {**ranked[(len(ranked) - 1) // 2], "all_tokens_per_s": [r["tokens_per_s"] for r in runs]}
+
+
+def split(run: dict[str, float]) -> dict[str, float]:
+    return {k: run[k] for k in ("model_forward_s", "buffer_s", "sae_step_s", "run_seconds")}
+
+
+def routed_buffer(p: Preset, n_layers: int, dtype: torch.dtype, device: str) -> dict[str, Any]:
+    """The mixing buffer SAELens's loader keeps: n_batches_in_buffer x context tokens, each L x d_model values."""
+    tokens = p.buffer_batches * p.context
+    per_token = n_layers * p.d_model * dtype.itemsize
+    return {
+        "buffer_tokens": tokens,
+        "bytes_per_buffered_token": per_token,
+        "buffer_bytes": tokens * per_token,
+        "note": "L x d x bytes per buffered token; while refilling, the buffer and its concatenated/shuffled copy "
+        "coexist, so the transient peak is about twice buffer_bytes plus one fill"
+        + ("" if device.startswith("cuda") else "; GPU peak memory was not measured (CPU run)"),
     }
 
 
@@ -211,6 +254,14 @@ def main() -> None:
         help="compile_llm in both runs (RouteSAE: the store's compiled hook-free forward; TopK: SAELens's compiled "
         "run_with_cache, eager if that fails); the bare forward stays eager",
     )
+    parser.add_argument("--overlap", action="store_true", help="also time RouteSAE with prefetch_llm_batches")
+    parser.add_argument(
+        "--sweep", type=int, default=0, help="also time a sweep of N RouteSAEs from one forward"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="interleaved repeats of the RouteSAE contenders"
+    )
+    parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. machine contention)")
     args = parser.parse_args()
     p = PRESETS[args.preset]
     fast = args.device.startswith("cuda")
@@ -231,7 +282,7 @@ def main() -> None:
         runner = LanguageModelSAETrainingRunner(
             topk_cfg, override_dataset=token_dataset(p, n_rows), override_model=model
         )
-        return time_steps(runner, args.device, p)
+        return time_steps(runner, runner.activations_store, args.device, p)
 
     try:
         topk = run_topk()
@@ -247,15 +298,42 @@ def main() -> None:
     route_sae = RouteTrainingSAEConfig(
         d_in=p.d_model, d_sae=p.d_sae, k=p.k, hook_names=hooks, use_sparse_activations=args.sparse_decode
     )
-    route_cfg = runner_cfg(p, route_sae, args.device, fast, hooks[-1])
-    route_cfg.compile_sae = args.compile_sae
-    route_cfg.compile_llm = args.compile_llm
-    route = time_steps(
-        RouteSAETrainingRunner(route_cfg, override_dataset=token_dataset(p, n_rows), override_model=model),
-        args.device,
-        p,
-    )
 
+    def route_cfg(overlap: bool) -> LanguageModelSAERunnerConfig:
+        cfg = runner_cfg(p, route_sae, args.device, fast, hooks[-1])
+        cfg.compile_sae = args.compile_sae
+        cfg.compile_llm = args.compile_llm
+        cfg.prefetch_llm_batches = overlap
+        return cfg
+
+    def run_route(overlap: bool) -> dict[str, float]:
+        runner = RouteSAETrainingRunner(
+            route_cfg(overlap), override_dataset=token_dataset(p, n_rows), override_model=model
+        )
+        return time_steps(runner, runner.activations_store, args.device, p)
+
+    # Interleaved repeats (median reported): on a shared machine the load changes between contenders.
+    runs: dict[str, list[dict[str, float]]] = {"route": [], "overlapped": [], "sweep": []}
+    for _ in range(args.repeats):
+        runs["route"].append(run_route(False))
+        if args.overlap:
+            runs["overlapped"].append(run_route(True))
+        if args.sweep:
+            variants = [
+                {"name": f"k{p.k * 2**i // 2}", "sae": {"k": p.k * 2**i // 2}} for i in range(args.sweep)
+            ]
+            runner = RouteSAESweepRunner(
+                route_cfg(args.overlap),
+                variants,
+                override_dataset=token_dataset(p, n_rows),
+                override_model=model,
+            )
+            store = runner.runners[0].activations_store
+            runs["sweep"].append(time_steps(runner, store, args.device, p, per_batch=args.sweep))
+    route, overlapped, sweep = (median_run(runs[k]) for k in ("route", "overlapped", "sweep"))
+    assert route is not None
+
+    load = os.getloadavg()
     result = {
         "device": device_name(args.device),
         "preset": args.preset,
@@ -266,15 +344,41 @@ def main() -> None:
         "sparse_decode": args.sparse_decode,
         "compile_sae": args.compile_sae,
         "compile_llm": args.compile_llm,
+        "overlap": args.overlap,
+        "sweep": args.sweep,
         "topk_compile_llm_error": topk_compile_llm_error,
         "bare_forward_tokens_per_s": bare,
         "topk_single_layer_tokens_per_s": topk["tokens_per_s"],
         "routesae_tokens_per_s": route["tokens_per_s"],
+        "repeats": args.repeats,
+        "routesae_all_tokens_per_s": route["all_tokens_per_s"],
         "routesae_over_topk": route["tokens_per_s"] / topk["tokens_per_s"],
         "routesae_over_bare_forward": route["tokens_per_s"] / bare,
-        "routesae_split_s": {k: route[k] for k in ("model_forward_s", "buffer_s", "sae_step_s")},
-        "topk_split_s": {k: topk[k] for k in ("model_forward_s", "buffer_s", "sae_step_s")},
+        "routesae_split_s": split(route),
+        "topk_split_s": split(topk),
+        "routed_buffer": routed_buffer(p, len(hooks), torch.bfloat16 if fast else torch.float32, args.device),
+        "load_average_1_5_15_min": load,
     }
+    if overlapped is not None:
+        result["routesae_overlapped_tokens_per_s"] = overlapped["tokens_per_s"]
+        result["routesae_overlapped_all_tokens_per_s"] = overlapped["all_tokens_per_s"]
+        result["overlapped_over_sequential"] = overlapped["tokens_per_s"] / route["tokens_per_s"]
+        result["routesae_overlapped_split_s"] = split(overlapped)
+    if sweep is not None:
+        result["sweep_variants_k"] = [p.k * 2**i // 2 for i in range(args.sweep)]
+        result["sweep_stream_tokens_per_s"] = sweep["tokens_per_s"]
+        result["sweep_all_stream_tokens_per_s"] = sweep["all_tokens_per_s"]
+        result["sweep_aggregate_sae_tokens_per_s"] = sweep["tokens_per_s"] * args.sweep
+        # cost of the sweep in wall time per batch, relative to one RouteSAE run
+        result["sweep_cost_over_one_sequential_run"] = route["tokens_per_s"] / sweep["tokens_per_s"]
+        if overlapped is not None:
+            result["sweep_cost_over_one_overlapped_run"] = overlapped["tokens_per_s"] / sweep["tokens_per_s"]
+        result["sweep_split_s"] = split(sweep)
+    for name, run in (("routesae", route), ("topk", topk), ("overlapped", overlapped), ("sweep", sweep)):
+        if run is not None and "gpu_peak_memory_bytes" in run:
+            result.setdefault("gpu_peak_memory_bytes", {})[name] = run["gpu_peak_memory_bytes"]
+    if args.note:
+        result["note"] = args.note
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"train_throughput_{args.preset}.json").write_text(json.dumps(result, indent=2))

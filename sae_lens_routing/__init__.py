@@ -43,6 +43,7 @@ from sae_lens_routing.training.stock_runner import (
     stock_runner_config,
 )
 from sae_lens_routing.training.store import MultiLayerActivationsStore
+from sae_lens_routing.training.sweep import RouteSAESweepRunner, train_sweep_from_config
 from sae_lens_routing.training.trainer import RouteSAETrainer
 
 
@@ -78,6 +79,8 @@ __all__ = [
     "OFFICIAL_RECIPE",
     "RouteSAETrainer",
     "RouteSAETrainingRunner",
+    "RouteSAESweepRunner",
+    "train_sweep_from_config",
     "training_summary",
     "RouteSAE",
     "RouteSAEConfig",

@@ -41,6 +41,7 @@ from sae_lens_routing.training.checkpoints import (
 )
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
 from sae_lens_routing.training.distributed import DistInfo, init_distributed, rank_device, shard_dataset
+from sae_lens_routing.training.overlap import training_batches
 from sae_lens_routing.training.store import MultiLayerActivationsStore
 from sae_lens_routing.training.trainer import RouteSAETrainer
 from sae_lens_routing.training.training_evaluator import (
@@ -182,18 +183,17 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                 id=self.cfg.logger.wandb_id,
                 mode=None if self.dist.is_main else "disabled",
             )
-        data_provider: Any = self.activations_store
-        if self.cfg.prefetch_llm_batches:
-            prefetch = 1 if isinstance(self.cfg.prefetch_llm_batches, bool) else self.cfg.prefetch_llm_batches
-            data_provider = PrefetchingIterator(iter(self.activations_store), prefetch=prefetch)
+        if self.cfg.resume_from_checkpoint is not None:
+            # The store's state first: an overlapped producer starts reading as soon as it exists.
+            logger.info("Resuming from checkpoint: %s", self.cfg.resume_from_checkpoint)
+            self.activations_store.load_from_checkpoint(self.cfg.resume_from_checkpoint)
+        data_provider = training_batches(self.activations_store, self.cfg)
         try:
             trainer = self.build_trainer(data_provider)
             self.trainer = trainer
             if self.cfg.resume_from_checkpoint is not None:
-                logger.info("Resuming from checkpoint: %s", self.cfg.resume_from_checkpoint)
                 trainer.load_trainer_state(self.cfg.resume_from_checkpoint)
                 self.sae.load_weights_from_checkpoint(self.cfg.resume_from_checkpoint)
-                self.activations_store.load_from_checkpoint(self.cfg.resume_from_checkpoint)
             self._compile_sae_if_needed()
             sae = self.run_trainer_with_interruption_handling(trainer)
             if isinstance(data_provider, PrefetchingIterator):
@@ -218,13 +218,18 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             return SAE.load_from_disk(self.cfg.output_path, device=str(self.cfg.device))
         return self.sae
 
-    @torch.no_grad()
-    def evaluate_final(self) -> dict[str, Any]:
-        """Routed metrics of the trained SAE on fresh store batches, plus the trainer's L0/dead latents."""
-        self.sae.eval()
-        batches = [
+    def final_eval_batches(self) -> list[torch.Tensor]:
+        """Fresh store batches for the final evaluation (a sweep reads them once for all its SAEs)."""
+        return [
             self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))
         ]
+
+    @torch.no_grad()
+    def evaluate_final(self, batches: list[torch.Tensor] | None = None) -> dict[str, Any]:
+        """Routed metrics of the trained SAE on `batches` (default: fresh store batches), plus the trainer's
+        L0/dead latents."""
+        self.sae.eval()
+        batches = self.final_eval_batches() if batches is None else batches
         metrics: dict[str, Any] = routed_reconstruction_metrics(self.sae, batches)  # summed over ranks
         assert self.trainer is not None
         metrics["sparsity/dead_features"] = int(self.trainer.dead_neurons.sum().item())

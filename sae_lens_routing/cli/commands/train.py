@@ -1,4 +1,7 @@
-"""`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]` (works under torchrun too)."""
+"""`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]` (works under torchrun too).
+
+A `sweep:` list in the YAML trains one RouteSAE per variant from one model forward per batch
+(`training/sweep.py`)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.training.distributed import dist_info
-from sae_lens_routing.training.run_config import load_run_config, train_from_config
+from sae_lens_routing.training.run_config import parse_run_config, read_config, train_from_config
 from sae_lens_routing.training.runner import format_summary
 
 HELP = "Train a RouteSAE from a YAML SAELens runner config (with an `sae:` section)."
@@ -24,7 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, summary = train_from_config(load_run_config(args.config, args.set), overwrite=args.overwrite)
+    data = read_config(args.config, args.set)
+    if "sweep" in data:  # several RouteSAEs from one model forward per batch
+        from sae_lens_routing.training.sweep import train_sweep_from_config
+
+        _, summaries = train_sweep_from_config(data, overwrite=args.overwrite)
+        print("\n".join(f"[{name}]\n{format_summary(s)}" for name, s in summaries.items()))
+        if args.summary_json:
+            atomic_write_json(args.summary_json, summaries, indent=2)
+        return 0
+    _, summary = train_from_config(parse_run_config(data), overwrite=args.overwrite)
     if dist_info().is_main:
         print(format_summary(summary))
         if args.summary_json:
