@@ -163,9 +163,22 @@ def exact_sae() -> RouteSAE:
     return sae
 
 
+def refuse_loaders(monkeypatch) -> None:
+    """Make every model and corpus loader of the package raise: a config error must come before any of them."""
+    from sae_lens_routing.training import run_config
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model or corpus loader was called")
+
+    monkeypatch.setattr(run_config, "load_model_and_dataset", refuse)
+    monkeypatch.setattr("sae_lens_routing.offline.local_model.load_local_model", refuse)
+    monkeypatch.setattr("sae_lens_routing.offline.corpus.load_corpus", refuse)
+
+
 def write_config(tmp_path, **overrides):
+    """A small run YAML on the tiny Llama folder (built only when `model_path` is not overridden)."""
     config = {
-        "model_path": str(tiny_hf_llama_folder(tmp_path / "model")),
+        "model_path": overrides.get("model_path") or str(tiny_hf_llama_folder(tmp_path / "model")),
         "corpus": "python-topics",
         "context_size": 32,
         "training_tokens": 2048,

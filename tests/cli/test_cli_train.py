@@ -12,12 +12,11 @@ import time
 import pytest
 import torch
 from helpers import cli as run_cli
-from helpers import free_port, write_config
+from helpers import free_port, refuse_loaders, write_config
 from sae_lens import SAE
 
 from sae_lens_routing import RouteSAE
 from sae_lens_routing.cli.main import cli, main
-from sae_lens_routing.training import run_config
 
 
 def test_train_from_yaml(tmp_path):
@@ -55,13 +54,7 @@ def config(tmp_path_factory):
 @pytest.fixture
 def nothing_loads(monkeypatch):
     """Every loader of the package raises: a config error must come before any of them runs."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model or corpus loader was called")
-
-    monkeypatch.setattr(run_config, "load_model_and_dataset", refuse)
-    monkeypatch.setattr("sae_lens_routing.offline.local_model.load_local_model", refuse)
-    monkeypatch.setattr("sae_lens_routing.offline.corpus.load_corpus", refuse)
+    refuse_loaders(monkeypatch)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
 
 

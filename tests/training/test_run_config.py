@@ -7,11 +7,11 @@ from dataclasses import asdict
 
 import pytest
 import yaml
+from helpers import refuse_loaders, write_config
 from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.config import LoggingConfig
 
 from sae_lens_routing import RouteTrainingSAEConfig
-from sae_lens_routing.training import run_config
 from sae_lens_routing.training.activation_cache import METADATA_FILENAME, CacheMetadata
 from sae_lens_routing.training.run_config import apply_overrides, load_run_config, parse_run_config
 
@@ -19,14 +19,8 @@ from sae_lens_routing.training.run_config import apply_overrides, load_run_confi
 @pytest.fixture(autouse=True)
 def nothing_loads(monkeypatch):
     """Parsing must never load weights or text: every loader of the package raises."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model or corpus loader was called while parsing the config")
-
-    monkeypatch.setattr(run_config, "load_model_and_dataset", refuse)
-    monkeypatch.setattr("sae_lens_routing.offline.local_model.load_local_model", refuse)
-    monkeypatch.setattr("sae_lens_routing.offline.corpus.load_corpus", refuse)
-    monkeypatch.setattr("sae_lens.load_model.load_model", refuse)
+    refuse_loaders(monkeypatch)
+    monkeypatch.setattr("sae_lens.load_model.load_model", lambda *a, **k: pytest.fail("load_model was called"))
 
 
 def model_folder(tmp_path, n_layers=8, d_model=48):
@@ -38,24 +32,8 @@ def model_folder(tmp_path, n_layers=8, d_model=48):
 
 
 def write_yaml(tmp_path, **overrides):
-    config = {
-        "model_path": str(model_folder(tmp_path)),
-        "corpus": "python-topics",
-        "context_size": 32,
-        "training_tokens": 2048,
-        "train_batch_size_tokens": 128,
-        "n_batches_in_buffer": 8,
-        "lr": "1e-3",  # what YAML 1.1 makes of `lr: 1e-3`
-        "seqpos_slice": [1, None],
-        "device": "cpu",
-        "output_path": str(tmp_path / "out"),
-        "logger": {"log_to_wandb": False},
-        "sae": {"d_sae": 64, "k": 4, "hook_names": "paper"},
-    }
-    config.update(overrides)
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    defaults = {"model_path": str(model_folder(tmp_path)), "lr": "1e-3", "seqpos_slice": [1, None]}
+    return write_config(tmp_path, **{**defaults, **overrides})  # "1e-3": what YAML 1.1 makes of `lr: 1e-3`
 
 
 def test_yaml_and_set_become_one_typed_config(tmp_path):
