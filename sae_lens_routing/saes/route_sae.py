@@ -415,9 +415,9 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
                 cache["mean"] = share.float().mean(0).cpu()
             return cache["mean"]
 
-        for i in range(self.n_layers):
-            metrics[f"routing_share/layer_{i}"] = lambda i=i: float(mean_share()[i])
-        metrics["routing_entropy_bits"] = lambda: routing_entropy_bits(mean_share())
+        for i, hook in enumerate(self.cfg.hook_names):  # the names evaluations use (`RoutedMetrics`)
+            metrics[f"routing/share/{hook}"] = lambda i=i: float(mean_share()[i])
+        metrics["routing/entropy_bits"] = lambda: routing_entropy_bits(mean_share())
         return metrics
 
     @torch.no_grad()

@@ -145,8 +145,8 @@ def test_routing_entropy():
         TrainStepInput(sae_in=torch.randn(32, 4, 16), coefficients={}, dead_neuron_mask=None,
                        n_training_steps=0, is_logging_step=True)
     )
-    share = torch.tensor([out.metrics[f"routing_share/layer_{i}"]() for i in range(4)])
-    assert out.metrics["routing_entropy_bits"]() == pytest.approx(routing_entropy_bits(share))
+    share = torch.tensor([out.metrics[f"routing/share/blocks.{i}.hook_resid_post"]() for i in range(4)])
+    assert out.metrics["routing/entropy_bits"]() == pytest.approx(routing_entropy_bits(share))
 
 
 @pytest.mark.parametrize("folder, cls", [("inference", SAE), ("training", TrainingSAE)])

@@ -155,7 +155,7 @@ def test_training_step_output_and_routing_metrics(training_sae):
     out = training_sae.training_forward_pass(step_input(acts))
     assert out.sae_in.shape == (64, 16) and out.feature_acts.shape == (64, 64)
     torch.testing.assert_close(out.loss, normalized_mse(out.sae_out, out.sae_in))
-    shares = [out.metrics[f"routing_share/layer_{i}"]() for i in range(4)]
+    shares = [out.metrics[f"routing/share/blocks.{i}.hook_resid_post"]() for i in range(4)]
     assert abs(sum(shares) - 1) < 1e-5
     assert out.metrics["mse_loss"]().item() > 0
     out.loss.backward()

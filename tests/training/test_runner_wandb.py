@@ -28,8 +28,8 @@ def test_wandb_logs_routing_metrics_and_chart(tmp_path, monkeypatch):
     RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=tiny_model()).run()
     keys = set().union(*logged)
     assert {
-        "metrics/routing_share/layer_0",
-        "metrics/routing_share/layer_1",
+        "metrics/routing/share/blocks.1.hook_resid_post",
+        "metrics/routing/share/blocks.2.hook_resid_post",
         "losses/normalized_mse_loss",
     } <= keys
     assert {
@@ -40,5 +40,6 @@ def test_wandb_logs_routing_metrics_and_chart(tmp_path, monkeypatch):
         "eval/routing/entropy_bits",
     } <= keys
     assert "plots/routing_share" in keys
-    shares = [d for d in logged if "metrics/routing_share/layer_0" in d][0]
-    assert abs(shares["metrics/routing_share/layer_0"] + shares["metrics/routing_share/layer_1"] - 1) < 1e-5
+    shares = [d for d in logged if "metrics/routing/share/blocks.1.hook_resid_post" in d][0]
+    pair = ("metrics/routing/share/blocks.1.hook_resid_post", "metrics/routing/share/blocks.2.hook_resid_post")
+    assert abs(shares[pair[0]] + shares[pair[1]] - 1) < 1e-5
