@@ -136,3 +136,10 @@ def test_one_routing_per_batch_gives_the_metrics_of_the_five_pass_code():
         assert set(after[case]) == set(old), case
         for key, value in old.items():
             assert after[case][key] == pytest.approx(value, rel=1e-6, abs=1e-6), (case, key)
+
+
+def test_model_without_the_routed_hooks_is_refused_clearly():
+    """Issue row: a model lacking the SAE's hooks gave a bare KeyError; now the splice's clear message."""
+    sae = make_sae()  # hooks at blocks 0..2
+    with pytest.raises(ValueError, match=r"sae.cfg.hook_names \['blocks.2.hook_resid_post'\] are not hook points"):
+        run_route_evals(sae, tiny_model(n_layers=2), toks())
