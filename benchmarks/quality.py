@@ -47,11 +47,12 @@ from sae_lens_routing.analysis.feature_contexts import (
 from sae_lens_routing.atomic import atomic_write_text
 from sae_lens_routing.offline.corpus import corpus_tokens
 from sae_lens_routing.offline.local_model import load_local_model
+from sae_lens_routing.saes.routed_activations import routed_activations
+from sae_lens_routing.saes.routed_metrics import routing_shares
 from sae_lens_routing.saes.router import Standardized, route, standardize
 
 RESULTS = Path(__file__).parent / "results"
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(3, 10)]  # the demo's routed layers
-STOP = 10
 EPS = 1e-6
 AUX = 1 / 32
 
@@ -77,8 +78,7 @@ def cache_activations(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     """[n_seq, seq, L, d] raw activations of the routed hooks, float16 to save memory."""
     rows = []
     for batch in tokens.split(8):
-        _, cache = model.run_with_cache(batch, names_filter=HOOKS, stop_at_layer=STOP)
-        rows.append(torch.stack([cache[h] for h in HOOKS], dim=-2).half())
+        rows.append(routed_activations(model, batch, HOOKS)[0].half())
     return torch.cat(rows)
 
 
@@ -192,7 +192,7 @@ def routed_metrics(sae: Any, model: Any, tokens: torch.Tensor, bos: int) -> dict
         "ce_loss_recovered": m["model_performance_preservation/ce_loss_score"],
         "delta_ce": m["model_performance_preservation/delta_ce"],
         "dead_latents_on_eval": m["sparsity/latents_silent_on_eval"],
-        "routing_share": m["routing/share"],
+        "routing_share": routing_shares(m),
     }
 
 

@@ -47,12 +47,13 @@ from sae_lens_routing.atomic import atomic_write_text
 from sae_lens_routing.offline.corpus import load_corpus
 from sae_lens_routing.offline.local_model import load_local_model
 from sae_lens_routing.saes.recipes import OFFICIAL_RECIPE
+from sae_lens_routing.saes.routed_activations import routed_activations
+from sae_lens_routing.saes.routed_metrics import routing_shares
 from sae_lens_routing.training.trainer import RouteSAETrainer
 
 RESULTS = Path(__file__).parent / "results"
 CACHE_DIR = Path("out/recipe")
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(6, 22)]  # HF hidden_states[7:23] of a 30-layer model
-STOP = 22
 SEQ = 128
 TRAIN_TOKENS = 200_000
 EPOCHS = 4
@@ -134,8 +135,7 @@ def build_cache(model: Any, rows: list[torch.Tensor]) -> np.ndarray:
     for i in range(0, len(rows), 16):
         chunk = rows[i : i + 16]
         tokens = pad_rows(chunk, pad=0)
-        _, acts = model.run_with_cache(tokens, names_filter=HOOKS, stop_at_layer=STOP)
-        stacked = torch.stack([acts[h] for h in HOOKS], dim=-2)  # [b, seq, L, d]
+        stacked, _, _ = routed_activations(model, tokens, HOOKS)  # [b, seq, L, d]
         keep = torch.zeros(tokens.shape, dtype=torch.bool)
         for j, r in enumerate(chunk):
             keep[j, 1 : len(r)] = True  # drop BOS and pad positions
@@ -209,8 +209,7 @@ def train_row(
 
 
 def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
-    share = metrics["routing/share"]
-    p = torch.tensor(list(share.values())).clamp_min(1e-12)
+    share = routing_shares(metrics)
     return {
         "normalized_mse": metrics["reconstruction_quality/normalized_mse"],
         "explained_variance": metrics["reconstruction_quality/explained_variance"],
@@ -219,7 +218,7 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
         "delta_ce": metrics["model_performance_preservation/delta_ce"],
         "latents_silent_on_eval": metrics["sparsity/latents_silent_on_eval"],
         "l0": metrics["sparsity/l0"],
-        "routing_entropy_bits": float(-(p * p.log2()).sum()),
+        "routing_entropy_bits": metrics["routing/entropy_bits"],
         "routing_share": share,
         "tokens_evaluated": metrics["metrics/total_tokens_evaluated"],
     }
