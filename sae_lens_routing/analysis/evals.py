@@ -65,14 +65,14 @@ def run_route_evals(
     excluded = _excluded_ids(tokens_or_store, exclude_special_tokens)
     recon = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in)
     downstream = DownstreamMetrics()
+    first = _splice_start(model, hooks)
+    entry = f"blocks.{first}.hook_resid_pre"
     for tokens in _token_batches(tokens_or_store, n_batches, batch_size):
         keep = (
             ~torch.isin(tokens, excluded.to(tokens.device))
             if excluded is not None
             else torch.ones_like(tokens, dtype=torch.bool)
         )
-        first = _splice_start(model, hooks)
-        entry = f"blocks.{first}.hook_resid_pre"
         acts, clean_logits, extras = routed_activations(
             model, tokens, hooks, full_forward=True, extra_hooks=(entry,)
         )
@@ -114,8 +114,9 @@ class DownstreamMetrics:
         logp = {name: logits.float().log_softmax(-1) for name, logits in (("clean", clean), ("sae", sae), ("zero", zero))}
         for name, lp in logp.items():
             self.totals[f"ce_{name}"] += _ce(lp, tokens)[target_keep].sum().item()
+        p_clean = logp["clean"].exp()
         for name in ("sae", "zero"):
-            kl = _kl(logp["clean"], logp[name])
+            kl = _kl(logp["clean"], logp[name], p_clean)
             self.totals[f"kl_{name}"] += kl[keep].sum().item()
             self.official[name].append(kl.sum().item() / len(tokens))  # F.kl_div(..., "batchmean")
         self.totals["n_ce"] += target_keep.sum().item()
@@ -169,8 +170,9 @@ def _ce(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -logp[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
-def _kl(logp_clean: torch.Tensor, logp_other: torch.Tensor) -> torch.Tensor:
-    return (logp_clean.exp() * (logp_clean - logp_other)).sum(-1)
+def _kl(logp_clean: torch.Tensor, logp_other: torch.Tensor, p_clean: torch.Tensor | None = None) -> torch.Tensor:
+    p = logp_clean.exp() if p_clean is None else p_clean
+    return (p * (logp_clean - logp_other)).sum(-1)
 
 
 def write_routing_chart(metrics: dict[str, Any], path: str | Path) -> Path:

@@ -33,13 +33,18 @@ def read_cfg_json(folder: str | Path) -> dict[str, Any]:
             f"{path} is missing: a SAELens SAE folder holds {SAE_CFG_FILENAME} and sae_weights.safetensors "
             "(what save_inference_model writes)"
         )
+    return read_json_object(path)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (cfg.json, the official sidecar); errors name the file."""
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IntegrityError(f"{path} is not valid JSON (corrupted or truncated): {e}") from e
-    if not isinstance(cfg, dict):
-        raise IntegrityError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
-    return cfg
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def check_architecture(cfg: Mapping[str, Any], source: str) -> str:

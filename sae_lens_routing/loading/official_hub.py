@@ -21,13 +21,12 @@ tensors is refused, never unpickled.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sae_lens_routing.loading.integrity import IntegrityError, check_weight_values
+from sae_lens_routing.loading.integrity import IntegrityError, check_weight_values, read_json_object
 from sae_lens_routing.loading.loaders import download_hub_files
 from sae_lens_routing.loading.official import (
     convert_official_state_dict,
@@ -59,14 +58,7 @@ def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], d
 
 def read_sidecar(path: Path | None, overrides: dict[str, Any], source: str) -> dict[str, Any]:
     """Sidecar dict (file, then overrides), validated; each message names the field."""
-    sidecar: dict[str, Any] = {}
-    if path is not None:
-        try:
-            sidecar = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise IntegrityError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(sidecar, dict):
-            raise IntegrityError(f"{path} must hold a JSON object")
+    sidecar = read_json_object(path) if path is not None else {}
     sidecar.update(overrides)
     unknown = sorted(set(sidecar) - set(SIDECAR_FIELDS))
     if unknown:

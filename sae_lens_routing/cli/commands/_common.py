@@ -6,6 +6,14 @@ import argparse
 from typing import Any
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """`--config run.yaml` and repeatable `--set key=value`, as `train` and `cache-activations` read them."""
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)"
+    )
+
+
 def positive_int(text: str) -> int:
     """argparse `type=` for counts and sizes: argparse's refusal then names the flag ("argument --batch-size:
     expected a positive integer, got 0") instead of a 0 or a negative reaching an empty loop or a slice."""

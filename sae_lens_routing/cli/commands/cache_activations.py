@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from sae_lens_routing.cli.commands._common import add_config_arguments
 from sae_lens_routing.training.run_config import load_model_and_dataset, parse_run_config, read_config
 
 HELP = (
@@ -19,12 +20,7 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", required=True, help="the training run's YAML (model, corpus, sae hooks...)"
-    )
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)"
-    )
+    add_config_arguments(parser, "the training run's YAML (model, corpus, sae hooks...)")
     parser.add_argument("--out", help="cache folder (default: the config's cached_activations_path)")
     parser.add_argument(
         "--tokens",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.cli.commands._common import add_config_arguments
 from sae_lens_routing.training.distributed import dist_info
 from sae_lens_routing.training.run_config import parse_run_config, read_config, train_from_config
 from sae_lens_routing.training.runner import format_summary
@@ -16,12 +17,7 @@ HELP = "Train a RouteSAE from a YAML SAELens runner config (with an `sae:` secti
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", required=True, help="YAML: LanguageModelSAERunnerConfig fields + `sae:` section"
-    )
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)"
-    )
+    add_config_arguments(parser, "YAML: LanguageModelSAERunnerConfig fields + `sae:` section")
     parser.add_argument("--summary-json", help="also write the final summary to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output_path")
 
