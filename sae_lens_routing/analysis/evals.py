@@ -82,10 +82,10 @@ def run_route_evals(
             on_routed(tokens, out)
         spliced = {}
         # special tokens stay clean in the SAE splice, as in SAELens's evals; the ablation zeroes every position
-        for name, replacement, positions in (("sae", "sae", keep), ("zero", "zero", None)):
+        for replacement, positions in (("sae", keep), ("zero", None)):
             plan = plan_from_routed(sae, out, replacement=replacement).to(acts.dtype)
             with routed_splice(model, sae, positions=positions, plan=plan):
-                spliced[name] = model(extras[entry], start_at_layer=first, tokens=tokens)
+                spliced[replacement] = model(extras[entry], start_at_layer=first, tokens=tokens)
         downstream.update(tokens, keep, clean_logits, spliced["sae"], spliced["zero"])
     return {**recon.compute(), **downstream.compute()}
 
