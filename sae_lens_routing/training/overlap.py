@@ -48,15 +48,11 @@ def _staged(
     source: Iterator[torch.Tensor], device: torch.device, stream: torch.cuda.Stream | None
 ) -> Iterator[Staged]:
     """(batch on `device`, event recorded when it is ready); everything runs on `stream` when there is one."""
-    for_cuda = stream is not None
-    while True:
-        if not for_cuda:
-            try:
-                batch = next(source)
-            except StopIteration:
-                return
+    if stream is None:
+        for batch in source:
             yield batch, None
-            continue
+        return
+    while True:
         with torch.cuda.stream(stream):
             try:
                 batch = next(source)
