@@ -298,7 +298,8 @@ def test_sae_saved_before_topk_reuse_loads_identically(variant, folder, cls):
 
 def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
     """The value is SAELens's TopK aux loss with each token's squared error divided by ||sae_in||^2 (the scale of
-    the normalised MSE), and the SAE's weights get the gradients of exactly that."""
+    the normalised MSE), and the SAE's weights, the router's included (through sae_in), get the gradients of
+    exactly that."""
     sae = make_training_sae(aux_loss_coefficient=0.5)
     with torch.no_grad():
         sae.W_dec.mul_(torch.rand(64, 1) + 0.5)  # decoder-norm rescaling matters
@@ -307,7 +308,7 @@ def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
     aux = sae.calculate_aux_loss(step_input(out.sae_in, dead), out.feature_acts, out.hidden_pre, out.sae_out)
     got = aux["auxiliary_reconstruction_loss"]
     got.backward()
-    grads = {n: getattr(sae, n).grad.clone() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    grads = {n: getattr(sae, n).grad.clone() for n in ("W_enc", "b_enc", "W_dec", "b_dec", "W_router")}
     sae.zero_grad()
 
     out = sae.forward_routed(acts)
@@ -315,7 +316,7 @@ def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
     aux_acts = calculate_topk_aux_acts(k_aux=k_aux, hidden_pre=out.hidden_pre, dead_neuron_mask=dead)
     recons = aux_acts @ (sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True))
     err = (recons - (out.sae_in - out.sae_out).detach()).pow(2).sum(-1)
-    expected = 0.5 * min(int(dead.sum()) / (16 // 2), 1.0) * (err / out.sae_in.detach().pow(2).sum(-1)).mean()
+    expected = 0.5 * min(int(dead.sum()) / (16 // 2), 1.0) * (err / out.sae_in.pow(2).sum(-1)).mean()
     torch.testing.assert_close(got, expected)
     expected.backward()
     for name, grad in grads.items():
