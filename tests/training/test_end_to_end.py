@@ -36,3 +36,31 @@ def test_finetune_lowers_kl_and_freezes_the_model():
     assert not torch.equal(sae.W_router, router_before)  # the router learns from the model's KL too
     for name, p in model.named_parameters():
         assert torch.equal(p, before_weights[name]) and p.requires_grad, name
+
+
+def test_config_run_ends_with_the_phase_when_asked(tmp_path):
+    from helpers import route_runner_cfg, token_dataset
+
+    from sae_lens_routing.training.runner import RouteSAETrainingRunner
+
+    model = tiny_model()
+    cfg = route_runner_cfg(tmp_path, sae={"end_to_end_tokens": 150})  # 3 batches of 4 x 16 tokens
+    runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=model)
+    runner.run()
+    assert len(runner.end_to_end_history) == 3
+    assert runner.final_metrics["end_to_end/steps"] == 3
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_the_phase_needs_the_live_model(tmp_path):
+    import pytest
+    from helpers import route_runner_cfg
+
+    from sae_lens_routing.training.validation import validate_route_config
+
+    cfg = route_runner_cfg(tmp_path, sae={"end_to_end_tokens": 10})
+    cfg.use_cached_activations = True
+    with pytest.raises(ValueError, match="end_to_end_tokens=10 needs the live model"):
+        validate_route_config(cfg)
+    with pytest.raises(ValueError, match="end_to_end_tokens must be an integer >= 0"):
+        route_runner_cfg(tmp_path, sae={"end_to_end_tokens": -1})
