@@ -43,7 +43,12 @@ import torch
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from safetensors.torch import load_file
 
-from sae_lens_routing.atomic import atomic_directory, atomic_write_text
+from sae_lens_routing.atomic import (
+    atomic_directory,
+    atomic_write_text,
+    check_replaceable,
+    remove_stale_temporaries,
+)
 from sae_lens_routing.training.store import MultiLayerActivationsStore
 
 logger = logging.getLogger(__name__)
@@ -167,10 +172,8 @@ def cache_routed_activations(
     out = Path(path if path is not None else (cfg.cached_activations_path or ""))
     if not str(out) or str(out) == ".":
         raise ValueError("the cache needs a path: pass path= (CLI --out) or set cached_activations_path")
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out} already exists; pick another path or pass overwrite=True (CLI --overwrite)"
-        )
+    check_replaceable(out, "the cache path", overwrite)
+    remove_stale_temporaries(out.parent, name=out.name)  # hidden partial caches of killed runs
     storage = _check_dtype(str(cfg.dtype))
     target = default_cache_tokens(cfg) if n_tokens is None else n_tokens
     if not isinstance(target, int) or target < 1:

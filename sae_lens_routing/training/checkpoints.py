@@ -29,7 +29,7 @@ from sae_lens.constants import (
 )
 from safetensors import safe_open
 
-from sae_lens_routing.atomic import remove_stale_temporaries
+from sae_lens_routing.atomic import check_replaceable, remove_stale_temporaries
 from sae_lens_routing.training.distributed import DistInfo
 
 SAE_FIELDS_THAT_MUST_MATCH = ("hook_names", "d_in", "d_sae", "k", "routing", "router_input")
@@ -41,15 +41,9 @@ class DamagedCheckpointError(ValueError):
 
 
 def refuse_existing_output(output_path: str | None, overwrite: bool) -> None:
-    """An existing output folder (a previous run's SAE) is only replaced when asked to."""
-    if output_path is None or overwrite:
-        return
-    path = Path(output_path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(
-            f"output_path={str(output_path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace "
-            "it, or choose another output_path"
-        )
+    """An existing output folder is only replaced when asked to, and only if this package wrote all of it."""
+    if output_path is not None:
+        check_replaceable(output_path, "output_path", overwrite)
 
 
 @contextmanager

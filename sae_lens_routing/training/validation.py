@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,8 @@ def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     if cfg.output_path is not None and not str(cfg.output_path).strip():
         raise ValueError(f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}")
     _validate_buffer(cfg)
+    _validate_positions(cfg)
+    check_disjoint_paths(run_paths(cfg))
 
 
 def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None) -> None:
@@ -69,6 +72,48 @@ def _validate_against_model(cfg: LanguageModelSAERunnerConfig[Any], model: Any) 
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     if n_ctx is not None and cfg.context_size > n_ctx:
         raise ValueError(f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}")
+
+
+def run_paths(cfg: LanguageModelSAERunnerConfig[Any], prefix: str = "") -> list[tuple[str, str, bool]]:
+    """(field, path, written) of every folder a run reads or writes."""
+    fields = [
+        ("output_path", True),
+        ("checkpoint_path", True),
+        ("cached_activations_path", False),
+        ("resume_from_checkpoint", False),
+        ("from_pretrained_path", False),
+    ]
+    return [(prefix + f, str(getattr(cfg, f)), w) for f, w in fields if getattr(cfg, f, None)]
+
+
+def check_disjoint_paths(paths: list[tuple[str, str, bool]]) -> None:
+    """Refuse a written folder that equals, contains or lies inside another folder of the same run, compared
+    resolved (`./a`, `a/` and symlinks alias): replacing it would delete the other. (SAELens appends a new run
+    id to checkpoint_path, so a resumed checkpoint of an earlier run lies beside it, not inside.)"""
+    resolved = [(f, p, w, Path(p).expanduser().resolve()) for f, p, w in paths]
+    for i, (f1, p1, w1, r1) in enumerate(resolved):
+        for f2, p2, w2, r2 in resolved[i + 1 :]:
+            if not (w1 or w2):
+                continue
+            how = "equals" if r1 == r2 else "lies inside" if r2 in r1.parents else "contains"
+            if r1 != r2 and r1 not in r2.parents and r2 not in r1.parents:
+                continue
+            raise ValueError(
+                f"{f1}={p1!r} {how} {f2}={p2!r}; give {f1 if w1 else f2} a folder of its own (a run never "
+                "writes over or into another folder it reads or writes: replacing it would delete that)"
+            )
+
+
+def _validate_positions(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
+    """With BOS prepended, training positions that are only position 0 are all BOS: with exclude_special_tokens
+    no token survives (the store would loop forever), without it the SAE trains on BOS alone."""
+    positions = range(cfg.context_size)[slice(*cfg.seqpos_slice)]
+    if cfg.prepend_bos and list(positions) == [0]:
+        raise ValueError(
+            f"context_size={cfg.context_size} with seqpos_slice={tuple(cfg.seqpos_slice)} and prepend_bos: true "
+            "trains only on position 0, which is always the BOS token; raise context_size (e.g. 128) or set "
+            "prepend_bos: false"
+        )
 
 
 def _validate_buffer(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
