@@ -71,7 +71,11 @@ def upload_route_sae(
     Credentials are huggingface_hub's usual ones (`HF_TOKEN` or `huggingface-cli login`).
     """
     folder = Path(path)
-    sae_id = sae_id if sae_id is not None else folder.resolve().name
+    try:
+        resolved = folder.resolve(strict=True)
+    except (OSError, RuntimeError) as e:  # missing, or a symlink loop
+        raise ValueError(f"{folder} is not a readable SAE folder ({e}); give the folder the SAE was saved to") from None
+    sae_id = sae_id if sae_id is not None else resolved.name
     validate_repo_and_sae_id(repo_id, sae_id)
     cfg, _, _ = read_checked_sae_folder(folder)
     if cfg["architecture"] != ARCHITECTURE:

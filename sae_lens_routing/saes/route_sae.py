@@ -168,8 +168,9 @@ class _RoutedSAEMixin:
             )
         if acts.ndim == 2 and acts.shape[-1] == want[1] and acts.shape[0] != want[0]:
             raise ValueError(
-                f"RouteSAE got single-hook activations of shape {tuple(acts.shape)}; it needs all L={want[0]} "
-                "routed layers per token, [..., L, d_in]. Train it with sae_lens_routing.RouteSAETrainingRunner "
+                f"RouteSAE got acts of shape {tuple(acts.shape)}, one d_in-vector per token (one hook's "
+                f"activations); it needs all L={want[0]} routed layers per token, [..., L={want[0]}, "
+                f"d_in={want[1]}]. Train it with sae_lens_routing.RouteSAETrainingRunner "
                 "(not SAELens's LanguageModelSAETrainingRunner, whose store reads one hook)."
             )
         if acts.ndim < 2 or tuple(acts.shape[-2:]) != want:

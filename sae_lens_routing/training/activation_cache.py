@@ -49,7 +49,7 @@ from sae_lens_routing.atomic import (
     check_replaceable,
     remove_stale_temporaries,
 )
-from sae_lens_routing.training.store import MultiLayerActivationsStore
+from sae_lens_routing.training.store import MAX_EMPTY_BATCHES, MultiLayerActivationsStore
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def cache_routed_activations(
     bytes_per_row = len(hooks) * ctx * cfg.sae.d_in * (4 if storage == "float32" else 2)
     rows_per_file = max(1, _SHARD_BYTES // bytes_per_row)
 
-    n_rows = n_kept = 0
+    n_rows = n_kept = empty = 0
     files: list[str] = []
     with atomic_directory(out) as tmp:
         writer: ArrowWriter | None = None
@@ -228,7 +228,15 @@ def cache_routed_activations(
                     writer.write(row)
                     rows_in_file += 1
                 n_rows += len(ids)
-                n_kept += int((~torch.isin(ids.long(), excluded)).sum())
+                kept = int((~torch.isin(ids.long(), excluded)).sum())
+                n_kept += kept
+                empty = 0 if kept else empty + 1
+                if empty >= MAX_EMPTY_BATCHES:
+                    raise ValueError(
+                        f"{empty} batches of prompts in a row had no token left after exclude_special_tokens "
+                        f"(context_size={cfg.context_size}, prepend_bos={cfg.prepend_bos}); raise context_size, "
+                        "set prepend_bos: false or exclude_special_tokens: false"
+                    )
         finally:
             if writer is not None:
                 writer.finalize()
@@ -350,6 +358,12 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         store._hook_names = list(meta.hook_names)
         store._hook_d_ins = dict.fromkeys(meta.hook_names, meta.d_in)
         store.meta = meta
+        rows = len(store.cached_activation_dataset or [])
+        if rows != meta.n_sequences:
+            raise ValueError(
+                f"the activation cache at {str(path)!r} holds {rows} sequences but its {METADATA_FILENAME} says "
+                f"{meta.n_sequences}: it is damaged; rebuild it with `cache-activations --overwrite`"
+            )
         store._plan(cfg, rank, world_size)
         return store
 
@@ -357,8 +371,15 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         """Open the cache memory-mapped (numpy rows); called by SAELens's constructor."""
         from datasets import load_from_disk
 
-        assert self.cached_activations_path is not None
-        ds = load_from_disk(self.cached_activations_path)
+        path = self.cached_activations_path
+        assert path is not None
+        try:
+            ds = load_from_disk(path)
+        except Exception as e:  # noqa: BLE001  (pyarrow/datasets errors name neither the cache nor the fix)
+            raise ValueError(
+                f"the activation cache at {path!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); it is "
+                "damaged: rebuild it with `python -m sae_lens_routing cache-activations --overwrite`"
+            ) from None
         return ds.with_format("numpy")
 
     def _kept_per_row(self) -> np.ndarray:

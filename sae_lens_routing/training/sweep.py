@@ -28,6 +28,7 @@ from transformer_lens.hook_points import HookedRootModule
 
 from sae_lens_routing.saes.config import RouteTrainingSAEConfig
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
+from sae_lens_routing.training.checkpoints import interrupts_as_keyboard_interrupt, save_interrupted
 from sae_lens_routing.training.overlap import close_batches, training_batches
 from sae_lens_routing.training.runner import RouteSAETrainingRunner
 from sae_lens_routing.training.trainer import RouteSAETrainer
@@ -181,13 +182,11 @@ class RouteSAESweepRunner:
                 runner.trainer = runner.build_trainer(batches)
                 runner._compile_sae_if_needed()
             trainers = [r.trainer for r in self.runners if r.trainer is not None]
-            try:
-                fit_in_lockstep(trainers, batches)
-            except KeyboardInterrupt:
-                for trainer in trainers:
-                    if trainer.cfg.checkpoint_path is not None:
-                        trainer.save_checkpoint(str(trainer.n_training_samples))
-                raise
+            with interrupts_as_keyboard_interrupt():
+                try:
+                    fit_in_lockstep(trainers, batches)
+                except KeyboardInterrupt:
+                    raise save_interrupted(trainers) from None
             close_batches(batches)  # the final evaluation reads the store from this thread
             eval_batches = first.final_eval_batches()
             for runner in self.runners:

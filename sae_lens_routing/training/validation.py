@@ -46,15 +46,17 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
 def _validate_devices(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     """A CUDA device on a machine without one otherwise fails late and obscurely (pin_memory, .to())."""
     for name in ("device", "llm_device", "act_store_device"):
-        value = str(getattr(cfg, name))
-        try:
-            device = torch.device(value)
-        except RuntimeError as e:
-            raise ValueError(
-                f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
-            ) from e
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False")
+        check_device(name, str(getattr(cfg, name)))
+
+
+def check_device(name: str, value: str) -> None:
+    """ValueError naming `name` unless `value` is a torch device this machine has."""
+    try:
+        device = torch.device(value)
+    except RuntimeError as e:
+        raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False")
 
 
 def _validate_against_model(cfg: LanguageModelSAERunnerConfig[Any], model: Any) -> None:

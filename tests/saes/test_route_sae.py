@@ -390,7 +390,7 @@ def test_forward_routed_routes_one_token(training_sae):
     sparse = make_training_sae(use_sparse_activations=True)
     torch.testing.assert_close(sparse.forward_routed(acts[2]).sae_out, sparse.forward_routed(acts).sae_out[2])
     # [n, d_in] with n != L is one hook's activations: still refused, naming the routed runner
-    with pytest.raises(ValueError, match="single-hook activations of shape \\(5, 16\\).*RouteSAETrainingRunner"):
+    with pytest.raises(ValueError, match="acts of shape \\(5, 16\\), one d_in-vector per token.*RouteSAETrainingRunner"):
         training_sae.forward_routed(acts[:, 0])
 
 
