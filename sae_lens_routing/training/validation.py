@@ -93,16 +93,16 @@ def check_disjoint_paths(paths: list[tuple[str, str, bool]]) -> None:
     resolved (`./a`, `a/` and symlinks alias): replacing it would delete the other. (SAELens appends a new run
     id to checkpoint_path, so a resumed checkpoint of an earlier run lies beside it, not inside.)"""
     resolved = [(f, p, w, Path(p).expanduser().resolve()) for f, p, w in paths]
-    for i, (f1, p1, w1, r1) in enumerate(resolved):
-        for f2, p2, w2, r2 in resolved[i + 1 :]:
-            if not (w1 or w2):
+    for i, a in enumerate(resolved):
+        for b in resolved[i + 1 :]:
+            if not (a[2] or b[2]) or (a[3] != b[3] and a[3] not in b[3].parents and b[3] not in a[3].parents):
                 continue
-            how = "equals" if r1 == r2 else "lies inside" if r2 in r1.parents else "contains"
-            if r1 != r2 and r1 not in r2.parents and r2 not in r1.parents:
-                continue
+            inner, outer = (b, a) if a[3] in b[3].parents else (a, b)
+            how = "equals" if a[3] == b[3] else "lies inside"
+            fix = inner if inner[2] else outer
             raise ValueError(
-                f"{f1}={p1!r} {how} {f2}={p2!r}; give {f1 if w1 else f2} a folder of its own (a run never "
-                "writes over or into another folder it reads or writes: replacing it would delete that)"
+                f"{inner[0]}={inner[1]!r} {how} {outer[0]}={outer[1]!r}; give {fix[0]} a folder of its own (a run "
+                "never writes over or into another folder it reads or writes: replacing it would delete that)"
             )
 
 
