@@ -182,7 +182,8 @@ def check_replaceable(path: str | Path, field: str = "the output", overwrite: bo
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise FileExistsError(
             f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write ({shown}); "
-            f"it only replaces folders it wrote itself, so choose another {field} or move those files away",
+            f"it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another {field} or "
+            "move those files away",
         )
     if not overwrite and path.exists() and any(path.iterdir()):
         raise FileExistsError(

@@ -246,11 +246,13 @@ def test_resuming_from_an_sae_output_folder_says_it_is_not_a_checkpoint(tmp_path
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("checkpoints", [True, False])
-def test_an_interrupt_mid_run_saves_a_resumable_checkpoint_or_says_nothing_was_saved(tmp_path, how, checkpoints):
+@pytest.mark.parametrize("with_checkpoints", [True, False])
+def test_an_interrupt_mid_run_saves_a_resumable_checkpoint_or_says_nothing_was_saved(
+    tmp_path, how, with_checkpoints
+):
     import signal
 
-    cfg = route_runner_cfg(tmp_path, **QUICK, checkpoint_path=str(tmp_path / "ckpt") if checkpoints else None)
+    cfg = route_runner_cfg(tmp_path, **QUICK, checkpoint_path=str(tmp_path / "ckpt") if with_checkpoints else None)
     run = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=tiny_model())
     build = run.build_trainer
 
@@ -270,7 +272,7 @@ def test_an_interrupt_mid_run_saves_a_resumable_checkpoint_or_says_nothing_was_s
     run.build_trainer = build_interrupted
     with pytest.raises(checkpoints.RunInterrupted) as err:
         run.run()
-    if not checkpoints:
+    if not with_checkpoints:
         assert "nothing was saved (checkpoint_path is null)" in str(err.value)
         return
     saved = str(err.value).split("progress saved to ")[1].split(":")[0]
@@ -318,6 +320,14 @@ def test_summary_json_folder_is_refused_before_training(tmp_path, monkeypatch):
     refuse_loaders(monkeypatch)
     with pytest.raises(ValueError, match="--summary-json .* is a folder; give a file path"):
         main(["train", "--config", "missing.yaml", "--summary-json", str(tmp_path)])
+
+
+def test_a_read_only_output_folder_is_refused_at_config_time(tmp_path, monkeypatch):
+    (tmp_path / "ro").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != str(tmp_path / "ro") and real_access(p, mode))
+    with pytest.raises(ValueError, match=r"output_path=.*ro/out' cannot be written: .*ro is read-only"):
+        validate_route_config(route_runner_cfg(tmp_path, output_path=str(tmp_path / "ro" / "out")))
 
 
 def test_evaluate_names_d_in_against_the_models_d_model(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,11 @@ def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
         raise ValueError(f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}")
     _validate_buffer(cfg)
     _validate_positions(cfg)
-    check_disjoint_paths(run_paths(cfg))
+    paths = run_paths(cfg)
+    check_disjoint_paths(paths)
+    for field, path, written in paths:
+        if written:
+            check_writable(field, path)
 
 
 def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None) -> None:
@@ -104,6 +109,16 @@ def check_disjoint_paths(paths: list[tuple[str, str, bool]]) -> None:
                 f"{inner[0]}={inner[1]!r} {how} {outer[0]}={outer[1]!r}; give {fix[0]} a folder of its own (a run "
                 "never writes over or into another folder it reads or writes: replacing it would delete that)"
             )
+
+
+def check_writable(field: str, path: str) -> None:
+    """A folder that cannot be written is refused now, not with a PermissionError after all the work. Outputs
+    are renamed into place, so what must be writable is the nearest existing folder above the path."""
+    folder = next(p for p in Path(path).expanduser().absolute().parents if p.exists())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{field}={path!r} cannot be written: {folder} is read-only for this user; choose another {field}"
+        )
 
 
 def _validate_positions(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
