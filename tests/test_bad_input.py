@@ -403,3 +403,45 @@ def test_an_atomic_folder_records_what_it_wrote(tmp_path):
     with atomic.atomic_directory(tmp_path / "x") as tmp:
         (tmp / "a").write_text("1")
     assert json.loads((tmp_path / "x" / atomic.MANIFEST).read_text())["files"] == ["a"]
+
+
+def _start_and_signal(args, ready, sig):
+    """Run the CLI, wait until `ready()` is true (the run is under way), send `sig`; returns (exit code, stderr)."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sae_lens_routing", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not ready() and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=240)
+    return proc.returncode, err
+
+
+@pytest.mark.slow  # two CLI processes (~40 s)
+def test_ctrl_c_and_sigterm_from_the_cli(tmp_path):
+    """Ctrl-C mid-training leaves a complete checkpoint (its folder created by the save) and one line; SIGTERM
+    mid-cache removes the partial cache."""
+    config = write_config(tmp_path, training_tokens=128 * 2000, checkpoint_path=str(tmp_path / "ckpt"))
+    rc, err = _start_and_signal(
+        ["train", "--config", str(config)], lambda: (tmp_path / "out.lock").exists(), "SIGINT"
+    )
+    assert rc == 130 and "Traceback" not in err, err[-3000:]
+    assert "interrupted: training was interrupted; progress saved to " in err and "resume_from_checkpoint=" in err
+    saved = [p for p in (tmp_path / "ckpt").glob("*/*") if not p.name.startswith(".")]
+    assert len(saved) == 1 and {"trainer_state.pt", "sae_weights.safetensors"} <= set(os.listdir(saved[0]))
+
+    cache = tmp_path / "cache"
+    rc, err = _start_and_signal(
+        ["cache-activations", "--config", str(config), "--out", str(cache), "--tokens", "100000000"],
+        lambda: any(p.name.startswith(".cache.tmp-") for p in tmp_path.iterdir()),
+        "SIGTERM",
+    )
+    assert rc == 130 and "Traceback" not in err and "interrupted: nothing was saved" in err, err[-2000:]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache")] and not cache.exists()
