@@ -270,6 +270,7 @@ def test_an_interrupt_mid_run_saves_a_resumable_checkpoint_or_says_nothing_was_s
         return trainer
 
     run.build_trainer = build_interrupted
+    handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(checkpoints.RunInterrupted) as err:
         run.run()
     if not with_checkpoints:
@@ -278,7 +279,7 @@ def test_an_interrupt_mid_run_saves_a_resumable_checkpoint_or_says_nothing_was_s
     saved = str(err.value).split("progress saved to ")[1].split(":")[0]
     assert f"resume_from_checkpoint={saved}" in str(err.value)
     check_resume_checkpoint(saved, cfg)  # complete and readable
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is handler  # handlers restored
 
 
 def test_cli_prints_one_interrupted_line(monkeypatch, capsys, tmp_path):
