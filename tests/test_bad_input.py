@@ -67,6 +67,21 @@ def test_overwrite_never_deletes_a_user_folder_and_is_refused_before_the_model_l
     assert (out / "notes.txt").read_text() == "mine" and (out / "sub" / "data.csv").exists()
 
 
+@pytest.mark.parametrize("sweep", [False, True])
+def test_an_existing_output_without_overwrite_is_refused_before_the_model_loads(tmp_path, monkeypatch, sweep):
+    refuse_loaders(monkeypatch)
+    out = tmp_path / "out" / "a" if sweep else tmp_path / "out"
+    with atomic.atomic_directory(out) as tmp:  # an earlier run's output
+        (tmp / "cfg.json").write_text("{}")
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    extra = {"sweep": [{"name": "a"}, {"name": "b"}]} if sweep else {}
+    sae = {"d_in": 32, "d_sae": 64, "k": 4, "hook_names": hooks}
+    config = write_config(tmp_path, model_path=str(tmp_path), sae=sae, **extra)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"output_path=.*out.* already exists; pass overwrite=True"):
+        main(["train", "--config", str(config)])
+
+
 def test_overwrite_replaces_its_own_output_but_not_once_the_user_added_a_file(tmp_path):
     def run(**kw):
         cfg = route_runner_cfg(tmp_path, **QUICK, **kw)
