@@ -5,7 +5,7 @@ token scaled to mean 0, std 1, as the paper does). `forward_routed` takes raw ac
 hooks and returns the routed input and its reconstruction in that space. SAELens's methods keep SAELens's
 contract on the routed input: `encode` takes the L layers stacked, [batch, seq, L, d_in] or [..., L*d_in]
 (how sae-dashboard hands them over), and equals `forward_routed(...).feature_acts`; `decode(encode(x))` is in
-the input's (raw) space, with the per-token stats `encode` attached to the features it returned; `forward` is
+the input's (raw) space, with the per-token stats of the `encode` call that returned the features; `forward` is
 `decode(encode(x))`; `decode_standardized` stays in the standardised space. One layer's activations
 [..., d_in], which is what SAELens's single-hook tools pass, are refused with the routed equivalent
 (`sae_lens_guards`): a single layer cannot be routed.
