@@ -31,11 +31,22 @@ from sae_lens_routing.saes.routed_activations import (
 from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 
-def _token_batches(tokens_or_store: Any, n_batches: int, batch_size: int | None) -> list[torch.Tensor]:
+def _token_batches(
+    tokens_or_store: Any, n_batches: int, batch_size: int | None, d_vocab: int | None = None
+) -> list[torch.Tensor]:
     if isinstance(tokens_or_store, torch.Tensor):
         if tokens_or_store.ndim != 2:
             raise ValueError(
                 f"tokens must be [n_sequences, seq_len], got shape {tuple(tokens_or_store.shape)}"
+            )
+        if tokens_or_store.is_floating_point() or tokens_or_store.dtype == torch.bool:
+            raise ValueError(f"tokens must be integer token ids, got dtype {tokens_or_store.dtype}")
+        if d_vocab is not None and len(tokens_or_store) and not (
+            0 <= int(tokens_or_store.min()) and int(tokens_or_store.max()) < d_vocab
+        ):
+            raise ValueError(
+                f"tokens must be ids in [0, d_vocab={d_vocab}) of the model, got ids "
+                f"{int(tokens_or_store.min())}..{int(tokens_or_store.max())}; tokenize with this model's tokenizer"
             )
         size = batch_size or len(tokens_or_store)
         return list(tokens_or_store.split(size))
@@ -72,7 +83,8 @@ def run_route_evals(
     downstream = DownstreamMetrics()
     first = _splice_start(model, hooks)
     entry = f"blocks.{first}.hook_resid_pre"
-    for tokens in _token_batches(tokens_or_store, n_batches, batch_size):
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    for tokens in _token_batches(tokens_or_store, n_batches, batch_size, d_vocab):
         keep = (
             ~torch.isin(tokens, excluded.to(tokens.device))
             if excluded is not None

@@ -48,6 +48,8 @@ def parse_features(spec: str | Sequence[int], d_sae: int) -> tuple[list[int], in
         if not text[4:].isdigit() or not 1 <= int(text[4:]) <= d_sae:
             raise ValueError(f"features 'top:N' needs an integer 1 <= N <= d_sae={d_sae}, got {spec!r}")
         return list(range(d_sae)), int(text[4:])
+    if not isinstance(spec, str) and not all(isinstance(f, int) and not isinstance(f, bool) for f in spec):
+        raise ValueError(f"features must be 'top:N' or latent indices (integers, not booleans), got {spec!r}")
     try:
         features = [int(f) for f in spec] if not isinstance(spec, str) else []
         for part in filter(None, (p.strip() for p in text.split(","))):

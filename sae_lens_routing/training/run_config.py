@@ -228,8 +228,10 @@ def train_from_config(run: RunConfig, overwrite: bool = False) -> tuple[Any, dic
 
     With `use_cached_activations: true` neither the model nor the corpus is loaded: activations come from
     `cached_activations_path` (built by the `cache-activations` command from the same YAML)."""
+    from sae_lens_routing.training.checkpoints import refuse_existing_output
     from sae_lens_routing.training.runner import RouteSAETrainingRunner, training_summary
 
+    refuse_existing_output(run.runner.output_path, overwrite)  # before the model loads
     model, dataset = (None, None) if run.runner.use_cached_activations else load_model_and_dataset(run)
     runner = RouteSAETrainingRunner(
         run.runner, override_dataset=dataset, override_model=model, overwrite=overwrite

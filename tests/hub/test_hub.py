@@ -114,7 +114,8 @@ def test_upload_dry_run_sends_nothing(tmp_path, monkeypatch):
         "k4/sae_weights.safetensors",
         "k4/sparsity.safetensors",
     ]
-    assert "| k (TopK) | 4 |" in (folder / "README.md").read_text() and (folder / "routing_share.png").is_file()
+    # a dry run writes nothing
+    assert not (folder / "README.md").exists() and not (folder / "routing_share.png").exists()
     assert "README.md" not in upload_route_sae(folder, REPO, "k4", root_card=False, dry_run=True)
     with pytest.raises(ValueError, match="cfg.json is missing"):
         upload_route_sae(tmp_path, REPO, "x", dry_run=True)  # the same checks as a real upload
@@ -227,7 +228,7 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
     assert f"would upload {REPO}/k4/sae_weights.safetensors" in printed
     assert f"would upload {REPO}/README.md (if the repo has no README.md yet)" in printed
     assert f"would upload {REPO}/k4/routing_share.png" in printed
-    assert hub.commits == [] and "| explained_variance | 0.75 |" in (folder / "README.md").read_text()
+    assert hub.commits == [] and not (folder / "README.md").exists()
     assert main([*args, "--root-card", "no"]) == 0
     assert sorted(hub.files()) == [
         "k4/README.md",
@@ -239,6 +240,21 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
     assert f"uploaded {REPO}/k4/README.md" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--routing-shares must be comma-separated numbers"):
         main([*args, "--routing-shares", "a,b", "--dry-run"])
+
+
+def test_a_hand_written_readme_is_never_replaced(tmp_path, monkeypatch):
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    train_and_save(folder, runner_cfg=False)
+    (folder / "README.md").write_text("my notes")
+    hub = record_hub(monkeypatch)
+    for dry_run in (True, False):
+        with pytest.raises(FileExistsError, match="README.md already exists and was not written by sae-lens"):
+            upload_route_sae(folder, REPO, "k4", dry_run=dry_run)
+    assert (folder / "README.md").read_text() == "my notes" and hub.commits == []
+    (folder / "README.md").unlink()
+    upload_route_sae(folder, REPO, "k4")
+    upload_route_sae(folder, REPO, "k4")  # its own card is replaced
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

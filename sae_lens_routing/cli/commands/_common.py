@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 
@@ -26,6 +27,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def finite_float(text: str) -> float:
+    """argparse `type=` for thresholds and temperatures: a NaN or Inf is refused, naming the flag."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def device(text: str) -> str:
+    """argparse `type=` for --device: an unknown or absent device is refused before anything loads."""
+    from sae_lens_routing.training.validation import check_device
+
+    try:
+        check_device("--device", text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sae",
@@ -36,7 +59,7 @@ def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-path", help="local GGUF / HF folder / 'smollm2'; default: the model the SAE was trained on"
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device, default="cpu")
 
 
 def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -53,5 +76,20 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
     else:
         from sae_lens.load_model import load_model
 
-        model = load_model("HookedTransformer", sae.cfg.metadata.model_name, device=args.device)
+        name = sae.cfg.metadata.model_name
+        try:
+            if not name:
+                raise ValueError("no model_name")
+            model = load_model("HookedTransformer", name, device=args.device)
+        except (ValueError, OSError) as e:  # TransformerLens lists every official name; say what to pass
+            raise ValueError(
+                f"the SAE records no model_path and its model_name {name!r} cannot be loaded here ({type(e).__name__}); "
+                "pass --model-path (a GGUF file, a Hugging Face folder or 'smollm2')"
+            ) from None
+    d_model = getattr(getattr(model, "cfg", None), "d_model", None)
+    if d_model is not None and sae.cfg.d_in != d_model:
+        raise ValueError(
+            f"--sae has d_in={sae.cfg.d_in} but the model has d_model={d_model}: it was trained on another model; "
+            "pass the --model-path it was trained on"
+        )
     return sae, model

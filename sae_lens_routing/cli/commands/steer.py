@@ -8,6 +8,7 @@ import math
 from sae_lens_routing.analysis.steering import steer
 from sae_lens_routing.cli.commands._common import (
     add_sae_and_model_arguments,
+    finite_float,
     load_sae_and_model,
     positive_int,
 )
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mode", choices=["add", "multiply"], default="add")
     parser.add_argument("--max-new-tokens", type=positive_int, default=20)
-    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--temperature", type=finite_float, default=0.0)
 
 
 def run(args: argparse.Namespace) -> int:
