@@ -64,6 +64,7 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     from sae_lens_routing.analysis.splice import plan_splice, routed_splice
     from sae_lens_routing.analysis.steering import steer
     from sae_lens_routing.dashboard.latent_stats import scan_tokens
+    from sae_lens_routing.dashboard.report import dashboard_data
     from sae_lens_routing.saes.routed_activations import routed_activations
     from sae_lens_routing.training.run_config import train_from_config
 
@@ -95,5 +96,7 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     )
     assert find_feature_contexts(sae, bridge, tokens, rules=ContextRules(threshold=0.0, min_contexts=1))
     assert scan_tokens(sae, bridge, tokens).layer_index.shape == tokens.shape
+    with pytest.raises(ValueError, match="^dashboards need a HookedTransformer model"):
+        dashboard_data(sae, bridge, tokens)
     result = steer(bridge, sae, "the of", {0: 50.0}, max_new_tokens=3)
     assert not torch.allclose(result.steered_logits[0], result.unsteered_logits[0])
