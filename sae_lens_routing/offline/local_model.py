@@ -83,14 +83,21 @@ def save_dequantized(model: Any, folder: Path) -> None:
     """config.json + model.safetensors of a GGUF-loaded model, already dequantised to float32.
 
     transformers 5 refuses `save_pretrained` of a GGUF-loaded model ("not serializable"), though its weights are
-    plain tensors by then; `save_model` writes them (tied embeddings once) in the layout `from_pretrained`
-    reads, and the config is saved without the GGUF quantisation entry."""
-    from safetensors.torch import save_model
+    plain tensors by then. A tied weight is written once under its first name (the input embedding, as
+    `save_pretrained` does: transformers 4 does not re-tie from the output side), and the config without the
+    GGUF quantisation entry."""
+    from safetensors.torch import save_file
 
+    state: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            state[name] = tensor.contiguous()
     model.config.__dict__.pop("quantization_config", None)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(folder)
-    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_file(state, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
 
 
 def fix_gguf_special_tokens(tokenizer: Any) -> None:
