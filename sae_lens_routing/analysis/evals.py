@@ -25,6 +25,7 @@ from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice
 from sae_lens_routing.saes.route_sae import RoutedOutput
 from sae_lens_routing.saes.routed_activations import (
     check_hooks_in_model,
+    is_bridge,
     routed_activations,
     routed_block_range,
 )
@@ -103,14 +104,17 @@ def run_route_evals(
         for replacement, positions in (("sae", keep), ("zero", None)):
             plan = plan_from_routed(sae, out, replacement=replacement).to(acts.dtype)
             with routed_splice(model, sae, positions=positions, plan=plan):
-                spliced[replacement] = model(extras[entry], start_at_layer=first, tokens=tokens)
+                resumed = first > 0 or not is_bridge(model)  # a bridge cannot start from the residual stream
+                spliced[replacement] = model(extras[entry], start_at_layer=first, tokens=tokens) if resumed else model(tokens)
         downstream.update(tokens, keep, clean_logits, spliced["sae"], spliced["zero"])
     return {**recon.compute(), **downstream.compute(), **features.metrics()}
 
 
 def _splice_start(model: Any, hooks: list[str]) -> int:
     """The block a spliced forward starts at: the first routed one, or 0 when the model's attention mask depends
-    on the tokens (left padding), which a forward started from the residual stream would not see."""
+    on the tokens (left padding), which a forward started from the residual stream would not see, or for a bridge."""
+    if is_bridge(model):
+        return 0
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None and getattr(tokenizer, "padding_side", "right") == "left":
         return 0

@@ -32,6 +32,7 @@ from sae_lens_routing.dashboard.latent_stats import CONTEXT_AFTER, CONTEXT_BEFOR
 from sae_lens_routing.dashboard.offline_assets import inline_assets
 from sae_lens_routing.dashboard.routing_panel import add_routing_panel
 from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
+from sae_lens_routing.saes.routed_activations import is_bridge
 from sae_lens_routing.saes.routed_hook_point import routed_hook_point
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
@@ -110,6 +111,11 @@ def dashboard_data(
         raise ValueError(f"sae must be a RouteSAE (architecture 'routesae'), got {type(sae).__name__}")
     if getattr(model, "tokenizer", None) is None:
         raise ValueError("the model needs a tokenizer (load_local_model or from_pretrained)")
+    if is_bridge(model):  # the routed hook point is added as a module; a bridge has no public hook rescan
+        raise ValueError(
+            "dashboards need a HookedTransformer model (model_class_name: HookedTransformer or model_path); a "
+            "TransformerBridge model gives the routed latent statistics (dashboard.latent_stats.scan_tokens) only"
+        )
     check_tokens(tokens, model.cfg.d_vocab)
     candidates, limit = parse_features(features, sae.cfg.d_sae)
     scan = scan_tokens(sae, model, tokens, batch_size=16)

@@ -79,3 +79,17 @@ def test_smollm2_residual_matches_hf_hidden_states(smollm2):
         hidden = hf(tokens, output_hidden_states=True).hidden_states
         _, cache = smollm2.run_with_cache(tokens, names_filter="blocks.8.hook_resid_post")
     torch.testing.assert_close(cache["blocks.8.hook_resid_post"], hidden[9], atol=1e-3, rtol=1e-3)
+
+
+def test_dequantized_save_reloads_with_tied_embeddings(tmp_path):
+    """The GGUF cache's own writer (transformers 5 refuses `save_pretrained` there), on a tied tiny Llama."""
+    from transformers import AutoModelForCausalLM
+
+    from sae_lens_routing.offline.local_model import save_dequantized
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_hf_llama_folder(tmp_path / "tiny"), local_files_only=True)
+    save_dequantized(hf, tmp_path / "saved")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", local_files_only=True)
+    tokens = torch.randint(3, 100, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(again(tokens).logits, hf(tokens).logits)

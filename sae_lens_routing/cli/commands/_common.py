@@ -6,6 +6,8 @@ import argparse
 import math
 from typing import Any
 
+from sae_lens_routing.offline.bridge import is_bridge_class
+
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
     """`--config run.yaml` and repeatable `--set key=value`, as `train` and `cache-activations` read them."""
@@ -69,7 +71,11 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
     if sae.cfg.architecture() != "routesae":
         raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     model_path = args.model_path or sae.cfg.metadata.model_path
-    if model_path:
+    if is_bridge_class(sae.cfg.metadata.model_class_name):
+        from sae_lens_routing.offline.bridge import load_bridge
+
+        model = load_bridge(sae.cfg.metadata.model_name, model_path, device=args.device)
+    elif model_path:
         from sae_lens_routing.offline.local_model import load_local_model
 
         model = load_local_model(model_path, device=args.device)
