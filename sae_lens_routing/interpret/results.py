@@ -185,3 +185,77 @@ def card_lines(data: dict[str, Any]) -> list[str]:
             per = ", ".join(f"`{h}` {v[key]} (n={v['n_scored']})" for h, v in block["per_layer"].items())
             lines.append(f"- {name} per routed layer: {per}")
     return lines
+
+
+SHOWN_FIELDS = ("paper", "category", "score", "explanation", "detection", "detection_explanation")
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """An `interpretability.json` (or the folder holding it), checked enough to name what is wrong."""
+    import json
+
+    path = Path(path)
+    path = path / FILENAME if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no interpretability file {path} (the `interpret` command writes it)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data["features"], dict) or "summary" not in data:
+            raise KeyError("features")
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not an interpretability.json written by `interpret`: {e}") from None
+    return data
+
+
+def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Feature -> what the dashboard shows of it (category, score, explanations, detection accuracy)."""
+    return {
+        int(f): {k: v.get(k) for k in (*SHOWN_FIELDS, "detection_accuracy")}
+        for f, v in data["features"].items()
+    }
+
+
+def neuronpedia_explanations(
+    data: dict[str, Any], feature: int, *, model_id: str, np_layer: str
+) -> list[dict[str, Any]]:
+    """A feature's explanations in Neuronpedia's explanation format (its export's fields, with scores)."""
+    entry = data["features"].get(str(feature))
+    if entry is None:
+        return []
+    judge = data.get("judge_model")
+    out = []
+    for kind, text, score_type, score in (
+        (
+            "routesae-paper-rubric",
+            entry.get("explanation"),
+            "routesae-monosemanticity-1-5",
+            entry.get("score"),
+        ),
+        (
+            "detection",
+            entry.get("detection_explanation"),
+            "detection-balanced-accuracy",
+            entry.get("detection_accuracy"),
+        ),
+    ):
+        if text:
+            out.append(
+                {
+                    "modelId": model_id,
+                    "layer": np_layer,
+                    "index": str(feature),
+                    "description": text,
+                    "explanationModelName": judge,
+                    "typeName": kind,
+                    "scores": []
+                    if score is None
+                    else [
+                        {
+                            "value": score,
+                            "explanationScoreTypeName": score_type,
+                            "explanationScoreModelName": judge,
+                        }
+                    ],
+                }
+            )
+    return out

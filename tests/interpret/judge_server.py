@@ -33,10 +33,10 @@ def load_smollm2():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sae_lens_routing.offline.local_model import resolve_model_path
+    from sae_lens_routing.offline.local_model import gguf_to_hf_folder, smollm2_gguf_path
 
     torch.set_num_threads(1)
-    folder = resolve_model_path("smollm2")
+    folder = gguf_to_hf_folder(smollm2_gguf_path())  # dequantised once, cached
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
 

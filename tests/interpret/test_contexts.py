@@ -1,0 +1,63 @@
+"""Detection excerpts: held-out text never reaches the explanation prompt; one routed pass feeds both protocols."""
+
+from __future__ import annotations
+
+import torch
+from helpers import tiny_hf_llama_folder
+
+from sae_lens_routing import RouteSAE, RouteSAEConfig
+from sae_lens_routing.analysis.feature_contexts import ContextRules
+from sae_lens_routing.interpret.contexts import (
+    DetectionRules,
+    compute_contexts,
+    detection_samples,
+    read_contexts,
+    write_contexts,
+)
+from sae_lens_routing.interpret.prompts import explain_messages
+
+
+def test_heldout_excerpts_never_appear_in_the_explanation_prompt():
+    gen = torch.Generator().manual_seed(0)
+    n_seq, seq_len = 60, 40
+    strings = [[f" w{s}_{p}" for p in range(seq_len)] for s in range(n_seq)]  # every token unique
+    rows = []
+    for s in range(0, n_seq, 2):  # feature 7 fires in even sequences, at a few positions each
+        for p in torch.randint(0, seq_len, (3,), generator=gen).tolist():
+            rows.append([s, p, 7, float(torch.rand(1, generator=gen)) * 10 + 0.1, s % 3])
+    table = torch.tensor(rows)
+    sample = detection_samples(strings, table, 7, DetectionRules(), seed=0)
+    prompt = explain_messages(sample["explain"])[-1]["content"]
+    assert len(sample["explain"]) == 10
+    labels = [h["label"] for h in sample["heldout"]]
+    assert labels.count(1) == 8 and labels.count(0) == 8
+    assert {h["quantile"] for h in sample["heldout"] if h["label"]} == {1, 2, 3, 4}
+    for h in sample["heldout"]:
+        assert h["text"] not in prompt
+        assert not any(tok in prompt for tok in h["text"].split())  # not one token of its sequence
+    assert [e["activation"] for e in sample["explain"]] == sorted(
+        (e["activation"] for e in sample["explain"]), reverse=True
+    )
+
+
+def test_one_routed_pass_gives_paper_contexts_detection_excerpts_and_shares(tmp_path):
+    from sae_lens_routing.offline.corpus import corpus_tokens
+    from sae_lens_routing.offline.local_model import load_local_model
+
+    model = load_local_model(tiny_hf_llama_folder(tmp_path / "model"))
+    hooks = [f"blocks.{i}.hook_resid_post" for i in (1, 2, 3)]
+    torch.manual_seed(0)
+    sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=32, k=4, hook_names=hooks)).eval()
+    tokens = corpus_tokens(model, "python-topics", 40, 32)
+    ctx = compute_contexts(sae, model, tokens, rules=ContextRules(threshold=0.5), seed=0)
+    assert ctx.features and set(ctx.detection) == set(ctx.features) == set(ctx.layer_shares)
+    for f, shares in ctx.layer_shares.items():
+        assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-6
+        assert all({"token", "activation", "layer", "context"} <= set(c) for c in ctx.features[f])
+        assert ctx.detection[f]["explain"] and all("<<" in e["text"] for e in ctx.detection[f]["explain"])
+        assert all("<<" not in h["text"] for h in ctx.detection[f]["heldout"])
+        assert all("<bos>" not in e["text"] for e in ctx.detection[f]["explain"])
+    path = write_contexts(ctx, tmp_path / "ctx.json")
+    back = read_contexts(path, hooks)
+    assert back.features == ctx.features and back.detection == ctx.detection
+    assert back.layer_shares == ctx.layer_shares
