@@ -138,7 +138,7 @@ class Judge:
                 self.usage.cached_tokens_in += stored["usage"]["prompt_tokens"]
                 self.usage.cached_tokens_out += stored["usage"]["completion_tokens"]
             return stored["content"]
-        content, usage = self._request(messages, max_tokens)
+        content, usage = self._request(messages, max_tokens, attempt)
         record = {"model": self.config.model, "messages": messages, "content": content, "usage": usage}
         atomic_write_json(path, record)
         with self.usage.lock:
@@ -173,13 +173,16 @@ class Judge:
             return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
         return openai.OpenAI(base_url=cfg.url, **common)
 
-    def _request(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, dict[str, int]]:
+    def _request(
+        self, messages: list[dict[str, str]], max_tokens: int, attempt: int
+    ) -> tuple[str, dict[str, int]]:
         import openai
 
         cfg = self.config
-        extra = {} if cfg.seed is None else {"seed": cfg.seed}
-        for attempt in range(cfg.max_retries + 1):
-            wait = min(cfg.max_backoff_s, cfg.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+        # a second attempt at an unparsable answer gets another seed: the same one would repeat the answer
+        extra = {} if cfg.seed is None else {"seed": cfg.seed + attempt}
+        for retry in range(cfg.max_retries + 1):
+            wait = min(cfg.max_backoff_s, cfg.backoff_s * 2**retry) * (0.5 + random.random() / 2)
             try:
                 reply = self.client().chat.completions.create(
                     model=cfg.model,
@@ -210,7 +213,7 @@ class Judge:
                 error = e
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
                 error = e
-            if attempt < cfg.max_retries:
+            if retry < cfg.max_retries:
                 time.sleep(wait)
         raise JudgeError(
             f"the judge at {cfg.url} failed {cfg.max_retries + 1} times; last: {type(error).__name__}"

@@ -72,6 +72,7 @@ def test_unparsable_answer_retried_once_then_counted_never_scored(judge_server, 
         and reqs[0]["hash"] == reqs[1]["hash"]
         and reqs[3]["hash"] == reqs[4]["hash"] != reqs[2]["hash"]
     )
+    assert [r["seed"] for r in reqs] == [0, 1, 0, 0, 1]  # a second attempt asks with another seed
     data = json.loads((tmp_path / "interpretability.json").read_text())
     paper = data["summary"]["paper"]
     assert (paper["n_scored"], paper["n_unparsed"], paper["mean_score"]) == (0, 1, None)
@@ -104,6 +105,16 @@ def test_a_remote_judge_needs_the_key_in_the_environment(tmp_path, monkeypatch):
     cfg = JudgeConfig(url="https://api.openai.com/v1", model="gpt-4o-mini", api_key_env="NO_SUCH_KEY_VAR")
     with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR is not set"):
         Judge(cfg, tmp_path).client()
+
+
+def test_azure_url_makes_an_azure_client_with_the_url_api_version(tmp_path, monkeypatch):
+    import openai
+
+    monkeypatch.setenv("AZ_KEY", "k")
+    url = "https://myres.openai.azure.com/?api-version=2024-06-01"
+    client = Judge(JudgeConfig(url=url, model="gpt4o-deploy", api_key_env="AZ_KEY"), tmp_path).client()
+    assert isinstance(client, openai.AzureOpenAI) and client._api_version == "2024-06-01"
+    assert str(client.base_url).startswith("https://myres.openai.azure.com/openai")
 
 
 def test_dry_run_prints_a_prompt_and_the_plan_and_sends_nothing(judge_server, tmp_path, capsys):

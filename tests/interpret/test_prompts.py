@@ -47,7 +47,13 @@ def test_paper_prompt_carries_every_context_and_the_rubric():
     contexts = [{"token": "bank", "activation": 21.5, "context": "the <<bank>> of the river"}] * 3
     user = paper_messages(contexts)[-1]["content"]
     assert user.count("Token: bank | Activation: 21.5 | Context: the <<bank>> of the river") == 3
-    for line in ("5: a clear pattern", "1: no discernible pattern", "Low-level", "High-level", "Undiscernible"):
+    for line in (
+        "5: a clear pattern",
+        "1: no discernible pattern",
+        "Low-level",
+        "High-level",
+        "Undiscernible",
+    ):
         assert line in user
 
 
@@ -57,5 +63,12 @@ def test_explanation_and_detection_parsers():
     assert parse_explanation("dates in news") is None
     assert parse_detection("[1, 0, 1]", 3) == [1, 0, 1]
     assert parse_detection("Answer: [0,0,1]\n", 3) == [0, 0, 1]
-    for bad in ("[1, 0]", "[1, 0, 2]", "[true, false, true]", "[1, 0, 1] or [1, 1, 1]", "1 0 1", "[1, 0, 1.0]"):
+    for bad in (
+        "[1, 0]",
+        "[1, 0, 2]",
+        "[true, false, true]",
+        "[1, 0, 1] or [1, 1, 1]",
+        "1 0 1",
+        "[1, 0, 1.0]",
+    ):
         assert parse_detection(bad, 3) is None
