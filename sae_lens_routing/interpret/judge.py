@@ -103,8 +103,9 @@ def approx_tokens(messages: list[dict[str, str]]) -> int:
     return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
 
 
-class JudgeError(RuntimeError):
-    """The judge refused in a way retrying cannot fix, or kept failing past the retries."""
+class JudgeError(ValueError):
+    """The judge refused in a way retrying cannot fix, or kept failing past the retries: a ValueError, so the
+    CLI reports it as one `error:` line (a wrong URL, model or key is the user's to fix, not a bug)."""
 
 
 class Judge:

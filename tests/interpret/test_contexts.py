@@ -61,3 +61,31 @@ def test_one_routed_pass_gives_paper_contexts_detection_excerpts_and_shares(tmp_
     back = read_contexts(path, hooks)
     assert back.features == ctx.features and back.detection == ctx.detection
     assert back.layer_shares == ctx.layer_shares
+
+
+def test_evaluates_feature_contexts_json_serves_the_paper_protocol_only(tmp_path):
+    import json
+
+    import pytest
+
+    from sae_lens_routing.analysis.feature_contexts import (
+        Activation,
+        contexts_from_activations,
+        write_feature_contexts,
+    )
+    from sae_lens_routing.interpret import JudgeConfig, interpret_features
+
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    strings = [[f" w{p}" for p in range(8)] for _ in range(6)]  # 8 token types: a feature
+    acts = [Activation(s, p, 3, 20.0 + p, p % 2) for s in range(6) for p in range(8)]
+    write_feature_contexts(contexts_from_activations(strings, acts, hooks), tmp_path / "fc.json")
+    ctx = read_contexts(tmp_path / "fc.json", hooks)
+    assert list(ctx.features) == [3] and ctx.detection is None
+    assert sum(ctx.layer_shares[3]) == pytest.approx(1.0)
+    judge = JudgeConfig(url="http://127.0.0.1:9/v1", model="m")
+    with pytest.raises(ValueError, match="no detection excerpts.*--protocol paper"):
+        interpret_features(judge=judge, out=tmp_path, contexts=ctx, protocol="detection")
+    data = json.loads((tmp_path / "fc.json").read_text())
+    (tmp_path / "other.json").write_text(json.dumps({**data, "hook_names": hooks[::-1]}))
+    with pytest.raises(ValueError, match="was made for hooks"):
+        read_contexts(tmp_path / "other.json", hooks)

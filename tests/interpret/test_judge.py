@@ -184,3 +184,18 @@ def message_hash(messages):
     import hashlib
 
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+
+
+def test_a_refused_key_stops_the_run_with_one_error_line(judge_server, tmp_path, capsys):
+    from sae_lens_routing.cli.main import cli
+
+    server = judge_server(actions=[{"status": 401}])
+    sae_dir, ctx = tmp_path / "sae", tmp_path / "contexts.json"
+    make_sae().save_model(sae_dir)
+    write_contexts(synthetic_contexts(1), ctx)
+    argv = ["interpret", "--sae", str(sae_dir), "--out", str(tmp_path / "out"), "--contexts", str(ctx)]
+    assert cli([*argv, "--judge-url", server.url, "--judge-model", "judge"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the judge at http://127.0.0.1:")
+    assert "refused the request with HTTP 401" in err[0] and "$OPENAI_API_KEY" in err[0]
+    assert len(server.requests()) == 1  # not retried
