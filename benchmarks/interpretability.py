@@ -180,7 +180,9 @@ def main() -> None:
             if not ctx.features:
                 print(f"{name}: no feature counted at threshold {rules.threshold}: nothing to judge")
                 continue
-            out = RESULTS / f"interpretability_{name}"
+            out = (RESULTS / args.output).with_name(
+                f"{Path(args.output).stem}_{name}"
+            )  # answers, per feature
             result = interpret_features(
                 judge=judge, out=out, contexts=ctx, n_features=args.n_features, protocol="both", seed=0
             )

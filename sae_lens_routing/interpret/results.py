@@ -135,6 +135,7 @@ def render_plot(summary: dict[str, Any], hook_names: list[str], path: Path) -> P
         scores = [paper["per_layer"][h]["mean_score"] or 0 for h in hook_names]
         right.bar(x, scores, color="#4C72B0", label="mean paper score (1-5)")
         right.set_ylim(0, 5)
+        right.set_ylabel("mean paper score (1-5)")
     left.set_title("paper categories per routed layer")
     left.set_xticks(list(x), labels)
     left.set_xlabel("routed layer (block)")
@@ -187,7 +188,15 @@ def card_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-SHOWN_FIELDS = ("paper", "category", "score", "explanation", "detection", "detection_explanation")
+SHOWN_FIELDS = (
+    "paper",
+    "category",
+    "score",
+    "explanation",
+    "detection",
+    "detection_explanation",
+    "detection_accuracy",
+)
 
 
 def read_result(path: str | Path) -> dict[str, Any]:
@@ -209,10 +218,7 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Feature -> what the dashboard shows of it (category, score, explanations, detection accuracy)."""
-    return {
-        int(f): {k: v.get(k) for k in (*SHOWN_FIELDS, "detection_accuracy")}
-        for f, v in data["features"].items()
-    }
+    return {int(f): {k: v.get(k) for k in SHOWN_FIELDS} for f, v in data["features"].items()}
 
 
 def neuronpedia_explanations(

@@ -89,3 +89,11 @@ def test_evaluates_feature_contexts_json_serves_the_paper_protocol_only(tmp_path
     (tmp_path / "other.json").write_text(json.dumps({**data, "hook_names": hooks[::-1]}))
     with pytest.raises(ValueError, match="was made for hooks"):
         read_contexts(tmp_path / "other.json", hooks)
+
+
+def test_a_rare_feature_keeps_half_its_sequences_held_out():
+    strings = [[f" w{s}_{p}" for p in range(10)] for s in range(20)]
+    table = torch.tensor([[s, 3, 1, float(s + 1), 0] for s in range(5)])  # fires in 5 sequences only
+    sample = detection_samples(strings, table, 1, DetectionRules(), seed=0)
+    assert [e["activation"] for e in sample["explain"]] == [5.0, 4.0, 3.0]
+    assert sorted(h["activation"] for h in sample["heldout"] if h["label"]) == [1.0, 2.0]
