@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sae_lens_routing.cli.commands._common import positive_int
+from sae_lens_routing.cli.commands._common import load_sae_and_model, positive_int
 
 HELP = "Ask an LLM judge whether sampled RouteSAE features are interpretable (paper rubric, detection)."
 N_SEQUENCES, CONTEXT_SIZE = 128, 128  # the corpus tokens the contexts are computed on (bbcnews)
@@ -48,17 +48,17 @@ def run(args: argparse.Namespace) -> int:
     judge = JudgeConfig(
         url=args.judge_url, model=args.judge_model, api_key_env=args.api_key_env, seed=args.seed
     )
-    sae = load_route_sae(args.sae, None)
-    if sae.cfg.architecture() != "routesae":
-        raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     model = tokens = None
-    if args.contexts is None:
-        from sae_lens_routing.cli.commands._common import load_sae_and_model
+    if args.contexts is None:  # one routed pass over the corpus, on the model the SAE was trained on
         from sae_lens_routing.offline.corpus import corpus_tokens
 
         ns = argparse.Namespace(sae=args.sae, sae_id=None, model_path=None, device="cpu")
         sae, model = load_sae_and_model(ns)
         tokens = corpus_tokens(model, "bbcnews", N_SEQUENCES, CONTEXT_SIZE)
+    else:  # the contexts are given: the SAE only names the routed layers
+        sae = load_route_sae(args.sae, None)
+        if sae.cfg.architecture() != "routesae":
+            raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     interpret_features(
         sae,
         model,
