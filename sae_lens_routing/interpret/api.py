@@ -99,30 +99,31 @@ def judge_feature(
         result.paper = "scored" if parsed else "unparsed"
         if parsed:
             result.category, result.score, result.explanation = (
-                parsed["category"],
-                parsed["score"],
-                parsed["explanation"],
+                parsed[k] for k in ("category", "score", "explanation")
             )
+        else:
+            result.unparsed["paper"] = raw
     if protocol in ("detection", "both"):
         sample = contexts.detection[feature]  # type: ignore[index]
         heldout = shuffled_heldout(sample, feature, seed)
         result.heldout = heldout_counts(heldout)
-        explanation, _ = _ask(judge, explain_messages(sample["explain"]), parse_explanation)
+        explanation, raw = _ask(judge, explain_messages(sample["explain"]), parse_explanation)
         result.detection_explanation = explanation
         if explanation is None:
-            result.detection = "unparsed"
+            result.detection, result.unparsed["explanation"] = "unparsed", raw
         elif not result.heldout["activating"] or not result.heldout["non_activating"]:
             result.detection = "no_heldout"  # balanced accuracy needs both kinds
         else:
             texts = [h["text"] for h in heldout]
-            verdicts, _ = _ask(
+            verdicts, raw = _ask(
                 judge, detect_messages(explanation, texts), lambda a: parse_detection(a, len(texts))
             )
             result.detection = "scored" if verdicts else "unparsed"
             if verdicts:
-                result.detection_accuracy = round(
-                    balanced_accuracy([h["label"] for h in heldout], verdicts), 4
-                )
+                labels = [h["label"] for h in heldout]
+                result.detection_accuracy = round(balanced_accuracy(labels, verdicts), 4)
+            else:
+                result.unparsed["verdicts"] = raw
     return result
 
 

@@ -85,7 +85,9 @@ def detection_samples(
         if v > best.get(int(s), (0.0, 0))[0]:
             best[int(s)] = (v, int(p))
     ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
-    n_explain = min(rules.n_explain, (len(ranked) + 1) // 2)  # a rare feature keeps half its sequences held out
+    n_explain = min(
+        rules.n_explain, (len(ranked) + 1) // 2
+    )  # a rare feature keeps half its sequences held out
     explain = [
         {"text": excerpt(token_strings[s], p, rules, True), "activation": round(v, 2)}
         for s, (v, p) in ranked[:n_explain]

@@ -33,6 +33,9 @@ class FeatureInterpretation:
     detection_explanation: str | None = None
     detection_accuracy: float | None = None  # balanced accuracy on the held-out excerpts
     heldout: dict[str, int] = field(default_factory=dict)  # counts: activating, non_activating, per quantile
+    unparsed: dict[str, str] = field(
+        default_factory=dict
+    )  # the judge's last answer that did not parse, per step
 
 
 @dataclass

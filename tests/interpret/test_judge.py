@@ -66,6 +66,7 @@ def test_unparsable_answer_retried_once_then_counted_never_scored(judge_server, 
     assert (f.paper, f.score, f.category) == ("unparsed", None, None)
     assert f.detection == "unparsed" and f.detection_accuracy is None
     assert f.detection_explanation == "words from news reports."
+    assert f.unparsed == {"paper": "Feature category: Medium\nScore: 4\n", "verdicts": "yes, the first ones"}
     reqs = server.requests()
     assert (
         len(reqs) == 5
@@ -173,7 +174,10 @@ def test_killed_run_resumes_without_repeating_a_stored_request_and_never_writes_
     assert data["summary"]["detection"]["n_scored"] == 8
     assert data["usage"]["cached"] == len(stored) and data["usage"]["requests"] == len(resumed)
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert len(files) == 24 + 2  # the stored answers, interpretability.json and .png
+    visible = [p for p in files if not p.name.startswith(".")]  # a kill mid-write may leave a hidden temp
+    assert len(visible) == 24 + 2  # the stored answers, interpretability.json and .png
+    assert all(p.name.endswith(".tmp") for p in files if p not in visible)
+    assert all(json.loads(p.read_text())["content"] for p in cache.glob("*.json"))  # none half-written
     for p in files:
         assert secret.encode() not in p.read_bytes(), p
     for text in logs:
