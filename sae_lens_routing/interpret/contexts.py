@@ -4,7 +4,7 @@ The paper's contexts come unchanged from `analysis.feature_contexts` (the offici
 The same routed batches also feed `ActivationRecords`, every non-zero activation, from which each counted
 feature gets its detection excerpts: the top activating excerpts (one per sequence) that the explanation is
 written from, and held-out excerpts from *other* sequences, activating ones drawn from several activation
-quantiles plus non-activating ones. Held-out sequences never overlap the explanation's, so no held-out text can
+quantiles plus non-activating ones (a feature active in few sequences keeps half of them held out). Held-out sequences never overlap the explanation's, so no held-out text can
 leak into the explanation prompt. Everything is written to one JSON that `--contexts` reads back; an evaluate
 run's `feature_contexts.json` is read too (it has no detection excerpts, so it serves the paper protocol only).
 """
