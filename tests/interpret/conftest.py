@@ -1,4 +1,4 @@
-"""A real local judge server (tests/interpret/judge_server.py in its own process) and synthetic contexts."""
+"""A real local judge server (tests/interpret/judge_server.py) in its own process, as a fixture."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sae_lens_routing.interpret.contexts import InterpretContexts
-
 SERVER = Path(__file__).parent / "judge_server.py"
-HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 
 
 @dataclass
@@ -56,31 +53,3 @@ def judge_server(tmp_path):
     for proc in procs:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def synthetic_contexts(n_features: int = 4, n_heldout_each: int = 4) -> InterpretContexts:
-    """Counted features with paper contexts and detection excerpts whose texts are all distinct."""
-    features, shares, detection = {}, {}, {}
-    for f in range(n_features):
-        features[f] = [
-            {
-                "token": f"tok{f}",
-                "activation": 20.0 - i,
-                "layer": HOOKS[f % 3],
-                "context": f"feature {f} ctx {i}",
-            }
-            for i in range(5)
-        ]
-        shares[f] = [1.0 if i == f % 3 else 0.0 for i in range(3)]
-        detection[f] = {
-            "explain": [{"text": f"top excerpt {f}.{i} <<x>>", "activation": 9.0} for i in range(3)],
-            "heldout": [
-                {"text": f"held {f}.{i} on", "label": 1, "quantile": i % 2 + 1, "activation": 2.0}
-                for i in range(n_heldout_each)
-            ]
-            + [
-                {"text": f"held {f}.{i} off", "label": 0, "quantile": None, "activation": 0.0}
-                for i in range(n_heldout_each)
-            ],
-        }
-    return InterpretContexts(HOOKS, features, shares, detection, n_latents_with_contexts=n_features + 3)

@@ -10,8 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import synthetic_contexts
-from helpers import make_sae
+from helpers import make_sae, synthetic_contexts
 
 from sae_lens_routing.cli.main import main
 from sae_lens_routing.interpret import JudgeConfig, interpret_features

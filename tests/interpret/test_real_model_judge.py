@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import synthetic_contexts
+from helpers import synthetic_contexts
 
 from sae_lens_routing.interpret import JudgeConfig, interpret_features
 
