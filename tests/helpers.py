@@ -13,6 +13,7 @@ import yaml
 
 import sae_lens_routing  # noqa: F401  (registers the architecture)
 from sae_lens_routing import RouteSAE, RouteSAEConfig, RouteTrainingSAE, RouteTrainingSAEConfig
+from sae_lens_routing.interpret.contexts import InterpretContexts
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OFFICIAL_CKPT = FIXTURES / "official_routesae_checkpoint.pt"
@@ -204,4 +205,35 @@ def cli(*args, **kwargs):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "sae_lens_routing", *args], capture_output=True, text=True, env=env, **kwargs
+    )
+
+
+def synthetic_contexts(n_features: int = 4, n_heldout_each: int = 4) -> InterpretContexts:
+    """Counted features (on SPLICE_HOOKS) with paper contexts and detection excerpts, all texts distinct."""
+
+    features, shares, detection = {}, {}, {}
+    for f in range(n_features):
+        features[f] = [
+            {
+                "token": f"tok{f}",
+                "activation": 20.0 - i,
+                "layer": SPLICE_HOOKS[f % 3],
+                "context": f"feature {f} ctx {i}",
+            }
+            for i in range(5)
+        ]
+        shares[f] = [1.0 if i == f % 3 else 0.0 for i in range(3)]
+        detection[f] = {
+            "explain": [{"text": f"top excerpt {f}.{i} <<x>>", "activation": 9.0} for i in range(3)],
+            "heldout": [
+                {"text": f"held {f}.{i} on", "label": 1, "quantile": i % 2 + 1, "activation": 2.0}
+                for i in range(n_heldout_each)
+            ]
+            + [
+                {"text": f"held {f}.{i} off", "label": 0, "quantile": None, "activation": 0.0}
+                for i in range(n_heldout_each)
+            ],
+        }
+    return InterpretContexts(
+        SPLICE_HOOKS, features, shares, detection, n_latents_with_contexts=n_features + 3
     )

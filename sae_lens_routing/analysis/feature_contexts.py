@@ -209,9 +209,14 @@ class FeatureContextCollector:
     def results(self) -> dict[int, FeatureContexts]:
         return contexts_from_activations(self.token_strings, self.activations, self.hook_names, self.rules)
 
-    def metrics(self, results: dict[int, FeatureContexts] | None = None) -> dict[str, Any]:
-        results = self.results() if results is None else results
-        return feature_metrics(results, self.rules, self.tokens_read, self.hook_names)
+    def metrics(self) -> dict[str, Any]:
+        return feature_metrics(self.results(), self.rules, self.tokens_read, self.hook_names)
+
+    def write(self, path: str | Path) -> dict[str, Any]:
+        """`write_feature_contexts` of what this collector saw."""
+        return write_feature_contexts(
+            self.results(), path, self.rules, tokens_read=self.tokens_read, hook_names=self.hook_names
+        )
 
 
 @torch.no_grad()
@@ -249,13 +254,20 @@ def collect_feature_contexts(
     return collect
 
 
-def write_feature_contexts(collector: FeatureContextCollector, path: str | Path) -> dict[str, Any]:
+def write_feature_contexts(
+    results: dict[int, FeatureContexts],
+    path: str | Path,
+    rules: ContextRules,
+    *,
+    tokens_read: int,
+    hook_names: list[str],
+) -> dict[str, Any]:
     """One JSON with every latent's contexts, whether it counts as a feature, and the feature count next to the
-    threshold and the tokens read."""
-    results, rules = collector.results(), collector.rules
+    threshold and the tokens read (a collector's: `collector.write(path)`)."""
+    _require_threshold(rules)
     payload = {
         "rules": asdict(rules),
-        **{k.removeprefix("features/"): v for k, v in collector.metrics(results).items()},
+        **{k.removeprefix("features/"): v for k, v in feature_metrics(results, rules, tokens_read, hook_names).items()},
         "features": {
             str(f): {
                 "is_feature": e.is_feature(rules),

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from sae_lens_routing.dashboard.report import DashboardData
+from sae_lens_routing.interpret.results import neuronpedia_explanations
 from sae_lens_routing.saes.config import hook_layer
 
 
@@ -30,8 +31,14 @@ def vocab_dict(model: Any) -> dict[int, str]:
 
 
 def neuronpedia_batch(
-    data: DashboardData, *, sae_set: str = "routesae", model_id: str | None = None
+    data: DashboardData,
+    *,
+    sae_set: str = "routesae",
+    model_id: str | None = None,
+    interpretability: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The batch; with an `interpretability.json`'s content, each judged feature gains `explanations` in
+    Neuronpedia's explanation format (modelId, layer = the SAE id, index, description, ...)."""
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
 
@@ -46,8 +53,14 @@ def neuronpedia_batch(
     batch = json.loads(
         NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
     )
+    np_layer = f"{np_cfg.layer}-{sae_set}"  # Neuronpedia's SAE id
     for feature in batch["features"]:
-        feature["routing"] = {"hook_names": hooks, **data.routing[int(feature["feature_index"])]}
+        index = int(feature["feature_index"])
+        feature["routing"] = {"hook_names": hooks, **data.routing[index]}
+        if interpretability is not None:
+            feature["explanations"] = neuronpedia_explanations(
+                interpretability, index, model_id=np_cfg.model_id, np_layer=np_layer
+            )
     batch["routed_hook_names"] = hooks
     batch["dead_latents"] = data.dead_latents
     return batch

@@ -142,8 +142,11 @@ def readable_vocab(tokenizer: Any) -> dict[str, int]:
     return out
 
 
-def write_dashboard_html(data: DashboardData, out_html: str | Path) -> Path:
-    """sae-dashboard's feature-centric page of `data`, opening on its most active latent, plus the routing panel.
+def write_dashboard_html(
+    data: DashboardData, out_html: str | Path, interpretability: dict[str, Any] | None = None
+) -> Path:
+    """sae-dashboard's feature-centric page of `data`, opening on its most active latent, plus the routing panel
+    (and the judge's explanations when an `interpretability.json`'s content is given).
 
     sae-dashboard's writer reads token strings from `model.tokenizer.vocab` only, so it is handed a model view
     whose vocabulary shows line breaks readably (the real model is not touched)."""
@@ -156,6 +159,11 @@ def write_dashboard_html(data: DashboardData, out_html: str | Path) -> Path:
         save_feature_centric_vis(sae_vis_data=vis_data, filename=stock, feature_idx=data.features[0])
         html = stock.read_text(encoding="utf-8")
     html = add_routing_panel(html, data.routing, data.hook_names, data.features, data.dead_latents)
+    if interpretability is not None:
+        from sae_lens_routing.dashboard.interpretability_panel import add_interpretability_panel
+        from sae_lens_routing.interpret.results import explanations_by_feature
+
+        html = add_interpretability_panel(html, explanations_by_feature(interpretability))
     return atomic_write_text(out_html, inline_assets(html))
 
 

@@ -18,6 +18,8 @@ from sae_lens.constants import RUNNER_CFG_FILENAME
 
 from sae_lens_routing.analysis.plots import render_routing_share_chart
 from sae_lens_routing.atomic import atomic_write_bytes
+from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
+from sae_lens_routing.interpret.results import card_lines, read_result
 from sae_lens_routing.loading.integrity import read_cfg_json
 
 CARD_FILENAME = "README.md"
@@ -63,6 +65,7 @@ def model_card_markdown(
     metrics: Mapping[str, Any] | None = None,
     chart_path: str | None = None,
     shares: Sequence[float] | None = None,
+    interpretability: dict[str, Any] | None = None,
 ) -> str:
     """Markdown of the card; `chart_path` is the chart's path relative to where the card is shown."""
     meta = dict(cfg.get("metadata") or {})
@@ -106,6 +109,8 @@ def model_card_markdown(
         lines.append(" | ".join(f"`{h}` {100 * s:.1f}%" for h, s in zip(hooks, shares)))
     else:
         lines.append("Not recorded.")
+    if interpretability is not None:
+        lines += ["", "## Interpretability (LLM judge)", "", *card_lines(interpretability)]
     lines += [
         "",
         "## Load it",
@@ -165,6 +170,8 @@ def write_model_card(
         if write:
             render_routing_share_chart(shares, cfg["hook_names"], folder / CHART_FILENAME)
     tokens = training_tokens if training_tokens is not None else read_training_tokens(folder)
+    interp_path = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
+    interpretability = read_result(interp_path) if interp_path.is_file() else None
 
     def render(prefix: str) -> str:
         chart = prefix + CHART_FILENAME if shares is not None else None
@@ -176,6 +183,7 @@ def write_model_card(
             metrics=metrics,
             chart_path=chart,
             shares=shares,
+            interpretability=interpretability,
         )
 
     card = folder / CARD_FILENAME

@@ -70,6 +70,8 @@ def test_counting_rules_known_answer(tmp_path):
     assert count_features(results, ContextRules(15.0, max_token_types=40)) == 3
     # per routed layer: the layer most of a feature's kept contexts come from (latent 0: 3 of its 5 on layer 1)
     m = feature_metrics(results, rules, tokens_read=480, hook_names=HOOKS)
+    written = write_feature_contexts(results, tmp_path / "fc.json", rules, tokens_read=480, hook_names=HOOKS)
+    assert json.loads((tmp_path / "fc.json").read_text()) == written and written["n_counted"] == 2
     assert results[0].layer == HOOKS[1] and results[3].layer == HOOKS[0]
     assert m["features/n_counted"] == 2 and m["features/threshold"] == 15.0 and m["features/tokens_read"] == 480
     assert [m[f"features/n_counted_per_layer/{h}"] for h in HOOKS] == [1, 1]
@@ -104,7 +106,7 @@ def test_find_feature_contexts_on_a_model(tmp_path):
     assert abs(best - out.feature_acts[..., feature].max().item()) < 1e-3
     # the written file states the count next to its threshold and the tokens read
     collect = collect_feature_contexts(sae, model, tokens, rules=ContextRules(threshold=0.5))
-    payload = write_feature_contexts(collect, tmp_path / "features.json")
+    payload = collect.write(tmp_path / "features.json")
     saved = json.loads((tmp_path / "features.json").read_text())
     assert saved["n_counted"] == payload["n_counted"] == count_features(results, ContextRules(threshold=0.5))
     assert saved["threshold"] == 0.5 and saved["tokens_read"] == tokens.numel()

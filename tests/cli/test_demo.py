@@ -25,3 +25,5 @@ def test_demo_preset_runs(tmp_path, capsys):
     assert isinstance(sae, RouteSAE) and sae.cfg.d_in == 576 and len(sae.cfg.hook_names) == 7
     assert json.loads((out / "eval.json").read_text())["sparsity/l0"] <= 32
     assert "routing-panel" in (out / "dashboard.html").read_text()
+    assert "python -m sae_lens_routing interpret --sae" in printed  # the judge command, then its dry run
+    assert "dry run: nothing sent" in printed or "interpret dry run: no latent counts" in printed

@@ -35,6 +35,16 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default="bbcnews", help="offline corpus the activations are drawn from")
     parser.add_argument("--n-sequences", type=positive_int, default=64)
     parser.add_argument("--context-size", type=positive_int, default=128)
+    parser.add_argument(
+        "--interpretability",
+        help="an interpretability.json (from `interpret`): show the judge's explanations",
+    )
+
+
+def read_interpretability(args: argparse.Namespace) -> dict | None:
+    from sae_lens_routing.interpret.results import read_result
+
+    return read_result(args.interpretability) if args.interpretability else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,13 +76,16 @@ def run(args: argparse.Namespace) -> int:
     same = [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]
     if same:
         raise ValueError(f"{same[0]} name the same file; give each output its own path")
+    interpretability = read_interpretability(args)
     data = compute(args)
-    print(f"dashboard written to {write_dashboard_html(data, args.out)} ({data.summary()})")
+    html = write_dashboard_html(data, args.out, interpretability)
+    print(f"dashboard written to {html} ({data.summary()})")
     if args.screenshot:
         from sae_lens_routing.dashboard.browser import screenshot
 
         print(f"screenshot written to {screenshot(args.out, args.screenshot)}")
     if args.neuronpedia:
-        atomic_write_json(Path(args.neuronpedia), neuronpedia_batch(data))
+        batch = neuronpedia_batch(data, interpretability=interpretability)
+        atomic_write_json(Path(args.neuronpedia), batch)
         print(f"Neuronpedia batch written to {args.neuronpedia}")
     return 0

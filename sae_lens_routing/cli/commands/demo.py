@@ -83,10 +83,23 @@ def dashboard_step(ctx: DemoContext) -> None:
         print(f"no dashboard screenshot: {e}", flush=True)
 
 
+def interpret_step(ctx: DemoContext) -> None:
+    from sae_lens_routing.cli.main import main
+
+    argv = ["interpret", "--sae", str(ctx.out / "sae"), "--out", str(ctx.out / "interpret"), "--protocol", "both"]
+    argv += ["--judge-url", "https://api.openai.com/v1", "--judge-model", "gpt-4o-mini"]
+    print("ask an LLM judge (OPENAI_API_KEY set): python -m sae_lens_routing " + " ".join(argv), flush=True)
+    try:
+        main([*argv, "--dry-run"])
+    except ValueError as e:  # e.g. no latent counts as a feature on these tokens: said, not fatal
+        print(f"interpret dry run: {e}", flush=True)
+
+
 DEMO_STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("train", train_step),
     ("evaluate", evaluate_step),
     ("dashboard", dashboard_step),
+    ("interpret", interpret_step),
 ]
 
 

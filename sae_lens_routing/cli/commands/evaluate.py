@@ -10,7 +10,6 @@ from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
 from sae_lens_routing.analysis.feature_contexts import (
     ContextRules,
     FeatureContextCollector,
-    write_feature_contexts,
 )
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import (
@@ -63,7 +62,7 @@ def evaluate(
         sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special, features=collect
     )
     write_routing_chart(metrics, out / "routing_share.png")
-    write_feature_contexts(collect, out / "feature_contexts.json")
+    collect.write(out / "feature_contexts.json")
     atomic_write_json(out / "eval.json", metrics, indent=2)
     return metrics
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 
 from sae_lens_routing.atomic import atomic_write_json
-from sae_lens_routing.cli.commands.dashboard import add_dashboard_arguments, compute
+from sae_lens_routing.cli.commands.dashboard import (
+    add_dashboard_arguments,
+    compute,
+    read_interpretability,
+)
 
 HELP = "Export RouteSAE features as a Neuronpedia batch JSON (sae-dashboard's layout + routing fields)."
 
@@ -19,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
 
-    batch = neuronpedia_batch(compute(args), sae_set=args.sae_set)
+    interpretability = read_interpretability(args)
+    batch = neuronpedia_batch(compute(args), sae_set=args.sae_set, interpretability=interpretability)
     atomic_write_json(args.out, batch)
     print(f"Neuronpedia batch with {len(batch['features'])} features written to {args.out}")
     return 0
