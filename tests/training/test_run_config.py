@@ -147,3 +147,21 @@ def test_a_cached_run_takes_hooks_d_in_and_model_path_from_the_cache(tmp_path):
     assert run.runner.sae.hook_names == hooks and run.runner.sae.d_in == 24
     assert run.runner.model_name == "tiny" and run.model_path == "/models/tiny"
     assert run.runner.sae.metadata.model_path == "/models/tiny"
+
+
+def test_wandb_without_credentials_is_one_line_before_anything_loads(tmp_path, monkeypatch):
+    """SAELens's default log_to_wandb=True with no key and no offline mode: refused at config time, naming the
+    fix; an API key, WANDB_MODE=offline or a netrc entry (`wandb login`) lets it through."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DISABLED", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    path = write_yaml(tmp_path, logger={})  # SAELens's defaults: log_to_wandb true
+    with pytest.raises(ValueError, match="set logger.log_to_wandb: false") as e:
+        load_run_config(path)
+    assert "\n" not in str(e.value)
+    assert not load_run_config(path, ["logger.log_to_wandb=false"]).runner.logger.log_to_wandb
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "a" * 40 + "\n")
+    assert load_run_config(path).runner.logger.log_to_wandb
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert load_run_config(path).runner.logger.log_to_wandb
