@@ -197,7 +197,7 @@ def test_named_release_registry(tmp_path, monkeypatch):
         f"tiny-release:\n  repo_id: {REPO}\n  model: tiny-random\n  saes:\n  - id: k4\n    path: layers_0-3/k4\n"
         "    l0: 4\n"
     )
-    directory = get_routed_saes_directory(registry)
+    directory = get_routed_saes_directory(registry=registry)  # the keyword load_route_sae takes
     assert directory["tiny-release"].saes_map == {"k4": "layers_0-3/k4"}
     assert directory["tiny-release"].expected_l0 == {"k4": 4}
     loaded, _, sparsity = load_route_sae_with_cfg_and_sparsity("tiny-release", "k4", registry=registry)
