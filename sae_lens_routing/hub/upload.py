@@ -18,9 +18,15 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from sae_lens.constants import RUNNER_CFG_FILENAME, SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingface
 
-from sae_lens_routing.hub.model_card import CARD_FILENAME, CHART_FILENAME, write_model_card
+from sae_lens_routing.hub.model_card import (
+    CARD_FILENAME,
+    CHART_FILENAME,
+    read_training_metrics,
+    write_model_card,
+)
 from sae_lens_routing.loading.loaders import read_checked_sae_folder
 from sae_lens_routing.saes.config import ARCHITECTURE
+from sae_lens_routing.saes.routed_metrics import routing_shares as shares_in_metrics
 
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _SAE_ID_RE = re.compile(r"^[\w.-]+(/[\w.-]+)*$")
@@ -78,6 +84,8 @@ def upload_route_sae(
         raise ValueError(
             f"{folder}: architecture is {cfg['architecture']!r}; upload_route_sae uploads 'routesae' SAEs"
         )
+    if routing_shares is None:  # the run's own shares, as the card shows them
+        routing_shares = shares_in_metrics(read_training_metrics(folder)) or None
     card, root_text = write_model_card(
         folder,
         repo_id=repo_id,

@@ -36,7 +36,7 @@ def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-path", help="local GGUF / HF folder / 'smollm2'; default: the model the SAE was trained on"
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device for the SAE and the model")
 
 
 def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="folder for eval.json, routing_share.png, feature_contexts.json"
     )
-    parser.add_argument("--corpus", default="bbcnews")
-    parser.add_argument("--n-sequences", type=positive_int, default=16)
-    parser.add_argument("--context-size", type=positive_int, default=128)
+    parser.add_argument("--corpus", default="bbcnews", help="offline corpus evaluated on")
+    parser.add_argument("--n-sequences", type=positive_int, default=16, help="corpus sequences to evaluate")
+    parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
     parser.add_argument(
         "--threshold", type=float, default=ContextRules.threshold, help="feature-context activation threshold"
