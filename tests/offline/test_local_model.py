@@ -79,3 +79,35 @@ def test_smollm2_residual_matches_hf_hidden_states(smollm2):
         hidden = hf(tokens, output_hidden_states=True).hidden_states
         _, cache = smollm2.run_with_cache(tokens, names_filter="blocks.8.hook_resid_post")
     torch.testing.assert_close(cache["blocks.8.hook_resid_post"], hidden[9], atol=1e-3, rtol=1e-3)
+
+
+def _check_sae_transformer(model, plain, hook):
+    """A HookedSAETransformer equal to the plain model, that runs a stock SAELens SAE with `run_with_saes`."""
+    from sae_lens import HookedSAETransformer
+    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+
+    assert isinstance(model, HookedSAETransformer) and not isinstance(plain, HookedSAETransformer)
+    tokens = plain.to_tokens("The BBC reported that the markets rose")
+    torch.testing.assert_close(model(tokens), plain(tokens))
+    sae = TopKSAE(TopKSAEConfig(d_in=model.cfg.d_model, d_sae=64, k=4))
+    sae.cfg.metadata.hook_name = hook
+    sae.use_error_term = True  # the error term restores the activation: the logits stay the plain model's
+    torch.testing.assert_close(model.run_with_saes(tokens, saes=[sae]), plain(tokens), atol=1e-4, rtol=1e-4)
+    with pytest.raises(TypeError, match="model_class must be HookedTransformer or a subclass"):
+        load_local_model("smollm2", model_class=dict)
+
+
+def test_local_model_loads_as_hooked_sae_transformer(tmp_path):
+    from sae_lens import HookedSAETransformer
+
+    folder = tiny_hf_llama_folder(tmp_path / "m")
+    model = load_local_model(folder, model_class=HookedSAETransformer)
+    _check_sae_transformer(model, load_local_model(folder), "blocks.1.hook_resid_post")
+
+
+@pytest.mark.real_model
+def test_smollm2_loads_as_hooked_sae_transformer(smollm2):
+    from sae_lens import HookedSAETransformer
+
+    model = load_local_model("smollm2", model_class=HookedSAETransformer)
+    _check_sae_transformer(model, smollm2, "blocks.8.hook_resid_post")
