@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from typing import Any
 
 
@@ -40,9 +41,14 @@ def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The SAE, then its model loaded as it was trained: a local model unprocessed, a `model_name` one with the
+    SAE's `model_from_pretrained_kwargs` (so SAELens's advice to load it that way, warned on every SAE load,
+    is followed here and silenced)."""
     from sae_lens_routing.loading.releases import load_route_sae  # checks the files, names what is wrong
 
-    sae = load_route_sae(args.sae, args.sae_id, device=args.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*This SAE has non-empty model_from_pretrained_kwargs")
+        sae = load_route_sae(args.sae, args.sae_id, device=args.device)
     if sae.cfg.architecture() != "routesae":
         raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     model_path = args.model_path or sae.cfg.metadata.model_path
@@ -53,5 +59,10 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
     else:
         from sae_lens.load_model import load_model
 
-        model = load_model("HookedTransformer", sae.cfg.metadata.model_name, device=args.device)
+        model = load_model(
+            sae.cfg.metadata.model_class_name or "HookedTransformer",
+            sae.cfg.metadata.model_name,
+            device=args.device,
+            model_from_pretrained_kwargs=sae.cfg.metadata.model_from_pretrained_kwargs,
+        )
     return sae, model
