@@ -112,6 +112,7 @@ def parse_run_config(data: Mapping[str, Any]) -> RunConfig:
         _resolve_from_model(fields, sae, model_path)
     if model_path is not None:
         sae["metadata"] = SAEMetadata(model_path=model_path)
+        _no_pretrained_kwargs(fields)
     runner = LanguageModelSAERunnerConfig(sae=RouteTrainingSAEConfig(**sae), **fields)
     validate_route_config(runner)
     return RunConfig(runner=runner, model_path=model_path, corpus=corpus)
@@ -133,6 +134,18 @@ def _decode_sae(raw: Any) -> dict[str, Any]:
     if hooks == PAPER:
         sae["hook_names"] = PAPER
     return sae
+
+
+def _no_pretrained_kwargs(fields: dict[str, Any]) -> None:
+    """`model_from_pretrained_kwargs` go to TransformerLens's `from_pretrained`, which a local model never goes
+    through (`load_local_model` always loads it unprocessed). Recording SAELens's default for them would make
+    every later load of the SAE warn about kwargs that were never applied."""
+    if fields.get("model_from_pretrained_kwargs"):
+        raise ValueError(
+            "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always loaded "
+            f"unprocessed, got {fields['model_from_pretrained_kwargs']!r}"
+        )
+    fields["model_from_pretrained_kwargs"] = {}
 
 
 def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
