@@ -287,3 +287,9 @@ def test_from_pretrained_onto_cuda(tmp_path, monkeypatch):
         acts = torch.randn(32, 4, 16)
         got = loaded.forward_routed(acts.to("cuda")).sae_out.cpu()
         torch.testing.assert_close(got, sae.forward_routed(acts).sae_out, atol=1e-4, rtol=1e-4)
+
+
+def test_from_pretrained_on_a_plugin_release_names_load_route_sae():
+    """SAELens has no hook for another release list: `RouteSAE.from_pretrained` names `load_route_sae`."""
+    with pytest.raises(ValueError, match=r"load with sae_lens_routing.load_route_sae\('routed-demo', 'k32'\)"):
+        RouteSAE.from_pretrained("routed-demo", "k32")
