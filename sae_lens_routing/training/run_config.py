@@ -232,7 +232,7 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
     if run.corpus is not None:
         from sae_lens_routing.offline.corpus import load_corpus
 
-        dataset = load_corpus(run.corpus)
+        dataset = load_corpus(run.corpus, split="train")  # evaluation reads the held-out documents
     return model, dataset
 
 

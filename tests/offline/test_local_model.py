@@ -111,3 +111,29 @@ def test_smollm2_loads_as_hooked_sae_transformer(smollm2):
 
     model = load_local_model("smollm2", model_class=HookedSAETransformer)
     _check_sae_transformer(model, smollm2, "blocks.8.hook_resid_post")
+
+
+def test_training_never_reads_the_evaluated_documents(tmp_path, monkeypatch):
+    """Document-level split: a run's corpus is the "train" documents, `corpus_tokens` (evaluation, dashboards,
+    the demo's evaluate step) reads only "heldout" ones, whatever the shuffling seed."""
+    from helpers import write_config
+
+    from sae_lens_routing.offline.corpus import corpus_tokens
+    from sae_lens_routing.training.run_config import load_model_and_dataset, load_run_config
+
+    run = load_run_config(write_config(tmp_path))
+    model, dataset = load_model_and_dataset(run)
+    train, every = set(dataset["text"]), load_corpus("python-topics")["text"]
+    heldout = set(load_corpus("python-topics", seed=5, split="heldout")["text"])
+    assert train and heldout and not train & heldout and train | heldout == set(every)
+    assert len(heldout) == round(0.1 * len(every))
+    read: list[str] = []
+
+    class Spy:  # the model as corpus_tokens sees it, recording every text it tokenises
+        def to_tokens(self, text, prepend_bos=True):
+            read.append(text)
+            return model.to_tokens(text, prepend_bos=prepend_bos)
+
+    assert len(corpus_tokens(Spy(), "python-topics", 4, 8, seed=3)) == 4 and read and set(read) <= heldout
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_corpus("python-topics", split="test")
