@@ -203,7 +203,14 @@ def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, i
         )
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 
-    cfg = get_pretrained_model_config(fields["model_name"])
+    try:
+        cfg = get_pretrained_model_config(fields["model_name"])
+    except OSError as e:  # offline, or a gated repo: the Hub's multi-line message, as one line naming the fix
+        raise ValueError(
+            f"model_name {fields['model_name']!r}: its config could not be read from the Hugging Face Hub "
+            f"({type(e).__name__}); offline, use model_path (e.g. model_path: smollm2), or give sae.d_in and "
+            "list sae.hook_names"
+        ) from e
     return int(cfg.n_layers), int(cfg.d_model)
 
 

@@ -165,3 +165,15 @@ def test_wandb_without_credentials_is_one_line_before_anything_loads(tmp_path, m
     (tmp_path / "netrc").unlink()
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert load_run_config(path).runner.logger.log_to_wandb
+
+
+def test_an_unreachable_model_config_is_one_line(tmp_path, monkeypatch):
+    """Offline, TransformerLens's config lookup raises the Hub's multi-line OSError: one line naming the fix."""
+
+    def offline(name):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection")
+
+    monkeypatch.setattr("transformer_lens.loading_from_pretrained.get_pretrained_model_config", offline)
+    with pytest.raises(ValueError, match="model_name 'gpt2': its config could not be read") as e:
+        load_run_config(write_yaml(tmp_path), ["model_path=null", "model_name=gpt2"])
+    assert "\n" not in str(e.value) and "model_path: smollm2" in str(e.value)
