@@ -71,7 +71,8 @@ def upload_route_sae(
     """Check the folder, write its model card, upload it; returns the paths written in the repo.
 
     `path` is what `save_inference_model` (or the SAELens runner) wrote. `sae_id` defaults to the folder's
-    name. `root_card`: also publish the card as the repo's README.md (None: only if the repo has none yet).
+    name. The card shows the run's metrics and routing shares from the folder's training_metrics.json (what
+    `RouteSAETrainingRunner` saves); `metrics` and `routing_shares` replace them. `root_card`: also publish the card as the repo's README.md (None: only if the repo has none yet).
     `dry_run`: check and write the card, but contact nothing; returns the paths an upload would write (the
     root README.md included unless `root_card` is False, as the Hub is not asked whether it has one).
     Credentials are huggingface_hub's usual ones (`HF_TOKEN` or `huggingface-cli login`).
