@@ -9,8 +9,9 @@ All four see per-token standardised activations (the paper's preprocessing) and 
 number of steps on batches of the same size drawn from one cache of activations (computed once), with the same
 k, d_sae and SAELens TopK aux loss (1/32). Per-layer methods are spliced and scored at each routed layer
 separately and averaged over layers; routed ones are spliced at each token's routed layer (`routed_splice`).
-Features are counted with the paper's rules (threshold 15 on the standardised scale, >4 contexts, <=32 token
-types) on a separate held-out set of sequences (cached once): the per-layer method's count is the sum over its
+Features are counted with the paper's rules (>4 contexts, <=32 token types; threshold 15/sqrt(2048)*sqrt(d_in),
+the paper's 15 scaled to this model's width, and the paper's absolute 15 beside it) on a separate held-out set of
+sequences (cached once), the same tokens for every method: the per-layer method's count is the sum over its
 L SAEs (so it has L times the latents), the shared SAE's latents collect contexts from every layer.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/quality.py            # ~15 min on 2 CPU cores
@@ -43,6 +44,7 @@ from sae_lens_routing.analysis.feature_contexts import (
     ContextRules,
     contexts_from_activations,
     count_features,
+    relative_threshold,
 )
 from sae_lens_routing.atomic import atomic_write_text
 from sae_lens_routing.offline.corpus import corpus_tokens
@@ -216,8 +218,9 @@ def main() -> None:
     parser.add_argument("--count-sequences", type=int, default=160, help="128-token sequences for counting")
     parser.add_argument(
         "--count-thresholds",
-        default="15,5",
-        help="activation thresholds for feature counting, comma-separated; the first (paper: 15) is the headline",
+        default="relative,15",
+        help="activation thresholds for feature counting, comma-separated; 'relative' = 15/sqrt(2048)*sqrt(d_in); "
+        "the first is the headline",
     )
     parser.add_argument("--output", default="quality.json", help="file name under benchmarks/results/")
     args = parser.parse_args()
@@ -225,7 +228,7 @@ def main() -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     try:
-        if not all(float(t) > 0 for t in args.count_thresholds.split(",")):
+        if not all(t == "relative" or float(t) > 0 for t in args.count_thresholds.split(",")):
             raise ValueError
     except ValueError:
         raise ValueError(
@@ -253,8 +256,8 @@ def main() -> None:
     count_strings = [[model.tokenizer.decode([t]) for t in row.tolist()] for row in count_tokens]
     eval_keep = eval_tokens != bos
     steps = len(acts) // args.batch
-    thresholds = [float(t) for t in args.count_thresholds.split(",")]
     L, d = len(HOOKS), acts.shape[-1]
+    thresholds = [relative_threshold(d) if t == "relative" else float(t) for t in args.count_thresholds.split(",")]
     results: dict[str, Any] = {}
     timing: dict[str, float] = {"cache_activations_s": time.perf_counter() - t0}
 
@@ -341,7 +344,7 @@ def main() -> None:
         "aux_loss_coefficient": AUX,
         "eval_tokens": int(eval_keep.sum()),
         "count_tokens": int(count_keep.sum()),
-        "count_thresholds": thresholds,
+        "count_thresholds": thresholds,  # the first is the headline `features_counted`
         "timing": timing,
         **results,
     }

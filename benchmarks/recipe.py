@@ -94,7 +94,12 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {**OFFICIAL, "aux_loss_coefficient": 1 / 32, "dead_feature_window_tokens": 80_000},
         {},
     ),
+    "e2e": ("defaults + end-to-end KL phase (E2E_DOCS documents)", {}, {"e2e": True}),
+    "official_e2e": ("official rules + end-to-end KL phase", OFFICIAL, {"e2e": True}),
 }
+E2E_DOCS = 160  # 20 steps of 8 documents (~20k tokens, 2.5% of the main phase's token-steps)
+E2E_BATCH_DOCS = 8
+E2E_LR = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -156,7 +161,7 @@ def build_cache(model: Any, rows: list[torch.Tensor]) -> np.ndarray:
 
 
 def token_order(seed: int = 0) -> list[torch.Tensor]:
-    """The batches' row indices: a fixed permutation per epoch, remainder dropped; the same for every row."""
+    """The batches' row indices: a permutation per epoch, remainder dropped; the same for every row of a seed."""
     gen = torch.Generator().manual_seed(seed)
     per_epoch = TRAIN_TOKENS // BATCH
     return [
@@ -175,7 +180,7 @@ def batches(acts: torch.Tensor, order: list[torch.Tensor]) -> Iterator[torch.Ten
 def train_row(
     acts: torch.Tensor, sae_overrides: dict[str, Any], trainer_overrides: dict[str, Any], k: int, seed: int
 ) -> tuple[RouteTrainingSAE, dict[str, Any]]:
-    order = token_order()
+    order = token_order(seed)
     steps = len(order)
     torch.manual_seed(seed)
     sae = RouteTrainingSAE(
@@ -185,11 +190,12 @@ def train_row(
             **sae_overrides,
         )
     )
+    lr = trainer_overrides.get("lr", LR)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * BATCH,
         train_batch_size_samples=BATCH,
-        lr=trainer_overrides.get("lr", LR),
-        lr_end=trainer_overrides.get("lr", LR),
+        lr=lr,
+        lr_end=lr,
         lr_scheduler_name="constant",
         lr_warm_up_steps=int(0.05 * steps),
         lr_decay_steps=steps // 5,
@@ -208,6 +214,22 @@ def train_row(
     return sae.eval(), info
 
 
+def e2e_phase(sae: RouteTrainingSAE, model: Any, train_docs: list[torch.Tensor], n_docs: int, seed: int,
+              special: list[int], pad: int) -> dict[str, Any]:
+    """The end-to-end KL phase on `n_docs` training documents (seeded order), batches of E2E_BATCH_DOCS."""
+    from sae_lens_routing.training.end_to_end import finetune_end_to_end
+
+    pick = torch.randperm(len(train_docs), generator=torch.Generator().manual_seed(1000 + seed))[:n_docs]
+    tokens = pad_rows([train_docs[i] for i in pick.tolist()], pad=pad)
+    start = time.perf_counter()
+    history = finetune_end_to_end(
+        sae, model, tokens.split(E2E_BATCH_DOCS), lr=E2E_LR, exclude_special_tokens=special, log_every=5
+    )
+    sae.eval()
+    return {"e2e_seconds": round(time.perf_counter() - start, 1), "e2e_steps": len(history),
+            "e2e_first": history[0], "e2e_last": history[-1]}
+
+
 def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
     share = routing_shares(metrics)
     return {
@@ -221,7 +243,39 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
         "routing_entropy_bits": metrics["routing/entropy_bits"],
         "routing_share": share,
         "tokens_evaluated": metrics["metrics/total_tokens_evaluated"],
+        "features_counted": metrics["features/n_counted"],
+        "features_threshold": metrics["features/threshold"],
+        "features_tokens_read": metrics["features/tokens_read"],
+        "features_per_layer": {k.rsplit("/", 1)[-1]: v for k, v in metrics.items()
+                               if k.startswith("features/n_counted_per_layer/")},
     }
+
+
+PRIMARY = ["kl_per_token", "delta_ce", "features_counted", "normalized_mse", "latents_silent_on_eval",
+           "routing_entropy_bits", "ce_loss_score"]
+
+
+def seed_summary(results: dict[str, Any], split: str) -> dict[str, dict[str, Any]]:
+    """Per row (seeds pooled): mean, min and max of each primary metric, and the seeds it pools."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for key, row in results.get("rows", {}).items():
+        if split in row:
+            groups.setdefault(key.split("#seed")[0], []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for name, rows in groups.items():
+        out[name] = {"seeds": sorted(r.get("seed", 0) for r in rows)}
+        for metric in PRIMARY:
+            vals = [r[split][metric] for r in rows if r[split].get(metric) is not None]
+            if vals:
+                out[name][metric] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
+    return out
+
+
+def print_summary(results: dict[str, Any], split: str) -> None:
+    print(f"| row ({split}) | seeds | " + " | ".join(PRIMARY) + " |")
+    for name, s in seed_summary(results, split).items():
+        cells = [f"{s[m]['mean']:.4g} ({s[m]['min']:.4g}-{s[m]['max']:.4g})" if m in s else "-" for m in PRIMARY]
+        print(f"| {name} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -229,9 +283,16 @@ def main() -> None:
     parser.add_argument("--rows", default="default,official")
     parser.add_argument("--splits", default="val,test", help="where to evaluate each trained SAE")
     parser.add_argument("--k", type=int, default=K)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma separated; a seed sets init and data order")
+    parser.add_argument("--summary", action="store_true", help="only print the seed summary of --output")
     parser.add_argument("--output", default=str(RESULTS / "recipe.json"))
     args = parser.parse_args()
+    if args.summary:
+        results = json.loads(Path(args.output).read_text())
+        for split in ("val", "test"):
+            print_summary(results, split)
+        return
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     names = [r.strip() for r in args.rows.split(",") if r.strip()]
     splits = [r.strip() for r in args.splits.split(",") if r.strip()]
     unknown = [n for n in names if n not in ROWS] + [s for s in splits if s not in ("val", "test")]
@@ -254,18 +315,22 @@ def main() -> None:
             "setup": {
                 "model": "SmolLM2-135M-Instruct", "hooks": f"{HOOKS[0]} .. {HOOKS[-1]} ({len(HOOKS)})",
                 "train_tokens": TRAIN_TOKENS, "epochs": EPOCHS, "batch": BATCH, "lr": LR, "d_sae": D_SAE,
+                "e2e": {"docs": E2E_DOCS, "batch_docs": E2E_BATCH_DOCS, "lr": E2E_LR},
                 "eval_documents": N_EVAL_DOCS, "seq": SEQ,
                 "val": "last 64 training documents (never trained on)", "test": "first 64 held-out documents",
             },
         }
     )
-    for name in names:
+    for name, seed in [(n, s) for s in seeds for n in names]:
         what, sae_over, trainer_over = ROWS[name]
-        key = name if args.k == K else f"{name}@k{args.k}"
+        key = (name if args.k == K else f"{name}@k{args.k}") + f"#seed{seed}"
         print(f"== {key}: {what}", flush=True)
-        sae, info = train_row(acts, sae_over, trainer_over, args.k, args.seed)
+        sae, info = train_row(acts, sae_over, trainer_over, args.k, seed)
+        if trainer_over.get("e2e"):
+            info |= e2e_phase(sae, model, docs["train"], E2E_DOCS, seed, special, pad)
         sae.save_model(CACHE_DIR / "saes" / key)
-        row = {"what": what, "k": args.k, "sae_overrides": sae_over, "trainer_overrides": trainer_over, **info}
+        row = {"what": what, "k": args.k, "seed": seed, "sae_overrides": sae_over, "trainer_overrides": trainer_over,
+               **info}
         if name == "default":
             row["defaults"] = {f: getattr(sae.cfg, f) for f in (
                 "decoder_init_norm", "rescale_acts_by_decoder_norm", "topk_relu", "aux_loss_coefficient",
@@ -280,6 +345,8 @@ def main() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_path, json.dumps(results, indent=2, default=str))
     print(f"wrote {out_path}")
+    for split in splits:
+        print_summary(results, split)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
 from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice
 from sae_lens_routing.saes.route_sae import RoutedOutput
 from sae_lens_routing.saes.routed_activations import (
@@ -53,16 +54,20 @@ def run_route_evals(
     batch_size: int | None = None,
     exclude_special_tokens: list[int] | torch.Tensor | None = None,
     on_routed: Callable[[torch.Tensor, RoutedOutput], None] | None = None,
+    features: FeatureContextCollector | None = None,
 ) -> dict[str, Any]:
-    """Reconstruction, sparsity, routing and downstream (CE, KL) metrics of `sae` on `model`.
+    """Reconstruction, sparsity, routing, downstream (CE, KL) and feature-count metrics of `sae` on `model`.
 
     Per batch: one clean forward (logits and the routed layers), one routing, then the SAE splice and the
     zero-ablation splice from that routing, each starting at the first routed block (earlier blocks are the
     clean ones). `on_routed(tokens, routed)` sees each batch's routing, so a caller needing more than metrics
-    (feature contexts) routes nothing again."""
+    routes nothing again. Features are counted from the same routing (`features/*`, with the threshold and the
+    tokens read) by `features`, or by a collector with the default rules; pass your own to keep its contexts."""
     hooks = list(sae.cfg.hook_names)
     check_hooks_in_model(model, hooks)
     excluded = _excluded_ids(tokens_or_store, exclude_special_tokens)
+    if features is None:
+        features = FeatureContextCollector(model, sae, ContextRules(), None if excluded is None else excluded.tolist())
     recon = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in)
     downstream = DownstreamMetrics()
     first = _splice_start(model, hooks)
@@ -80,6 +85,7 @@ def run_route_evals(
         recon.update(out, keep)
         if on_routed is not None:
             on_routed(tokens, out)
+        features(tokens, out)
         spliced = {}
         # special tokens stay clean in the SAE splice, as in SAELens's evals; the ablation zeroes every position
         for replacement, positions in (("sae", keep), ("zero", None)):
@@ -87,7 +93,7 @@ def run_route_evals(
             with routed_splice(model, sae, positions=positions, plan=plan):
                 spliced[replacement] = model(extras[entry], start_at_layer=first, tokens=tokens)
         downstream.update(tokens, keep, clean_logits, spliced["sae"], spliced["zero"])
-    return {**recon.compute(), **downstream.compute()}
+    return {**recon.compute(), **downstream.compute(), **features.metrics()}
 
 
 def _splice_start(model: Any, hooks: list[str]) -> int:

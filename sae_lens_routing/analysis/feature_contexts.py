@@ -1,6 +1,11 @@
 """The paper's feature contexts and feature counting (rules of the official `application.py`).
 
-A latent's activation on a token counts when it exceeds `threshold` (15 on the standardised scale). Each counted
+A latent's activation on a token counts when it exceeds `threshold`. The paper's 15 was set for Llama-3.2-1B,
+where a standardised token has norm sqrt(2048) = 45; at another width the same 15 means something else (at d_in
+576 no latent of any SAE here ever reaches it), so by default the threshold scales with the standardised norm:
+`15 / sqrt(2048) * sqrt(d_in)` (7.95 at 576, the paper's 15 at 2048). `ContextRules(threshold=15.0)` is the
+paper's absolute rule. A count depends on how much text was read, so every count is reported with the threshold
+and the number of tokens read (`feature_metrics`). Each counted
 activation is shown in its sentence (at most `max_context_tokens` tokens, the activating token marked `<<tok>>`).
 Per latent, only the `contexts_per_token` strongest contexts of each activating token *type* are kept; a type is
 the token's text stripped of whitespace and lower-cased, as the official code keys it (" The" and "the" are one
@@ -17,8 +22,10 @@ activating token).
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +35,35 @@ from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.saes.routed_activations import routed_activations
 
 SENTENCE_END = (".", "!", "?")
+PAPER_THRESHOLD, PAPER_D_IN = 15.0, 2048
+
+
+def relative_threshold(d_in: int) -> float:
+    """The paper's threshold at the paper's width, scaled with the standardised token norm sqrt(d_in)."""
+    return PAPER_THRESHOLD * math.sqrt(d_in / PAPER_D_IN)
 
 
 @dataclass(frozen=True)
 class ContextRules:
-    threshold: float = 15.0
+    threshold: float | None = None
+    """Activation a context must exceed; None = `relative_threshold(d_in)`, 15.0 = the paper's absolute rule."""
     max_context_tokens: int = 64
     contexts_per_token: int = 2
     min_contexts: int = 5  # a feature needs more than 4 stored contexts
     max_token_types: int = 32
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0):
+            raise ValueError(f"threshold must be a finite number > 0 (or None for the relative rule), got {t!r}")
+
+    def resolved(self, d_in: int) -> ContextRules:
+        """These rules with the threshold made concrete for an SAE of width `d_in`."""
+        return self if self.threshold is not None else replace(self, threshold=relative_threshold(d_in))
+
+    @property
+    def threshold_rule(self) -> str:
+        return "absolute (set by the caller)" if self.threshold is not None else "relative: 15/sqrt(2048)*sqrt(d_in)"
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,11 @@ class FeatureContexts:
 
     def is_feature(self, rules: ContextRules) -> bool:
         return len(self.contexts) >= rules.min_contexts and len(self.token_types) <= rules.max_token_types
+
+    @property
+    def layer(self) -> str:
+        """The routed layer most of this latent's contexts come from."""
+        return Counter(c["layer"] for c in self.contexts).most_common(1)[0][0]
 
 
 def token_type(token: str) -> str:
@@ -91,6 +123,7 @@ def contexts_from_activations(
     rules: ContextRules = ContextRules(),
 ) -> dict[int, FeatureContexts]:
     """Keep the top `contexts_per_token` contexts per (latent, activating token) above the threshold."""
+    _require_threshold(rules)
     best: dict[tuple[int, str], list[Activation]] = {}
     for act in activations:
         if act.value <= rules.threshold:
@@ -115,32 +148,56 @@ def contexts_from_activations(
     return results
 
 
+def _require_threshold(rules: ContextRules) -> None:
+    if rules.threshold is None:
+        raise ValueError("ContextRules.threshold is None: call rules.resolved(sae.cfg.d_in) first")
+
+
 def count_features(results: dict[int, FeatureContexts], rules: ContextRules = ContextRules()) -> int:
     return sum(entry.is_feature(rules) for entry in results.values())
 
 
+def feature_metrics(
+    results: dict[int, FeatureContexts], rules: ContextRules, tokens_read: int, hook_names: list[str]
+) -> dict[str, Any]:
+    """The feature count with what it depends on (threshold, tokens read) and per routed layer."""
+    per_layer = Counter(e.layer for e in results.values() if e.is_feature(rules))
+    return {
+        "features/n_counted": count_features(results, rules),
+        "features/threshold": rules.threshold,
+        "features/threshold_rule": rules.threshold_rule,
+        "features/tokens_read": tokens_read,
+        "features/n_latents_with_contexts": len(results),
+        **{f"features/n_counted_per_layer/{h}": per_layer.get(h, 0) for h in hook_names},
+    }
+
+
 class FeatureContextCollector:
-    """Collects the activations above `rules.threshold` from routed batches as they are computed, so an
-    evaluation's routing (`run_route_evals(..., on_routed=collector)`) serves the feature contexts too."""
+    """Collects the activations above the threshold from routed batches as they are computed, so an
+    evaluation's routing (`run_route_evals(..., features=collector)`) serves the feature contexts too."""
 
     def __init__(
         self,
         model: Any,
-        hook_names: list[str],
+        sae: Any,
         rules: ContextRules = ContextRules(),
         exclude_special_tokens: list[int] | None = None,
     ):
-        self.tokenizer = model.tokenizer
-        self.hook_names = list(hook_names)
-        self.rules = rules
+        self.tokenizer = getattr(model, "tokenizer", None)  # without one, a token's type is its id
+        self.hook_names = list(sae.cfg.hook_names)
+        self.rules = rules.resolved(sae.cfg.d_in)
         self.excluded = set(exclude_special_tokens or [])
         self.token_strings: list[list[str]] = []
         self.activations: list[Activation] = []
+        self.tokens_read = 0
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, routed: Any) -> None:
         start = len(self.token_strings)
-        self.token_strings += [[self.tokenizer.decode([t]) for t in row.tolist()] for row in tokens]
+        keep = ~torch.isin(tokens, torch.tensor(sorted(self.excluded), dtype=tokens.dtype, device=tokens.device))
+        self.tokens_read += int(keep.sum())
+        decode = self.tokenizer.decode if self.tokenizer is not None else lambda ids: f" #{ids[0]}"
+        self.token_strings += [[decode([t]) for t in row.tolist()] for row in tokens]
         feature_acts = routed.feature_acts
         seq, pos, feat = torch.nonzero(feature_acts > self.rules.threshold, as_tuple=True)
         values = feature_acts[seq, pos, feat].tolist()
@@ -151,6 +208,10 @@ class FeatureContextCollector:
 
     def results(self) -> dict[int, FeatureContexts]:
         return contexts_from_activations(self.token_strings, self.activations, self.hook_names, self.rules)
+
+    def metrics(self, results: dict[int, FeatureContexts] | None = None) -> dict[str, Any]:
+        results = self.results() if results is None else results
+        return feature_metrics(results, self.rules, self.tokens_read, self.hook_names)
 
 
 @torch.no_grad()
@@ -164,22 +225,37 @@ def find_feature_contexts(
     exclude_special_tokens: list[int] | None = None,
 ) -> dict[int, FeatureContexts]:
     """Run `model` on `tokens` [n, seq], route and encode every token, and collect the contexts."""
+    return collect_feature_contexts(
+        sae, model, tokens, rules=rules, batch_size=batch_size, exclude_special_tokens=exclude_special_tokens
+    ).results()
+
+
+@torch.no_grad()
+def collect_feature_contexts(
+    sae: Any,
+    model: Any,
+    tokens: torch.Tensor,
+    *,
+    rules: ContextRules = ContextRules(),
+    batch_size: int = 8,
+    exclude_special_tokens: list[int] | None = None,
+) -> FeatureContextCollector:
+    """`find_feature_contexts`, keeping the collector (its rules, tokens read and `metrics()`)."""
     hooks = list(sae.cfg.hook_names)
-    collect = FeatureContextCollector(model, hooks, rules, exclude_special_tokens)
+    collect = FeatureContextCollector(model, sae, rules, exclude_special_tokens)
     for batch in tokens.split(batch_size):
         acts, _, _ = routed_activations(model, batch, hooks)
         collect(batch, sae.forward_routed(acts))
-    return collect.results()
+    return collect
 
 
-def write_feature_contexts(
-    results: dict[int, FeatureContexts], path: str | Path, rules: ContextRules = ContextRules()
-) -> dict[str, Any]:
-    """One JSON with every latent's contexts, whether it counts as a feature, and the feature count."""
+def write_feature_contexts(collector: FeatureContextCollector, path: str | Path) -> dict[str, Any]:
+    """One JSON with every latent's contexts, whether it counts as a feature, and the feature count next to the
+    threshold and the tokens read."""
+    results, rules = collector.results(), collector.rules
     payload = {
         "rules": asdict(rules),
-        "n_latents_with_contexts": len(results),
-        "n_features": count_features(results, rules),
+        **{k.removeprefix("features/"): v for k, v in collector.metrics(results).items()},
         "features": {
             str(f): {
                 "is_feature": e.is_feature(rules),

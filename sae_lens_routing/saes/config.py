@@ -117,6 +117,9 @@ def validate_training_fields(cfg: Any) -> None:
     check_number(cfg, "aux_loss_coefficient")
     check_number(cfg, "decoder_init_norm", positive=True, allow_none=True)
     check_bools(cfg, "use_sparse_activations")
+    check_int(cfg, "end_to_end_tokens", minimum=0, expected="an integer >= 0 (0 = no end-to-end phase)")
+    check_number(cfg, "end_to_end_lr", positive=True)
+    check_number(cfg, "end_to_end_mse_coefficient")
 
 
 class _RoutedConfigMixin:
@@ -204,6 +207,15 @@ class RouteTrainingSAEConfig(_RoutedConfigMixin, TopKTrainingSAEConfig):
     use_sparse_activations: bool = False
     """Decode the k active latents with a gather (embedding_bag) instead of a dense [batch, d_sae] @ W_dec
     (SAELens's TopK option builds a sparse COO tensor instead)."""
+    end_to_end_tokens: int = 0
+    """Tokens of a short end-to-end phase after the main one (0 = none): the SAE and router train through the
+    routed splice on the model's KL plus the main loss (`training/end_to_end.py`). It optimises what KL and delta
+    CE measure, which the routed-input NormMSE does not; each of its tokens costs a full model forward and a
+    backward from the first routed block. Needs the live model (not `use_cached_activations`)."""
+    end_to_end_lr: float = 1e-4
+    """Adam learning rate of the end-to-end phase, decaying linearly to 0 over it."""
+    end_to_end_mse_coefficient: float = 1.0
+    """Weight of the main (normalised MSE) loss beside the KL in the end-to-end phase."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -41,6 +41,7 @@ from sae_lens_routing.training.checkpoints import (
 )
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
 from sae_lens_routing.training.distributed import DistInfo, init_distributed, rank_device, shard_dataset
+from sae_lens_routing.training.end_to_end import finetune_end_to_end
 from sae_lens_routing.training.overlap import training_batches
 from sae_lens_routing.training.store import MultiLayerActivationsStore
 from sae_lens_routing.training.trainer import RouteSAETrainer
@@ -60,6 +61,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
     sae: RouteTrainingSAE
     trainer: RouteSAETrainer | None = None
     final_metrics: dict[str, Any] | None = None
+    end_to_end_history: list[dict[str, float]] = []  # noqa: RUF012 (replaced per run, never mutated)
 
     def __init__(
         self,
@@ -204,7 +206,12 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             sae = self.run_trainer_with_interruption_handling(trainer)
             if isinstance(data_provider, PrefetchingIterator):
                 data_provider.close()  # the final evaluation reads the store from this thread
+            self.end_to_end_history = self.run_end_to_end_phase(sae)
             self.final_metrics = self.evaluate_final()
+            if self.end_to_end_history:
+                first, last = self.end_to_end_history[0], self.end_to_end_history[-1]
+                self.final_metrics |= {"end_to_end/steps": len(self.end_to_end_history),
+                                       "end_to_end/kl_first_step": first["kl"], "end_to_end/kl_last_step": last["kl"]}
             if self.cfg.output_path is not None and self.dist.is_main:
                 self.save_final_sae(
                     sae, self.cfg.output_path, log_feature_sparsity=trainer.log_feature_sparsity
@@ -215,6 +222,22 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         finally:
             if isinstance(data_provider, PrefetchingIterator):
                 data_provider.close()
+
+    def run_end_to_end_phase(self, sae: RouteTrainingSAE) -> list[dict[str, float]]:
+        """`sae.end_to_end_tokens` of the end-to-end KL phase on fresh store token batches (none when 0)."""
+        n_tokens = self.cfg.sae.end_to_end_tokens
+        if not n_tokens:
+            return []
+        per_batch = self.cfg.store_batch_size_prompts * self.cfg.context_size
+        batches = (self.activations_store.get_batch_tokens() for _ in range(math.ceil(n_tokens / per_batch)))
+        excluded = self.activations_store.exclude_special_tokens
+        history = finetune_end_to_end(
+            sae, self.model, batches, lr=self.cfg.sae.end_to_end_lr,
+            mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
+            exclude_special_tokens=None if excluded is None else excluded.tolist(),
+        )
+        logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"], history[-1]["kl"])
+        return history
 
     def sae_for_analysis(self) -> Any:
         """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is one)."""

@@ -34,6 +34,11 @@ def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
         raise ValueError(f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}")
     _validate_buffer(cfg)
     _validate_wandb(cfg)
+    if cfg.sae.end_to_end_tokens and cfg.use_cached_activations:
+        raise ValueError(
+            f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices the SAE into "
+            "its forward), but use_cached_activations is true: set sae.end_to_end_tokens: 0 or train live"
+        )
 
 
 def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None) -> None:

@@ -37,6 +37,10 @@ def test_exact_sae_recovers_everything(tmp_path):
     shares = torch.tensor(list(routing_shares(m).values()))
     nz = shares[shares > 0]
     assert abs(m["routing/entropy_bits"] - float(-(nz * nz.log2()).sum())) < 1e-6
+    # features counted from the same routing, at the width-relative threshold, over the tokens read
+    assert m["features/tokens_read"] == 4 * 11 and m["features/threshold"] == pytest.approx(15 / 2048**0.5 * 4)
+    per_layer = [v for k, v in m.items() if k.startswith("features/n_counted_per_layer/")]
+    assert len(per_layer) == len(exact_sae().cfg.hook_names) and sum(per_layer) == m["features/n_counted"]
     png = write_routing_chart(m, tmp_path / "routing.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -133,7 +137,7 @@ def test_one_routing_per_batch_gives_the_metrics_of_the_five_pass_code():
     for case, old in before.items():
         old = dict(old)
         old.update({SHARE_PREFIX + h: s for h, s in old.pop("routing/share").items()})
-        assert set(after[case]) == set(old), case
+        assert {k for k in after[case] if not k.startswith("features/")} == set(old), case
         for key, value in old.items():
             assert after[case][key] == pytest.approx(value, rel=1e-6, abs=1e-6), (case, key)
 

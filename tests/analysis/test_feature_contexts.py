@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from helpers import tiny_hf_llama_folder
 
@@ -11,9 +12,12 @@ from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.analysis.feature_contexts import (
     Activation,
     ContextRules,
+    collect_feature_contexts,
     contexts_from_activations,
     count_features,
+    feature_metrics,
     find_feature_contexts,
+    relative_threshold,
     sentence_context,
     write_feature_contexts,
 )
@@ -49,7 +53,7 @@ def test_counting_rules_known_answer(tmp_path):
     acts += [Activation(s, 6, 3, 18.0, 0) for s in range(32)]
     # latent 4: all below threshold (15) -> no contexts at all
     acts += [Activation(s, 2, 4, 15.0, 0) for s in range(40)]
-    rules = ContextRules()
+    rules = ContextRules(threshold=15.0)  # the paper's absolute rule
     results = contexts_from_activations(strings, acts, HOOKS, rules)
     assert sorted(results) == [0, 1, 2, 3]
     assert len(results[0].contexts) == 5 and results[0].is_feature(rules)
@@ -62,10 +66,25 @@ def test_counting_rules_known_answer(tmp_path):
     assert len(results[3].token_types) == 32 and results[3].is_feature(rules)
     assert count_features(results, rules) == 2
     # every threshold is a parameter
-    assert count_features(results, ContextRules(min_contexts=4)) == 3
-    assert count_features(results, ContextRules(max_token_types=40)) == 3
-    payload = write_feature_contexts(results, tmp_path / "features.json", rules)
-    assert json.loads((tmp_path / "features.json").read_text())["n_features"] == payload["n_features"] == 2
+    assert count_features(results, ContextRules(15.0, min_contexts=4)) == 3
+    assert count_features(results, ContextRules(15.0, max_token_types=40)) == 3
+    # per routed layer: the layer most of a feature's kept contexts come from (latent 0: 3 of its 5 on layer 1)
+    m = feature_metrics(results, rules, tokens_read=480, hook_names=HOOKS)
+    assert results[0].layer == HOOKS[1] and results[3].layer == HOOKS[0]
+    assert m["features/n_counted"] == 2 and m["features/threshold"] == 15.0 and m["features/tokens_read"] == 480
+    assert [m[f"features/n_counted_per_layer/{h}"] for h in HOOKS] == [1, 1]
+
+
+def test_threshold_is_relative_to_the_standardised_norm_by_default():
+    assert relative_threshold(2048) == pytest.approx(15.0, abs=1e-12)  # the paper's width: the paper's threshold
+    assert abs(relative_threshold(576) - 7.955) < 1e-3
+    assert ContextRules().resolved(576).threshold == relative_threshold(576)
+    assert ContextRules(threshold=15.0).resolved(576).threshold == 15.0  # absolute: one option away
+    for bad in (float("nan"), float("inf"), 0.0, -1.0, True):
+        with pytest.raises(ValueError, match="threshold must be a finite number > 0"):
+            ContextRules(threshold=bad)
+    with pytest.raises(ValueError, match="resolved"):
+        contexts_from_activations([["a"]], [Activation(0, 0, 0, 99.0, 0)], HOOKS, ContextRules())
 
 
 def test_find_feature_contexts_on_a_model(tmp_path):
@@ -83,3 +102,10 @@ def test_find_feature_contexts_on_a_model(tmp_path):
     feature = next(iter(results))
     best = max(c["activation"] for c in results[feature].contexts)
     assert abs(best - out.feature_acts[..., feature].max().item()) < 1e-3
+    # the written file states the count next to its threshold and the tokens read
+    collect = collect_feature_contexts(sae, model, tokens, rules=ContextRules(threshold=0.5))
+    payload = write_feature_contexts(collect, tmp_path / "features.json")
+    saved = json.loads((tmp_path / "features.json").read_text())
+    assert saved["n_counted"] == payload["n_counted"] == count_features(results, ContextRules(threshold=0.5))
+    assert saved["threshold"] == 0.5 and saved["tokens_read"] == tokens.numel()
+    assert len(saved["features"]) == len(results)

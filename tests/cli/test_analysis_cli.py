@@ -62,7 +62,8 @@ def test_evaluate_command(trained, capsys, monkeypatch):
     )
     assert (out / "routing_share.png").stat().st_size > 1000
     contexts = json.loads((out / "feature_contexts.json").read_text())
-    assert contexts["n_features"] == metrics["features/n_counted"]
+    assert contexts["n_counted"] == metrics["features/n_counted"]
+    assert metrics["features/threshold"] == 0.5 and metrics["features/tokens_read"] > 0
     assert "ce_loss_score" in capsys.readouterr().out
 
 

@@ -57,7 +57,7 @@ def evaluate_step(ctx: DemoContext) -> None:
         corpus=ctx.config.corpus or "bbcnews",
         n_sequences=16,
         context_size=128,
-        threshold=15.0,
+        threshold=None,  # the paper's 15 scaled to d_in
     )
     ctx.summary["eval"] = metrics
     print(f"evaluation: {ctx.out}/eval.json, {ctx.out}/routing_share.png, {ctx.out}/feature_contexts.json")

@@ -10,7 +10,6 @@ from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
 from sae_lens_routing.analysis.feature_contexts import (
     ContextRules,
     FeatureContextCollector,
-    count_features,
     write_feature_contexts,
 )
 from sae_lens_routing.atomic import atomic_write_json
@@ -28,12 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="folder for eval.json, routing_share.png, feature_contexts.json"
     )
-    parser.add_argument("--corpus", default="bbcnews", help="offline corpus evaluated on")
-    parser.add_argument("--n-sequences", type=positive_int, default=16, help="corpus sequences to evaluate")
+    parser.add_argument("--corpus", default="bbcnews", help="offline corpus evaluated on (its held-out documents)")
+    parser.add_argument(
+        "--n-sequences", type=positive_int, default=64,
+        help="held-out sequences read (a feature count grows with the text read: compare counts at equal tokens)",
+    )
     parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
     parser.add_argument(
-        "--threshold", type=float, default=ContextRules.threshold, help="feature-context activation threshold"
+        "--threshold", type=float, default=None,
+        help="feature-context activation threshold (default: the paper's 15 scaled to the SAE's width, "
+        "15/sqrt(2048)*sqrt(d_in); --threshold 15 is the paper's absolute rule)",
     )
 
 
@@ -45,7 +49,7 @@ def evaluate(
     corpus: str,
     n_sequences: int,
     context_size: int,
-    threshold: float,
+    threshold: float | None = None,
     batch_size: int = 4,
 ) -> dict[str, Any]:
     from sae_lens_routing.offline.corpus import corpus_tokens
@@ -53,16 +57,12 @@ def evaluate(
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
     tok = model.tokenizer
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
-    rules = ContextRules(threshold=threshold)
-    collect = FeatureContextCollector(model, list(sae.cfg.hook_names), rules, special)
+    collect = FeatureContextCollector(model, sae, ContextRules(threshold=threshold), special)
     metrics = run_route_evals(  # routes each batch once; the feature contexts come from that routing
-        sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special, on_routed=collect
+        sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special, features=collect
     )
     write_routing_chart(metrics, out / "routing_share.png")
-    contexts = collect.results()
-    write_feature_contexts(contexts, out / "feature_contexts.json", rules)
-    metrics["features/n_counted"] = count_features(contexts, rules)
-    metrics["features/threshold"] = threshold
+    write_feature_contexts(collect, out / "feature_contexts.json")
     atomic_write_json(out / "eval.json", metrics, indent=2)
     return metrics
 
@@ -78,6 +78,8 @@ def format_eval(metrics: dict[str, Any]) -> str:
         "model_behavior_preservation/kl_div_with_sae",
         "model_behavior_preservation/kl_div_with_sae_official_batchmean",
         "features/n_counted",
+        "features/threshold",
+        "features/tokens_read",
     ]
     return "\n".join(
         f"  {k:<68} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<68} {metrics[k]}"
