@@ -1,5 +1,9 @@
 """All-or-nothing writes: a crash mid-write leaves the old file/folder or none, never half of one.
 
+Only what the package wrote is ever replaced: every folder `atomic_directory` finishes holds a manifest
+(`MANIFEST`) listing its files, and an existing folder is replaced only when its manifest is there and it holds
+nothing else (`check_replaceable`); otherwise the refusal names the files that would be lost.
+
 Temporary names carry the writer's process id (`.NAME.tmp-PID-RANDOM`), so a later run can tell the leftovers
 of a killed writer (removed by `remove_stale_temporaries`) from the work of one still running.
 """
@@ -21,6 +25,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+MANIFEST = "sae_lens_routing_manifest.json"
+"""Written last into every folder `atomic_directory` finishes: {"written_by": ..., "files": [top-level names]}."""
+_WRITER = "sae_lens_routing"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # How torch's zip writer (RuntimeError) and safetensors (SafetensorError) report a failed write: no errno kept.
 _FULL_MESSAGES = ("unexpected pos", "file write failed", "No space left", "File too large", "StorageFull")
@@ -98,8 +105,8 @@ def raise_if_disk_full(err: BaseException, path: Path) -> None:
 def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside `path`; on success it becomes `path`.
 
-    With `overwrite` an existing `path` is replaced (removed after the swap); without it an existing `path` is
-    an error. If the finished folder cannot be moved into place it is renamed to a visible sibling and the
+    With `overwrite` an existing `path` is replaced (removed after the swap) if `check_replaceable` allows it;
+    without it an existing `path` is an error. The finished folder gets the manifest that marks it as ours. If the finished folder cannot be moved into place it is renamed to a visible sibling and the
     error says where it is: finished work is never left under a hidden temp name.
     """
     path = Path(path)
@@ -112,13 +119,17 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
         shutil.rmtree(tmp, ignore_errors=True)
         raise_if_disk_full(err, path)
         raise
+    files = sorted(p.name for p in tmp.iterdir())
+    atomic_write_text(tmp / MANIFEST, json.dumps({"written_by": _WRITER, "files": files}, indent=1))
     try:
         _move_into_place(tmp, path, overwrite)
     except OSError as err:
         kept = _unhide(tmp, path)
-        if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+        if isinstance(err, FileExistsError) or err.errno in (errno.EEXIST, errno.ENOTEMPTY):
             raise FileExistsError(
-                errno.EEXIST, f"{path} already exists and was not replaced; the finished content is in {kept}"
+                errno.EEXIST,
+                f"{path} already exists and was not replaced; the finished content is in {kept}"
+                + ("" if err.errno else f" ({err})"),
             ) from err
         raise OSError(
             err.errno, f"{path} could not be written ({err}); the finished content is in {kept}"
@@ -131,6 +142,7 @@ def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise FileExistsError(errno.EEXIST, f"{path} already exists")
+    check_replaceable(path)
     old = path.parent / f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     os.replace(path, old)
     try:
@@ -140,6 +152,44 @@ def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
             os.replace(old, path)  # put the previous content back rather than leave nothing
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def foreign_files(path: str | Path) -> list[str]:
+    """The entries of folder `path` this package did not write (by its manifest); [] for a folder that is
+    wholly ours or empty, or a path that does not exist; [its name] for a file."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return []
+    if path.is_symlink() or not path.is_dir():
+        return [path.name]
+    entries = sorted(p.name for p in path.iterdir())
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        ours = set(manifest["files"]) if manifest.get("written_by") == _WRITER else set()
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        ours = set()
+    if not ours:
+        return entries
+    return [e for e in entries if e not in ours and e != MANIFEST]
+
+
+def check_replaceable(path: str | Path, field: str = "the output", overwrite: bool = True) -> None:
+    """Refuse, naming the files it would lose, to replace `path` unless it is a folder this package wrote
+    that holds nothing else; without `overwrite`, any non-empty `path` is refused. Call it before the work."""
+    path = Path(path)
+    foreign = foreign_files(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write ({shown}); "
+            f"it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another {field} or "
+            "move those files away",
+        )
+    if not overwrite and path.exists() and any(path.iterdir()):
+        raise FileExistsError(
+            f"{field}={str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
+            f"or choose another {field}",
+        )
 
 
 def _unhide(tmp: Path, path: Path) -> Path:

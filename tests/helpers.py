@@ -103,10 +103,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tiny_hf_llama_folder(folder, vocab_words: int = 400, seed: int = 0):
-    """A random Llama-architecture Hugging Face model + a word-level tokenizer saved in `folder` (offline)."""
+def tiny_hf_llama_folder(folder, vocab_words: int = 400, seed: int = 0, config_class=None):
+    """A random Llama-architecture Hugging Face model + a word-level tokenizer saved in `folder` (offline).
+
+    `config_class` (a Llama-like transformers config, e.g. GraniteConfig) picks another architecture."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
     from sae_lens_routing.offline.corpus import python_topics_texts
 
@@ -122,7 +124,7 @@ def tiny_hf_llama_folder(folder, vocab_words: int = 400, seed: int = 0):
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<eos>"
     )
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    cfg = (config_class or LlamaConfig)(
         vocab_size=len(vocab),
         hidden_size=32,
         intermediate_size=64,
@@ -135,7 +137,7 @@ def tiny_hf_llama_folder(folder, vocab_words: int = 400, seed: int = 0):
         bos_token_id=0,
         eos_token_id=1,
     )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
 

@@ -114,6 +114,7 @@ def record_hub(monkeypatch: Any) -> RecordedHub:
     """Patch `HfApi` at the network boundary (test only): commits are recorded, nothing is sent. The real
     upload code (SAELens's uploader, `upload_folder`'s file selection, `CommitOperationAdd`) runs unchanged."""
     import huggingface_hub.constants
+    import huggingface_hub.hf_api
 
     hub = RecordedHub()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # anything unpatched fails loudly
@@ -134,6 +135,9 @@ def record_hub(monkeypatch: Any) -> RecordedHub:
         )
 
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    # huggingface_hub 2.x streams `upload_folder` through its Xet pipeline (its own preupload/upload calls)
+    # when hf_xet is installed; without it every file goes through `create_commit`, as in 0.x.
+    monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False, raising=False)
     monkeypatch.setattr(HfApi, "repo_info", lambda self, repo_id, **kw: {"id": repo_id})
     monkeypatch.setattr(HfApi, "file_exists", lambda self, repo_id, filename, **kw: hub.readme_exists)
     return hub

@@ -25,17 +25,29 @@ from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice
 from sae_lens_routing.saes.route_sae import RoutedOutput
 from sae_lens_routing.saes.routed_activations import (
     check_hooks_in_model,
+    is_bridge,
     routed_activations,
     routed_block_range,
 )
 from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 
-def _token_batches(tokens_or_store: Any, n_batches: int, batch_size: int | None) -> list[torch.Tensor]:
+def _token_batches(
+    tokens_or_store: Any, n_batches: int, batch_size: int | None, d_vocab: int | None = None
+) -> list[torch.Tensor]:
     if isinstance(tokens_or_store, torch.Tensor):
         if tokens_or_store.ndim != 2:
             raise ValueError(
                 f"tokens must be [n_sequences, seq_len], got shape {tuple(tokens_or_store.shape)}"
+            )
+        if tokens_or_store.is_floating_point() or tokens_or_store.dtype == torch.bool:
+            raise ValueError(f"tokens must be integer token ids, got dtype {tokens_or_store.dtype}")
+        if d_vocab is not None and len(tokens_or_store) and not (
+            0 <= int(tokens_or_store.min()) and int(tokens_or_store.max()) < d_vocab
+        ):
+            raise ValueError(
+                f"tokens must be ids in [0, d_vocab={d_vocab}) of the model, got ids "
+                f"{int(tokens_or_store.min())}..{int(tokens_or_store.max())}; tokenize with this model's tokenizer"
             )
         size = batch_size or len(tokens_or_store)
         return list(tokens_or_store.split(size))
@@ -72,7 +84,8 @@ def run_route_evals(
     downstream = DownstreamMetrics()
     first = _splice_start(model, hooks)
     entry = f"blocks.{first}.hook_resid_pre"
-    for tokens in _token_batches(tokens_or_store, n_batches, batch_size):
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    for tokens in _token_batches(tokens_or_store, n_batches, batch_size, d_vocab):
         keep = (
             ~torch.isin(tokens, excluded.to(tokens.device))
             if excluded is not None
@@ -91,14 +104,17 @@ def run_route_evals(
         for replacement, positions in (("sae", keep), ("zero", None)):
             plan = plan_from_routed(sae, out, replacement=replacement).to(acts.dtype)
             with routed_splice(model, sae, positions=positions, plan=plan):
-                spliced[replacement] = model(extras[entry], start_at_layer=first, tokens=tokens)
+                resumed = first > 0 or not is_bridge(model)  # a bridge cannot start from the residual stream
+                spliced[replacement] = model(extras[entry], start_at_layer=first, tokens=tokens) if resumed else model(tokens)
         downstream.update(tokens, keep, clean_logits, spliced["sae"], spliced["zero"])
     return {**recon.compute(), **downstream.compute(), **features.metrics()}
 
 
 def _splice_start(model: Any, hooks: list[str]) -> int:
     """The block a spliced forward starts at: the first routed one, or 0 when the model's attention mask depends
-    on the tokens (left padding), which a forward started from the residual stream would not see."""
+    on the tokens (left padding), which a forward started from the residual stream would not see, or for a bridge."""
+    if is_bridge(model):
+        return 0
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None and getattr(tokenizer, "padding_side", "right") == "left":
         return 0

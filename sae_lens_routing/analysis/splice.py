@@ -29,6 +29,7 @@ import torch
 from sae_lens_routing.saes.route_sae import RoutedOutput
 from sae_lens_routing.saes.routed_activations import (
     check_hooks_in_model,
+    is_bridge,
     routed_activations,
     routed_block_range,
 )
@@ -154,12 +155,12 @@ def routed_splice(
     plans: list[SplicePlan] = [] if plan is None else [plan]
     state: dict[str, Any] = {"nested": False}
 
-    def plan_hook(resid: torch.Tensor, hook: Any) -> None:
+    def make_plan(model_input: Any, **forward_kwargs: Any) -> None:
         if state["nested"]:
             return
         state["nested"] = True
         try:
-            acts, _, _ = routed_activations(model, resid, hooks, start_at_layer=0)
+            acts, _, _ = routed_activations(model, model_input, hooks, **forward_kwargs)
         finally:
             state["nested"] = False
         plans.append(
@@ -167,6 +168,12 @@ def routed_splice(
                 sae, acts, use_error_term=use_error_term, on_features=on_features, replacement=replacement
             )
         )
+
+    def plan_hook(resid: torch.Tensor, hook: Any) -> None:
+        make_plan(resid, start_at_layer=0)
+
+    def bridge_plan_hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        make_plan(args[0] if args else kwargs["input"])
 
     def kv_cache_guard(scores: torch.Tensor, hook: Any) -> None:
         if not state["nested"] and scores.shape[-1] != scores.shape[-2]:
@@ -201,10 +208,19 @@ def routed_splice(
 
         return hook_fn
 
-    fwd_hooks = [(ENTRY_HOOK, plan_hook), ("blocks.0.attn.hook_attn_scores", kv_cache_guard)] if plan is None else []
+    # A bridge cannot start a forward from the residual stream: its clean pass reruns the forward's own input.
+    bridge = plan is None and is_bridge(model)
+    fwd_hooks: list[tuple[str, Callable[..., Any]]] = []
+    if plan is None:
+        fwd_hooks += [("blocks.0.attn.hook_attn_scores", kv_cache_guard)] + ([] if bridge else [(ENTRY_HOOK, plan_hook)])
     fwd_hooks += [(h, replace_hook(i)) for i, h in enumerate(hooks)]
-    with model.hooks(fwd_hooks=fwd_hooks):
-        yield plans
+    handle = model.register_forward_pre_hook(bridge_plan_hook, with_kwargs=True) if bridge else None
+    try:
+        with model.hooks(fwd_hooks=fwd_hooks):
+            yield plans
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 @torch.no_grad()

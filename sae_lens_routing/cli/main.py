@@ -7,7 +7,8 @@ User errors. Bad input (a config field of the wrong type, a missing file, a malf
 `USER_ERRORS`: ValueError, TypeError, FileNotFoundError or FileExistsError, with a message naming the argument or
 field and what was expected. The program (`python -m sae_lens_routing`, the `sae-lens-routing` script: `cli()`)
 prints such an error as one line, `error: <message>`, on stderr and exits with 2 (argparse's code for bad usage);
-`--debug` shows the full traceback instead. Any other exception is a bug and always shows its traceback.
+`--debug` shows the full traceback instead. Ctrl-C or SIGTERM ends with one `interrupted:` line (where training
+saved its progress, or that nothing was saved) and exit code 130. Any other exception is a bug and always shows its traceback.
 `main(argv)` runs a command and lets every exception through, for callers that embed the CLI (and tests).
 """
 
@@ -19,6 +20,7 @@ import pkgutil
 import sys
 
 from sae_lens_routing.cli import commands
+from sae_lens_routing.training.checkpoints import RunInterrupted, interrupts_as_keyboard_interrupt
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 
@@ -65,12 +67,19 @@ def cli(argv: list[str] | None = None) -> int:
     """The program: a user error is one `error: ...` line on stderr and exit code 2, unless `--debug`."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with interrupts_as_keyboard_interrupt():  # a stop cleans up like Ctrl-C (partial writes removed)
+            return int(args._run(args) or 0)
     except USER_ERRORS as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # training says where it saved progress (RunInterrupted)
+        if args.debug:
+            raise
+        said = str(e) if isinstance(e, RunInterrupted) else "nothing was saved; partial files were removed"
+        print(f"interrupted: {said}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from sae_lens_routing.dashboard.latent_stats import CONTEXT_AFTER, CONTEXT_BEFOR
 from sae_lens_routing.dashboard.offline_assets import inline_assets
 from sae_lens_routing.dashboard.routing_panel import add_routing_panel
 from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
+from sae_lens_routing.saes.routed_activations import is_bridge
 from sae_lens_routing.saes.routed_hook_point import routed_hook_point
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
@@ -49,6 +50,8 @@ def parse_features(spec: str | Sequence[int], d_sae: int) -> tuple[list[int], in
         if not text[4:].isdigit() or not 1 <= int(text[4:]) <= d_sae:
             raise ValueError(f"features 'top:N' needs an integer 1 <= N <= d_sae={d_sae}, got {spec!r}")
         return list(range(d_sae)), int(text[4:])
+    if not isinstance(spec, str) and not all(isinstance(f, int) and not isinstance(f, bool) for f in spec):
+        raise ValueError(f"features must be 'top:N' or latent indices (integers, not booleans), got {spec!r}")
     try:
         features = [int(f) for f in spec] if not isinstance(spec, str) else []
         for part in filter(None, (p.strip() for p in text.split(","))):
@@ -118,6 +121,11 @@ def dashboard_data(
         raise ValueError(f"sae must be a RouteSAE (architecture 'routesae'), got {type(sae).__name__}")
     if getattr(model, "tokenizer", None) is None:
         raise ValueError("the model needs a tokenizer (load_local_model or from_pretrained)")
+    if is_bridge(model):  # the routed hook point is added as a module; a bridge has no public hook rescan
+        raise ValueError(
+            "dashboards need a HookedTransformer model (model_class_name: HookedTransformer or model_path); a "
+            "TransformerBridge model gives the routed latent statistics (dashboard.latent_stats.scan_tokens) only"
+        )
     check_tokens(tokens, model.cfg.d_vocab)
     candidates, limit = parse_features(features, sae.cfg.d_sae)
     scan = scan_tokens(sae, model, tokens, batch_size=16)

@@ -29,6 +29,8 @@ METRICS_FILENAME = "training_metrics.json"
 # One row per quantity, whatever its source calls it (cfg.json metadata, training_metrics.json, summary.json)
 _ALIASES = {"num_dead_features": "dead_features", "dead_latents": "dead_features"}
 _NOT_METRICS = ("training_tokens", "training_steps", "metrics/total_tokens_evaluated")
+_CARD_TAGS = "tags: [sae_lens, sae-lens-routing, routesae, sparse-autoencoder]"
+"""The card's front-matter line: also how a README.md written by this package is recognised."""
 
 
 def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: Sequence[str]) -> list[float]:
@@ -102,7 +104,7 @@ def model_card_markdown(
     lines = [
         "---",
         "library_name: saelens",
-        "tags: [sae_lens, sae-lens-routing, routesae, sparse-autoencoder]",
+        _CARD_TAGS,
         "---",
         "",
         f"# RouteSAE `{sae_id}` for {model}",
@@ -174,23 +176,28 @@ def write_model_card(
     metrics: Mapping[str, Any] | None = None,
     training_tokens: int | None = None,
     chart_prefix: str = "",
+    write: bool = True,
 ) -> tuple[Path, str]:
     """Write README.md (and routing_share.png when shares are given) into the SAE folder.
 
     Returns the card's path and the same card with the chart linked as `chart_prefix + routing_share.png`
-    (e.g. prefix "<sae_id>/" for the copy shown at the repo root).
+    (e.g. prefix "<sae_id>/" for the copy shown at the repo root). A README.md this package did not write
+    (one without the card's tag line) is never replaced: refused, naming it. `write=False` (a dry run) checks
+    the same and writes nothing.
     """
     folder = Path(folder)
     cfg = read_cfg_json(folder)
     run_metrics = read_training_metrics(folder)
     if routing_shares is None:
         routing_shares = shares_in_metrics(run_metrics) or None
+    _check_card_replaceable(folder, routing_shares is not None)
     if training_tokens is not None and (not isinstance(training_tokens, int) or training_tokens < 0):
         raise ValueError(f"training_tokens must be a non-negative integer, got {training_tokens!r}")
     shares = None
     if routing_shares is not None:
         shares = normalize_shares(routing_shares, cfg["hook_names"])
-        render_routing_share_chart(shares, cfg["hook_names"], folder / CHART_FILENAME)
+        if write:
+            render_routing_share_chart(shares, cfg["hook_names"], folder / CHART_FILENAME)
     tokens = training_tokens if training_tokens is not None else read_training_tokens(folder)
     tokens = tokens if tokens is not None else run_metrics.get("training_tokens")
 
@@ -207,5 +214,20 @@ def write_model_card(
         )
 
     card = folder / CARD_FILENAME
-    atomic_write_bytes(card, render("").encode("utf-8"))
+    if write:
+        atomic_write_bytes(card, render("").encode("utf-8"))
     return card, render(chart_prefix)
+
+
+def _check_card_replaceable(folder: Path, with_chart: bool) -> None:
+    """README.md (and the chart beside it) are ours to replace only if the README is a card we wrote."""
+    card = folder / CARD_FILENAME
+    ours = card.is_file() and _CARD_TAGS in card.read_text(encoding="utf-8", errors="replace")
+    theirs = [card] if card.exists() and not ours else []
+    if with_chart and (folder / CHART_FILENAME).exists() and not ours:
+        theirs.append(folder / CHART_FILENAME)
+    if theirs:
+        raise FileExistsError(
+            f"{', '.join(map(str, theirs))} already exists and was not written by sae-lens-routing; the model card "
+            "would replace it: move it away (or upload a copy of the SAE folder without it)"
+        )

@@ -72,13 +72,18 @@ def upload_route_sae(
 
     `path` is what `save_inference_model` (or the SAELens runner) wrote. `sae_id` defaults to the folder's
     name. The card shows the run's metrics and routing shares from the folder's training_metrics.json (what
-    `RouteSAETrainingRunner` saves); `metrics` and `routing_shares` replace them. `root_card`: also publish the card as the repo's README.md (None: only if the repo has none yet).
-    `dry_run`: check and write the card, but contact nothing; returns the paths an upload would write (the
+    `RouteSAETrainingRunner` saves); `metrics` and `routing_shares` replace them. `root_card`: also publish the card
+    as the repo's README.md (None: only if the repo has none yet).
+    `dry_run`: check everything, but write nothing and contact nothing; returns the paths an upload would write (the
     root README.md included unless `root_card` is False, as the Hub is not asked whether it has one).
     Credentials are huggingface_hub's usual ones (`HF_TOKEN` or `huggingface-cli login`).
     """
     folder = Path(path)
-    sae_id = sae_id if sae_id is not None else folder.resolve().name
+    try:
+        resolved = folder.resolve(strict=True)
+    except (OSError, RuntimeError) as e:  # missing, or a symlink loop
+        raise ValueError(f"{folder} is not a readable SAE folder ({e}); give the folder the SAE was saved to") from None
+    sae_id = sae_id if sae_id is not None else resolved.name
     validate_repo_and_sae_id(repo_id, sae_id)
     cfg, _, _ = read_checked_sae_folder(folder)
     if cfg["architecture"] != ARCHITECTURE:
@@ -95,6 +100,7 @@ def upload_route_sae(
         metrics=metrics,
         training_tokens=training_tokens,
         chart_prefix=f"{sae_id}/",
+        write=not dry_run,
     )
     with_chart = routing_shares is not None
     if dry_run:

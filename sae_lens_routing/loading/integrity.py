@@ -60,6 +60,11 @@ def check_architecture(cfg: Mapping[str, Any], source: str) -> str:
             "`import sae_lens_routing` first (it registers 'routesae'); other architectures need the plugin "
             "that defines them."
         ) from None
+    if "hook_names" in cfg and arch != "routesae":
+        raise IntegrityError(
+            f"{source}: cfg has hook_names (a routed SAE's several layers) but architecture {arch!r}; a RouteSAE "
+            "folder must say architecture 'routesae'"
+        )
     return arch
 
 

@@ -49,6 +49,12 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ValueError(f"{path}: entries {bad} are not tensors")
+    not_float = {k: str(v.dtype) for k, v in state.items() if not v.is_floating_point()}
+    if not_float:
+        raise ValueError(
+            f"{path}: entries {not_float} are not float tensors; an official RouteSAE checkpoint holds float "
+            "weights (re-save the trained model's state_dict)"
+        )
     return state
 
 

@@ -74,9 +74,30 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
     fix_gguf_special_tokens(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     with atomic_directory(folder) as tmp:
-        model.save_pretrained(tmp)
+        save_dequantized(model, tmp)
         tokenizer.save_pretrained(tmp)
     return folder
+
+
+def save_dequantized(model: Any, folder: Path) -> None:
+    """config.json + model.safetensors of a GGUF-loaded model, already dequantised to float32.
+
+    transformers 5 refuses `save_pretrained` of a GGUF-loaded model ("not serializable"), though its weights are
+    plain tensors by then. A tied weight is written once under its first name (the input embedding, as
+    `save_pretrained` does: transformers 4 does not re-tie from the output side), and the config without the
+    GGUF quantisation entry."""
+    from safetensors.torch import save_file
+
+    state: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            state[name] = tensor.contiguous()
+    model.config.__dict__.pop("quantization_config", None)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(folder)
+    save_file(state, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
 
 
 def fix_gguf_special_tokens(tokenizer: Any) -> None:
@@ -115,12 +136,18 @@ def hooked_config_from_hf(hf_config: Any, n_ctx: int | None = None) -> HookedTra
         positional_embedding_type="rotary",
         rotary_adjacent_pairs=False,
         rotary_dim=d_head,
-        rotary_base=float(getattr(hf_config, "rope_theta", 10000.0)),
+        rotary_base=rope_base(hf_config),
         final_rms=True,
         gated_mlp=True,
         original_architecture="LlamaForCausalLM",
         default_prepend_bos=True,
     )
+
+
+def rope_base(hf_config: Any) -> float:
+    """The RoPE base: `rope_theta` (transformers 4) or `rope_parameters["rope_theta"]` (transformers 5)."""
+    theta = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")
+    return float(theta or getattr(hf_config, "rope_theta", None) or 10000.0)
 
 
 def load_local_model(

@@ -5,7 +5,7 @@ token scaled to mean 0, std 1, as the paper does). `forward_routed` takes raw ac
 hooks and returns the routed input and its reconstruction in that space. SAELens's methods keep SAELens's
 contract on the routed input: `encode` takes the L layers stacked, [batch, seq, L, d_in] or [..., L*d_in]
 (how sae-dashboard hands them over), and equals `forward_routed(...).feature_acts`; `decode(encode(x))` is in
-the input's (raw) space, with the per-token stats `encode` kept (SAELens's layer_norm idiom); `forward` is
+the input's (raw) space, with the per-token stats of the `encode` call that returned the features; `forward` is
 `decode(encode(x))`; `decode_standardized` stays in the standardised space. One layer's activations
 [..., d_in], which is what SAELens's single-hook tools pass, are refused with the routed equivalent
 (`sae_lens_guards`): a single layer cannot be routed.
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 from sae_lens.saes.sae import TrainStepInput, TrainStepOutput, _disable_hooks
 from sae_lens.saes.topk_sae import TopKSAE, TopKTrainingSAE, act_times_W_dec, calculate_topk_aux_acts
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 from typing_extensions import override
 
 from sae_lens_routing.saes.config import RouteSAEConfig, RouteTrainingSAEConfig
@@ -70,9 +73,9 @@ class RoutedOutput:
 
 @dataclass
 class DecodeStats:
-    """What `encode` keeps for `decode` (as SAELens's layer_norm SAEs keep `ln_mu`/`ln_std`): per token, the
-    routed layer's mean and std and the router weight the SAE input was scaled by. None for soft routing, whose
-    input mixes layers and so has no raw space."""
+    """What `decode` needs from the `encode` call that made a feature tensor: per token, the routed layer's mean
+    and std and the router weight the SAE input was scaled by. None for soft routing, whose input mixes layers
+    and so has no raw space."""
 
     batch_shape: tuple[int, ...]
     dtype: torch.dtype
@@ -106,6 +109,11 @@ class DecodeStats:
         self.check_hard()
         assert self.std is not None and self.mean is not None and self.weight is not None
         return (standardized / self.weight * self.std + self.mean).to(self.dtype)
+
+
+_ENCODED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+"""Features returned by `encode` -> (weak ref to the SAE, `DecodeStats`); an entry dies with its features."""
+_ENCODED_LOCK = threading.Lock()
 
 
 class _RoutedSAEMixin:
@@ -160,8 +168,9 @@ class _RoutedSAEMixin:
             )
         if acts.ndim == 2 and acts.shape[-1] == want[1] and acts.shape[0] != want[0]:
             raise ValueError(
-                f"RouteSAE got single-hook activations of shape {tuple(acts.shape)}; it needs all L={want[0]} "
-                "routed layers per token, [..., L, d_in]. Train it with sae_lens_routing.RouteSAETrainingRunner "
+                f"RouteSAE got acts of shape {tuple(acts.shape)}, one d_in-vector per token (one hook's "
+                f"activations); it needs all L={want[0]} routed layers per token, [..., L={want[0]}, "
+                f"d_in={want[1]}]. Train it with sae_lens_routing.RouteSAETrainingRunner "
                 "(not SAELens's LanguageModelSAETrainingRunner, whose store reads one hook)."
             )
         if acts.ndim < 2 or tuple(acts.shape[-2:]) != want:
@@ -242,12 +251,14 @@ class _RoutedSAEMixin:
         )
 
     def _encode_routed(self, x: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(feature_acts, hidden_pre) of stacked raw input; keeps each token's stats for `decode`."""
+        """(feature_acts, hidden_pre) of stacked raw input; the features carry their tokens' stats for `decode`."""
         acts = self.routed_acts_view(x, method)
         self.check_routed_acts(acts)
         std, routing = self.route_acts(acts)
         feature_acts, hidden_pre = self._encode_standardized(routing.sae_in)
-        self._decode_stats = DecodeStats.of(std, routing, self.cfg.routing, x.dtype)
+        stats = DecodeStats.of(std, routing, self.cfg.routing, x.dtype)
+        with _ENCODED_LOCK:
+            _ENCODED[feature_acts] = (weakref.ref(self), stats)
         return feature_acts, hidden_pre
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,26 +266,34 @@ class _RoutedSAEMixin:
         `forward_routed(...).feature_acts`. One layer's activations [..., d_in] are refused (see
         `routed_acts_view`): SAELens's single-hook tools pass those, and they cannot be routed.
 
-        Like SAELens's `normalize_activations="layer_norm"` (which keeps `ln_mu`/`ln_std` from encode for
-        decode), each token's routed-layer mean, std and router weight are kept for the next `decode`."""
+        `decode` needs each token's routed-layer mean, std and router weight to go back to the raw space; they
+        are kept in a table keyed weakly by the identity of the returned tensor. Why not on the module (as
+        SAELens's layer_norm SAEs keep `ln_mu`): one module slot is shared by every caller, so a second encode
+        (another batch, another thread) silently gives the first batch's features the wrong stats. Keyed by the
+        features, they live exactly as long as those features and keep their autograd graph. Simpler carriers
+        fail: an attribute on the tensor is pickled by `torch.save(features)` (with the SAE), and a tensor
+        subclass would change every op sae-dashboard runs on the features."""
         return self._encode_routed(x, "encode")[0]
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
         """Back to the input's space: the raw activation of each token's routed layer, [..., d_in].
 
-        Uses (and, as SAELens's layer_norm idiom does, consumes) the per-token stats kept by the `encode` call
-        that made `feature_acts`: `std * decode_standardized(f) / router_weight + mean`, the reconstruction
-        `routed_splice` writes into the residual stream. Features not from `encode` (a steering vector, edited
-        features of another batch) have no such stats: use `decode_standardized`."""
-        stats: DecodeStats | None = getattr(self, "_decode_stats", None)
-        self._decode_stats = None
-        if stats is None or tuple(feature_acts.shape[:-1]) != stats.batch_shape:
-            got = "no encode call" if stats is None else f"encode of batch shape {stats.batch_shape}"
+        Uses the per-token stats of the `encode` call that returned `feature_acts` (edited in place is fine):
+        `std * decode_standardized(f) / router_weight + mean`, the reconstruction `routed_splice` writes into
+        the residual stream. Features not returned by this SAE's `encode` (a steering vector, a copy or slice,
+        `forward_routed`'s features) have no such stats and are refused: use `decode_standardized`."""
+        with _ENCODED_LOCK:
+            found = _ENCODED.get(feature_acts) if isinstance(feature_acts, torch.Tensor) else None
+        owner_ref, stats = found or (None, None)
+        owner = owner_ref() if owner_ref is not None else None
+        if owner is not self or stats is None or tuple(feature_acts.shape[:-1]) != stats.batch_shape:
+            got = "a tensor not returned by this SAE's encode" if owner is not self else "a reshaped tensor"
             raise ValueError(
                 "RouteSAE.decode maps features back to raw activations with the per-token mean, std and router "
-                f"weight of the encode call that made them (SAELens's layer_norm idiom); found {got} for features "
-                f"of shape {tuple(feature_acts.shape)}. Call encode on the same batch first, or use "
-                "decode_standardized(feature_acts) for the reconstruction in the standardised space."
+                f"weight of the encode call that returned them; got {got} of shape {tuple(feature_acts.shape)} "
+                "(a copy, slice, product or another batch's features carry no such stats). Decode the tensor "
+                "encode returned (in-place edits are fine), or use decode_standardized(feature_acts) for the "
+                "reconstruction in the standardised space."
             )
         stats.check_hard()
         return stats.to_raw(self.decode_standardized(feature_acts))

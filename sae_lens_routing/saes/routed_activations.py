@@ -26,6 +26,16 @@ def check_hooks_in_model(model: Any, hook_names: list[str], field: str = "sae.cf
         raise ValueError(f"{field} {missing} are not hook points of the model (e.g. {sample})")
 
 
+def is_bridge(model: Any) -> bool:
+    """A TransformerLens 3 `TransformerBridge`: it runs Hugging Face's own forward, so it cannot start a forward
+    from the residual stream (`start_at_layer`); everything else routed works as on a `HookedTransformer`."""
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:  # transformer-lens 2.x
+        return False
+    return isinstance(model, TransformerBridge)
+
+
 def routed_block_range(hook_names: list[str]) -> tuple[int, int] | None:
     """(first routed block, block after the last routed block), or None if a hook is outside `blocks.N`.
 

@@ -43,8 +43,13 @@ import torch
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from safetensors.torch import load_file
 
-from sae_lens_routing.atomic import atomic_directory, atomic_write_text
-from sae_lens_routing.training.store import MultiLayerActivationsStore
+from sae_lens_routing.atomic import (
+    atomic_directory,
+    atomic_write_text,
+    check_replaceable,
+    remove_stale_temporaries,
+)
+from sae_lens_routing.training.store import MAX_EMPTY_BATCHES, MultiLayerActivationsStore
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +172,8 @@ def cache_routed_activations(
     out = Path(path if path is not None else (cfg.cached_activations_path or ""))
     if not str(out) or str(out) == ".":
         raise ValueError("the cache needs a path: pass path= (CLI --out) or set cached_activations_path")
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out} already exists; pick another path or pass overwrite=True (CLI --overwrite)"
-        )
+    check_replaceable(out, "the cache path", overwrite)
+    remove_stale_temporaries(out.parent, name=out.name)  # hidden partial caches of killed runs
     storage = _check_dtype(str(cfg.dtype))
     target = default_cache_tokens(cfg) if n_tokens is None else n_tokens
     if not isinstance(target, int) or target < 1:
@@ -194,7 +197,7 @@ def cache_routed_activations(
     bytes_per_row = len(hooks) * ctx * cfg.sae.d_in * (4 if storage == "float32" else 2)
     rows_per_file = max(1, _SHARD_BYTES // bytes_per_row)
 
-    n_rows = n_kept = 0
+    n_rows = n_kept = empty = 0
     files: list[str] = []
     with atomic_directory(out) as tmp:
         writer: ArrowWriter | None = None
@@ -225,7 +228,15 @@ def cache_routed_activations(
                     writer.write(row)
                     rows_in_file += 1
                 n_rows += len(ids)
-                n_kept += int((~torch.isin(ids.long(), excluded)).sum())
+                kept = int((~torch.isin(ids.long(), excluded)).sum())
+                n_kept += kept
+                empty = 0 if kept else empty + 1
+                if empty >= MAX_EMPTY_BATCHES:
+                    raise ValueError(
+                        f"{empty} batches of prompts in a row had no token left after exclude_special_tokens "
+                        f"(context_size={cfg.context_size}, prepend_bos={cfg.prepend_bos}); raise context_size, "
+                        "set prepend_bos: false or exclude_special_tokens: false"
+                    )
         finally:
             if writer is not None:
                 writer.finalize()
@@ -347,6 +358,12 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         store._hook_names = list(meta.hook_names)
         store._hook_d_ins = dict.fromkeys(meta.hook_names, meta.d_in)
         store.meta = meta
+        rows = len(store.cached_activation_dataset or [])
+        if rows != meta.n_sequences:
+            raise ValueError(
+                f"the activation cache at {str(path)!r} holds {rows} sequences but its {METADATA_FILENAME} says "
+                f"{meta.n_sequences}: it is damaged; rebuild it with `cache-activations --overwrite`"
+            )
         store._plan(cfg, rank, world_size)
         return store
 
@@ -354,8 +371,15 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         """Open the cache memory-mapped (numpy rows); called by SAELens's constructor."""
         from datasets import load_from_disk
 
-        assert self.cached_activations_path is not None
-        ds = load_from_disk(self.cached_activations_path)
+        path = self.cached_activations_path
+        assert path is not None
+        try:
+            ds = load_from_disk(path)
+        except Exception as e:  # noqa: BLE001  (pyarrow/datasets errors name neither the cache nor the fix)
+            raise ValueError(
+                f"the activation cache at {path!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); it is "
+                "damaged: rebuild it with `python -m sae_lens_routing cache-activations --overwrite`"
+            ) from None
         return ds.with_format("numpy")
 
     def _kept_per_row(self) -> np.ndarray:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -29,7 +31,7 @@ from sae_lens.constants import (
 )
 from safetensors import safe_open
 
-from sae_lens_routing.atomic import remove_stale_temporaries
+from sae_lens_routing.atomic import check_replaceable, remove_stale_temporaries
 from sae_lens_routing.training.distributed import DistInfo
 
 SAE_FIELDS_THAT_MUST_MATCH = ("hook_names", "d_in", "d_sae", "k", "routing", "router_input")
@@ -40,16 +42,49 @@ class DamagedCheckpointError(ValueError):
     """A checkpoint file is missing, truncated or unreadable."""
 
 
-def refuse_existing_output(output_path: str | None, overwrite: bool) -> None:
-    """An existing output folder (a previous run's SAE) is only replaced when asked to."""
-    if output_path is None or overwrite:
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training; the message says where progress was saved, or that nothing was."""
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop) handled like Ctrl-C, so `finally` blocks and atomic writes clean up; the
+    previous handlers come back afterwards. Signal handlers can only be set from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    path = Path(output_path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(
-            f"output_path={str(output_path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace "
-            "it, or choose another output_path"
-        )
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def save_interrupted(trainers: list[Any]) -> RunInterrupted:
+    """A full checkpoint (weights, trainer and store state; its folder written atomically) of each trainer
+    that has a checkpoint_path, as the error to raise: it names them and how to resume, or says nothing was saved."""
+    saved = []
+    for trainer in trainers:
+        if trainer.cfg.checkpoint_path is not None:
+            trainer.save_checkpoint(str(trainer.n_training_samples))
+            saved.append(str(Path(trainer.cfg.checkpoint_path) / str(trainer.n_training_samples)))
+    if not saved:
+        return RunInterrupted("training was interrupted; nothing was saved (checkpoint_path is null)")
+    return RunInterrupted(
+        f"training was interrupted; progress saved to {', '.join(saved)}: resume with "
+        f"resume_from_checkpoint={saved[0]} (CLI: --set resume_from_checkpoint={saved[0]})"
+    )
+
+
+def refuse_existing_output(output_path: str | None, overwrite: bool) -> None:
+    """An existing output folder is only replaced when asked to, and only if this package wrote all of it."""
+    if output_path is not None:
+        check_replaceable(output_path, "output_path", overwrite)
 
 
 @contextmanager
@@ -138,6 +173,14 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"resume_from_checkpoint={str(checkpoint)!r} is not a checkpoint folder")
+    if (checkpoint / SAE_CFG_FILENAME).is_file() and not any(
+        (checkpoint / f).exists() for f in (TRAINER_STATE_FILENAME, ACTIVATIONS_STORE_STATE_FILENAME)
+    ):
+        raise ValueError(
+            f"resume_from_checkpoint={str(checkpoint)!r} is a saved SAE (an output_path), not a training "
+            "checkpoint: resume from a folder under checkpoint_path (<checkpoint_path>/<run id>/<tokens>), or "
+            "start a new run from these weights with from_pretrained_path"
+        )
     readers: list[tuple[str, Callable[[Path], Any]]] = [
         (SAE_CFG_FILENAME, _read_json),
         (RUNNER_CFG_FILENAME, _read_json),

@@ -26,6 +26,7 @@ import yaml
 from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import SAEMetadata
 
+from sae_lens_routing.offline.bridge import is_bridge_class, require_bridge
 from sae_lens_routing.offline.corpus import CORPORA
 from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig
 from sae_lens_routing.saes.layers import paper_hook_names
@@ -105,6 +106,8 @@ def parse_run_config(data: Mapping[str, Any]) -> RunConfig:
             "(d_in, d_sae, k, hook_names)"
         )
     fields = decode_fields(LanguageModelSAERunnerConfig, data, "config", skip=("sae", *EXTRA_KEYS))
+    if is_bridge_class(fields.get("model_class_name")):
+        require_bridge(fields["model_class_name"])
     sae = _decode_sae(data["sae"])
     if fields.get("use_cached_activations"):
         model_path = _resolve_from_cache(fields, sae, model_path)
@@ -196,6 +199,11 @@ def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, i
         folder = gguf_to_hf_folder(path) if path.is_file() else path
         hf = json.loads((folder / "config.json").read_text())
         return int(hf["num_hidden_layers"]), int(hf["hidden_size"])
+    if is_bridge_class(fields.get("model_class_name")) and "model_name" in fields:
+        from transformers import AutoConfig
+
+        hf = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
+        return int(hf.num_hidden_layers), int(hf.hidden_size)
     if fields.get("model_class_name", "HookedTransformer") != "HookedTransformer" or "model_name" not in fields:
         raise ValueError(
             f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give model_path, "
@@ -221,7 +229,11 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
 
     cfg = run.runner
     device = rank_device(str(cfg.llm_device), init_distributed(str(cfg.device)))
-    if run.model_path is not None:
+    if is_bridge_class(cfg.model_class_name):
+        from sae_lens_routing.offline.bridge import load_bridge
+
+        model = load_bridge(cfg.model_name, run.model_path, device=device)
+    elif run.model_path is not None:
         from sae_lens_routing.offline.local_model import load_local_model
 
         model = load_local_model(run.model_path, device=device)
@@ -248,8 +260,10 @@ def train_from_config(run: RunConfig, overwrite: bool = False) -> tuple[Any, dic
 
     With `use_cached_activations: true` neither the model nor the corpus is loaded: activations come from
     `cached_activations_path` (built by the `cache-activations` command from the same YAML)."""
+    from sae_lens_routing.training.checkpoints import refuse_existing_output
     from sae_lens_routing.training.runner import RouteSAETrainingRunner, training_summary
 
+    refuse_existing_output(run.runner.output_path, overwrite)  # before the model loads
     model, dataset = (None, None) if run.runner.use_cached_activations else load_model_and_dataset(run)
     runner = RouteSAETrainingRunner(
         run.runner, override_dataset=dataset, override_model=model, overwrite=overwrite

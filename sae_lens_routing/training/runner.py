@@ -25,6 +25,7 @@ from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME
 from sae_lens.llm_sae_training_runner import LanguageModelSAETrainingRunner
 from sae_lens.load_model import load_model
 from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
+from sae_lens.training._interruption import InterruptedException
 from sae_lens.training.prefetch import PrefetchingIterator
 from safetensors.torch import save_file
 from transformer_lens.hook_points import HookedRootModule
@@ -36,8 +37,10 @@ from sae_lens_routing.training.activation_cache import CachedMultiLayerActivatio
 from sae_lens_routing.training.checkpoints import (
     check_resume_checkpoint,
     claim_output,
+    interrupts_as_keyboard_interrupt,
     refuse_existing_output,
     remove_stale_partial_writes,
+    save_interrupted,
 )
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
 from sae_lens_routing.training.distributed import DistInfo, init_distributed, rank_device, shard_dataset
@@ -238,6 +241,16 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         )
         logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"], history[-1]["kl"])
         return history
+
+    def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:  # type: ignore[override]
+        """Ctrl-C / SIGTERM save a full checkpoint and end with `RunInterrupted` naming it (or saying nothing
+        was saved). SAELens's handler writes only the store's state, into a checkpoint folder it never
+        creates: a safetensors traceback, and the weights lost."""
+        with interrupts_as_keyboard_interrupt():
+            try:
+                return trainer.fit()
+            except (KeyboardInterrupt, InterruptedException):
+                raise save_interrupted([trainer]) from None
 
     def sae_for_analysis(self) -> Any:
         """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is one)."""

@@ -24,6 +24,9 @@ from transformer_lens.hook_points import HookedRootModule
 
 from sae_lens_routing.training.compiled_forward import compiled_resid_post_forward, supports_compiled_forward
 
+MAX_EMPTY_BATCHES = 100
+"""Batches of prompts in a row with no token left after exclusion before the store gives up."""
+
 
 class MultiLayerActivationsStore(ActivationsStore):
     """Yields shuffled training batches [train_batch_size_tokens, L, d_in] in the routed hooks' order."""
@@ -113,12 +116,22 @@ class MultiLayerActivationsStore(ActivationsStore):
         return acts
 
     def _iterate_multi_layer_batches(self) -> Iterator[torch.Tensor]:
-        """Fill batches forever (new epoch when the dataset ends), checking each fill is finite once."""
+        """Fill batches forever (new epoch when the dataset ends), checking each fill is finite once; refuses
+        after `MAX_EMPTY_BATCHES` batches in a row that special-token exclusion left empty (it would never end)."""
+        empty = 0
         while True:
             try:
                 acts = self.get_multi_layer_llm_batch(raise_on_epoch_end=True)
             except StopIteration:
                 acts = self.get_multi_layer_llm_batch()
+            empty = empty + 1 if len(acts) == 0 else 0
+            if empty >= MAX_EMPTY_BATCHES:
+                raise ValueError(
+                    f"{empty} batches of prompts in a row had no token left after exclude_special_tokens "
+                    f"(context_size={self.context_size}, prepend_bos={self.prepend_bos}, seqpos_slice="
+                    f"{tuple(self.seqpos_slice)}); raise context_size, set prepend_bos: false or "
+                    "exclude_special_tokens: false"
+                )
             if not bool(torch.isfinite(acts).all()):
                 raise ValueError(
                     "the model produced NaN or Inf activations at the routed hooks "

@@ -28,10 +28,11 @@ from transformer_lens.hook_points import HookedRootModule
 
 from sae_lens_routing.saes.config import RouteTrainingSAEConfig
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
+from sae_lens_routing.training.checkpoints import interrupts_as_keyboard_interrupt, save_interrupted
 from sae_lens_routing.training.overlap import close_batches, training_batches
 from sae_lens_routing.training.runner import RouteSAETrainingRunner
 from sae_lens_routing.training.trainer import RouteSAETrainer
-from sae_lens_routing.training.validation import validate_route_config
+from sae_lens_routing.training.validation import check_disjoint_paths, run_paths, validate_route_config
 
 VARIANT_FIELDS = frozenset(
     {
@@ -109,11 +110,10 @@ def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], na
                 raise _shared_field_error(
                     name, f"sae.{field}", getattr(first.sae, field), getattr(cfg.sae, field)
                 )
-    for field in ("output_path", "checkpoint_path"):
-        paths = [getattr(c, field) for c in configs if getattr(c, field) is not None]
-        dupes = sorted({p for p in paths if paths.count(p) > 1})
-        if dupes:
-            raise ValueError(f"sweep variants must not share a {field}: {dupes} is used by several variants")
+    written = [
+        (f, p, w) for c, n in zip(configs, names) for f, p, w in run_paths(c, prefix=f"variant {n!r} ") if w
+    ]
+    check_disjoint_paths(written)  # resolved: `root/./a` is `root/a`
     if any(c.logger.log_to_wandb for c in configs):
         raise ValueError(
             "logger.log_to_wandb is not supported in a sweep (one W&B run per process); set it to False, or train "
@@ -182,13 +182,11 @@ class RouteSAESweepRunner:
                 runner.trainer = runner.build_trainer(batches)
                 runner._compile_sae_if_needed()
             trainers = [r.trainer for r in self.runners if r.trainer is not None]
-            try:
-                fit_in_lockstep(trainers, batches)
-            except KeyboardInterrupt:
-                for trainer in trainers:
-                    if trainer.cfg.checkpoint_path is not None:
-                        trainer.save_checkpoint(str(trainer.n_training_samples))
-                raise
+            with interrupts_as_keyboard_interrupt():
+                try:
+                    fit_in_lockstep(trainers, batches)
+                except KeyboardInterrupt:
+                    raise save_interrupted(trainers) from None
             close_batches(batches)  # the final evaluation reads the store from this thread
             eval_batches = first.final_eval_batches()
             for runner in self.runners:
@@ -261,9 +259,11 @@ def _resolve_variants(
 
 
 def _check_names(names: list[str]) -> None:
-    bad = [n for n in names if not _NAME.match(n)]
+    bad = [n for n in names if not _NAME.match(n) or n in (".", "..")]
     if bad:
-        raise ValueError(f"sweep variant names must be folder-safe (letters, digits, _ . = + -), got {bad}")
+        raise ValueError(
+            f"sweep variant names must be folder-safe (letters, digits, _ . = + -; not '.' or '..'), got {bad}"
+        )
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"sweep variant names must be unique, repeated: {dupes}")
@@ -298,10 +298,14 @@ def train_sweep_from_config(
 ) -> tuple[RouteSAESweepRunner, dict[str, dict[str, Any]]]:
     """Train a sweep from a YAML mapping with a `sweep:` list (see `sweep_run_configs`); every variant is
     checked before the model and corpus load, once. Returns (sweep runner, {name: training summary})."""
+    from sae_lens_routing.training.checkpoints import refuse_existing_output
     from sae_lens_routing.training.run_config import load_model_and_dataset
     from sae_lens_routing.training.runner import training_summary
 
     names, runs = sweep_run_configs(data)
+    check_shared_stream([r.runner for r in runs], names)
+    for run in runs:  # before the model loads
+        refuse_existing_output(run.runner.output_path, overwrite)
     first = runs[0]
     model, dataset = (None, None) if first.runner.use_cached_activations else load_model_and_dataset(first)
     runner = RouteSAESweepRunner(

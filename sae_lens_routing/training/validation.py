@@ -34,6 +34,12 @@ def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
         raise ValueError(f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}")
     _validate_buffer(cfg)
     _validate_wandb(cfg)
+    _validate_positions(cfg)
+    paths = run_paths(cfg)
+    check_disjoint_paths(paths)
+    for field, path, written in paths:
+        if written:
+            check_writable(field, path)
     if cfg.sae.end_to_end_tokens and cfg.use_cached_activations:
         raise ValueError(
             f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices the SAE into "
@@ -53,15 +59,17 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
 def _validate_devices(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     """A CUDA device on a machine without one otherwise fails late and obscurely (pin_memory, .to())."""
     for name in ("device", "llm_device", "act_store_device"):
-        value = str(getattr(cfg, name))
-        try:
-            device = torch.device(value)
-        except RuntimeError as e:
-            raise ValueError(
-                f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
-            ) from e
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False")
+        check_device(name, str(getattr(cfg, name)))
+
+
+def check_device(name: str, value: str) -> None:
+    """ValueError naming `name` unless `value` is a torch device this machine has."""
+    try:
+        device = torch.device(value)
+    except RuntimeError as e:
+        raise ValueError(f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False")
 
 
 def _validate_against_model(cfg: LanguageModelSAERunnerConfig[Any], model: Any) -> None:
@@ -79,6 +87,58 @@ def _validate_against_model(cfg: LanguageModelSAERunnerConfig[Any], model: Any) 
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     if n_ctx is not None and cfg.context_size > n_ctx:
         raise ValueError(f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}")
+
+
+def run_paths(cfg: LanguageModelSAERunnerConfig[Any], prefix: str = "") -> list[tuple[str, str, bool]]:
+    """(field, path, written) of every folder a run reads or writes."""
+    fields = [
+        ("output_path", True),
+        ("checkpoint_path", True),
+        ("cached_activations_path", False),
+        ("resume_from_checkpoint", False),
+        ("from_pretrained_path", False),
+    ]
+    return [(prefix + f, str(getattr(cfg, f)), w) for f, w in fields if getattr(cfg, f, None)]
+
+
+def check_disjoint_paths(paths: list[tuple[str, str, bool]]) -> None:
+    """Refuse a written folder that equals, contains or lies inside another folder of the same run, compared
+    resolved (`./a`, `a/` and symlinks alias): replacing it would delete the other. (SAELens appends a new run
+    id to checkpoint_path, so a resumed checkpoint of an earlier run lies beside it, not inside.)"""
+    resolved = [(f, p, w, Path(p).expanduser().resolve()) for f, p, w in paths]
+    for i, a in enumerate(resolved):
+        for b in resolved[i + 1 :]:
+            if not (a[2] or b[2]) or (a[3] != b[3] and a[3] not in b[3].parents and b[3] not in a[3].parents):
+                continue
+            inner, outer = (b, a) if a[3] in b[3].parents else (a, b)
+            how = "equals" if a[3] == b[3] else "lies inside"
+            fix = inner if inner[2] else outer
+            raise ValueError(
+                f"{inner[0]}={inner[1]!r} {how} {outer[0]}={outer[1]!r}; give {fix[0]} a folder of its own (a run "
+                "never writes over or into another folder it reads or writes: replacing it would delete that)"
+            )
+
+
+def check_writable(field: str, path: str) -> None:
+    """A folder that cannot be written is refused now, not with a PermissionError after all the work. Outputs
+    are renamed into place, so what must be writable is the nearest existing folder above the path."""
+    folder = next(p for p in Path(path).expanduser().absolute().parents if p.exists())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{field}={path!r} cannot be written: {folder} is read-only for this user; choose another {field}"
+        )
+
+
+def _validate_positions(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
+    """With BOS prepended, training positions that are only position 0 are all BOS: with exclude_special_tokens
+    no token survives (the store would loop forever), without it the SAE trains on BOS alone."""
+    positions = range(cfg.context_size)[slice(*cfg.seqpos_slice)]
+    if cfg.prepend_bos and list(positions) == [0]:
+        raise ValueError(
+            f"context_size={cfg.context_size} with seqpos_slice={tuple(cfg.seqpos_slice)} and prepend_bos: true "
+            "trains only on position 0, which is always the BOS token; raise context_size (e.g. 128) or set "
+            "prepend_bos: false"
+        )
 
 
 def _validate_buffer(cfg: LanguageModelSAERunnerConfig[Any]) -> None:

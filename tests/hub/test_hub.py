@@ -114,7 +114,8 @@ def test_upload_dry_run_sends_nothing(tmp_path, monkeypatch):
         "k4/sae_weights.safetensors",
         "k4/sparsity.safetensors",
     ]
-    assert "| k (TopK) | 4 |" in (folder / "README.md").read_text() and (folder / "routing_share.png").is_file()
+    # a dry run writes nothing
+    assert not (folder / "README.md").exists() and not (folder / "routing_share.png").exists()
     assert "README.md" not in upload_route_sae(folder, REPO, "k4", root_card=False, dry_run=True)
     with pytest.raises(ValueError, match="cfg.json is missing"):
         upload_route_sae(tmp_path, REPO, "x", dry_run=True)  # the same checks as a real upload
@@ -227,7 +228,7 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
     assert f"would upload {REPO}/k4/sae_weights.safetensors" in printed
     assert f"would upload {REPO}/README.md (if the repo has no README.md yet)" in printed
     assert f"would upload {REPO}/k4/routing_share.png" in printed
-    assert hub.commits == [] and "| explained_variance | 0.75 |" in (folder / "README.md").read_text()
+    assert hub.commits == [] and not (folder / "README.md").exists()
     assert main([*args, "--root-card", "no"]) == 0
     assert sorted(hub.files()) == [
         "k4/README.md",
@@ -242,7 +243,7 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
 
 
 def test_card_shows_the_runs_metrics_and_routing_from_the_folder_each_once(tmp_path, monkeypatch, capsys):
-    """`upload --dry-run` on a trained folder: training_metrics.json's numbers and routing shares, one row per
+    """`upload` of a trained folder (`--dry-run` plans the chart too): training_metrics.json's numbers and routing shares, one row per
     quantity even when cfg.json's metadata and --metrics name it too (`l0`, `sparsity/l0`)."""
     folder = tmp_path / "final"
     folder.mkdir()
@@ -261,14 +262,31 @@ def test_card_shows_the_runs_metrics_and_routing_from_the_folder_each_once(tmp_p
     hub = record_hub(monkeypatch)
     assert main(["upload", "--sae", str(folder), REPO, "--dry-run"]) == 0
     assert f"would upload {REPO}/final/routing_share.png" in capsys.readouterr().out and hub.commits == []
+    assert main(["upload", "--sae", str(folder), REPO, "--root-card", "no"]) == 0
     card = (folder / "README.md").read_text()
+    assert hub.commits[-1]["final/README.md"].decode() == card
     for row in ("| normalized_mse | 0.125 |", "| explained_variance | 0.5 |", "| l0 | 4 |", "| dead_features | 7 |",
                 "| entropy_bits | 1.5 |", "`blocks.3.hook_resid_post` 40.0%", "](routing_share.png)"):  # fmt: skip
         assert card.count(row) == 1, row
     assert "Not recorded" not in card and card.count("| l0 |") == 1
-    assert main(["upload", "--sae", str(folder), REPO, "--metrics", '{"sparsity/l0": 3.5}', "--dry-run"]) == 0
+    assert main(["upload", "--sae", str(folder), REPO, "--metrics", '{"sparsity/l0": 3.5}', "--root-card", "no"]) == 0
     card = (folder / "README.md").read_text()
     assert card.count("| l0 |") == 1 and "| l0 | 3.5 |" in card  # given metrics replace the run's
+
+
+def test_a_hand_written_readme_is_never_replaced(tmp_path, monkeypatch):
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    train_and_save(folder, runner_cfg=False)
+    (folder / "README.md").write_text("my notes")
+    hub = record_hub(monkeypatch)
+    for dry_run in (True, False):
+        with pytest.raises(FileExistsError, match="README.md already exists and was not written by sae-lens"):
+            upload_route_sae(folder, REPO, "k4", dry_run=dry_run)
+    assert (folder / "README.md").read_text() == "my notes" and hub.commits == []
+    (folder / "README.md").unlink()
+    upload_route_sae(folder, REPO, "k4")
+    upload_route_sae(folder, REPO, "k4")  # its own card is replaced
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

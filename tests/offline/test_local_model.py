@@ -137,3 +137,17 @@ def test_training_never_reads_the_evaluated_documents(tmp_path, monkeypatch):
     assert len(corpus_tokens(Spy(), "python-topics", 4, 8, seed=3)) == 4 and read and set(read) <= heldout
     with pytest.raises(ValueError, match="split must be one of"):
         load_corpus("python-topics", split="test")
+
+
+def test_dequantized_save_reloads_with_tied_embeddings(tmp_path):
+    """The GGUF cache's own writer (transformers 5 refuses `save_pretrained` there), on a tied tiny Llama."""
+    from transformers import AutoModelForCausalLM
+
+    from sae_lens_routing.offline.local_model import save_dequantized
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_hf_llama_folder(tmp_path / "tiny"), local_files_only=True)
+    save_dequantized(hf, tmp_path / "saved")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", local_files_only=True)
+    tokens = torch.randint(3, 100, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(again(tokens).logits, hf(tokens).logits)

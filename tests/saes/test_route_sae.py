@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import threading
+import weakref
 
 import pytest
 import torch
@@ -28,6 +31,7 @@ from sae_lens_routing import (
     RouteTrainingSAEConfig,
     normalized_mse,
 )
+from sae_lens_routing.saes import route_sae
 from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError
 
 
@@ -95,15 +99,66 @@ def test_decode_of_encode_is_in_the_input_space(training_sae):
     torch.testing.assert_close((recon - mean) / std * weight, out.sae_out, atol=1e-4, rtol=1e-4)
     assert (recon.mean(-1) - out.sae_out.mean(-1)).abs().min() > 1  # not the standardised space (mean 3 here)
     torch.testing.assert_close(training_sae.decode_standardized(out.feature_acts), out.sae_out)
-    # stats are consumed by decode (SAELens's layer_norm idiom) and must match the batch
-    with pytest.raises(ValueError, match="no encode call.*decode_standardized"):
-        training_sae.decode(out.feature_acts)
-    training_sae.encode(acts[:1])
-    with pytest.raises(ValueError, match="batch shape"):
+    # features not returned by encode carry no stats: refused, naming decode_standardized
+    with pytest.raises(ValueError, match="not returned by this SAE's encode.*decode_standardized"):
         training_sae.decode(out.feature_acts)
     soft = make_training_sae(routing="soft")
     with pytest.raises(ValueError, match="soft-routed.*decode_standardized"):
         soft.decode(soft.encode(acts))
+
+
+def test_decode_uses_the_stats_of_the_encode_call_that_made_the_features(training_sae):
+    """No state on the module: a later encode (another batch) does not change how earlier features decode."""
+    x1, x2 = torch.randn(3, 2, 4, 16) * 5 + 3, torch.randn(3, 2, 4, 16) * 0.5 - 7
+    f1 = training_sae.encode(x1)
+    f2 = training_sae.encode(x2)
+    for f, x in ((f1, x1), (f2, x2)):
+        torch.testing.assert_close(training_sae.decode(f), training_sae.forward_routed(x).routed_layer_reconstruction())
+    f1[..., 0] = 0  # edited in place: still the encode's tensor
+    training_sae.decode(f1)
+    other = make_training_sae()
+    for bad in (f1.clone(), f1 * 2, f1[:1], torch.zeros_like(f1)):
+        with pytest.raises(ValueError, match="not returned by this SAE's encode"):
+            training_sae.decode(bad)
+    with pytest.raises(ValueError, match="not returned by this SAE's encode"):
+        other.decode(f1)
+
+
+def test_one_sae_in_two_threads_gives_each_its_own_result(training_sae):
+    inputs = [torch.randn(2, 3, 4, 16) * (i % 5 + 1) + i for i in range(40)]
+    with torch.no_grad():
+        want = [training_sae(x) for x in inputs]
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for _ in range(5):
+                for i in range(offset, len(inputs), 2):
+                    with torch.no_grad():
+                        torch.testing.assert_close(training_sae(inputs[i]), want[i])
+        except BaseException as err:  # noqa: BLE001  (reported by the main thread)
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_no_batch_tensor_stays_on_the_module_with_grad_on(training_sae):
+    before = dict(vars(training_sae))
+    x = torch.randn(2, 3, 4, 16, requires_grad=True)
+    f = training_sae.encode(x)
+    added = {k: v for k, v in vars(training_sae).items() if k not in before or v is not before[k]}
+    assert not {k: v for k, v in added.items() if v is not None}  # nothing of this batch on the module
+    training_sae.decode(f).sum().backward()
+    assert x.grad is not None and training_sae.W_router.grad is not None  # the stats keep their graph
+    stats = weakref.ref(route_sae._ENCODED[f][1].std)
+    del f
+    gc.collect()
+    assert stats() is None  # the stats die with the features
 
 
 def test_forward_is_decode_of_encode_and_error_term_is_exact(training_sae):
@@ -336,7 +391,7 @@ def test_forward_routed_routes_one_token(training_sae):
     sparse = make_training_sae(use_sparse_activations=True)
     torch.testing.assert_close(sparse.forward_routed(acts[2]).sae_out, sparse.forward_routed(acts).sae_out[2])
     # [n, d_in] with n != L is one hook's activations: still refused, naming the routed runner
-    with pytest.raises(ValueError, match="single-hook activations of shape \\(5, 16\\).*RouteSAETrainingRunner"):
+    with pytest.raises(ValueError, match="acts of shape \\(5, 16\\), one d_in-vector per token.*RouteSAETrainingRunner"):
         training_sae.forward_routed(acts[:, 0])
 
 

@@ -98,7 +98,7 @@ def test_bad_sweeps_name_the_problem(tmp_path):
     data = token_dataset(64)
     with pytest.raises(ValueError, match="unknown fields \\['kk'\\]"):
         RouteSAESweepRunner(cfg, [{"kk": 1}], override_dataset=data, override_model=tiny_model())
-    with pytest.raises(ValueError, match="must not share a output_path"):
+    with pytest.raises(ValueError, match="variant 'variant_0' output_path='x' equals variant 'variant_1' output"):
         RouteSAESweepRunner(
             cfg,
             [{"output_path": "x"}, {"output_path": "x"}],

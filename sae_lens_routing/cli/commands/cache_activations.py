@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
+from sae_lens_routing.atomic import check_replaceable
 from sae_lens_routing.cli.commands._common import add_config_arguments
 from sae_lens_routing.training.run_config import load_model_and_dataset, parse_run_config, read_config
 
@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.tokens is not None and args.tokens < 1:
         raise ValueError(f"--tokens must be a positive integer, got {args.tokens}")
-    # this command writes the cache; it does not read one
-    run = parse_run_config({**read_config(args.config, args.set), "use_cached_activations": False})
-    out = args.out or run.runner.cached_activations_path
+    # this command writes the cache; it does not read one. A sweep's variants share one stream: its base config.
+    data = {k: v for k, v in read_config(args.config, args.set).items() if k != "sweep"}
+    out = args.out or data.get("cached_activations_path")
     if not out:
         raise ValueError("give --out PATH or set cached_activations_path in the config")
-    if Path(out).exists() and not args.overwrite:  # checked again on writing; here before the model loads
-        raise FileExistsError(f"{out} already exists; pick another path or pass --overwrite")
+    run = parse_run_config({**data, "use_cached_activations": False, "cached_activations_path": str(out)})
+    check_replaceable(out, "--out", args.overwrite)  # checked again on writing; here before the model loads
     model, dataset = load_model_and_dataset(run)
     meta = cache_routed_activations(
         model,

@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
     from sae_lens_routing.dashboard.report import write_dashboard_html
 
+    outputs = [(f, getattr(args, f.lstrip("-"))) for f in ("--out", "--screenshot", "--neuronpedia")]
+    named = [(f, Path(p).resolve()) for f, p in outputs if p]
+    same = [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]
+    if same:
+        raise ValueError(f"{same[0]} name the same file; give each output its own path")
     data = compute(args)
     print(f"dashboard written to {write_dashboard_html(data, args.out)} ({data.summary()})")
     if args.screenshot:

@@ -42,7 +42,7 @@ def preset_config() -> dict[str, Any]:
 
 
 def train_step(ctx: DemoContext) -> None:
-    # The demo's SAE folder is its own scratch output: a second `make demo` replaces it.
+    # A second `make demo` replaces the SAE folder the first wrote; a folder it did not write is refused.
     ctx.runner, ctx.summary = train_from_config(ctx.config, overwrite=True)
     atomic_write_json(ctx.out / "summary.json", ctx.summary, indent=2)  # the runner printed the summary
 

@@ -15,6 +15,7 @@ from sae_lens_routing.analysis.feature_contexts import (
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import (
     add_sae_and_model_arguments,
+    finite_float,
     load_sae_and_model,
     positive_int,
 )
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
     parser.add_argument(
-        "--threshold", type=float, default=None,
+        "--threshold", type=finite_float, default=None,
         help="feature-context activation threshold (default: the paper's 15 scaled to the SAE's width, "
         "15/sqrt(2048)*sqrt(d_in); --threshold 15 is the paper's absolute rule)",
     )

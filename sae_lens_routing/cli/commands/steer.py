@@ -8,6 +8,7 @@ import math
 from sae_lens_routing.analysis.steering import steer
 from sae_lens_routing.cli.commands._common import (
     add_sae_and_model_arguments,
+    finite_float,
     load_sae_and_model,
     positive_int,
 )
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add VALUE to the latent, or multiply it (a latent that never fires cannot be multiplied)",
     )
     parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0: greedy")
+    parser.add_argument("--temperature", type=finite_float, default=0.0, help="sampling temperature; 0: greedy")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ A `sweep:` list in the YAML trains one RouteSAE per variant from one model forwa
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import add_config_arguments
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.summary_json and Path(args.summary_json).is_dir():  # known now, not after training
+        raise ValueError(f"--summary-json {args.summary_json!r} is a folder; give a file path such as summary.json")
     data = read_config(args.config, args.set)
     if "sweep" in data:  # several RouteSAEs from one model forward per batch
         from sae_lens_routing.training.sweep import train_sweep_from_config

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="check the folder and write its model card, print what would be uploaded, send nothing",
+        help="check the folder and its model card, print what would be uploaded; write and send nothing",
     )
 
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     if args.dry_run:
-        print(f"wrote the model card {args.sae / 'README.md'}")
+        print(f"would write the model card {args.sae / 'README.md'}")
     verb = "would upload" if args.dry_run else "uploaded"
     for p in paths:
         maybe = args.dry_run and p == "README.md" and root_card is None
