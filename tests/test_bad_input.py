@@ -155,6 +155,7 @@ def yaml_sweep(tmp_path, variants):
         "n_batches_in_buffer": 16,
         "output_path": f"{tmp_path}/root",
         "checkpoint_path": None,
+        "logger": {"log_to_wandb": False},  # SAELens's default (true) needs a W&B login
         "sae": {"d_in": 16, "d_sae": 32, "k": 4, "hook_names": ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]},
         "sweep": variants,
     }

@@ -60,8 +60,18 @@ def steer(
     seed: int = 0,
 ) -> SteeringResult:
     """Generate from `prompt` without and with the feature edit (the SAE error term is kept in both, so the
-    unsteered run is the clean model and the difference is the steering alone)."""
-    edit = feature_steering(features, mode, sae.cfg.d_sae)
+    unsteered run is the clean model and the difference is the steering alone).
+
+    Multiplying a latent that is zero on every token changes nothing: that is refused after the run, naming the
+    latents, rather than returning the unsteered text as if it were steered."""
+    steer_edit = feature_steering(features, mode, sae.cfg.d_sae)
+    idx = list(features)
+    fired = torch.zeros(len(idx), dtype=torch.bool)
+
+    def edit(feature_acts: torch.Tensor, routed: RoutedOutput) -> torch.Tensor:
+        fired.logical_or_((feature_acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
+        return steer_edit(feature_acts, routed)
+
     base_tokens, base_logits = routed_generate(
         model, sae, prompt, max_new_tokens=max_new_tokens, splice=False, temperature=temperature, seed=seed
     )
@@ -74,6 +84,12 @@ def steer(
         temperature=temperature,
         seed=seed,
     )
+    silent = [f for f, on in zip(idx, fired.tolist()) if not on]
+    if mode == "multiply" and silent:
+        raise ValueError(
+            f"feature(s) {silent} never fired on the prompt {prompt!r} (nor on the generated tokens), so "
+            "multiplying them changes nothing; use mode 'add' (CLI --mode add) to switch them on"
+        )
     n = model.to_tokens(prompt).shape[1]
     return SteeringResult(
         prompt=prompt,

@@ -29,6 +29,17 @@ def _command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except required options and those whose help already says
+    what their default means (a None resolved at run time)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sae_lens_routing", description="RouteSAE for SAELens")
     parser.add_argument(
@@ -38,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _command_modules():
         module = importlib.import_module(f"sae_lens_routing.cli.commands.{name}")
         # `cache_activations.py` -> `cache-activations` (module names cannot hold a hyphen)
-        p = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP)
+        p = sub.add_parser(
+            name.replace("_", "-"), help=module.HELP, description=module.HELP, formatter_class=HelpFormatter
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

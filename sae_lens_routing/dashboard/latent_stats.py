@@ -31,32 +31,48 @@ class TokenScan:
     d_sae: int
     n_layers: int
 
-    def rank(self, candidates: list[int], limit: int | None) -> tuple[list[int], list[int]]:
-        """(live candidates, largest max activation first (ties: firing more often), at most `limit`; dead ones).
+    def rank(self, candidates: list[int], limit: int | None, full: int) -> tuple[list[int], list[int]]:
+        """(live candidates, those with at least `full` activating examples first, then largest max activation
+        (ties: firing more often), at most `limit`; dead ones).
 
-        Counted only where sae-dashboard can show a top example, so every live latent's page has real ones. The
-        largest peak rather than the highest firing rate: on the demo SAE the most frequent latents are dense ones
-        (firing on 10-100% of tokens) that say little, the strongest peaks are mostly specific ones."""
+        Counted only where sae-dashboard can show a top example. Latents that fill the page's `full` top rows come
+        first: ordered by peak alone, the page opened on spiky latents active on a handful of tokens. Within
+        them the largest peak rather than the highest firing rate: on the demo SAE the most frequent latents are
+        dense ones (firing on 10-100% of tokens) that say little, the strongest peaks are mostly specific ones."""
         span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
         values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
         values, indices = values[values > 0], indices[values > 0]
         counts = torch.bincount(indices, minlength=self.d_sae).tolist()
         maxima = torch.zeros(self.d_sae).scatter_reduce_(0, indices, values, "amax").tolist()
-        order = sorted(candidates, key=lambda f: (-maxima[f], -counts[f], f))
+        order = sorted(candidates, key=lambda f: (counts[f] < full, -maxima[f], -counts[f], f))
         return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
+
+    def activations(self, feature: int) -> torch.Tensor:
+        """[n, seq] activation of one latent on every token (0 where it is not among the token's top k)."""
+        return torch.where(self.indices == feature, self.values, 0.0).sum(-1)
+
+    def tidy(self, vis_data: Any, features: list[int]) -> None:
+        """Drop what sae-dashboard shows that is not data: top-activation rows of a latent active on fewer
+        tokens than the rows it fills (their activation is 0), and the latent itself among its correlated
+        features (sae-dashboard correlates the features of a batch with themselves included)."""
+        for feature in features:
+            data = vis_data.feature_data_dict[feature]
+            acts, top = self.activations(feature), _top_group(data)
+            top.seq_data = [s for s in top.seq_data if acts[s.original_index, s.qualifying_token_index] > 0]
+            tables = data.feature_tables_data
+            keep = [i for i, f in enumerate(tables.correlated_features_indices) if f != feature]
+            for column in ("indices", "pearson", "cossim"):
+                name = f"correlated_features_{column}"
+                setattr(tables, name, [getattr(tables, name)[i] for i in keep])
 
     def routing_stats(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
         """Per feature: the share of the page's top examples (those > 0) routed from each layer, and over every
         token where it is active (> 0) the count and mean activation per routed layer."""
         stats: dict[int, dict[str, Any]] = {}
         for feature in features:
-            groups = vis_data.feature_data_dict[feature].sequence_data.seq_group_data
-            if not groups or not groups[0].title.startswith(TOP_GROUP_TITLE):
-                raise ValueError(
-                    f"sae-dashboard's first sequence group is not {TOP_GROUP_TITLE!r}; its layout changed"
-                )
-            top = torch.tensor([(s.original_index, s.qualifying_token_index) for s in groups[0].seq_data])
-            acts = torch.where(self.indices == feature, self.values, 0.0).sum(-1)  # [n, seq]
+            seqs = _top_group(vis_data.feature_data_dict[feature]).seq_data
+            top = torch.tensor([(s.original_index, s.qualifying_token_index) for s in seqs]).reshape(-1, 2)
+            acts = self.activations(feature)
             top_layers = self.layer_index[top[:, 0], top[:, 1]][acts[top[:, 0], top[:, 1]] > 0]
             active_layers = self.layer_index[acts > 0]
             counts = torch.bincount(active_layers, minlength=self.n_layers)
@@ -72,6 +88,13 @@ class TokenScan:
                 "n_top_activations": len(top_layers),
             }
         return stats
+
+
+def _top_group(feature_data: Any) -> Any:
+    groups = feature_data.sequence_data.seq_group_data
+    if not groups or not groups[0].title.startswith(TOP_GROUP_TITLE):
+        raise ValueError(f"sae-dashboard's first sequence group is not {TOP_GROUP_TITLE!r}; its layout changed")
+    return groups[0]
 
 
 @torch.no_grad()

@@ -11,8 +11,9 @@ final norm's gain is folded into `W_U`; `final_norm_folded_into_unembed` makes t
 
 `dashboard_data` computes everything once (a routed scan of the tokens picks and orders the latents, then
 sae-dashboard runs on them); the HTML writer here and the Neuronpedia writer both read that result. The page
-opens on the most active latent, names the latents that never fired, and shows line breaks as ↵ (sae-dashboard
-writes a literal `\\n`, the same text as a backslash-n token).
+opens on the most active latent that fills its top-activation rows, says what was requested and what was
+found, and shows each token as the text it decodes to (byte-level BPE pieces such as "Â£" as "£"; line breaks
+as ↵, where sae-dashboard writes a literal `\\n`, the same text as a backslash-n token).
 """
 
 from __future__ import annotations
@@ -88,16 +89,25 @@ class DashboardData:
 
     vis_data: Any  # sae-dashboard's SaeVisData for `features`
     routing: dict[int, dict[str, Any]]  # per feature, see TokenScan.routing_stats
-    features: list[int]  # largest max activation first: the page opens on features[0]
+    features: list[int]  # full pages first, then largest max activation: the page opens on features[0]
     dead_latents: list[int]  # requested latents that never fired on the tokens (not shown)
     hook_names: list[str]
     model_name: str  # the SAE's cfg.metadata.model_name
+    requested: str = ""  # the features argument as given ("top:24", "0-63")
+    n_candidates: int = 0  # latents it named (top:N: every latent of the SAE)
 
     def summary(self) -> str:
-        return (
-            f"{len(self.features)} latents, largest activation first, opens on latent {self.features[0]}; "
-            f"{len(self.dead_latents)} requested latents never fired"
-        )
+        """What was requested and what was found, in one line (the page shows the same)."""
+        fired = self.n_candidates - len(self.dead_latents)
+        if self.requested.startswith("top:"):
+            found = (
+                f"the {len(self.features)} most active of the {fired} latents that fired on these tokens (those "
+                f"with {TOP_EXAMPLES}+ activating examples first); {len(self.dead_latents)} of the SAE's "
+                f"{self.n_candidates} latents never fired"
+            )
+        else:
+            found = f"{fired} fired and are shown; {len(self.dead_latents)} never fired on these tokens"
+        return f"{self.requested or self.n_candidates} requested: {found}; opens on latent {self.features[0]}"
 
 
 def dashboard_data(
@@ -119,27 +129,46 @@ def dashboard_data(
     check_tokens(tokens, model.cfg.d_vocab)
     candidates, limit = parse_features(features, sae.cfg.d_sae)
     scan = scan_tokens(sae, model, tokens, batch_size=16)
-    shown, dead = scan.rank(candidates, limit)
+    shown, dead = scan.rank(candidates, limit, full=TOP_EXAMPLES)
     if not shown:
         raise ValueError(f"none of features {features!r} fired on these tokens; try features='top:24'")
     encoder = copy.deepcopy(sae)  # sae-dashboard folds decoder norms in place
     with routed_hook_point(model, encoder) as hook_name, final_norm_folded_into_unembed(model):
         cfg = SaeVisConfig(hook_name, shown, 64, 16, device=str(tokens.device), verbose=False)  # minibatches
         vis_data = SaeVisRunner(cfg).run(encoder=encoder, model=model, tokens=tokens)
+    scan.tidy(vis_data, shown)
     routing, hooks = scan.routing_stats(vis_data, shown), list(sae.cfg.hook_names)
-    return DashboardData(vis_data, routing, shown, dead, hooks, str(sae.cfg.metadata.model_name))
+    requested = features if isinstance(features, str) else f"{len(candidates)} latents"
+    return DashboardData(
+        vis_data, routing, shown, dead, hooks, str(sae.cfg.metadata.model_name), requested, len(candidates)
+    )
 
 
-def readable_vocab(tokenizer: Any) -> dict[str, int]:
-    """The tokenizer's vocabulary with line breaks as ↵ (a piece keeps its text where that would collide)."""
-    vocab = tokenizer.get_vocab()
-    out: dict[str, int] = {}
-    for piece, token_id in vocab.items():
-        readable = piece
+def display_tokens(tokenizer: Any) -> dict[int, str]:
+    """Token id -> the text it shows: what a byte-level BPE piece decodes to ("Â£" -> "£", "Ġday" -> " day"),
+    other tokenizers' pieces as they are (sae-dashboard handles SentencePiece's "▁"); line breaks as ↵.
+    A piece holding part of a multi-byte character has no text of its own and keeps its piece."""
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    byte_level = type(decoder).__name__ == "ByteLevel"
+    out: dict[int, str] = {}
+    for piece, token_id in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([piece]) if byte_level else piece
+        text = piece if "\ufffd" in text else text
         for newline in NEWLINE_PIECES:
-            readable = readable.replace(newline, NEWLINE)
-        out[piece if readable != piece and (readable in vocab or readable in out) else readable] = token_id
+            text = text.replace(newline, NEWLINE)
+        out[token_id] = text
     return out
+
+
+class _TextByIdVocab:
+    """What sae-dashboard's writer reads of `tokenizer.vocab`: `(text, id)` pairs, which it inverts to id -> text.
+    Pairs rather than a dict, so two tokens that show the same text stay two tokens."""
+
+    def __init__(self, texts: dict[int, str]):
+        self.texts = texts
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(text, token_id) for token_id, text in self.texts.items()]
 
 
 def write_dashboard_html(
@@ -149,16 +178,19 @@ def write_dashboard_html(
     (and the judge's explanations when an `interpretability.json`'s content is given).
 
     sae-dashboard's writer reads token strings from `model.tokenizer.vocab` only, so it is handed a model view
-    whose vocabulary shows line breaks readably (the real model is not touched)."""
+    whose vocabulary holds each token's display text (`display_tokens`; the real model is not touched)."""
     from sae_dashboard.data_writing_fns import save_feature_centric_vis
 
-    view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=readable_vocab(data.vis_data.model.tokenizer)))
+    texts = display_tokens(data.vis_data.model.tokenizer)
+    view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=_TextByIdVocab(texts)))
     with tempfile.TemporaryDirectory() as scratch:  # sae-dashboard writes the stock page; we post-process it
         stock = Path(scratch) / "stock.html"
         vis_data = dataclasses.replace(data.vis_data, model=view)
         save_feature_centric_vis(sae_vis_data=vis_data, filename=stock, feature_idx=data.features[0])
         html = stock.read_text(encoding="utf-8")
-    html = add_routing_panel(html, data.routing, data.hook_names, data.features, data.dead_latents)
+    html = add_routing_panel(
+        html, data.routing, data.hook_names, data.features, data.dead_latents, data.summary()
+    )
     if interpretability is not None:
         from sae_lens_routing.dashboard.interpretability_panel import add_interpretability_panel
         from sae_lens_routing.interpret.results import explanations_by_feature

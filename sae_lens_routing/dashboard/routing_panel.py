@@ -47,7 +47,10 @@ PANEL_JS = """
 })();
 """
 
+# sae-dashboard lays its columns out in one row that overflows narrow windows (the right-hand interval column was
+# cut off at 1400 px); wrapping them keeps every column on screen (`div.` outranks the stock rule, which comes later).
 PANEL_CSS = """
+div.grid-container { display: flex; flex-wrap: wrap; align-items: flex-start; row-gap: 20px; }
 #routing-panel { margin: 10px 20px; font-family: sans-serif; font-size: 13px; }
 .routing-table { margin-left: 0; border-collapse: collapse; }
 .routing-table td, .routing-table th { padding: 2px 8px; text-align: left; }
@@ -58,22 +61,27 @@ PANEL_CSS = """
 DEAD_SHOWN = 50
 
 
-def dead_note(dead: list[int]) -> str:
-    """The visible line naming the latents left out because they never fired on the page's tokens."""
+def dead_note(summary: str, dead: list[int]) -> str:
+    """The visible line: what was requested and found (`summary`), then the latents that never fired."""
     if not dead:
-        return ""
+        return summary
     more = (
         f" and {len(dead) - DEAD_SHOWN} more (all in the page data's dead_latents)"
         if len(dead) > DEAD_SHOWN
         else ""
     )
-    return f"{len(dead)} latents never fired on these tokens: {', '.join(map(str, dead[:DEAD_SHOWN]))}{more}"
+    return f"{summary}. Never fired: {', '.join(map(str, dead[:DEAD_SHOWN]))}{more}"
 
 
 def add_routing_panel(
-    html: str, stats: dict[int, dict[str, Any]], hook_names: list[str], order: list[int], dead: list[int]
+    html: str,
+    stats: dict[int, dict[str, Any]],
+    hook_names: list[str],
+    order: list[int],
+    dead: list[int],
+    summary: str,
 ) -> str:
-    """Insert the panel (and the dead-latent note) right after sae-dashboard's feature selector."""
+    """Insert the panel (and the requested/found note) right after sae-dashboard's feature selector."""
     anchor = "<div id='dropdown-container'></div>"
     if anchor not in html:
         raise ValueError("sae-dashboard's HTML has no feature selector container; its template changed")
@@ -85,7 +93,7 @@ def add_routing_panel(
     }
     payload = json.dumps(data).replace("</", "<\\/")
     panel = (
-        f"{anchor}\n<div id='routing-panel'><p id='dead-latents'>{dead_note(dead)}</p><h3>Routing</h3>"
+        f"{anchor}\n<div id='routing-panel'><p id='dead-latents'>{dead_note(summary, dead)}</p><h3>Routing</h3>"
         "<div id='routing-panel-body'></div></div>\n"
         f"<style>{PANEL_CSS}</style>\n"
         f"<script type='application/json' id='routing-panel-data'>{payload}</script>\n"

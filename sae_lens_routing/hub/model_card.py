@@ -2,8 +2,9 @@
 
 A Hub visitor should see, without loading anything: which model and hooks the SAE routes over, its size and
 sparsity, how much it was trained, how it did, how often each layer is chosen, and the two lines that load it.
-Everything comes from the saved folder (cfg.json metadata, runner_cfg.json when the SAELens runner wrote one)
-plus what the caller adds (routing shares, metrics, token count).
+Everything comes from the saved folder (cfg.json metadata, runner_cfg.json when the SAELens runner wrote one,
+training_metrics.json with the run's final metrics and routing shares when `RouteSAETrainingRunner` wrote it)
+plus what the caller adds (routing shares, metrics, token count), which replaces the folder's values.
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
 from sae_lens_routing.interpret.results import card_lines, read_result
 from sae_lens_routing.loading.integrity import read_cfg_json
+from sae_lens_routing.saes.routed_metrics import SHARE_PREFIX
+from sae_lens_routing.saes.routed_metrics import routing_shares as shares_in_metrics
 
 CARD_FILENAME = "README.md"
 CHART_FILENAME = "routing_share.png"
+METRICS_FILENAME = "training_metrics.json"
+# One row per quantity, whatever its source calls it (cfg.json metadata, training_metrics.json, summary.json)
+_ALIASES = {"num_dead_features": "dead_features", "dead_latents": "dead_features"}
+_NOT_METRICS = ("training_tokens", "training_steps", "metrics/total_tokens_evaluated")
 _CARD_TAGS = "tags: [sae_lens, sae-lens-routing, routesae, sparse-autoencoder]"
 """The card's front-matter line: also how a README.md written by this package is recognised."""
 
@@ -50,6 +57,31 @@ def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: 
     return values
 
 
+def read_training_metrics(folder: Path) -> dict[str, Any]:
+    """The run's final metrics the runner saved beside the SAE (empty when there are none)."""
+    path = folder / METRICS_FILENAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    return data if isinstance(data, dict) else {}
+
+
+def card_metrics(*sources: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Metrics merged under short names (`sparsity/l0` and `l0` are one row), later sources winning; routing
+    shares (shown in their own section) and token counts (in the table above) are left out."""
+    merged: dict[str, Any] = {}
+    for source in sources:
+        for key, value in (source or {}).items():
+            if key in _NOT_METRICS or key.startswith(SHARE_PREFIX) or value is None:
+                continue
+            short = key.rsplit("/", 1)[-1]
+            merged[_ALIASES.get(short, short)] = value
+    return merged
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -71,8 +103,7 @@ def model_card_markdown(
     meta = dict(cfg.get("metadata") or {})
     hooks = list(cfg["hook_names"])
     model = meta.get("model_name") or "unknown"
-    final = {k: meta[k] for k in ("l0", "num_dead_features") if meta.get(k) is not None}
-    final.update(dict(metrics or {}))
+    final = card_metrics({k: meta.get(k) for k in ("l0", "num_dead_features")}, metrics)
     lines = [
         "---",
         "library_name: saelens",
@@ -161,6 +192,9 @@ def write_model_card(
     """
     folder = Path(folder)
     cfg = read_cfg_json(folder)
+    run_metrics = read_training_metrics(folder)
+    if routing_shares is None:
+        routing_shares = shares_in_metrics(run_metrics) or None
     _check_card_replaceable(folder, routing_shares is not None)
     if training_tokens is not None and (not isinstance(training_tokens, int) or training_tokens < 0):
         raise ValueError(f"training_tokens must be a non-negative integer, got {training_tokens!r}")
@@ -170,6 +204,7 @@ def write_model_card(
         if write:
             render_routing_share_chart(shares, cfg["hook_names"], folder / CHART_FILENAME)
     tokens = training_tokens if training_tokens is not None else read_training_tokens(folder)
+    tokens = tokens if tokens is not None else run_metrics.get("training_tokens")
     interp_path = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
     interpretability = read_result(interp_path) if interp_path.is_file() else None
 
@@ -180,7 +215,7 @@ def write_model_card(
             repo_id=repo_id,
             sae_id=sae_id,
             training_tokens=tokens,
-            metrics=metrics,
+            metrics=card_metrics(run_metrics, metrics),
             chart_path=chart,
             shares=shares,
             interpretability=interpretability,

@@ -18,9 +18,15 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from sae_lens.constants import RUNNER_CFG_FILENAME, SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
 from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingface
 
-from sae_lens_routing.hub.model_card import CARD_FILENAME, CHART_FILENAME, write_model_card
+from sae_lens_routing.hub.model_card import (
+    CARD_FILENAME,
+    CHART_FILENAME,
+    read_training_metrics,
+    write_model_card,
+)
 from sae_lens_routing.loading.loaders import read_checked_sae_folder
 from sae_lens_routing.saes.config import ARCHITECTURE
+from sae_lens_routing.saes.routed_metrics import routing_shares as shares_in_metrics
 
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _SAE_ID_RE = re.compile(r"^[\w.-]+(/[\w.-]+)*$")
@@ -65,7 +71,9 @@ def upload_route_sae(
     """Check the folder, write its model card, upload it; returns the paths written in the repo.
 
     `path` is what `save_inference_model` (or the SAELens runner) wrote. `sae_id` defaults to the folder's
-    name. `root_card`: also publish the card as the repo's README.md (None: only if the repo has none yet).
+    name. The card shows the run's metrics and routing shares from the folder's training_metrics.json (what
+    `RouteSAETrainingRunner` saves); `metrics` and `routing_shares` replace them. `root_card`: also publish the card
+    as the repo's README.md (None: only if the repo has none yet).
     `dry_run`: check everything, but write nothing and contact nothing; returns the paths an upload would write (the
     root README.md included unless `root_card` is False, as the Hub is not asked whether it has one).
     Credentials are huggingface_hub's usual ones (`HF_TOKEN` or `huggingface-cli login`).
@@ -82,6 +90,8 @@ def upload_route_sae(
         raise ValueError(
             f"{folder}: architecture is {cfg['architecture']!r}; upload_route_sae uploads 'routesae' SAEs"
         )
+    if routing_shares is None:  # the run's own shares, as the card shows them
+        routing_shares = shares_in_metrics(read_training_metrics(folder)) or None
     card, root_text = write_model_card(
         folder,
         repo_id=repo_id,

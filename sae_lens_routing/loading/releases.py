@@ -60,9 +60,10 @@ def _lookup(release: str, value: Any, source: str) -> PretrainedSAELookup:
     )
 
 
-def get_routed_saes_directory(path: str | Path | None = None) -> dict[str, PretrainedSAELookup]:
-    """Releases of routed SAEs (SAELens's `PretrainedSAELookup` records) from the plugin's YAML, or `path`."""
-    source = Path(path) if path is not None else files("sae_lens_routing").joinpath(RELEASES_FILENAME)
+def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, PretrainedSAELookup]:
+    """Releases of routed SAEs (SAELens's `PretrainedSAELookup` records) from the plugin's YAML, or the
+    `registry` file (the same keyword as `load_route_sae`)."""
+    source = Path(registry) if registry is not None else files("sae_lens_routing").joinpath(RELEASES_FILENAME)
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping of release name -> release")

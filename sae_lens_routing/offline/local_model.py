@@ -151,9 +151,19 @@ def rope_base(hf_config: Any) -> float:
 
 
 def load_local_model(
-    model_path: str | Path, *, device: str = "cpu", dtype: str = "float32", n_ctx: int | None = None
+    model_path: str | Path,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    n_ctx: int | None = None,
+    model_class: type[HookedTransformer] = HookedTransformer,
 ) -> HookedTransformer:
-    """A `HookedTransformer` from a GGUF file, a local Hugging Face folder, or 'smollm2' (the bundled model)."""
+    """A `HookedTransformer` from a GGUF file, a local Hugging Face folder, or 'smollm2' (the bundled model).
+
+    `model_class`: a `HookedTransformer` subclass to build instead, e.g. SAELens's `HookedSAETransformer` for
+    `run_with_saes` / `add_sae` analysis of single-layer SAEs on the same offline model."""
+    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
+        raise TypeError(f"model_class must be HookedTransformer or a subclass, got {model_class!r}")
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -162,7 +172,7 @@ def load_local_model(
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     cfg = hooked_config_from_hf(hf.config, n_ctx)
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model = model_class(cfg, tokenizer=tokenizer, move_to_device=False)
     model.load_and_process_state_dict(
         convert_llama_weights(hf, cfg), fold_ln=False, center_writing_weights=False, center_unembed=False
     )

@@ -362,6 +362,21 @@ class RouteSAE(_RoutedSAEMixin, TopKSAE):
 
     cfg: RouteSAEConfig  # type: ignore[assignment]
 
+    @classmethod
+    def from_pretrained_with_cfg_and_sparsity(  # type: ignore[override]
+        cls, release: str, sae_id: str, *args: Any, **kwargs: Any
+    ) -> tuple[Any, dict[str, Any], torch.Tensor | None]:
+        """SAELens's loader; a name that is neither in SAELens's release list nor a Hub repo id is most likely a
+        release of this plugin's registry, which SAELens cannot read (it has no registration hook)."""
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+        if "/" not in release and release not in get_pretrained_saes_directory():
+            raise ValueError(
+                f"release {release!r} is not in SAELens's pretrained SAEs directory nor a Hub repo id; routed SAE "
+                f"releases load with sae_lens_routing.load_route_sae({release!r}, {sae_id!r})"
+            )
+        return super().from_pretrained_with_cfg_and_sparsity(release, sae_id, *args, **kwargs)
+
 
 def normalized_mse(sae_out: torch.Tensor, sae_in: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """The paper's loss: mean over tokens of ||sae_out - sae_in||^2 / ||sae_in||^2."""

@@ -115,6 +115,7 @@ def parse_run_config(data: Mapping[str, Any]) -> RunConfig:
         _resolve_from_model(fields, sae, model_path)
     if model_path is not None:
         sae["metadata"] = SAEMetadata(model_path=model_path)
+        _no_pretrained_kwargs(fields)
     runner = LanguageModelSAERunnerConfig(sae=RouteTrainingSAEConfig(**sae), **fields)
     validate_route_config(runner)
     return RunConfig(runner=runner, model_path=model_path, corpus=corpus)
@@ -136,6 +137,18 @@ def _decode_sae(raw: Any) -> dict[str, Any]:
     if hooks == PAPER:
         sae["hook_names"] = PAPER
     return sae
+
+
+def _no_pretrained_kwargs(fields: dict[str, Any]) -> None:
+    """`model_from_pretrained_kwargs` go to TransformerLens's `from_pretrained`, which a local model never goes
+    through (`load_local_model` always loads it unprocessed). Recording SAELens's default for them would make
+    every later load of the SAE warn about kwargs that were never applied."""
+    if fields.get("model_from_pretrained_kwargs"):
+        raise ValueError(
+            "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always loaded "
+            f"unprocessed, got {fields['model_from_pretrained_kwargs']!r}"
+        )
+    fields["model_from_pretrained_kwargs"] = {}
 
 
 def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
@@ -198,7 +211,14 @@ def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, i
         )
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 
-    cfg = get_pretrained_model_config(fields["model_name"])
+    try:
+        cfg = get_pretrained_model_config(fields["model_name"])
+    except OSError as e:  # offline, or a gated repo: the Hub's multi-line message, as one line naming the fix
+        raise ValueError(
+            f"model_name {fields['model_name']!r}: its config could not be read from the Hugging Face Hub "
+            f"({type(e).__name__}); offline, use model_path (e.g. model_path: smollm2), or give sae.d_in and "
+            "list sae.hook_names"
+        ) from e
     return int(cfg.n_layers), int(cfg.d_model)
 
 
@@ -231,7 +251,7 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
     if run.corpus is not None:
         from sae_lens_routing.offline.corpus import load_corpus
 
-        dataset = load_corpus(run.corpus)
+        dataset = load_corpus(run.corpus, split="train")  # evaluation reads the held-out documents
     return model, dataset
 
 

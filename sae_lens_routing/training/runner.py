@@ -170,11 +170,17 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         )
 
     def run(self) -> RouteTrainingSAE:
-        """Train and save, holding `output_path` for the whole run (a second run on it is refused)."""
+        """Train and save, holding `output_path` for the whole run (a second run on it is refused); then print
+        the summary (where the SAE is, what each number is measured on) unless `cfg.verbose` is False."""
         with claim_output(self.cfg.output_path, self.overwrite, self.dist):
             if self.dist.is_main:
                 remove_stale_partial_writes(self.cfg)
-            return self._train_and_save()
+            sae = self._train_and_save()
+        summary = format_summary(training_summary(self))
+        logger.info(summary)
+        if self.cfg.verbose and self.dist.is_main:
+            print(summary, flush=True)
+        return sae
 
     def _train_and_save(self) -> RouteTrainingSAE:
         self._set_sae_metadata()
@@ -355,14 +361,19 @@ def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:
         "training_tokens": metrics.get("training_tokens"),
         "routing_share": routing_shares(metrics),
         "routing_entropy_bits": metrics.get("routing/entropy_bits"),
+        "eval_tokens": metrics.get("metrics/total_tokens_evaluated"),
     }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"RouteSAE saved to: {summary['output_path']}",
-        f"  NormMSE            {summary['normalized_mse']:.4f}",
-        f"  explained variance {summary['explained_variance']:.4f}",
+        f"  measured on {summary.get('eval_tokens') or 'the'} tokens of fresh batches after training; "
+        "x = each token's routed input (its routed layer, standardised, times the router weight)",
+        f"  NormMSE            {summary['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / ||x||^2 "
+        "(the training loss)",
+        f"  explained variance {summary['explained_variance']:.4f}  1 - sum ||x_hat - x||^2 / sum ||x - mean(x)||^2 "
+        "(relative to the spread around the mean input, so below 1 - NormMSE when x has a large mean)",
         f"  L0                 {summary['l0']:.1f}",
         f"  dead latents       {summary['dead_latents']} / {summary['d_sae']}",
         f"  training tokens    {summary['training_tokens']}",

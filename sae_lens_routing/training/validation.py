@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import netrc
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from sae_lens.config import LanguageModelSAERunnerConfig
@@ -31,6 +33,7 @@ def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     if cfg.output_path is not None and not str(cfg.output_path).strip():
         raise ValueError(f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}")
     _validate_buffer(cfg)
+    _validate_wandb(cfg)
     _validate_positions(cfg)
     paths = run_paths(cfg)
     check_disjoint_paths(paths)
@@ -151,3 +154,27 @@ def _validate_buffer(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
         raise ValueError(
             f"training_tokens={cfg.training_tokens} must be >= train_batch_size_tokens={cfg.train_batch_size_tokens}"
         )
+
+
+def _validate_wandb(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
+    """SAELens defaults `log_to_wandb` to true; without credentials `wandb.init` fails after the model load with
+    a long traceback. Offline/disabled modes, an API key in the environment or in netrc (`wandb login`) pass."""
+    if not cfg.logger.log_to_wandb:
+        return
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get(
+        "WANDB_API_KEY"
+    ):
+        return
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+        return
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        if netrc.netrc(os.environ.get("NETRC") or str(Path.home() / ".netrc")).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise ValueError(
+        "logger.log_to_wandb is true (SAELens's default) but W&B has no API key (WANDB_API_KEY or `wandb login`) "
+        "and WANDB_MODE is not offline: set logger.log_to_wandb: false (YAML; LoggingConfig(log_to_wandb=False) "
+        "in Python), or log in to W&B"
+    )

@@ -164,3 +164,13 @@ def test_positions_leave_unselected_tokens_clean():
     with pytest.raises(ValueError, match="bool tensor"):
         with routed_splice(model, sae, positions=keep.long()):
             model(t)
+
+
+def test_multiplying_a_feature_that_never_fires_is_refused(tok_model):
+    """x * 0 = 0: multiplying a latent that is off on every token would return the unsteered text as 'steered'."""
+    sae = tok_sae()
+    with torch.no_grad():
+        sae.b_enc[5] = -1e4  # latent 5 never in any token's top k
+    with pytest.raises(ValueError, match=r"feature\(s\) \[5\] never fired on the prompt 'the object is'"):
+        steer(tok_model, sae, "the object is", {5: 10.0}, mode="multiply", max_new_tokens=2)
+    assert steer(tok_model, sae, "the object is", {5: 10.0}, mode="add", max_new_tokens=2).steered  # add: fine

@@ -180,3 +180,18 @@ def test_evaluate_refuses_damaged_sae_at_load(trained, tmp_path, mutate, message
     with pytest.raises(IntegrityError, match=message):
         main(["evaluate", "--sae", str(bad), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_loading_a_sae_trained_on_a_local_model_is_silent(trained, recwarn):
+    """No `model_from_pretrained_kwargs` warning: a local model is loaded unprocessed, no kwargs were applied,
+    so none are recorded; given ones are refused at config time."""
+    from sae_lens import SAE
+
+    from sae_lens_routing import load_route_sae
+    from sae_lens_routing.training.run_config import load_run_config
+
+    for sae in (load_route_sae(trained / "sae"), SAE.load_from_disk(trained / "sae")):
+        assert sae.cfg.metadata.model_from_pretrained_kwargs == {}
+    assert not [w for w in recwarn if "model_from_pretrained_kwargs" in str(w.message)]
+    with pytest.raises(ValueError, match="model_from_pretrained_kwargs apply to model_name loads only"):
+        load_run_config(trained / "run.yaml", ["model_from_pretrained_kwargs={fold_ln: true}"])

@@ -45,7 +45,7 @@ def test_dashboard_and_neuronpedia_commands(trained, capsys, monkeypatch):
         == 0
     )
     assert calls == {"run": 1, "scan": 1}
-    assert "largest activation first, opens on latent" in capsys.readouterr().out
+    assert "top:4 requested: the 4 most active of the" in capsys.readouterr().out
     page = html.read_text()
     panel = json.loads(re.search(r"id='routing-panel-data'>(.*?)</script>", page, re.S).group(1))
     start = json.loads(re.search(r"const START_KEY = (\"[^\"]*\");", page).group(1))
@@ -57,7 +57,7 @@ def test_dashboard_and_neuronpedia_commands(trained, capsys, monkeypatch):
     np2 = json.loads((trained / "np2.json").read_text())
     assert {f["feature_index"] for f in np2["features"]} | set(np2["dead_latents"]) == {0, 1, 2, 3}
     assert main(["dashboard", *args, "--out", str(trained / "default.html")]) == 0  # default: top:24
-    assert "24 latents, largest activation first" in capsys.readouterr().out
+    assert "top:24 requested: the 24 most active of the 50 latents that fired" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "x"])

@@ -19,8 +19,8 @@ from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
 from sae_lens_routing.dashboard.report import (
     dashboard_data,
+    display_tokens,
     parse_features,
-    readable_vocab,
     routed_dashboard,
     routed_hook_point,
     write_dashboard_html,
@@ -28,6 +28,7 @@ from sae_lens_routing.dashboard.report import (
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 NEWLINE_ID = 7  # renamed to byte-level BPE's line break "Ċ" in the tiny tokenizer
+POUND_ID = 9  # renamed to byte-level BPE's piece for "£", "Â£"
 DEAD = list(range(10))  # latents made dead in the `dead_sae` fixture
 
 
@@ -49,6 +50,8 @@ def setup(tmp_path_factory):
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
     vocab = tokenizer["model"]["vocab"]
     vocab["\u010a"] = vocab.pop(next(w for w, i in vocab.items() if i == NEWLINE_ID))
+    vocab["\u00c2\u00a3"] = vocab.pop(next(w for w, i in vocab.items() if i == POUND_ID))
+    tokenizer["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     model = load_local_model(folder)
     with torch.no_grad():
@@ -62,6 +65,7 @@ def setup(tmp_path_factory):
     )
     tokens = torch.randint(3, 300, (32, 24), generator=torch.Generator().manual_seed(0))
     tokens[:, 8] = NEWLINE_ID  # in every top example's window that starts at or before position 8
+    tokens[:, 9] = POUND_ID
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     data = routed_dashboard(sae, model, tokens, "0-5", root / "report.html")
     assert data.dead_latents == []  # every requested latent fired, so all six are shown
@@ -203,6 +207,7 @@ def test_dashboard_renders_offline_in_chromium(setup):
     assert re.search(r'<option value="(\d+)" selected', dom).group(1) == order[0]
     assert 'class="token' in dom  # top-activation tokens were drawn
     assert '<span class="token"' in dom and ">\u21b5</span>" in dom  # a line break, drawn as ↵
+    assert ">\u00a3</span>" in dom and "\u00c2" not in dom  # the byte-level piece "Â£" drawn as the text "£"
     assert "share of top activations" in dom and "blocks.0.hook_resid_post" in dom  # the routing panel
     # choosing another feature in sae-dashboard's selector re-renders the routing panel for it
     choose = """(async () => {
@@ -218,6 +223,10 @@ def test_dashboard_renders_offline_in_chromium(setup):
     assert (
         value == order[3] and panel.startswith(f"Feature {order[3]}:") and "blocks.2.hook_resid_post" in panel
     )
+    # at 1400 px (a laptop) every column of the page is on screen: none is cut off at the right
+    columns = "JSON.stringify(Array.from(document.querySelectorAll('.grid-column')).map(c => c.getBoundingClientRect().right))"
+    rights = json.loads(render(root / "report.html", width=1400, script=columns).script_result)
+    assert len(rights) >= 4 and max(rights) <= 1400, rights
     png = screenshot(root / "report.html", root / "report.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
 
@@ -335,14 +344,31 @@ def test_browser_check_catches_js_errors(tmp_path):
 
 
 def test_top_n_opens_on_the_most_active_latent_and_lists_the_dead(setup, dead_sae, tmp_path):
-    """top:N shows the N latents with the largest activation on the positions the page can show (ties: firing
-    more often), strongest first; the page and the Neuronpedia JSON open on a live latent and name the dead ones."""
+    """top:N shows N live latents: those active on enough showable positions to fill the 20 top-activation rows
+    first, then by largest activation (ties: firing more often); the page and the Neuronpedia JSON open on a
+    full one, say what was requested and found, and name the dead ones. No top row shows activation 0, and no
+    latent is among its own correlated features."""
     _, model, _, tokens, _ = setup
-    data = routed_dashboard(dead_sae, model, tokens, "top:12", tmp_path / "top.html")
-    counts, maxima = showable_firing(model, dead_sae, tokens)
-    expected = sorted(range(64), key=lambda f: (-float(maxima[f]), -int(counts[f]), f))[:12]
-    assert data.features == expected and counts[expected[-1]] > 0
-    assert maxima[expected[0]] > maxima[expected[-1]]  # a real order, so this test can fail
+    spiky = RouteSAE(dead_sae.cfg)
+    spiky.load_state_dict(dead_sae.state_dict())
+    with torch.no_grad():  # latent 20 fires rarely but strongly: by peak alone the page would open on it
+        pre = routed(model, spiky, tokens).hidden_pre[:, 6:-5, 20].flatten()
+        spiky.b_enc[20] -= pre.topk(6).values[-1]  # > 0 on the 5 showable tokens where it is largest
+        spiky.W_enc[:, 20] *= 100
+        spiky.b_enc[20] *= 100
+    data = routed_dashboard(spiky, model, tokens, "top:12", tmp_path / "top.html")
+    counts, maxima = showable_firing(model, spiky, tokens)
+    assert 0 < counts[20] < 20 and int(maxima.argmax()) == 20
+    expected = sorted(range(64), key=lambda f: (int(counts[f]) < 20, -float(maxima[f]), -int(counts[f]), f))[:12]
+    assert data.features == expected and counts[expected[-1]] > 0 and 20 not in expected
+    assert all(counts[f] >= 20 for f in expected) and maxima[expected[0]] > maxima[expected[-1]]
+    for feature, page in data.vis_data.feature_data_dict.items():
+        top = page.sequence_data.seq_group_data[0].seq_data
+        assert all(s.feat_acts[5] > 0 for s in top)  # the example token (centre of its window) is active
+        assert feature not in page.feature_tables_data.correlated_features_indices
+    asked = dashboard_data(spiky, model, tokens, [20])  # asked for by name: its 5 real top rows, no zero rows
+    top = asked.vis_data.feature_data_dict[20].sequence_data.seq_group_data[0].seq_data
+    assert len(top) == counts[20] and all(s.feat_acts[5] > 0 for s in top)
     assert data.dead_latents == [f for f in range(64) if counts[f] == 0] and DEAD == data.dead_latents[:10]
     dashboard, start, panel = page_data(tmp_path / "top.html")
     assert start == str(expected[0]) and set(dashboard) == {str(f) for f in expected}
@@ -350,7 +376,10 @@ def test_top_n_opens_on_the_most_active_latent_and_lists_the_dead(setup, dead_sa
     assert shown_max == pytest.approx(float(maxima[expected[0]]), abs=1e-3) and shown_max > 0
     assert panel["order"] == expected and panel["dead_latents"] == data.dead_latents
     note = re.search(r"<p id='dead-latents'>(.*?)</p>", (tmp_path / "top.html").read_text()).group(1)
-    assert note.startswith(f"{len(data.dead_latents)} latents never fired on these tokens: 0, 1, 2,")
+    fired = 64 - len(data.dead_latents)
+    assert note.startswith(f"top:12 requested: the 12 most active of the {fired} latents that fired on these")
+    assert f"{len(data.dead_latents)} of the SAE's 64 latents never fired" in note
+    assert f"opens on latent {expected[0]}. Never fired: 0, 1, 2," in note
     batch = neuronpedia_batch(data)
     assert [f["feature_index"] for f in batch["features"]] == expected
     assert batch["dead_latents"] == data.dead_latents
@@ -363,6 +392,7 @@ def test_explicit_features_leave_out_the_dead_ones(setup, dead_sae, tmp_path):
     _, maxima = showable_firing(model, dead_sae, tokens)
     assert data.dead_latents == [5, 6, 7, 8, 9] and sorted(data.features) == list(range(10, 15))
     assert data.features == sorted(range(10, 15), key=lambda f: -float(maxima[f]))
+    assert data.summary().startswith("5-14 requested: 5 fired and are shown; 5 never fired on these tokens")
 
 
 def shown_tokens(node):
@@ -373,22 +403,29 @@ def shown_tokens(node):
     return [t for value in node for t in shown_tokens(value)] if isinstance(node, list) else []
 
 
-def test_line_breaks_are_readable(setup):
-    """A line-break token is written as ↵ wherever the page shows tokens (sae-dashboard writes a literal \\n)."""
+def test_tokens_show_the_text_they_decode_to(setup):
+    """Byte-level BPE pieces are written as their text ("Â£" -> "£"), a line break as ↵ wherever the page shows
+    tokens (sae-dashboard writes a literal \\n)."""
     root, *_ = setup
     dashboard, *_ = page_data(root / "report.html")
     toks = shown_tokens(dashboard)
     assert ("\u21b5", NEWLINE_ID) in toks and all(tok == "\u21b5" for tok, i in toks if i == NEWLINE_ID)
-    assert not any("\\n" in tok for tok, _ in toks)
+    assert ("\u00a3", POUND_ID) in toks and all(tok == "\u00a3" for tok, i in toks if i == POUND_ID)
+    assert not any("\\n" in tok or "\u00c2" in tok for tok, _ in toks)
 
 
-def test_readable_vocab_never_merges_two_tokens():
-    fake = SimpleNamespace(
-        get_vocab=lambda: {"\u010a": 1, "\u21b5": 2, "a\u010a\u010a": 3, "<0x0A>": 4, "b": 5}
-    )
-    assert readable_vocab(fake) == {"\u010a": 1, "\u21b5": 2, "a\u21b5\u21b5": 3, "<0x0A>": 4, "b": 5}
-    fake = SimpleNamespace(get_vocab=lambda: {"<0x0A>": 4, "\n\n": 6})
-    assert readable_vocab(fake) == {"\u21b5": 4, "\u21b5\u21b5": 6}
+def test_display_tokens_keep_every_token_and_partial_bytes():
+    """Two tokens showing the same text stay two ids; a piece that is half a UTF-8 character keeps its piece."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"\u00c2\u00a3": 0, "\u00c2": 1, "\u0120day": 2, "\u010a": 3, "\u21b5": 4, "a\u010a\u010a": 5}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="\u00c2"))
+    tok.decoder = decoders.ByteLevel()
+    texts = display_tokens(PreTrainedTokenizerFast(tokenizer_object=tok))
+    assert texts == {0: "\u00a3", 1: "\u00c2", 2: " day", 3: "\u21b5", 4: "\u21b5", 5: "a\u21b5\u21b5"}
+    plain = SimpleNamespace(get_vocab=lambda: {"<0x0A>": 4, "\n\n": 6, "\u2581day": 7})  # not byte-level
+    assert display_tokens(plain) == {4: "\u21b5", 6: "\u21b5\u21b5", 7: "\u2581day"}
 
 
 def test_html_and_json_written_from_one_computation(setup, tmp_path):

@@ -81,6 +81,64 @@ def test_smollm2_residual_matches_hf_hidden_states(smollm2):
     torch.testing.assert_close(cache["blocks.8.hook_resid_post"], hidden[9], atol=1e-3, rtol=1e-3)
 
 
+def _check_sae_transformer(model, plain, hook):
+    """A HookedSAETransformer equal to the plain model, that runs a stock SAELens SAE with `run_with_saes`."""
+    from sae_lens import HookedSAETransformer
+    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+
+    assert isinstance(model, HookedSAETransformer) and not isinstance(plain, HookedSAETransformer)
+    tokens = plain.to_tokens("The BBC reported that the markets rose")
+    torch.testing.assert_close(model(tokens), plain(tokens))
+    sae = TopKSAE(TopKSAEConfig(d_in=model.cfg.d_model, d_sae=64, k=4))
+    sae.cfg.metadata.hook_name = hook
+    sae.use_error_term = True  # the error term restores the activation: the logits stay the plain model's
+    torch.testing.assert_close(model.run_with_saes(tokens, saes=[sae]), plain(tokens), atol=1e-4, rtol=1e-4)
+    with pytest.raises(TypeError, match="model_class must be HookedTransformer or a subclass"):
+        load_local_model("smollm2", model_class=dict)
+
+
+def test_local_model_loads_as_hooked_sae_transformer(tmp_path):
+    from sae_lens import HookedSAETransformer
+
+    folder = tiny_hf_llama_folder(tmp_path / "m")
+    model = load_local_model(folder, model_class=HookedSAETransformer)
+    _check_sae_transformer(model, load_local_model(folder), "blocks.1.hook_resid_post")
+
+
+@pytest.mark.real_model
+def test_smollm2_loads_as_hooked_sae_transformer(smollm2):
+    from sae_lens import HookedSAETransformer
+
+    model = load_local_model("smollm2", model_class=HookedSAETransformer)
+    _check_sae_transformer(model, smollm2, "blocks.8.hook_resid_post")
+
+
+def test_training_never_reads_the_evaluated_documents(tmp_path, monkeypatch):
+    """Document-level split: a run's corpus is the "train" documents, `corpus_tokens` (evaluation, dashboards,
+    the demo's evaluate step) reads only "heldout" ones, whatever the shuffling seed."""
+    from helpers import write_config
+
+    from sae_lens_routing.offline.corpus import corpus_tokens
+    from sae_lens_routing.training.run_config import load_model_and_dataset, load_run_config
+
+    run = load_run_config(write_config(tmp_path))
+    model, dataset = load_model_and_dataset(run)
+    train, every = set(dataset["text"]), load_corpus("python-topics")["text"]
+    heldout = set(load_corpus("python-topics", seed=5, split="heldout")["text"])
+    assert train and heldout and not train & heldout and train | heldout == set(every)
+    assert len(heldout) == round(0.1 * len(every))
+    read: list[str] = []
+
+    class Spy:  # the model as corpus_tokens sees it, recording every text it tokenises
+        def to_tokens(self, text, prepend_bos=True):
+            read.append(text)
+            return model.to_tokens(text, prepend_bos=prepend_bos)
+
+    assert len(corpus_tokens(Spy(), "python-topics", 4, 8, seed=3)) == 4 and read and set(read) <= heldout
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_corpus("python-topics", split="test")
+
+
 def test_dequantized_save_reloads_with_tied_embeddings(tmp_path):
     """The GGUF cache's own writer (transformers 5 refuses `save_pretrained` there), on a tied tiny Llama."""
     from transformers import AutoModelForCausalLM

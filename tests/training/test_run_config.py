@@ -147,3 +147,33 @@ def test_a_cached_run_takes_hooks_d_in_and_model_path_from_the_cache(tmp_path):
     assert run.runner.sae.hook_names == hooks and run.runner.sae.d_in == 24
     assert run.runner.model_name == "tiny" and run.model_path == "/models/tiny"
     assert run.runner.sae.metadata.model_path == "/models/tiny"
+
+
+def test_wandb_without_credentials_is_one_line_before_anything_loads(tmp_path, monkeypatch):
+    """SAELens's default log_to_wandb=True with no key and no offline mode: refused at config time, naming the
+    fix; an API key, WANDB_MODE=offline or a netrc entry (`wandb login`) lets it through."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DISABLED", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    path = write_yaml(tmp_path, logger={})  # SAELens's defaults: log_to_wandb true
+    with pytest.raises(ValueError, match="set logger.log_to_wandb: false") as e:
+        load_run_config(path)
+    assert "\n" not in str(e.value)
+    assert not load_run_config(path, ["logger.log_to_wandb=false"]).runner.logger.log_to_wandb
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "a" * 40 + "\n")
+    assert load_run_config(path).runner.logger.log_to_wandb
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert load_run_config(path).runner.logger.log_to_wandb
+
+
+def test_an_unreachable_model_config_is_one_line(tmp_path, monkeypatch):
+    """Offline, TransformerLens's config lookup raises the Hub's multi-line OSError: one line naming the fix."""
+
+    def offline(name):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection")
+
+    monkeypatch.setattr("transformer_lens.loading_from_pretrained.get_pretrained_model_config", offline)
+    with pytest.raises(ValueError, match="model_name 'gpt2': its config could not be read") as e:
+        load_run_config(write_yaml(tmp_path), ["model_path=null", "model_name=gpt2"])
+    assert "\n" not in str(e.value) and "model_path: smollm2" in str(e.value)

@@ -180,3 +180,16 @@ def test_evaluator_pauses_the_prefetch_thread(tmp_path):
         prefetcher.close()
     assert held[-2:] == [True, True]
     assert "eval/reconstruction_quality/normalized_mse" in metrics
+
+
+def test_python_run_prints_the_cli_summary_and_returns_the_sae(tmp_path, capsys):
+    """`RouteSAETrainingRunner(cfg).run()` ends as the CLI does: the summary, saying what each number is
+    measured on (NormMSE per token vs explained variance around the mean), and the trained SAE."""
+    cfg = route_runner_cfg(tmp_path, verbose=True)
+    runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=tiny_model())
+    sae = runner.run()
+    out = capsys.readouterr().out
+    assert out.count(format_summary(training_summary(runner))) == 1 and sae is runner.sae
+    assert f"RouteSAE saved to: {cfg.output_path}" in out and "||x_hat - x||^2 / ||x||^2" in out
+    assert "sum ||x - mean(x)||^2" in out and "routed input" in out
+    assert f"measured on {training_summary(runner)['eval_tokens']} tokens" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from typing import Any
 
 from sae_lens_routing.offline.bridge import is_bridge_class
@@ -61,13 +62,18 @@ def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-path", help="local GGUF / HF folder / 'smollm2'; default: the model the SAE was trained on"
     )
-    parser.add_argument("--device", type=device, default="cpu")
+    parser.add_argument("--device", type=device, default="cpu", help="torch device for the SAE and the model")
 
 
 def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The SAE, then its model loaded as it was trained: a local model unprocessed, a `model_name` one with the
+    SAE's `model_from_pretrained_kwargs` (so SAELens's advice to load it that way, warned on every SAE load,
+    is followed here and silenced)."""
     from sae_lens_routing.loading.releases import load_route_sae  # checks the files, names what is wrong
 
-    sae = load_route_sae(args.sae, args.sae_id, device=args.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*This SAE has non-empty model_from_pretrained_kwargs")
+        sae = load_route_sae(args.sae, args.sae_id, device=args.device)
     if sae.cfg.architecture() != "routesae":
         raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     model_path = args.model_path or sae.cfg.metadata.model_path
@@ -86,7 +92,12 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
         try:
             if not name:
                 raise ValueError("no model_name")
-            model = load_model("HookedTransformer", name, device=args.device)
+            model = load_model(
+                "HookedTransformer",
+                name,
+                device=args.device,
+                model_from_pretrained_kwargs=sae.cfg.metadata.model_from_pretrained_kwargs,
+            )
         except (ValueError, OSError) as e:  # TransformerLens lists every official name; say what to pass
             raise ValueError(
                 f"the SAE records no model_path and its model_name {name!r} cannot be loaded here ({type(e).__name__}); "

@@ -30,11 +30,11 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--features",
         default="top:24",
-        help="top:N (the N latents with the largest activations on these tokens; default top:24) or 0-63, 1,5,9",
+        help="top:N (the N most active latents that fill the page with activating examples) or 0-63, 1,5,9",
     )
     parser.add_argument("--corpus", default="bbcnews", help="offline corpus the activations are drawn from")
-    parser.add_argument("--n-sequences", type=positive_int, default=64)
-    parser.add_argument("--context-size", type=positive_int, default=128)
+    parser.add_argument("--n-sequences", type=positive_int, default=64, help="corpus sequences to scan")
+    parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
     parser.add_argument(
         "--interpretability",
         help="an interpretability.json (from `interpret`): show the judge's explanations",

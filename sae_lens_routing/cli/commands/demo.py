@@ -21,7 +21,6 @@ from sae_lens_routing.training.run_config import (
     parse_run_config,
     train_from_config,
 )
-from sae_lens_routing.training.runner import format_summary
 
 HELP = "Run the main job: train a small RouteSAE on SmolLM2-135M + BBC News offline, evaluate, report."
 PRESET = "demo.yaml"
@@ -45,8 +44,7 @@ def preset_config() -> dict[str, Any]:
 def train_step(ctx: DemoContext) -> None:
     # A second `make demo` replaces the SAE folder the first wrote; a folder it did not write is refused.
     ctx.runner, ctx.summary = train_from_config(ctx.config, overwrite=True)
-    atomic_write_json(ctx.out / "summary.json", ctx.summary, indent=2)
-    print(format_summary(ctx.summary), flush=True)
+    atomic_write_json(ctx.out / "summary.json", ctx.summary, indent=2)  # the runner printed the summary
 
 
 def evaluate_step(ctx: DemoContext) -> None:

@@ -27,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="folder for eval.json, routing_share.png, feature_contexts.json"
     )
-    parser.add_argument("--corpus", default="bbcnews")
+    parser.add_argument("--corpus", default="bbcnews", help="offline corpus evaluated on (its held-out documents)")
     parser.add_argument(
         "--n-sequences", type=positive_int, default=64,
         help="held-out sequences read (a feature count grows with the text read: compare counts at equal tokens)",
     )
-    parser.add_argument("--context-size", type=positive_int, default=128)
+    parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
     parser.add_argument(
         "--threshold", type=finite_float, default=None,

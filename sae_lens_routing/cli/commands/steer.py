@@ -33,13 +33,23 @@ def parse_feature(text: str) -> tuple[int, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sae_and_model_arguments(parser)
-    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--prompt", required=True, help="the text to continue")
     parser.add_argument(
-        "--feature", type=parse_feature, action="append", required=True, metavar="INDEX=VALUE"
+        "--feature",
+        type=parse_feature,
+        action="append",
+        required=True,
+        metavar="INDEX=VALUE",
+        help="a latent and the value to add or multiply by (repeatable)",
     )
-    parser.add_argument("--mode", choices=["add", "multiply"], default="add")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=20)
-    parser.add_argument("--temperature", type=finite_float, default=0.0)
+    parser.add_argument(
+        "--mode",
+        choices=["add", "multiply"],
+        default="add",
+        help="add VALUE to the latent, or multiply it (a latent that never fires cannot be multiplied)",
+    )
+    parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens to generate")
+    parser.add_argument("--temperature", type=finite_float, default=0.0, help="sampling temperature; 0: greedy")
 
 
 def run(args: argparse.Namespace) -> int:

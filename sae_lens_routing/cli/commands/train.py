@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
             atomic_write_json(args.summary_json, summaries, indent=2)
         return 0
     _, summary = train_from_config(parse_run_config(data), overwrite=args.overwrite)
-    if dist_info().is_main:
-        print(format_summary(summary))
+    if dist_info().is_main:  # the runner printed the summary
         if args.summary_json:
             atomic_write_json(args.summary_json, summary, indent=2)
     return 0

@@ -1,4 +1,5 @@
-"""`python -m sae_lens_routing upload PATH REPO_ID [--sae-id ID]`: publish a routed SAE folder with a model card."""
+"""`python -m sae_lens_routing upload --sae DIR REPO_ID [--sae-id ID]`: publish a routed SAE folder with a model
+card (the run's metrics and routing shares come from the folder's training_metrics.json)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,23 @@ HELP = "upload a saved RouteSAE folder to the Hugging Face Hub (SAELens layout +
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="folder written by save_inference_model / the SAELens runner")
+    parser.add_argument(
+        "--sae", type=Path, required=True, help="folder written by save_inference_model / the SAELens runner"
+    )
     parser.add_argument("repo_id", help="Hub repo id, 'org/name' (created if missing)")
-    parser.add_argument("--sae-id", default=None, help="folder in the repo (default: PATH's folder name)")
-    parser.add_argument("--revision", default="main", help="branch to upload to (default: main)")
+    parser.add_argument("--sae-id", default=None, help="folder in the repo (default: the --sae folder's name)")
+    parser.add_argument("--revision", default="main", help="branch to upload to")
     parser.add_argument(
         "--routing-shares",
         default=None,
-        help="share of tokens routed to each hook, comma-separated in hook order (e.g. 0.2,0.5,0.3)",
+        help="share of tokens routed to each hook, comma-separated in hook order (e.g. 0.2,0.5,0.3); "
+        "default: those in the folder's training_metrics.json",
     )
     parser.add_argument(
-        "--metrics", default=None, help="final metrics for the card: a JSON object or a .json file"
+        "--metrics",
+        default=None,
+        help="metrics for the card, a JSON object or a .json file (default: the folder's training_metrics.json; "
+        "given ones replace those of the same name)",
     )
     parser.add_argument(
         "--training-tokens", type=int, default=None, help="tokens trained on (default: runner_cfg.json)"
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     root_card = {"auto": None, "yes": True, "no": False}[args.root_card]
     paths = upload_route_sae(
-        args.path,
+        args.sae,
         args.repo_id,
         args.sae_id,
         revision=args.revision,
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     if args.dry_run:
-        print(f"would write the model card {args.path / 'README.md'}")
+        print(f"would write the model card {args.sae / 'README.md'}")
     verb = "would upload" if args.dry_run else "uploaded"
     for p in paths:
         maybe = args.dry_run and p == "README.md" and root_card is None
