@@ -55,7 +55,7 @@ def evaluate_step(ctx: DemoContext) -> None:
         ctx.runner.model,
         ctx.out,
         corpus=ctx.config.corpus or "bbcnews",
-        n_sequences=16,
+        n_sequences=128,  # 16k held-out tokens: enough text for a feature count that no longer jumps
         context_size=128,
         threshold=None,  # the paper's 15 scaled to d_in
     )
