@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="environment variable holding the API key (never a value)",
     )
     parser.add_argument("--n-features", type=positive_int, default=100, help="features sampled (paper: 100)")
-    parser.add_argument("--protocol", choices=["paper", "detection", "both"], default="paper")
+    parser.add_argument(
+        "--protocol", choices=["paper", "detection", "both"], default="paper",
+        help="paper: the official rubric (1 request per feature); detection: explanation + held-out verdicts (2)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="feature sampling, shuffles and the judge's seed")
     parser.add_argument(
         "--dry-run", action="store_true", help="print one prompt and the request count; send nothing"
