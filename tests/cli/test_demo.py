@@ -15,7 +15,9 @@ from sae_lens_routing.cli.main import main
 def test_demo_preset_runs(tmp_path, capsys):
     out = tmp_path / "demo"
     assert (
-        main(["demo", "--out", str(out), "--set", "training_tokens=4096", "--set", "n_eval_batches=1"]) == 0
+        main(["demo", "--out", str(out), "--set", "training_tokens=4096", "--set", "n_eval_batches=1",
+              "--eval-sequences", "8"])
+        == 0
     )
     printed = capsys.readouterr().out
     assert "RouteSAE saved to" in printed and "blocks.9.hook_resid_post" in printed

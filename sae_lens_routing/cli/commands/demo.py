@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.cli.commands._common import positive_int
 from sae_lens_routing.training.run_config import (
     RunConfig,
     apply_overrides,
@@ -30,6 +31,7 @@ PRESET = "demo.yaml"
 class DemoContext:
     out: Path
     config: RunConfig
+    eval_sequences: int = 128
     runner: Any = None
     summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -55,7 +57,7 @@ def evaluate_step(ctx: DemoContext) -> None:
         ctx.runner.model,
         ctx.out,
         corpus=ctx.config.corpus or "bbcnews",
-        n_sequences=128,  # 16k held-out tokens: enough text for a feature count that no longer jumps
+        n_sequences=ctx.eval_sequences,
         context_size=128,
         threshold=None,  # the paper's 15 scaled to d_in
     )
@@ -106,12 +108,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field"
     )
+    parser.add_argument(
+        "--eval-sequences", type=positive_int, default=128,
+        help="held-out 128-token sequences evaluated (16k tokens: enough text for a feature count that holds)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     preset = {**preset_config(), "output_path": str(out / "sae")}
-    ctx = DemoContext(out=out, config=parse_run_config(apply_overrides(preset, args.set)))
+    ctx = DemoContext(out, parse_run_config(apply_overrides(preset, args.set)), args.eval_sequences)
     out.mkdir(parents=True, exist_ok=True)
     for name, step in DEMO_STEPS:
         start = time.perf_counter()
