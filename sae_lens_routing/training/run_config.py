@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,7 +203,8 @@ def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, i
     if is_bridge_class(fields.get("model_class_name")) and "model_name" in fields:
         from transformers import AutoConfig
 
-        hf = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
+        with _hub_config_errors(fields["model_name"]):
+            hf = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
         return int(hf.num_hidden_layers), int(hf.hidden_size)
     if fields.get("model_class_name", "HookedTransformer") != "HookedTransformer" or "model_name" not in fields:
         raise ValueError(
@@ -211,15 +213,22 @@ def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, i
         )
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 
-    try:
+    with _hub_config_errors(fields["model_name"]):
         cfg = get_pretrained_model_config(fields["model_name"])
-    except OSError as e:  # offline, or a gated repo: the Hub's multi-line message, as one line naming the fix
+    return int(cfg.n_layers), int(cfg.d_model)
+
+
+@contextmanager
+def _hub_config_errors(model_name: str) -> Iterator[None]:
+    """Offline, or a gated repo: the Hub's multi-line message, as one line naming the fix."""
+    try:
+        yield
+    except OSError as e:
         raise ValueError(
-            f"model_name {fields['model_name']!r}: its config could not be read from the Hugging Face Hub "
+            f"model_name {model_name!r}: its config could not be read from the Hugging Face Hub "
             f"({type(e).__name__}); offline, use model_path (e.g. model_path: smollm2), or give sae.d_in and "
             "list sae.hook_names"
         ) from e
-    return int(cfg.n_layers), int(cfg.d_model)
 
 
 def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
