@@ -54,8 +54,8 @@ class ContextRules:
 
     def __post_init__(self) -> None:
         t = self.threshold
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0):
-            raise ValueError(f"threshold must be a finite number > 0 (or None for the relative rule), got {t!r}")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0):
+            raise ValueError(f"threshold must be a finite number >= 0 (or None for the relative rule), got {t!r}")
 
     def resolved(self, d_in: int) -> ContextRules:
         """These rules with the threshold made concrete for an SAE of width `d_in`."""

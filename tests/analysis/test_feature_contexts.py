@@ -82,8 +82,9 @@ def test_threshold_is_relative_to_the_standardised_norm_by_default():
     assert abs(relative_threshold(576) - 7.955) < 1e-3
     assert ContextRules().resolved(576).threshold == relative_threshold(576)
     assert ContextRules(threshold=15.0).resolved(576).threshold == 15.0  # absolute: one option away
-    for bad in (float("nan"), float("inf"), 0.0, -1.0, True):
-        with pytest.raises(ValueError, match="threshold must be a finite number > 0"):
+    assert ContextRules(threshold=0.0).threshold == 0.0  # every active latent
+    for bad in (float("nan"), float("inf"), -1.0, True):
+        with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
             ContextRules(threshold=bad)
     with pytest.raises(ValueError, match="resolved"):
         contexts_from_activations([["a"]], [Activation(0, 0, 0, 99.0, 0)], HOOKS, ContextRules())
