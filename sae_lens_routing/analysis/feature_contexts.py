@@ -219,20 +219,10 @@ class FeatureContextCollector:
         )
 
 
-@torch.no_grad()
-def find_feature_contexts(
-    sae: Any,
-    model: Any,
-    tokens: torch.Tensor,
-    *,
-    rules: ContextRules = ContextRules(),
-    batch_size: int = 8,
-    exclude_special_tokens: list[int] | None = None,
-) -> dict[int, FeatureContexts]:
-    """Run `model` on `tokens` [n, seq], route and encode every token, and collect the contexts."""
-    return collect_feature_contexts(
-        sae, model, tokens, rules=rules, batch_size=batch_size, exclude_special_tokens=exclude_special_tokens
-    ).results()
+def find_feature_contexts(sae: Any, model: Any, tokens: torch.Tensor, **kwargs: Any) -> dict[int, FeatureContexts]:
+    """Run `model` on `tokens` [n, seq], route and encode every token, and collect the contexts (the keyword
+    arguments of `collect_feature_contexts`)."""
+    return collect_feature_contexts(sae, model, tokens, **kwargs).results()
 
 
 @torch.no_grad()
@@ -245,7 +235,7 @@ def collect_feature_contexts(
     batch_size: int = 8,
     exclude_special_tokens: list[int] | None = None,
 ) -> FeatureContextCollector:
-    """`find_feature_contexts`, keeping the collector (its rules, tokens read and `metrics()`)."""
+    """Route and encode `tokens` batch by batch into a collector (its contexts, rules, tokens read, `metrics()`)."""
     hooks = list(sae.cfg.hook_names)
     collect = FeatureContextCollector(model, sae, rules, exclude_special_tokens)
     for batch in tokens.split(batch_size):
