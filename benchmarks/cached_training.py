@@ -66,9 +66,13 @@ def sae_step_share(runner: TimedRunner, warmup: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=40, help="training steps per contender")
-    parser.add_argument("--warmup", type=int, default=4, help="steps left out of the rate (first buffer fill)")
+    parser.add_argument(
+        "--warmup", type=int, default=4, help="steps left out of the rate (first buffer fill)"
+    )
     parser.add_argument("--out", default=str(RESULTS / "cached_training.json"))
     args = parser.parse_args()
     if args.warmup < 1 or args.steps <= args.warmup:

@@ -1,9 +1,11 @@
 """The model forward a RouteSAE run pays for: eager vs `torch.compile`, side by side in one run.
 
 Three contenders on the same random-weight model and tokens (see train_throughput.py for the presets):
-  eager          `model(tokens, stop_at_layer=last routed block + 1)` (what SAELens's store runs, hooks aside);
+  eager          `model(tokens, stop_at_layer=last routed block + 1)` (what SAELens's store runs, hooks
+  aside);
   compiled_model `torch.compile(model)` with the same call;
-  routed         `compiled_resid_post_forward`: the compiled hook-free forward that a RouteSAE run's store uses
+  routed         `compiled_resid_post_forward`: the compiled hook-free forward that a RouteSAE run's store
+  uses
                  with `compile_llm: true`, returning all L routed layers stacked.
 
     python benchmarks/compiled_forward.py --preset paper --device cuda
@@ -27,7 +29,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def tokens_per_s(fn: Callable[[], object], n_tokens: int, device: str, repeats: int) -> tuple[float, float]:
-    """(tokens/s over `repeats` calls after two warm-ups, seconds of the first warm-up call = compile time)."""
+    """(tokens/s over `repeats` calls after two warm-ups, seconds of the first warm-up = compile time)."""
     with torch.no_grad():
         sync(device)
         t = time.perf_counter()
@@ -73,7 +75,8 @@ def main() -> None:
         rate, first = tokens_per_s(fn, tokens.numel(), args.device, args.repeats)
         result[f"{name}_tokens_per_s"] = rate
         result[f"{name}_first_call_s"] = first
-    result["routed_over_eager"] = result["routed_tokens_per_s"] / result["eager_tokens_per_s"]  # type: ignore[operator]
+    # type: ignore[operator]
+    result["routed_over_eager"] = result["routed_tokens_per_s"] / result["eager_tokens_per_s"]
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"compiled_forward_{args.preset}.json").write_text(json.dumps(result, indent=2))

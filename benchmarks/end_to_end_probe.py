@@ -1,8 +1,11 @@
-"""Probe: does a short end-to-end KL phase (`training/end_to_end.py`) lower a routed SAE's KL on held-out text?
+"""Probe: does a short end-to-end KL phase (`training/end_to_end.py`) lower a routed SAE's KL on held-out
+text?
 
-SmolLM2-135M-Instruct, the demo's routed layers (blocks 3..9), 400 BBC documents of 128 tokens (`corpus_tokens`
+SmolLM2-135M-Instruct, the demo's routed layers (blocks 3..9), 400 BBC documents of 128 tokens
+(`corpus_tokens`
 seed 5): 300 cached and trained on (3 epochs, batch 2048, lr 5e-4, 5% warm-up / 20% decay, d_sae 2048, k 32,
-defaults otherwise), 32 held out for evaluation, 64 for the end-to-end phase (8 steps of 8 documents, lr 1e-4).
+defaults otherwise), 32 held out for evaluation, 64 for the end-to-end phase (8 steps of 8 documents, lr
+1e-4).
 Scored by `run_route_evals` before and after the phase on the same held-out tokens.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/end_to_end_probe.py

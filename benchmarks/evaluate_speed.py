@@ -1,8 +1,10 @@
 """`evaluate` on the demo SAE: this tree vs the code before "route once", side by side, same numbers.
 
-Before (commit 0597e4d) every evaluation batch ran a clean forward, then a SAE splice and a zero-ablation splice
+Before (commit 0597e4d) every evaluation batch ran a clean forward, then a SAE splice and a zero-ablation
+splice
 that each re-ran the model to the last routed block inside the forward and re-routed, and the feature contexts
-ran and routed the tokens once more. Now each batch has one clean forward and one routing; both splices start at
+ran and routed the tokens once more. Now each batch has one clean forward and one routing; both splices start
+at
 the first routed block from a precomputed plan, and the feature contexts reuse the routing.
 
 Each version runs in its own process (the old one from a `git worktree` of the old commit), alternating, so
@@ -48,7 +50,11 @@ print("SECONDS", time.perf_counter() - t)
 def run_version(tree: Path, args: argparse.Namespace, out: Path) -> tuple[float, float]:
     """(seconds inside evaluate(), seconds of the whole process)."""
     code = TIMED.format(
-        threads=args.threads, sae=str(Path(args.sae).resolve()), out=str(out), n=args.n_sequences, ctx=args.context
+        threads=args.threads,
+        sae=str(Path(args.sae).resolve()),
+        out=str(out),
+        n=args.n_sequences,
+        ctx=args.context,
     )
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
     start = time.perf_counter()
@@ -80,14 +86,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         old_tree = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(old_tree), args.before], cwd=ROOT, check=True)
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(old_tree), args.before], cwd=ROOT, check=True
+        )
         try:
             times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
             for i in range(args.repeats):
                 for name, tree in (("before", old_tree), ("after", ROOT)):
                     times[name].append(run_version(tree, args, Path(tmp) / f"{name}{i}"))
-                    print(f"{name}: evaluate {times[name][-1][0]:.1f} s, process {times[name][-1][1]:.1f} s", flush=True)
-            old, new = flat_metrics(Path(tmp) / "before0/eval.json"), flat_metrics(Path(tmp) / "after0/eval.json")
+                    print(
+                        f"{name}: evaluate {times[name][-1][0]:.1f} s, process {times[name][-1][1]:.1f} s",
+                        flush=True,
+                    )
+            old, new = (
+                flat_metrics(Path(tmp) / "before0/eval.json"),
+                flat_metrics(Path(tmp) / "after0/eval.json"),
+            )
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT, check=False)
 
@@ -114,7 +128,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "evaluate_speed.json").write_text(json.dumps(result, indent=2))
     print(
-        f"evaluate(): {best['before'][0]:.1f} s -> {best['after'][0]:.1f} s ({result['evaluate_speedup']:.2f}x); "
+        f"evaluate(): {best['before'][0]:.1f} s -> {best['after'][0]:.1f} s "
+        f"({result['evaluate_speedup']:.2f}x); "
         f"whole process {result['process_speedup']:.2f}x; {len(common)} metrics, max relative difference "
         f"{max_rel:.2e}"
     )

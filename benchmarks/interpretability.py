@@ -1,7 +1,9 @@
-"""Are RouteSAE's features more interpretable than per-layer TopK SAEs'? The paper's comparison, offline model.
+"""Are RouteSAE's features more interpretable than per-layer TopK SAEs'? The paper's comparison, offline
+model.
 
 RouteSAE and one TopK SAE per routed layer (the paper's baseline; `quality.py`'s training, caching and
-preprocessing reused) are trained on the same cached SmolLM2-135M activations, then on the same held-out tokens:
+preprocessing reused) are trained on the same cached SmolLM2-135M activations, then on the same held-out
+tokens:
   1. features are counted with the paper's rules (`analysis.feature_contexts`), overall and per routed layer
      (a per-layer SAE's features belong to its layer; a routed feature to its dominant routed layer);
   2. the same judge scores `--n-features` sampled features of each method with the paper rubric and the
@@ -160,7 +162,8 @@ def main() -> None:
             return feats, torch.full(feats.shape[:2], layer)
 
         layer_encoders.append((layer * args.d_sae, encode_layer))
-    rules = ContextRules(threshold=args.threshold).resolved(count_acts.shape[-1])  # None: 15/sqrt(2048)*sqrt(d_in)
+    # None: 15/sqrt(2048)*sqrt(d_in)
+    rules = ContextRules(threshold=args.threshold).resolved(count_acts.shape[-1])
     methods = {
         "routesae": method_contexts([(0, encode_routed)], count_acts, strings, keep, rules),
         "topk_per_layer": method_contexts(layer_encoders, count_acts, strings, keep, rules),

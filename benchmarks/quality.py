@@ -9,8 +9,10 @@ All four see per-token standardised activations (the paper's preprocessing) and 
 number of steps on batches of the same size drawn from one cache of activations (computed once), with the same
 k, d_sae and SAELens TopK aux loss (1/32). Per-layer methods are spliced and scored at each routed layer
 separately and averaged over layers; routed ones are spliced at each token's routed layer (`routed_splice`).
-Features are counted with the paper's rules (>4 contexts, <=32 token types; threshold 15/sqrt(2048)*sqrt(d_in),
-the paper's 15 scaled to this model's width, and the paper's absolute 15 beside it) on a separate held-out set of
+Features are counted with the paper's rules (>4 contexts, <=32 token types; threshold
+15/sqrt(2048)*sqrt(d_in),
+the paper's 15 scaled to this model's width, and the paper's absolute 15 beside it) on a separate held-out set
+of
 sequences (cached once), the same tokens for every method: the per-layer method's count is the sum over its
 L SAEs (so it has L times the latents), the shared SAE's latents collect contexts from every layer.
 
@@ -60,7 +62,8 @@ AUX = 1 / 32
 
 
 class UniformRandomRouteSAE(RouteTrainingSAE):
-    """Baseline: each token's layer is drawn uniformly at random (router weight exactly 1); W_router is unused.
+    """Baseline: each token's layer is drawn uniformly at random (router weight exactly 1); W_router is
+    unused.
 
     Overrides the public `route_acts` step only, so training, evaluation and `routed_splice` all see the same
     random decision for a token within one forward (the splice routes once, on the clean pass)."""
@@ -219,7 +222,8 @@ def main() -> None:
     parser.add_argument(
         "--count-thresholds",
         default="relative,15",
-        help="activation thresholds for feature counting, comma-separated; 'relative' = 15/sqrt(2048)*sqrt(d_in); "
+        help="activation thresholds for feature counting, comma-separated; "
+        "'relative' = 15/sqrt(2048)*sqrt(d_in); "
         "the first is the headline",
     )
     parser.add_argument("--output", default="quality.json", help="file name under benchmarks/results/")
@@ -257,7 +261,9 @@ def main() -> None:
     eval_keep = eval_tokens != bos
     steps = len(acts) // args.batch
     L, d = len(HOOKS), acts.shape[-1]
-    thresholds = [relative_threshold(d) if t == "relative" else float(t) for t in args.count_thresholds.split(",")]
+    thresholds = [
+        relative_threshold(d) if t == "relative" else float(t) for t in args.count_thresholds.split(",")
+    ]
     results: dict[str, Any] = {}
     timing: dict[str, float] = {"cache_activations_s": time.perf_counter() - t0}
 

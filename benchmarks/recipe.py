@@ -73,20 +73,32 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "init1": ("old default + decoder_init_norm 1.0", {**OLD_DEFAULT, "decoder_init_norm": 1.0}, {}),
     "init1_aux": (
         "init 1.0 + TopK aux loss 1/32, dead after 80k tokens",
-        {**OLD_DEFAULT, "decoder_init_norm": 1.0, "aux_loss_coefficient": 1 / 32,
-         "dead_feature_window_tokens": 80_000},
+        {
+            **OLD_DEFAULT,
+            "decoder_init_norm": 1.0,
+            "aux_loss_coefficient": 1 / 32,
+            "dead_feature_window_tokens": 80_000,
+        },
         {},
     ),
     "init05_aux": (
         "init 0.5 + aux",
-        {**OLD_DEFAULT, "decoder_init_norm": 0.5, "aux_loss_coefficient": 1 / 32,
-         "dead_feature_window_tokens": 80_000},
+        {
+            **OLD_DEFAULT,
+            "decoder_init_norm": 0.5,
+            "aux_loss_coefficient": 1 / 32,
+            "dead_feature_window_tokens": 80_000,
+        },
         {},
     ),
     "init03_aux": (
         "init 0.3 + aux",
-        {**OLD_DEFAULT, "decoder_init_norm": 0.3, "aux_loss_coefficient": 1 / 32,
-         "dead_feature_window_tokens": 80_000},
+        {
+            **OLD_DEFAULT,
+            "decoder_init_norm": 0.3,
+            "aux_loss_coefficient": 1 / 32,
+            "dead_feature_window_tokens": 80_000,
+        },
         {},
     ),
     "official_aux": (
@@ -161,7 +173,7 @@ def build_cache(model: Any, rows: list[torch.Tensor]) -> np.ndarray:
 
 
 def token_order(seed: int = 0) -> list[torch.Tensor]:
-    """The batches' row indices: a permutation per epoch, remainder dropped; the same for every row of a seed."""
+    """The batches' row indices: a permutation per epoch, remainder dropped; same for each row of a seed."""
     gen = torch.Generator().manual_seed(seed)
     per_epoch = TRAIN_TOKENS // BATCH
     return [
@@ -185,7 +197,12 @@ def train_row(
     torch.manual_seed(seed)
     sae = RouteTrainingSAE(
         RouteTrainingSAEConfig(
-            d_in=acts.shape[-1], d_sae=D_SAE, k=k, hook_names=HOOKS, routing="hard", router_input="sum",
+            d_in=acts.shape[-1],
+            d_sae=D_SAE,
+            k=k,
+            hook_names=HOOKS,
+            routing="hard",
+            router_input="sum",
             use_sparse_activations=True,  # the same numbers as the dense decode (tested), ~1.5x faster on CPU
             **sae_overrides,
         )
@@ -214,8 +231,15 @@ def train_row(
     return sae.eval(), info
 
 
-def e2e_phase(sae: RouteTrainingSAE, model: Any, train_docs: list[torch.Tensor], n_docs: int, seed: int,
-              special: list[int], pad: int) -> dict[str, Any]:
+def e2e_phase(
+    sae: RouteTrainingSAE,
+    model: Any,
+    train_docs: list[torch.Tensor],
+    n_docs: int,
+    seed: int,
+    special: list[int],
+    pad: int,
+) -> dict[str, Any]:
     """The end-to-end KL phase on `n_docs` training documents (seeded order), batches of E2E_BATCH_DOCS."""
     from sae_lens_routing.training.end_to_end import finetune_end_to_end
 
@@ -226,8 +250,12 @@ def e2e_phase(sae: RouteTrainingSAE, model: Any, train_docs: list[torch.Tensor],
         sae, model, tokens.split(E2E_BATCH_DOCS), lr=E2E_LR, exclude_special_tokens=special, log_every=5
     )
     sae.eval()
-    return {"e2e_seconds": round(time.perf_counter() - start, 1), "e2e_steps": len(history),
-            "e2e_first": history[0], "e2e_last": history[-1]}
+    return {
+        "e2e_seconds": round(time.perf_counter() - start, 1),
+        "e2e_steps": len(history),
+        "e2e_first": history[0],
+        "e2e_last": history[-1],
+    }
 
 
 def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -246,13 +274,23 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
         "features_counted": metrics["features/n_counted"],
         "features_threshold": metrics["features/threshold"],
         "features_tokens_read": metrics["features/tokens_read"],
-        "features_per_layer": {k.rsplit("/", 1)[-1]: v for k, v in metrics.items()
-                               if k.startswith("features/n_counted_per_layer/")},
+        "features_per_layer": {
+            k.rsplit("/", 1)[-1]: v
+            for k, v in metrics.items()
+            if k.startswith("features/n_counted_per_layer/")
+        },
     }
 
 
-PRIMARY = ["kl_per_token", "delta_ce", "features_counted", "normalized_mse", "latents_silent_on_eval",
-           "routing_entropy_bits", "ce_loss_score"]
+PRIMARY = [
+    "kl_per_token",
+    "delta_ce",
+    "features_counted",
+    "normalized_mse",
+    "latents_silent_on_eval",
+    "routing_entropy_bits",
+    "ce_loss_score",
+]
 
 
 def seed_summary(results: dict[str, Any], split: str) -> dict[str, dict[str, Any]]:
@@ -274,12 +312,16 @@ def seed_summary(results: dict[str, Any], split: str) -> dict[str, dict[str, Any
 def print_summary(results: dict[str, Any], split: str) -> None:
     print(f"| row ({split}) | seeds | " + " | ".join(PRIMARY) + " |")
     for name, s in seed_summary(results, split).items():
-        cells = [f"{s[m]['mean']:.4g} ({s[m]['min']:.4g}-{s[m]['max']:.4g})" if m in s else "-" for m in PRIMARY]
+        cells = [
+            f"{s[m]['mean']:.4g} ({s[m]['min']:.4g}-{s[m]['max']:.4g})" if m in s else "-" for m in PRIMARY
+        ]
         print(f"| {name} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", default="default,official")
     parser.add_argument("--splits", default="val,test", help="where to evaluate each trained SAE")
     parser.add_argument("--k", type=int, default=K)
@@ -311,13 +353,21 @@ def main() -> None:
     results.setdefault("rows", {})
     results.update(
         {
-            "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "device": f"cpu ({platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads)",
             "setup": {
-                "model": "SmolLM2-135M-Instruct", "hooks": f"{HOOKS[0]} .. {HOOKS[-1]} ({len(HOOKS)})",
-                "train_tokens": TRAIN_TOKENS, "epochs": EPOCHS, "batch": BATCH, "lr": LR, "d_sae": D_SAE,
+                "model": "SmolLM2-135M-Instruct",
+                "hooks": f"{HOOKS[0]} .. {HOOKS[-1]} ({len(HOOKS)})",
+                "train_tokens": TRAIN_TOKENS,
+                "epochs": EPOCHS,
+                "batch": BATCH,
+                "lr": LR,
+                "d_sae": D_SAE,
                 "e2e": {"docs": E2E_DOCS, "batch_docs": E2E_BATCH_DOCS, "lr": E2E_LR},
-                "eval_documents": N_EVAL_DOCS, "seq": SEQ,
-                "val": "last 64 training documents (never trained on)", "test": "first 64 held-out documents",
+                "eval_documents": N_EVAL_DOCS,
+                "seq": SEQ,
+                "val": "last 64 training documents (never trained on)",
+                "test": "first 64 held-out documents",
             },
         }
     )
@@ -329,18 +379,34 @@ def main() -> None:
         if trainer_over.get("e2e"):
             info |= e2e_phase(sae, model, docs["train"], E2E_DOCS, seed, special, pad)
         sae.save_model(CACHE_DIR / "saes" / key)
-        row = {"what": what, "k": args.k, "seed": seed, "sae_overrides": sae_over, "trainer_overrides": trainer_over,
-               **info}
+        row = {
+            "what": what,
+            "k": args.k,
+            "seed": seed,
+            "sae_overrides": sae_over,
+            "trainer_overrides": trainer_over,
+            **info,
+        }
         if name == "default":
-            row["defaults"] = {f: getattr(sae.cfg, f) for f in (
-                "decoder_init_norm", "rescale_acts_by_decoder_norm", "topk_relu", "aux_loss_coefficient",
-                "dead_feature_window_tokens", "unit_norm_decoder_every")}
+            row["defaults"] = {
+                f: getattr(sae.cfg, f)
+                for f in (
+                    "decoder_init_norm",
+                    "rescale_acts_by_decoder_norm",
+                    "topk_relu",
+                    "aux_loss_coefficient",
+                    "dead_feature_window_tokens",
+                    "unit_norm_decoder_every",
+                )
+            }
         for split in splits:
             start = time.perf_counter()
             tokens = pad_rows(docs[split], pad=pad)
             metrics = run_route_evals(sae, model, tokens, batch_size=8, exclude_special_tokens=special)
             row[split] = {**summarise(metrics), "eval_seconds": round(time.perf_counter() - start, 1)}
-            print(split, json.dumps({k: v for k, v in row[split].items() if k != "routing_share"}), flush=True)
+            print(
+                split, json.dumps({k: v for k, v in row[split].items() if k != "routing_share"}), flush=True
+            )
         results["rows"][key] = row
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_path, json.dumps(results, indent=2, default=str))

@@ -125,7 +125,8 @@ def main() -> None:
         "ratio": store_tps / bare,
         "stock_single_hook_store_tokens_per_s": stock_tps,
         "stock_store_ratio": stock_tps / bare,
-        "note": "store tokens exclude the BOS position it drops; bare counts every position; the stock store is "
+        "note": "store tokens exclude the BOS position it drops; bare counts every position; "
+        "the stock store is "
         "SAELens's ActivationsStore on the last routed hook, same tokens and buffer",
     }
     print(json.dumps(result, indent=2))

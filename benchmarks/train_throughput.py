@@ -3,19 +3,25 @@
 Side by side in one process, same random-weight model, same tokens, same d_sae/k/batch:
   (a) bare forward: `model(tokens, stop_at_layer=last routed block + 1)`;
   (b) SAELens's stock `LanguageModelSAETrainingRunner` + `TopKTrainingSAEConfig` on the last routed hook;
-  (c) `RouteSAETrainingRunner` on all routed hooks, with its time split into model forward / buffer / SAE step;
-  (d) `--overlap`: (c) with `prefetch_llm_batches` (the next batch's forward runs in a producer thread, on its own
+  (c) `RouteSAETrainingRunner` on all routed hooks, with its time split into model forward / buffer / SAE
+  step;
+  (d) `--overlap`: (c) with `prefetch_llm_batches` (the next batch's forward runs in a producer thread, on its
+  own
       CUDA stream, while the SAE trains: `sae_lens_routing/training/overlap.py`);
-  (e) `--sweep N`: `RouteSAESweepRunner` training N RouteSAEs (k/2, k, 2k, 4k, ...) from one forward per batch,
+  (e) `--sweep N`: `RouteSAESweepRunner` training N RouteSAEs (k/2, k, 2k, 4k, ...) from one forward per
+  batch,
       overlapped too with `--overlap`; its aggregate SAE-tokens/s is N x its stream tokens/s.
 
-Presets: `paper` = the paper's shape (Llama-3.2-1B-shaped HookedTransformer, 16 layers, d_model 2048, blocks 3..11,
+Presets: `paper` = the paper's shape (Llama-3.2-1B-shaped HookedTransformer, 16 layers, d_model 2048, blocks
+3..11,
 d_sae 16384, k 64, 64 x 512-token batches, bf16 model + autocast on CUDA); `cpu` = a small shape that runs in
 about a minute on 2 cores (a few with --overlap --sweep 4). Absolute times only mean something on a GPU.
-The routed buffer's size (L x d x bytes per buffered token) is reported; its GPU peak is measured on CUDA only.
+The routed buffer's size (L x d x bytes per buffered token) is reported; its GPU peak is measured on CUDA
+only.
 
     python benchmarks/train_throughput.py --preset cpu --overlap --sweep 4
-    python benchmarks/train_throughput.py --preset paper --device cuda --compile-llm --compile-sae --overlap --sweep 4
+    python benchmarks/train_throughput.py --preset paper --device cuda --compile-llm --compile-sae --overlap
+    --sweep 4
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ class Preset:
 
 
 PRESETS = {
-    # SAELens sizes the mixing buffer as n_batches_in_buffer x context_size tokens: paper 128 x 512 = 2 batches
+    # SAELens sizes the mixing buffer as n_batches_in_buffer x context_size tokens: paper 128 x 512 = 2
+    # batches
     # (65,536 tokens x 9 layers x 2048 x bf16 = 2.4 GB on the GPU for RouteSAE)
     "paper": Preset(16, 2048, 8192, 32, 8, 128256, range(3, 12), 16384, 64, 64, 512, 60, 12, 128),
     "cpu": Preset(8, 256, 1024, 8, 2, 4096, range(1, 6), 2048, 32, 8, 128, 12, 3, 16),
@@ -138,7 +145,8 @@ def runner_cfg(p: Preset, sae: Any, device: str, fast: bool, hook_name: str) -> 
 def time_steps(runner: Any, store: Any, device: str, p: Preset, per_batch: int = 1) -> dict[str, float]:
     """Train through the runner and time it step by step (benchmark instrumentation only).
 
-    Between two steps the trainer pulls the next batch (model forward + mixing buffer); inside a step it runs the
+    Between two steps the trainer pulls the next batch (model forward + mixing buffer); inside a step it runs
+    the
     SAE forward, backward and optimiser. The model forward is timed by wrapping the store's activation method.
     `per_batch`: trainer steps per batch (a sweep steps each of its SAEs on every batch). With overlap the
     forward runs in the producer thread during the steps, so forward + buffer + steps exceed the wall time.
@@ -211,14 +219,15 @@ def split(run: dict[str, float]) -> dict[str, float]:
 
 
 def routed_buffer(p: Preset, n_layers: int, dtype: torch.dtype, device: str) -> dict[str, Any]:
-    """The mixing buffer SAELens's loader keeps: n_batches_in_buffer x context tokens, each L x d_model values."""
+    """The mixing buffer SAELens's loader keeps: n_batches_in_buffer x context tokens, each L x d_model."""
     tokens = p.buffer_batches * p.context
     per_token = n_layers * p.d_model * dtype.itemsize
     return {
         "buffer_tokens": tokens,
         "bytes_per_buffered_token": per_token,
         "buffer_bytes": tokens * per_token,
-        "note": "L x d x bytes per buffered token; while refilling, the buffer and its concatenated/shuffled copy "
+        "note": "L x d x bytes per buffered token; "
+        "while refilling, the buffer and its concatenated/shuffled copy "
         "coexist, so the transient peak is about twice buffer_bytes plus one fill"
         + ("" if device.startswith("cuda") else "; GPU peak memory was not measured (CPU run)"),
     }
@@ -251,7 +260,8 @@ def main() -> None:
     parser.add_argument(
         "--compile-llm",
         action="store_true",
-        help="compile_llm in both runs (RouteSAE: the store's compiled hook-free forward; TopK: SAELens's compiled "
+        help="compile_llm in both runs (RouteSAE: the store's compiled hook-free forward; "
+        "TopK: SAELens's compiled "
         "run_with_cache, eager if that fails); the bare forward stays eager",
     )
     parser.add_argument("--overlap", action="store_true", help="also time RouteSAE with prefetch_llm_batches")
