@@ -5,14 +5,5 @@ from sae_lens_routing.interpret.contexts import InterpretContexts, compute_conte
 from sae_lens_routing.interpret.judge import JudgeConfig, JudgeError
 from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult
 
-__all__ = [
-    "DryRunPlan",
-    "FeatureInterpretation",
-    "InterpretContexts",
-    "InterpretationResult",
-    "JudgeConfig",
-    "JudgeError",
-    "compute_contexts",
-    "interpret_features",
-    "read_contexts",
-]
+__all__ = ["DryRunPlan", "FeatureInterpretation", "InterpretContexts", "InterpretationResult", "JudgeConfig",
+           "JudgeError", "compute_contexts", "interpret_features", "read_contexts"]
