@@ -38,11 +38,10 @@ def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: 
     mapping = isinstance(shares, Mapping)
     values = [float(shares.get(h, 0.0)) for h in hook_names] if mapping else [float(s) for s in shares]
     unknown = sorted(set(shares) - set(hook_names)) if mapping else []
-    if len(values) != len(hook_names) or unknown:
-        raise ValueError(f"routing_shares must have one value per routed hook ({len(hook_names)}), got "
-                         f"{len(values)}{f'; not routed: {unknown}' if unknown else ''}")
-    if not all(math.isfinite(v) and v >= 0 for v in values) or abs(sum(values) - 1.0) > 0.02:
-        raise ValueError(f"routing_shares must sum to 1 (fraction of tokens per layer, each >= 0): {values}")
+    finite = all(math.isfinite(v) and v >= 0 for v in values)
+    if len(values) != len(hook_names) or unknown or not finite or abs(sum(values) - 1.0) > 0.02:
+        raise ValueError(f"routing_shares must sum to 1 (fractions >= 0) with one value per routed hook "
+                         f"({len(hook_names)}), got {len(shares)}: {shares}")
     return values
 
 

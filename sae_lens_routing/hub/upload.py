@@ -36,18 +36,21 @@ def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, 
     try:
         sae_id = sae_id if sae_id is not None else folder.resolve(strict=True).name
         validate_repo_id(repo_id)
-        ok = repo_id.count("/") == 1
+        repo_ok = repo_id.count("/") == 1
     except (OSError, RuntimeError) as e:  # missing, or a symlink loop
         raise ValueError(f"{folder} is not a readable SAE folder ({e}); give its folder") from None
     except HFValidationError:
-        ok = False
-    if not ok:
-        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", sae_id) or ".." in sae_id.split("/"):
-        raise ValueError(f"sae_id must be a relative folder path in the repo (\\w, ., -, /), got {sae_id!r}")
+        repo_ok = False
     cfg, _, _ = read_checked_sae_folder(folder)
-    if cfg["architecture"] != ARCHITECTURE:
-        raise ValueError(f"{folder}: architecture {cfg['architecture']!r}, expected 'routesae'")
+    problems = [text for bad, text in (
+        (not repo_ok, f"repo_id must look like 'org/name', got {repo_id!r}"),
+        (not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", sae_id) or ".." in sae_id.split("/"),
+         f"sae_id must be a relative folder path in the repo (\\w, ., -, /), got {sae_id!r}"),
+        (cfg["architecture"] != ARCHITECTURE, f"{folder}: architecture {cfg['architecture']!r}, expected "
+         f"{ARCHITECTURE!r}"),
+    ) if bad]
+    if problems:
+        raise ValueError("; ".join(problems))
     card, root_text = write_model_card(folder, repo_id=repo_id, sae_id=sae_id, routing_shares=routing_shares,
                                        metrics=metrics, training_tokens=training_tokens,
                                        chart_prefix=f"{sae_id}/", write=not dry_run)

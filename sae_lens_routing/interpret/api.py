@@ -114,20 +114,23 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
     """Judge `n_features` counted features sampled with `seed`; write interpretability.json/.png to `out`.
 
     Contexts: given, read from a JSON (the SAE names the layers) or computed from `sae`, `model`, `tokens`."""
-    if protocol not in PROTOCOLS or not isinstance(n_features, int) or n_features < 1:
-        raise ValueError(f"--protocol in {PROTOCOLS}, --n-features >= 1 expected: {protocol!r}, {n_features}")
     out = Path(out)
     if isinstance(contexts, (str, Path)):
         contexts = C.read_contexts(contexts, list(sae.cfg.hook_names))
     elif contexts is None:
         contexts = C.compute_contexts(sae, model, tokens, seed=seed)
         C.write_contexts(contexts, out / "interpret_contexts.json")
-    if protocol != "paper" and contexts.detection is None:
-        raise ValueError("--contexts has no detection excerpts (evaluate's feature_contexts.json has the "
-                         "paper's only): use --protocol paper, or omit --contexts to compute them")
-    if not contexts.features:
-        raise ValueError(f"no latent counts as a feature on these tokens ({contexts.n_latents_with_contexts} "
-                         "latents had contexts, none > 4 above the activation threshold): nothing to judge")
+    n_seen = contexts.n_latents_with_contexts
+    problems = [text for bad, text in (
+        (not contexts.features, f"no latent counts as a feature on these tokens ({n_seen} latents had "
+         "contexts, none > 4 above the activation threshold): nothing to judge"),
+        (protocol not in PROTOCOLS, f"--protocol must be one of {PROTOCOLS}, got {protocol!r}"),
+        (not isinstance(n_features, int) or n_features < 1, f"--n-features must be >= 1, got {n_features!r}"),
+        (protocol != "paper" and contexts.detection is None, "--contexts has no detection excerpts "
+         "(evaluate's feature_contexts.json has the paper's only): use --protocol paper, or omit --contexts"),
+    ) if bad]
+    if problems:
+        raise ValueError("; ".join(problems))
     counted = sorted(contexts.features)
     features = sorted(random.Random(seed).sample(counted, min(n_features, len(counted))))
     if dry_run:

@@ -128,12 +128,12 @@ def read_contexts(path: str | Path, hook_names: list[str]) -> InterpretContexts:
         entries = {int(f): e for f, e in data["features"].items() if e.get("is_feature")}
         keys = {"token", "activation", "layer", "context"}
         ok = all(keys <= set(c) for e in entries.values() for c in e["contexts"])
+        ok = ok and data.get("hook_names", hook_names) == hook_names
     except (KeyError, TypeError, AttributeError, ValueError):  # JSONDecodeError is a ValueError
         ok = False
     if not ok:
-        raise ValueError(f"--contexts {path} is not a feature-contexts JSON (features -> contexts)")
-    if data.get("hook_names", hook_names) != hook_names:
-        raise ValueError(f"--contexts {path} was made for hooks {data['hook_names']}, not {hook_names}")
+        raise ValueError(f"--contexts {path} must be a feature-contexts JSON (features -> contexts) that was "
+                         f"made for hooks {hook_names}")
     shares = {}
     for f, e in entries.items():
         counts = [sum(c["layer"] == h for c in e["contexts"]) for h in hook_names]

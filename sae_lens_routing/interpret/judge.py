@@ -37,11 +37,11 @@ class JudgeConfig:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or not self.model.strip():
-            raise ValueError(f"--judge-url must be an http(s) URL and --judge-model a name, got {self}")
-        if self.concurrency < 1 or self.timeout_s <= 0 or self.max_retries < 0:
-            raise ValueError(f"judge concurrency >= 1, timeout_s > 0, max_retries >= 0 expected, got {self}")
+        url = urlsplit(self.url)
+        ok = url.scheme in ("http", "https") and url.netloc and self.model.strip() and self.concurrency >= 1
+        if not ok or self.timeout_s <= 0 or self.max_retries < 0:
+            raise ValueError(f"--judge-url an http(s) URL, --judge-model a name, concurrency >= 1, "
+                             f"timeout_s > 0 and max_retries >= 0 expected, got {self}")
 
 
 class JudgeError(ValueError):
@@ -123,9 +123,7 @@ class Judge:
                 f"the judge at {cfg.url} refused the request with {why} (model {cfg.model!r}); check "
                 f"--judge-url, --judge-model and the key in ${cfg.api_key_env}"
             ) from None
-        content = reply.choices[0].message.content if reply.choices else None
-        if content is None:
-            raise JudgeError(f"the judge {cfg.model!r} returned no message content")
+        content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
         usage = reply.usage
         tokens = {
             "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or approx_tokens(messages)),

@@ -30,19 +30,20 @@ def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.hub.upload import upload_route_sae
 
     shares = metrics = None
+    text, problems = args.metrics, []
     try:
         shares = args.routing_shares and [float(x) for x in args.routing_shares.split(",")]
     except ValueError:
-        raise ValueError(f"--routing-shares must be comma-separated numbers: {args.routing_shares}") from None
-    if args.metrics is not None:
-        text = args.metrics
-        is_file = text.endswith(".json") and Path(text).is_file()
-        try:
-            metrics = json.loads(Path(text).read_text(encoding="utf-8") if is_file else text)
-        except json.JSONDecodeError:
-            metrics = None
-        if not isinstance(metrics, dict):
-            raise ValueError(f"--metrics must be a JSON object (name -> value) or a .json file, got {text!r}")
+        problems.append(f"--routing-shares must be comma-separated numbers, got {args.routing_shares!r}")
+    try:
+        is_file = text is not None and text.endswith(".json") and Path(text).is_file()
+        metrics = text and json.loads(Path(text).read_text(encoding="utf-8") if is_file else text)
+    except json.JSONDecodeError:
+        metrics = []
+    if text is not None and not isinstance(metrics, dict):
+        problems.append(f"--metrics must be a JSON object (name -> value) or a .json file, got {text!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
     root_card = {"auto": None, "yes": True, "no": False}[args.root_card]
     paths = upload_route_sae(args.sae, args.repo_id, args.sae_id, revision=args.revision, metrics=metrics,
                              routing_shares=shares, training_tokens=args.training_tokens, root_card=root_card,
