@@ -1,7 +1,7 @@
-"""The LLM judge: `openai` chat completions (OpenAI, Azure, any compatible server), each answer kept on disk.
+"""The LLM judge: `openai` chat completions (OpenAI, Azure, any compatible server) on sampled features.
 
-Answers are stored under a hash of the request so a killed run resumes without paying twice; openai retries
-429/5xx/time-outs itself. The API key is read from the environment and never stored.
+Each answer is stored under a hash of its request as it arrives: a killed run resumes without paying twice.
+openai retries 429/5xx/time-outs itself. An unparsable answer is asked once more, then counted unparsed.
 """
 
 from __future__ import annotations
@@ -9,15 +9,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import sae_lens_routing.interpret.contexts as C
+import sae_lens_routing.interpret.prompts as P
 from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult, write_result
 
+PROTOCOLS = ("paper", "detection", "both")
+MAX_TOKENS = 128  # the official code's answer budget; plenty for a 0/1 list of ~16 excerpts too
 AZURE_API_VERSION = "2024-10-21"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 # USD per million tokens (input, output), for the printed estimate only.
@@ -54,8 +62,7 @@ def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> float | None:
     return None if price is None else (tokens_in * price[0] + tokens_out * price[1]) / 1e6
 
 
-def format_cost(model: str, tokens_in: int, tokens_out: int) -> str:
-    cost = estimated_cost(model, tokens_in, tokens_out)
+def format_cost(model: str, cost: float | None) -> str:
     return f"${cost:.4f} at {model} list price" if cost is not None else f"unknown (no price for {model!r})"
 
 
@@ -73,16 +80,16 @@ class Judge:
         self.usage = dict.fromkeys(keys, 0)
         self._lock = threading.Lock()
 
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, attempt: int = 0) -> str:
+    def complete(self, messages: list[dict[str, str]], attempt: int = 0) -> str:
         cfg = self.config
-        request = {"url": cfg.url, "model": cfg.model, "messages": messages, "max_tokens": max_tokens,
+        request = {"url": cfg.url, "model": cfg.model, "messages": messages, "max_tokens": MAX_TOKENS,
                    "temperature": cfg.temperature, "seed": cfg.seed, "attempt": attempt}
         key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         path = self.cache_dir / f"{key}.json"
         if stored := path.is_file():
             record = json.loads(path.read_text(encoding="utf-8"))
         else:
-            record = {"model": cfg.model, "messages": messages, **self._ask(messages, max_tokens, attempt)}
+            record = {"model": cfg.model, "messages": messages, **self._ask(messages, attempt)}
             atomic_write_json(path, record)
         prefix = "cached_" * stored
         with self._lock:
@@ -108,12 +115,12 @@ class Judge:
             return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
         return openai.OpenAI(base_url=cfg.url, **common)
 
-    def _ask(self, messages: list[dict[str, str]], max_tokens: int, attempt: int) -> dict[str, Any]:
+    def _ask(self, messages: list[dict[str, str]], attempt: int) -> dict[str, Any]:
         import openai
 
         cfg = self.config
         # a second attempt at an unparsable answer gets another seed: the same one would repeat the answer
-        extra = {"max_tokens": max_tokens, "temperature": cfg.temperature}
+        extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature}
         extra.update({} if cfg.seed is None else {"seed": cfg.seed + attempt})
         try:
             reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
@@ -124,9 +131,141 @@ class Judge:
                 f"--judge-url, --judge-model and the key in ${cfg.api_key_env}"
             ) from None
         content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
-        usage = reply.usage
-        tokens = {
-            "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or approx_tokens(messages)),
-            "completion_tokens": int(getattr(usage, "completion_tokens", 0) or len(content) // 4),
-        }
-        return {"content": content, "usage": tokens}
+        used = reply.usage
+        usage = {"prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
+                 "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}
+        return {"content": content, "usage": usage}
+
+
+@dataclass
+class DryRunPlan:
+    """What a run would send: nothing is sent in a dry run."""
+
+    prompt: list[dict[str, str]]
+    n_features: int
+    n_requests: int
+    est_tokens_in: int
+    max_tokens_out: int
+    estimated_cost_usd: float | None
+
+
+def _ask(judge: Judge, messages: list[dict[str, str]], parse: Any) -> tuple[Any, str]:
+    """The parsed answer (None after a second unparsable one) and the last raw answer."""
+    for attempt in (0, 1):
+        answer = judge.complete(messages, attempt)
+        if (parsed := parse(answer)) is not None:
+            return parsed, answer
+    return None, answer
+
+
+def balanced_accuracy(labels: list[int], verdicts: list[int]) -> float:
+    pos = [v for label, v in zip(labels, verdicts, strict=True) if label == 1]
+    neg = [1 - v for label, v in zip(labels, verdicts, strict=True) if label == 0]
+    return (sum(pos) / len(pos) + sum(neg) / len(neg)) / 2
+
+
+def shuffled_heldout(sample: dict[str, Any], feature: int, seed: int) -> list[dict[str, Any]]:
+    heldout = list(sample["heldout"])
+    random.Random(seed * 1_000_003 + feature).shuffle(heldout)
+    return heldout
+
+
+def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, protocol: str, seed: int) -> Any:
+    shares = contexts.layer_shares[feature]
+    r = FeatureInterpretation(feature, shares, contexts.hook_names[shares.index(max(shares))])
+    if protocol in ("paper", "both"):
+        parsed, raw = _ask(judge, P.paper_messages(contexts.features[feature]), P.parse_paper)
+        r.paper = "scored" if parsed else "unparsed"
+        if parsed:
+            r.category, r.score, r.explanation = parsed["category"], parsed["score"], parsed["explanation"]
+        else:
+            r.unparsed["paper"] = raw
+    if protocol in ("detection", "both"):
+        sample = contexts.detection[feature]  # type: ignore[index]
+        heldout = shuffled_heldout(sample, feature, seed)
+        labels = [h["label"] for h in heldout]
+        r.heldout = {"activating": sum(labels), "non_activating": len(labels) - sum(labels),
+                     **Counter(f"quantile_{h['quantile']}" for h in heldout if h["quantile"] is not None)}
+        r.detection_explanation, raw = _ask(judge, P.explain_messages(sample["explain"]), P.parse_explanation)
+        if r.detection_explanation is None:
+            r.detection, r.unparsed["explanation"] = "unparsed", raw
+        elif 0 in (r.heldout["activating"], r.heldout["non_activating"]):
+            r.detection = "no_heldout"  # balanced accuracy needs both kinds
+        else:
+            texts = [h["text"] for h in heldout]
+            messages = P.detect_messages(r.detection_explanation, texts)
+            verdicts, raw = _ask(judge, messages, lambda a: P.parse_detection(a, len(texts)))
+            r.detection = "scored" if verdicts else "unparsed"
+            if verdicts:
+                r.detection_accuracy = round(balanced_accuracy(labels, verdicts), 4)
+            else:
+                r.unparsed["verdicts"] = raw
+    return r
+
+
+def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str, log: Any) -> Any:
+    prompts = []
+    if protocol in ("paper", "both"):
+        prompts += [P.paper_messages(contexts.features[f]) for f in features]
+    if protocol in ("detection", "both"):
+        for f in features:
+            sample = contexts.detection[f]  # type: ignore[index]
+            prompts.append(P.explain_messages(sample["explain"]))
+            typical = "x" * 80  # the explanation is not known yet: a typical length
+            prompts.append(P.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
+    tokens_in, tokens_out = sum(approx_tokens(p) for p in prompts), MAX_TOKENS * len(prompts)
+    p = DryRunPlan(prompts[0] if prompts else [], len(features), len(prompts), tokens_in, tokens_out,
+                   estimated_cost(model, tokens_in, tokens_out))
+    per = {"paper": "1", "detection": "2", "both": "3"}[protocol]
+    prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in p.prompt)
+    log(f"dry run: nothing sent. One full prompt:\n{prompt}\n\nrequests: {p.n_requests} ({p.n_features} "
+        f"features x {per}; +1 for each unparsable answer)\nestimated tokens: ~{tokens_in} in, "
+        f"<= {tokens_out} out; estimated cost at most {format_cost(model, p.estimated_cost_usd)}")
+    return p
+
+
+def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig, out: str | Path,
+                       tokens: Any = None, contexts: C.InterpretContexts | str | Path | None = None,
+                       n_features: int = 100, protocol: str = "paper", seed: int = 0, dry_run: bool = False,
+                       log: Any = print) -> InterpretationResult | DryRunPlan:
+    """Judge `n_features` counted features sampled with `seed`; write interpretability.json/.png to `out`.
+
+    Contexts: given, read from a JSON (the SAE names the layers) or computed from `sae`, `model`, `tokens`."""
+    out = Path(out)
+    if isinstance(contexts, (str, Path)):
+        contexts = C.read_contexts(contexts, list(sae.cfg.hook_names))
+    elif contexts is None:
+        contexts = C.compute_contexts(sae, model, tokens, seed=seed)
+        C.write_contexts(contexts, out / "interpret_contexts.json")
+    n_seen = contexts.n_latents_with_contexts
+    problems = [text for bad, text in (
+        (not contexts.features, f"no latent counts as a feature on these tokens ({n_seen} latents had "
+         "contexts, none > 4 above the activation threshold): nothing to judge"),
+        (protocol not in PROTOCOLS, f"--protocol must be one of {PROTOCOLS}, got {protocol!r}"),
+        (not isinstance(n_features, int) or n_features < 1, f"--n-features must be >= 1, got {n_features!r}"),
+        (protocol != "paper" and contexts.detection is None, "--contexts has no detection excerpts "
+         "(evaluate's feature_contexts.json has the paper's only): use --protocol paper, or omit --contexts"),
+    ) if bad]
+    if problems:
+        raise ValueError("; ".join(problems))
+    counted = sorted(contexts.features)
+    features = sorted(random.Random(seed).sample(counted, min(n_features, len(counted))))
+    if dry_run:
+        return plan(contexts, features, protocol, judge.model, log)
+    client = Judge(judge, out / "judge_cache")
+    with ThreadPoolExecutor(max_workers=judge.concurrency) as pool:
+        futures = [pool.submit(judge_feature, client, contexts, f, protocol, seed) for f in features]
+        try:
+            judged = [f.result() for f in futures]
+        finally:  # a refusal stops the run: nothing more is sent
+            pool.shutdown(cancel_futures=True)
+    u = client.usage
+    cost = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
+    result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names,
+                                  len(counted), judged, u, cost)
+    json_path, png = write_result(result, out)
+    log(f"judge: {u['requests']} requests sent ({u['tokens_in']} tokens in, {u['tokens_out']} out), "
+        f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run "
+        f"{format_cost(judge.model, cost)}")
+    log(f"interpretability written to {json_path} and {png}")
+    return result
