@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lens_routing.hub.upload import upload_route_sae
+    from sae_lens_routing.hub import upload_route_sae
 
     shares = metrics = None
     text, problems = args.metrics, []

@@ -1,28 +1,34 @@
-"""The model card (README.md) of an uploaded routed SAE, with a routing-share chart.
+"""Publish a routed SAE to the Hugging Face Hub with SAELens's own uploader, plus its model card.
 
-Built from the saved folder (cfg.json, runner_cfg.json, training_metrics.json) so a Hub visitor sees the
-model, hooks, size, training, metrics and routing without loading anything; given values replace the folder's.
+The card (README.md, routing-share chart) is built from the saved folder, so a Hub visitor sees model, hooks,
+size, training, metrics and routing without loading anything; SAELens's uploader sends only the SAE files.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCardData
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCardData
 from huggingface_hub.repocard import metadata_load
-from sae_lens.constants import RUNNER_CFG_FILENAME
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from sae_lens.constants import RUNNER_CFG_FILENAME, SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
+from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingface
 
 from sae_lens_routing.analysis.plots import render_routing_share_chart
 from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
 from sae_lens_routing.interpret.results import card_lines, read_result
 from sae_lens_routing.loading.integrity import read_cfg_json, read_json_object
+from sae_lens_routing.loading.loaders import read_checked_sae_folder
+from sae_lens_routing.saes.config import ARCHITECTURE
 from sae_lens_routing.saes.routed_metrics import SHARE_PREFIX
 from sae_lens_routing.saes.routed_metrics import routing_shares as shares_in_metrics
 
+SAE_FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME, RUNNER_CFG_FILENAME)
 CARD_FILENAME = "README.md"
 CHART_FILENAME = "routing_share.png"
 METRICS_FILENAME = "training_metrics.json"
@@ -141,3 +147,51 @@ Or, with integrity checks on load: `sae_lens_routing.load_route_sae("{repo_id}",
     if write:
         atomic_write_bytes(card, render("").encode("utf-8"))
     return card, render(chart_prefix)
+
+
+def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, *, revision: str = "main",
+                     routing_shares: Sequence[float] | Mapping[str, float] | None = None,
+                     metrics: Mapping[str, Any] | None = None, training_tokens: int | None = None,
+                     root_card: bool | None = None, show_progress: bool = False,
+                     dry_run: bool = False) -> list[str]:
+    """Check the folder, write its model card, upload both; returns the paths written in the repo, sorted.
+
+    `sae_id` defaults to the folder's name; `root_card` None: also the repo's README.md if it has none yet.
+    `dry_run` checks everything, writes and sends nothing (plans the root README unless `root_card` False)."""
+    folder = Path(path)
+    try:
+        sae_id = sae_id if sae_id is not None else folder.resolve(strict=True).name
+        validate_repo_id(repo_id)
+        repo_ok = repo_id.count("/") == 1
+    except (OSError, RuntimeError) as e:  # missing, or a symlink loop
+        raise ValueError(f"{folder} is not a readable SAE folder ({e}); give its folder") from None
+    except HFValidationError:
+        repo_ok = False
+    cfg, _, _ = read_checked_sae_folder(folder)
+    problems = [text for bad, text in (
+        (not repo_ok, f"repo_id must look like 'org/name', got {repo_id!r}"),
+        (not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", sae_id) or ".." in sae_id.split("/"),
+         f"sae_id must be a relative folder path in the repo (\\w, ., -, /), got {sae_id!r}"),
+        (cfg["architecture"] != ARCHITECTURE, f"{folder}: architecture {cfg['architecture']!r}, expected "
+         f"{ARCHITECTURE!r}"),
+    ) if bad]
+    if problems:
+        raise ValueError("; ".join(problems))
+    card, root_text = write_model_card(folder, repo_id=repo_id, sae_id=sae_id, routing_shares=routing_shares,
+                                       metrics=metrics, training_tokens=training_tokens,
+                                       chart_prefix=f"{sae_id}/", write=not dry_run)
+    files = [f"{sae_id}/{name}" for name in SAE_FILES if (folder / name).is_file()]
+    card_files: dict[str, Any] = {f"{sae_id}/{CARD_FILENAME}": str(card)}
+    if f"]({sae_id}/{CHART_FILENAME})" in root_text:  # the card shows routing shares
+        card_files[f"{sae_id}/{CHART_FILENAME}"] = str(folder / CHART_FILENAME)
+    if dry_run:
+        return sorted([*files, *card_files, *[CARD_FILENAME] * (root_card is not False)])
+    upload_saes_to_huggingface({sae_id: folder}, repo_id, hf_revision=revision, show_progress=show_progress,
+                               add_default_readme=False)
+    api = HfApi()
+    if root_card or (root_card is None and not api.file_exists(repo_id, CARD_FILENAME, revision=revision)):
+        card_files[CARD_FILENAME] = root_text.encode("utf-8")
+    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=f) for p, f in card_files.items()]
+    api.create_commit(repo_id=repo_id, operations=operations, commit_message=f"Add model card for {sae_id}",
+                      revision=revision)
+    return sorted([*files, *card_files])
