@@ -80,6 +80,14 @@ class Judge:
         self.usage = dict.fromkeys(keys, 0)
         self._lock = threading.Lock()
 
+    def ask(self, messages: list[dict[str, str]], parse: Any) -> tuple[Any, str]:
+        """The parsed answer (None after a second unparsable one) and the last raw answer."""
+        for attempt in (0, 1):
+            answer = self.complete(messages, attempt)
+            if (parsed := parse(answer)) is not None:
+                return parsed, answer
+        return None, answer
+
     def complete(self, messages: list[dict[str, str]], attempt: int = 0) -> str:
         cfg = self.config
         request = {"url": cfg.url, "model": cfg.model, "messages": messages, "max_tokens": MAX_TOKENS,
@@ -89,7 +97,7 @@ class Judge:
         if stored := path.is_file():
             record = json.loads(path.read_text(encoding="utf-8"))
         else:
-            record = {"model": cfg.model, "messages": messages, **self._ask(messages, attempt)}
+            record = {"model": cfg.model, "messages": messages, **self._send(messages, attempt)}
             atomic_write_json(path, record)
         prefix = "cached_" * stored
         with self._lock:
@@ -115,7 +123,7 @@ class Judge:
             return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
         return openai.OpenAI(base_url=cfg.url, **common)
 
-    def _ask(self, messages: list[dict[str, str]], attempt: int) -> dict[str, Any]:
+    def _send(self, messages: list[dict[str, str]], attempt: int) -> dict[str, Any]:
         import openai
 
         cfg = self.config
@@ -149,15 +157,6 @@ class DryRunPlan:
     estimated_cost_usd: float | None
 
 
-def _ask(judge: Judge, messages: list[dict[str, str]], parse: Any) -> tuple[Any, str]:
-    """The parsed answer (None after a second unparsable one) and the last raw answer."""
-    for attempt in (0, 1):
-        answer = judge.complete(messages, attempt)
-        if (parsed := parse(answer)) is not None:
-            return parsed, answer
-    return None, answer
-
-
 def balanced_accuracy(labels: list[int], verdicts: list[int]) -> float:
     pos = [v for label, v in zip(labels, verdicts, strict=True) if label == 1]
     neg = [1 - v for label, v in zip(labels, verdicts, strict=True) if label == 0]
@@ -174,19 +173,18 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
     shares = contexts.layer_shares[feature]
     r = FeatureInterpretation(feature, shares, contexts.hook_names[shares.index(max(shares))])
     if protocol in ("paper", "both"):
-        parsed, raw = _ask(judge, P.paper_messages(contexts.features[feature]), P.parse_paper)
-        r.paper = "scored" if parsed else "unparsed"
+        parsed, raw = judge.ask(P.paper_messages(contexts.features[feature]), P.parse_paper)
         if parsed:
-            r.category, r.score, r.explanation = parsed["category"], parsed["score"], parsed["explanation"]
+            r.paper, r.category, r.score, r.explanation = "scored", *parsed.values()
         else:
-            r.unparsed["paper"] = raw
+            r.paper, r.unparsed["paper"] = "unparsed", raw
     if protocol in ("detection", "both"):
         sample = contexts.detection[feature]  # type: ignore[index]
         heldout = shuffled_heldout(sample, feature, seed)
         labels = [h["label"] for h in heldout]
         r.heldout = {"activating": sum(labels), "non_activating": len(labels) - sum(labels),
                      **Counter(f"quantile_{h['quantile']}" for h in heldout if h["quantile"] is not None)}
-        r.detection_explanation, raw = _ask(judge, P.explain_messages(sample["explain"]), P.parse_explanation)
+        r.detection_explanation, raw = judge.ask(P.explain_messages(sample["explain"]), P.parse_explanation)
         if r.detection_explanation is None:
             r.detection, r.unparsed["explanation"] = "unparsed", raw
         elif 0 in (r.heldout["activating"], r.heldout["non_activating"]):
@@ -194,12 +192,11 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
         else:
             texts = [h["text"] for h in heldout]
             messages = P.detect_messages(r.detection_explanation, texts)
-            verdicts, raw = _ask(judge, messages, lambda a: P.parse_detection(a, len(texts)))
-            r.detection = "scored" if verdicts else "unparsed"
+            verdicts, raw = judge.ask(messages, lambda a: P.parse_detection(a, len(texts)))
             if verdicts:
-                r.detection_accuracy = round(balanced_accuracy(labels, verdicts), 4)
+                r.detection, r.detection_accuracy = "scored", round(balanced_accuracy(labels, verdicts), 4)
             else:
-                r.unparsed["verdicts"] = raw
+                r.detection, r.unparsed["verdicts"] = "unparsed", raw
     return r
 
 

@@ -51,14 +51,11 @@ class InterpretationResult:
     @property
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n_features": len(self.features)}
-        for name, block in (("paper", _paper_block), ("detection", _detection_block)):
+        layers = {h: [f for f in self.features if f.layer == h] for h in self.hook_names}
+        for name in ("paper", "detection"):
             if any(getattr(f, name) for f in self.features):
-                out[name] = block(self.features)
-                out[name]["per_layer"] = {
-                    h: {"n_features": len(fs), **block(fs)}
-                    for h in self.hook_names
-                    for fs in [[f for f in self.features if f.layer == h]]
-                }
+                per = {h: {"n_features": len(fs), **_block(name, fs)} for h, fs in layers.items()}
+                out[name] = {**_block(name, self.features), "per_layer": per}
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,25 +67,16 @@ def _mean(values: list[Any]) -> float | None:
     return round(mean(values), 4) if values else None
 
 
-def _paper_block(features: list[FeatureInterpretation]) -> dict[str, Any]:
-    scored = [f for f in features if f.paper == "scored"]
+def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
+    """Counts and means of one protocol's verdicts over `features` (all, or one routed layer's)."""
+    scored = [f for f in features if getattr(f, name) == "scored"]
+    out = {"n_scored": len(scored), "n_unparsed": sum(getattr(f, name) == "unparsed" for f in features)}
+    if name == "detection":
+        return {**out, "n_without_heldout": sum(f.detection == "no_heldout" for f in features),
+                "mean_balanced_accuracy": _mean([f.detection_accuracy for f in scored])}
     categories = {c: [f.score for f in scored if f.category == c] for c in CATEGORIES}
-    return {
-        "n_scored": len(scored),
-        "n_unparsed": sum(f.paper == "unparsed" for f in features),
-        "mean_score": _mean([f.score for f in scored]),
-        "categories": {c: {"count": len(s), "mean_score": _mean(s)} for c, s in categories.items()},
-    }
-
-
-def _detection_block(features: list[FeatureInterpretation]) -> dict[str, Any]:
-    scored = [f for f in features if f.detection == "scored"]
-    return {
-        "n_scored": len(scored),
-        "n_unparsed": sum(f.detection == "unparsed" for f in features),
-        "n_without_heldout": sum(f.detection == "no_heldout" for f in features),
-        "mean_balanced_accuracy": _mean([f.detection_accuracy for f in scored]),
-    }
+    return {**out, "mean_score": _mean([f.score for f in scored]),
+            "categories": {c: {"count": len(s), "mean_score": _mean(s)} for c, s in categories.items()}}
 
 
 def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, Path]:
