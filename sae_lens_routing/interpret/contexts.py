@@ -81,7 +81,8 @@ def layer_shares(table: torch.Tensor, feature: int, n_layers: int) -> list[float
 
 @torch.no_grad()
 def compute_contexts(sae: Any, model: Any, tokens: torch.Tensor, *, rules: ContextRules | None = None,
-                     detection: DetectionRules | None = None, batch_size: int = 8, seed: int = 0) -> Any:
+                     detection: DetectionRules | None = None, batch_size: int = 8,
+                     seed: int = 0) -> InterpretContexts:
     """One routed pass over `tokens` feeds both the paper's contexts and the detection excerpts."""
     rules, detection = (rules or ContextRules()).resolved(sae.cfg.d_in), detection or DetectionRules()
     hooks, tok = list(sae.cfg.hook_names), model.tokenizer

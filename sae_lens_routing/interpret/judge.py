@@ -169,7 +169,8 @@ def shuffled_heldout(sample: dict[str, Any], feature: int, seed: int) -> list[di
     return heldout
 
 
-def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, protocol: str, seed: int) -> Any:
+def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, protocol: str,
+                  seed: int) -> FeatureInterpretation:
     shares = contexts.layer_shares[feature]
     r = FeatureInterpretation(feature, shares, contexts.hook_names[shares.index(max(shares))])
     if protocol in ("paper", "both"):
@@ -200,7 +201,8 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
     return r
 
 
-def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str, log: Any) -> Any:
+def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str,
+         log: Any) -> DryRunPlan:
     prompts = []
     if protocol in ("paper", "both"):
         prompts += [P.paper_messages(contexts.features[f]) for f in features]
