@@ -11,8 +11,7 @@ from sae_lens.registry import (
     register_sae_training_class,
 )
 
-from sae_lens_routing.hub.model_card import write_model_card
-from sae_lens_routing.hub.upload import upload_route_sae
+from sae_lens_routing.hub import upload_route_sae, write_model_card
 from sae_lens_routing.loading.integrity import IntegrityError
 from sae_lens_routing.loading.loaders import route_sae_disk_loader, route_sae_huggingface_loader
 from sae_lens_routing.loading.official import load_official_checkpoint

@@ -112,7 +112,7 @@ class RecordedHub:
 
 def record_hub(monkeypatch: Any) -> RecordedHub:
     """Patch `HfApi` at the network boundary (test only): commits are recorded, nothing is sent. The real
-    upload code (SAELens's uploader, `upload_folder`'s file selection, `CommitOperationAdd`) runs unchanged."""
+    upload code (SAELens's uploader, `upload_folder`'s file selection, `CommitOperationAdd`) runs as is."""
     import huggingface_hub.constants
     import huggingface_hub.hf_api
 

@@ -385,7 +385,7 @@ def test_topk_architecture_on_a_routed_folder_is_named(tmp_path):
 
 
 def test_upload_of_a_symlink_loop_is_one_line(tmp_path):
-    from sae_lens_routing.hub.upload import upload_route_sae
+    from sae_lens_routing.hub import upload_route_sae
 
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(ValueError, match="loop is not a readable SAE folder"):

@@ -1,12 +1,6 @@
 """What the judge is shown, from one routed pass: the paper's contexts and the detection excerpts.
 
-The paper's contexts come unchanged from `analysis.feature_contexts` (the official rules, its feature count).
-The same routed batches also feed `ActivationRecords`, every non-zero activation, from which each counted
-feature gets its detection excerpts: the top activating excerpts (one per sequence) that the explanation is
-written from, and held-out excerpts from *other* sequences, activating ones drawn from several activation
-quantiles plus non-activating ones (a feature active in few sequences keeps half of them held out). Held-out sequences never overlap the explanation's, so no held-out text can
-leak into the explanation prompt. Everything is written to one JSON that `--contexts` reads back; an evaluate
-run's `feature_contexts.json` is read too (it has no detection excerpts, so it serves the paper protocol only).
+Held-out excerpts come from sequences the explanation's excerpts do not, so no held-out text leaks into it.
 """
 
 from __future__ import annotations
@@ -46,54 +40,28 @@ class InterpretContexts:
     rules: dict[str, Any] = field(default_factory=dict)
 
 
-class ActivationRecords:
-    """Every non-zero routed activation (sequence, position, latent, value, layer) of the routed batches."""
-
-    def __init__(self, excluded_tokens: list[int] | None = None):
-        self.excluded = sorted(set(excluded_tokens or []))
-        self.parts: list[torch.Tensor] = []
-        self.n_seq = 0
-
-    @torch.no_grad()
-    def __call__(self, tokens: torch.Tensor, routed: Any) -> None:
-        acts = routed.feature_acts
-        keep = ~torch.isin(tokens, torch.tensor(self.excluded, dtype=tokens.dtype, device=tokens.device))
-        seq, pos, feat = torch.nonzero((acts > 0) & keep[..., None], as_tuple=True)
-        layer = routed.layer_index[seq, pos]
-        value = acts[seq, pos, feat].float()
-        rows = torch.stack([(seq + self.n_seq).float(), pos.float(), feat.float(), value, layer.float()], 1)
-        self.parts.append(rows.cpu())
-        self.n_seq += len(tokens)
-
-    def table(self) -> torch.Tensor:
-        return torch.cat(self.parts) if self.parts else torch.zeros(0, 5)
-
-
 def excerpt(tokens: list[str], pos: int, rules: DetectionRules, mark: bool) -> str:
     lo, hi = max(0, pos - rules.before), min(len(tokens), pos + rules.after + 1)
     return "".join(f"<<{t}>>" if mark and i == pos else t for i, t in enumerate(tokens[lo:hi], lo)).strip()
 
 
-def detection_samples(
-    token_strings: list[list[str]], table: torch.Tensor, feature: int, rules: DetectionRules, seed: int
-) -> dict[str, list[dict[str, Any]]]:
-    """{"explain": top excerpts (marked), "heldout": excerpts of other sequences, each with a 0/1 label}."""
+def detection_samples(token_strings: list[list[str]], table: torch.Tensor, feature: int,
+                      rules: DetectionRules, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """{"explain": top excerpts (marked), "heldout": excerpts of other sequences, each with a 0/1 label}.
+
+    `table` rows: (sequence, position, latent, activation, layer). A rare feature keeps half its sequences."""
     rng = random.Random(seed * 1_000_003 + feature)
-    rows = table[table[:, 2] == feature]
     best: dict[int, tuple[float, int]] = {}  # sequence -> (its largest activation, where)
-    for s, p, _, v, _ in rows.tolist():
+    for s, p, _, v, _ in table[table[:, 2] == feature].tolist():
         if v > best.get(int(s), (0.0, 0))[0]:
             best[int(s)] = (v, int(p))
     ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
-    n_explain = min(
-        rules.n_explain, (len(ranked) + 1) // 2
-    )  # a rare feature keeps half its sequences held out
+    n_explain = min(rules.n_explain, (len(ranked) + 1) // 2)
     explain = [
         {"text": excerpt(token_strings[s], p, rules, True), "activation": round(v, 2)}
         for s, (v, p) in ranked[:n_explain]
     ]
-    rest = ranked[n_explain:][::-1]  # ascending activation
-    heldout = []
+    rest, heldout = ranked[n_explain:][::-1], []  # ascending activation
     for q in range(rules.n_quantiles):
         bin_ = rest[q * len(rest) // rules.n_quantiles : (q + 1) * len(rest) // rules.n_quantiles]
         for s, (v, p) in rng.sample(bin_, min(rules.per_quantile, len(bin_))):
@@ -101,111 +69,77 @@ def detection_samples(
             heldout.append({"text": text, "label": 1, "quantile": q + 1, "activation": round(v, 2)})
     silent = [s for s in range(len(token_strings)) if s not in best]
     for s in rng.sample(silent, min(rules.n_negative, len(silent))):
-        p = rng.randrange(len(token_strings[s]))
-        text = excerpt(token_strings[s], p, rules, False)
+        text = excerpt(token_strings[s], rng.randrange(len(token_strings[s])), rules, False)
         heldout.append({"text": text, "label": 0, "quantile": None, "activation": 0.0})
     return {"explain": explain, "heldout": heldout}
 
 
 def layer_shares(table: torch.Tensor, feature: int, n_layers: int) -> list[float]:
-    layers = table[table[:, 2] == feature][:, 4].long()
-    counts = torch.bincount(layers, minlength=n_layers).double()
+    counts = torch.bincount(table[table[:, 2] == feature][:, 4].long(), minlength=n_layers).double()
     return (counts / counts.sum().clamp(min=1)).tolist()
 
 
 @torch.no_grad()
-def compute_contexts(
-    sae: Any,
-    model: Any,
-    tokens: torch.Tensor,
-    *,
-    rules: ContextRules | None = None,
-    detection: DetectionRules | None = None,
-    batch_size: int = 8,
-    seed: int = 0,
-) -> InterpretContexts:
+def compute_contexts(sae: Any, model: Any, tokens: torch.Tensor, *, rules: ContextRules | None = None,
+                     detection: DetectionRules | None = None, batch_size: int = 8,
+                     seed: int = 0) -> InterpretContexts:
     """One routed pass over `tokens` feeds both the paper's contexts and the detection excerpts."""
     rules, detection = (rules or ContextRules()).resolved(sae.cfg.d_in), detection or DetectionRules()
-    hooks = list(sae.cfg.hook_names)
-    tok = model.tokenizer
+    hooks, tok = list(sae.cfg.hook_names), model.tokenizer
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
     collect = FeatureContextCollector(model, sae, rules, special)
-    records = ActivationRecords(special)
-    for batch in tokens.split(batch_size):
-        acts, _, _ = routed_activations(model, batch, hooks)
-        routed = sae.forward_routed(acts)
+    rows = []  # every non-zero routed activation: (sequence, position, latent, value, layer)
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size]
+        routed = sae.forward_routed(routed_activations(model, batch, hooks)[0])
         collect(batch, routed)
-        records(batch, routed)
+        acts = routed.feature_acts
+        keep = ~torch.isin(batch, torch.tensor(special, dtype=batch.dtype, device=batch.device))
+        seq, pos, feat = torch.nonzero((acts > 0) & keep[..., None], as_tuple=True)
+        cols = [seq + start, pos, feat, acts[seq, pos, feat], routed.layer_index[seq, pos]]
+        rows.append(torch.stack([c.float() for c in cols], 1).cpu())
+    table = torch.cat(rows) if rows else torch.zeros(0, 5)
     found = collect.results()
     counted = {f: e.contexts for f, e in found.items() if e.is_feature(rules)}
-    table = records.table()
-    strings = [  # special tokens (BOS...) shown as nothing in the excerpts
-        [t if i not in special else "" for t, i in zip(row, ids.tolist())]
-        for row, ids in zip(collect.token_strings, tokens)
-    ]
-    return InterpretContexts(
-        hook_names=hooks,
-        features=counted,
-        layer_shares={f: layer_shares(table, f, len(hooks)) for f in counted},
-        detection={f: detection_samples(strings, table, f, detection, seed) for f in counted},
-        n_latents_with_contexts=len(found),
-        rules={"contexts": asdict(rules), "detection": asdict(detection)},
-    )
+    strings = [[t if i not in special else "" for t, i in zip(row, ids.tolist(), strict=True)]
+               for row, ids in zip(collect.token_strings, tokens, strict=True)]  # special tokens shown as ""
+    shares = {f: layer_shares(table, f, len(hooks)) for f in counted}
+    samples = {f: detection_samples(strings, table, f, detection, seed) for f in counted}
+    return InterpretContexts(hooks, counted, shares, samples, len(found),
+                             {"contexts": asdict(rules), "detection": asdict(detection)})
 
 
 def write_contexts(contexts: InterpretContexts, path: str | Path) -> Path:
     """The layout of `feature_contexts.json` (features -> contexts), plus shares and detection excerpts."""
-    payload = {
-        "hook_names": contexts.hook_names,
-        "rules": contexts.rules,
-        "n_latents_with_contexts": contexts.n_latents_with_contexts,
-        "n_features": len(contexts.features),
-        "features": {
-            str(f): {
-                "is_feature": True,
-                "contexts": c,
-                "layer_shares": contexts.layer_shares.get(f),
-                **({"detection": contexts.detection[f]} if contexts.detection else {}),
-            }
-            for f, c in sorted(contexts.features.items())
-        },
+    features = {
+        str(f): {"is_feature": True, "contexts": c, "layer_shares": contexts.layer_shares.get(f),
+                 **({"detection": contexts.detection[f]} if contexts.detection else {})}
+        for f, c in sorted(contexts.features.items())
     }
+    payload = {"hook_names": contexts.hook_names, "rules": contexts.rules, "n_features": len(features),
+               "n_latents_with_contexts": contexts.n_latents_with_contexts, "features": features}
     return atomic_write_json(path, payload, indent=1)
 
 
 def read_contexts(path: str | Path, hook_names: list[str]) -> InterpretContexts:
     """This module's JSON or an evaluate run's `feature_contexts.json` (paper contexts only)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--contexts: no file {path}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = {int(f): e for f, e in data["features"].items() if e.get("is_feature")}
-        for e in entries.values():
-            if not all({"token", "activation", "layer", "context"} <= set(c) for c in e["contexts"]):
-                raise KeyError("contexts")
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-        raise ValueError(
-            f"--contexts {path} is not a feature-contexts JSON (features -> {{is_feature, contexts}}): {e}"
-        ) from None
-    if data.get("hook_names", hook_names) != hook_names:
-        raise ValueError(
-            f"--contexts {path} was made for hooks {data['hook_names']}, the SAE routes {hook_names}"
-        )
+        keys = {"token", "activation", "layer", "context"}
+        ok = all(keys <= set(c) for e in entries.values() for c in e["contexts"])
+        ok = ok and data.get("hook_names", hook_names) == hook_names
+    except (KeyError, TypeError, AttributeError, ValueError):  # JSONDecodeError is a ValueError
+        ok = False
+    if not ok:
+        raise ValueError(f"--contexts {path} must be a feature-contexts JSON (features -> contexts) that was "
+                         f"made for hooks {hook_names}")
     shares = {}
     for f, e in entries.items():
-        shares[f] = e.get("layer_shares") or _shares_of_contexts(e["contexts"], hook_names)
+        counts = [sum(c["layer"] == h for c in e["contexts"]) for h in hook_names]
+        shares[f] = e.get("layer_shares") or [n / max(1, sum(counts)) for n in counts]
     detection = {f: e["detection"] for f, e in entries.items() if "detection" in e}
-    return InterpretContexts(
-        hook_names=hook_names,
-        features={f: e["contexts"] for f, e in entries.items()},
-        layer_shares=shares,
-        detection=detection if len(detection) == len(entries) else None,
-        n_latents_with_contexts=int(data.get("n_latents_with_contexts", len(entries))),
-        rules=data.get("rules", {}),
-    )
-
-
-def _shares_of_contexts(contexts: list[dict[str, Any]], hook_names: list[str]) -> list[float]:
-    counts = [sum(c["layer"] == h for c in contexts) for h in hook_names]
-    return [n / max(1, sum(counts)) for n in counts]
+    return InterpretContexts(hook_names, {f: e["contexts"] for f, e in entries.items()}, shares,
+                             detection if len(detection) == len(entries) else None,
+                             int(data.get("n_latents_with_contexts", len(entries))), data.get("rules", {}))

@@ -1,13 +1,7 @@
-"""The LLM judge: chat completions through the `openai` package, each answer stored on disk as it arrives.
+"""The LLM judge: `openai` chat completions (OpenAI, Azure, any compatible server) on sampled features.
 
-One client covers OpenAI, Azure OpenAI (a `*.openai.azure.com` URL; `?api-version=` in the URL, the model being
-the deployment name) and any OpenAI-compatible server (vLLM, llama.cpp, Ollama, OpenRouter) at `url`.
-
-A response is stored under a hash of everything that determines it (endpoint, model, messages, sampling
-parameters, seed, attempt), written atomically the moment it arrives, so an interrupted run resumes without
-paying twice for an answer it already has. Retries (429 honouring Retry-After, 5xx, time-outs, dropped
-connections) back off exponentially; any other refusal (a bad key, an unknown model) stops the run at once.
-The API key is read from the environment and handed to the client only: it is never stored, printed or hashed.
+Each answer is stored under a hash of its request as it arrives: a killed run resumes without paying twice.
+openai retries 429/5xx/time-outs itself. An unparsable answer is asked once more, then counted unparsed.
 """
 
 from __future__ import annotations
@@ -17,24 +11,26 @@ import json
 import os
 import random
 import threading
-import time
-from dataclasses import dataclass, field
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import sae_lens_routing.interpret.contexts as C
+import sae_lens_routing.interpret.prompts as P
 from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult, write_result
 
+PROTOCOLS = ("paper", "detection", "both")
+MAX_TOKENS = 128  # the official code's answer budget; plenty for a 0/1 list of ~16 excerpts too
 AZURE_API_VERSION = "2024-10-21"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 # USD per million tokens (input, output), for the printed estimate only.
-PRICES = {
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4o-mini": (0.15, 0.6),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4.1-mini": (0.4, 1.6),
-    "gpt-4.1-nano": (0.1, 0.4),
-}
+PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),
+          "gpt-4.1-mini": (0.4, 1.6), "gpt-4.1-nano": (0.1, 0.4)}
 
 
 @dataclass(frozen=True)
@@ -45,46 +41,19 @@ class JudgeConfig:
     concurrency: int = 8
     timeout_s: float = 60.0
     max_retries: int = 6
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
     temperature: float = 0.1  # the official code's
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"--judge-url must be an http(s) URL, got {self.url!r}")
-        if not self.model.strip():
-            raise ValueError("--judge-model must name the judge model (or the Azure deployment)")
-        if self.concurrency < 1 or self.timeout_s <= 0 or self.max_retries < 0:
-            raise ValueError(
-                f"judge concurrency >= 1, timeout_s > 0, max_retries >= 0 expected, got "
-                f"{self.concurrency}, {self.timeout_s}, {self.max_retries}"
-            )
-
-    @property
-    def is_azure(self) -> bool:
-        return (urlsplit(self.url).hostname or "").endswith(".openai.azure.com")
-
-    @property
-    def is_local(self) -> bool:
-        return urlsplit(self.url).hostname in LOCAL_HOSTS
+        url = urlsplit(self.url)
+        ok = url.scheme in ("http", "https") and url.netloc and self.model.strip() and self.concurrency >= 1
+        if not ok or self.timeout_s <= 0 or self.max_retries < 0:
+            raise ValueError(f"--judge-url an http(s) URL, --judge-model a name, concurrency >= 1, "
+                             f"timeout_s > 0 and max_retries >= 0 expected, got {self}")
 
 
-@dataclass
-class Usage:
-    """Tokens of this run's requests (sent) and of answers found on disk (paid before, not again)."""
-
-    requests: int = 0
-    cached: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cached_tokens_in: int = 0
-    cached_tokens_out: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if k != "lock"}
+class JudgeError(ValueError):
+    """The judge refused or kept failing: a ValueError, so the CLI reports it as one `error:` line."""
 
 
 def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> float | None:
@@ -93,8 +62,7 @@ def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> float | None:
     return None if price is None else (tokens_in * price[0] + tokens_out * price[1]) / 1e6
 
 
-def format_cost(model: str, tokens_in: int, tokens_out: int) -> str:
-    cost = estimated_cost(model, tokens_in, tokens_out)
+def format_cost(model: str, cost: float | None) -> str:
     return f"${cost:.4f} at {model} list price" if cost is not None else f"unknown (no price for {model!r})"
 
 
@@ -103,127 +71,200 @@ def approx_tokens(messages: list[dict[str, str]]) -> int:
     return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
 
 
-class JudgeError(ValueError):
-    """The judge refused in a way retrying cannot fix, or kept failing past the retries: a ValueError, so the
-    CLI reports it as one `error:` line (a wrong URL, model or key is the user's to fix, not a bug)."""
-
-
 class Judge:
+    """Answers from disk when stored, else from the judge; `usage` counts both (cached: paid before)."""
+
     def __init__(self, config: JudgeConfig, cache_dir: str | Path):
-        self.config = config
-        self.cache_dir = Path(cache_dir)
-        self.usage = Usage()
-        self._client: Any = None
-        self._client_lock = threading.Lock()
+        self.config, self.cache_dir = config, Path(cache_dir)
+        keys = ("requests", "cached", "tokens_in", "tokens_out", "cached_tokens_in", "cached_tokens_out")
+        self.usage = dict.fromkeys(keys, 0)
+        self._lock = threading.Lock()
 
-    def key(self, messages: list[dict[str, str]], max_tokens: int, attempt: int) -> str:
-        request = {
-            "url": self.config.url,
-            "model": self.config.model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": self.config.temperature,
-            "seed": self.config.seed,
-            "attempt": attempt,
-        }
-        return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    def ask(self, messages: list[dict[str, str]], parse: Any) -> tuple[Any, str]:
+        """The parsed answer (None after a second unparsable one) and the last raw answer."""
+        for attempt in (0, 1):
+            answer = self.complete(messages, attempt)
+            if (parsed := parse(answer)) is not None:
+                return parsed, answer
+        return None, answer
 
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, attempt: int = 0) -> str:
-        """The answer's text: from disk when stored, else from the judge (then stored at once)."""
-        key = self.key(messages, max_tokens, attempt)
+    def complete(self, messages: list[dict[str, str]], attempt: int = 0) -> str:
+        cfg = self.config
+        request = {"url": cfg.url, "model": cfg.model, "messages": messages, "max_tokens": MAX_TOKENS,
+                   "temperature": cfg.temperature, "seed": cfg.seed, "attempt": attempt}
+        key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         path = self.cache_dir / f"{key}.json"
-        if path.is_file():
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            with self.usage.lock:
-                self.usage.cached += 1
-                self.usage.cached_tokens_in += stored["usage"]["prompt_tokens"]
-                self.usage.cached_tokens_out += stored["usage"]["completion_tokens"]
-            return stored["content"]
-        content, usage = self._request(messages, max_tokens, attempt)
-        record = {"model": self.config.model, "messages": messages, "content": content, "usage": usage}
-        atomic_write_json(path, record)
-        with self.usage.lock:
-            self.usage.requests += 1
-            self.usage.tokens_in += usage["prompt_tokens"]
-            self.usage.tokens_out += usage["completion_tokens"]
-        return content
+        if stored := path.is_file():
+            record = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            record = {"model": cfg.model, "messages": messages, **self._send(messages, attempt)}
+            atomic_write_json(path, record)
+        prefix = "cached_" * stored
+        with self._lock:
+            self.usage["cached" if stored else "requests"] += 1
+            self.usage[prefix + "tokens_in"] += record["usage"]["prompt_tokens"]
+            self.usage[prefix + "tokens_out"] += record["usage"]["completion_tokens"]
+        return record["content"]
 
+    @cached_property
     def client(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
-
-    def _make_client(self) -> Any:
         import openai
 
         cfg = self.config
         key = os.environ.get(cfg.api_key_env)
-        if not key:
-            if not cfg.is_local:
-                raise ValueError(
-                    f"--api-key-env: environment variable {cfg.api_key_env} is not set (it must hold the "
-                    f"judge's API key; keys are read from the environment only)"
-                )
-            key = "unused"  # a local server without authentication; the client needs some string
-        common = {"api_key": key, "timeout": cfg.timeout_s, "max_retries": 0}
-        if cfg.is_azure:
+        host = urlsplit(cfg.url).hostname or ""
+        if not key and host not in LOCAL_HOSTS:
+            raise ValueError(f"--api-key-env: environment variable {cfg.api_key_env} is not set (the key)")
+        common = {"api_key": key or "unused", "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
+        if host.endswith(".openai.azure.com"):
             parts = urlsplit(cfg.url)
             version = parse_qs(parts.query).get("api-version", [AZURE_API_VERSION])[0]
             endpoint = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
             return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
         return openai.OpenAI(base_url=cfg.url, **common)
 
-    def _request(
-        self, messages: list[dict[str, str]], max_tokens: int, attempt: int
-    ) -> tuple[str, dict[str, int]]:
+    def _send(self, messages: list[dict[str, str]], attempt: int) -> dict[str, Any]:
         import openai
 
         cfg = self.config
         # a second attempt at an unparsable answer gets another seed: the same one would repeat the answer
-        extra = {} if cfg.seed is None else {"seed": cfg.seed + attempt}
-        for retry in range(cfg.max_retries + 1):
-            wait = min(cfg.max_backoff_s, cfg.backoff_s * 2**retry) * (0.5 + random.random() / 2)
-            try:
-                reply = self.client().chat.completions.create(
-                    model=cfg.model,
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    temperature=cfg.temperature,
-                    **extra,
-                )
-                content = reply.choices[0].message.content if reply.choices else None
-                if content is None:
-                    raise JudgeError(f"the judge {cfg.model!r} returned no message content")
-                usage = reply.usage
-                tokens = {
-                    "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or approx_tokens(messages)),
-                    "completion_tokens": int(getattr(usage, "completion_tokens", 0) or len(content) // 4),
-                }
-                return content, tokens
-            except openai.RateLimitError as e:
-                wait = max(wait, _retry_after(e.response))
-                error: Exception = e
-            except openai.APIStatusError as e:
-                if e.status_code < 500:
-                    raise JudgeError(
-                        f"the judge at {cfg.url} refused the request with HTTP {e.status_code} "
-                        f"(model {cfg.model!r}); check --judge-url, --judge-model and the key in "
-                        f"${cfg.api_key_env}"
-                    ) from None
-                error = e
-            except (openai.APITimeoutError, openai.APIConnectionError) as e:
-                error = e
-            if retry < cfg.max_retries:
-                time.sleep(wait)
-        raise JudgeError(
-            f"the judge at {cfg.url} failed {cfg.max_retries + 1} times; last: {type(error).__name__}"
-        )
+        extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature}
+        extra.update({} if cfg.seed is None else {"seed": cfg.seed + attempt})
+        try:
+            reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
+        except openai.APIError as e:
+            why = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else type(e).__name__
+            raise JudgeError(
+                f"the judge at {cfg.url} refused the request with {why} (model {cfg.model!r}); check "
+                f"--judge-url, --judge-model and the key in ${cfg.api_key_env}"
+            ) from None
+        content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
+        used = reply.usage
+        usage = {"prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
+                 "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}
+        return {"content": content, "usage": usage}
 
 
-def _retry_after(response: Any) -> float:
-    """Seconds from a Retry-After header (a number of seconds), 0 when absent or a date."""
-    try:
-        return float(response.headers.get("retry-after", 0))
-    except (TypeError, ValueError):
-        return 0.0
+@dataclass
+class DryRunPlan:
+    """What a run would send: nothing is sent in a dry run."""
+
+    prompt: list[dict[str, str]]
+    n_features: int
+    n_requests: int
+    est_tokens_in: int
+    max_tokens_out: int
+    estimated_cost_usd: float | None
+
+
+def balanced_accuracy(labels: list[int], verdicts: list[int]) -> float:
+    pos = [v for label, v in zip(labels, verdicts, strict=True) if label == 1]
+    neg = [1 - v for label, v in zip(labels, verdicts, strict=True) if label == 0]
+    return (sum(pos) / len(pos) + sum(neg) / len(neg)) / 2
+
+
+def shuffled_heldout(sample: dict[str, Any], feature: int, seed: int) -> list[dict[str, Any]]:
+    heldout = list(sample["heldout"])
+    random.Random(seed * 1_000_003 + feature).shuffle(heldout)
+    return heldout
+
+
+def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, protocol: str,
+                  seed: int) -> FeatureInterpretation:
+    shares = contexts.layer_shares[feature]
+    r = FeatureInterpretation(feature, shares, contexts.hook_names[shares.index(max(shares))])
+    if protocol in ("paper", "both"):
+        parsed, raw = judge.ask(P.paper_messages(contexts.features[feature]), P.parse_paper)
+        if parsed:
+            r.paper, r.category, r.score, r.explanation = "scored", *parsed.values()
+        else:
+            r.paper, r.unparsed["paper"] = "unparsed", raw
+    if protocol in ("detection", "both"):
+        sample = contexts.detection[feature]  # type: ignore[index]
+        heldout = shuffled_heldout(sample, feature, seed)
+        labels = [h["label"] for h in heldout]
+        r.heldout = {"activating": sum(labels), "non_activating": len(labels) - sum(labels),
+                     **Counter(f"quantile_{h['quantile']}" for h in heldout if h["quantile"] is not None)}
+        r.detection_explanation, raw = judge.ask(P.explain_messages(sample["explain"]), P.parse_explanation)
+        if r.detection_explanation is None:
+            r.detection, r.unparsed["explanation"] = "unparsed", raw
+        elif 0 in (r.heldout["activating"], r.heldout["non_activating"]):
+            r.detection = "no_heldout"  # balanced accuracy needs both kinds
+        else:
+            texts = [h["text"] for h in heldout]
+            messages = P.detect_messages(r.detection_explanation, texts)
+            verdicts, raw = judge.ask(messages, lambda a: P.parse_detection(a, len(texts)))
+            if verdicts:
+                r.detection, r.detection_accuracy = "scored", round(balanced_accuracy(labels, verdicts), 4)
+            else:
+                r.detection, r.unparsed["verdicts"] = "unparsed", raw
+    return r
+
+
+def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str,
+         log: Any) -> DryRunPlan:
+    prompts = []
+    if protocol in ("paper", "both"):
+        prompts += [P.paper_messages(contexts.features[f]) for f in features]
+    if protocol in ("detection", "both"):
+        for f in features:
+            sample = contexts.detection[f]  # type: ignore[index]
+            prompts.append(P.explain_messages(sample["explain"]))
+            typical = "x" * 80  # the explanation is not known yet: a typical length
+            prompts.append(P.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
+    tokens_in, tokens_out = sum(approx_tokens(p) for p in prompts), MAX_TOKENS * len(prompts)
+    p = DryRunPlan(prompts[0] if prompts else [], len(features), len(prompts), tokens_in, tokens_out,
+                   estimated_cost(model, tokens_in, tokens_out))
+    per = {"paper": "1", "detection": "2", "both": "3"}[protocol]
+    prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in p.prompt)
+    log(f"dry run: nothing sent. One full prompt:\n{prompt}\n\nrequests: {p.n_requests} ({p.n_features} "
+        f"features x {per}; +1 for each unparsable answer)\nestimated tokens: ~{tokens_in} in, "
+        f"<= {tokens_out} out; estimated cost at most {format_cost(model, p.estimated_cost_usd)}")
+    return p
+
+
+def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig, out: str | Path,
+                       tokens: Any = None, contexts: C.InterpretContexts | str | Path | None = None,
+                       n_features: int = 100, protocol: str = "paper", seed: int = 0, dry_run: bool = False,
+                       log: Any = print) -> InterpretationResult | DryRunPlan:
+    """Judge `n_features` counted features sampled with `seed`; write interpretability.json/.png to `out`.
+
+    Contexts: given, read from a JSON (the SAE names the layers) or computed from `sae`, `model`, `tokens`."""
+    out = Path(out)
+    if isinstance(contexts, (str, Path)):
+        contexts = C.read_contexts(contexts, list(sae.cfg.hook_names))
+    elif contexts is None:
+        contexts = C.compute_contexts(sae, model, tokens, seed=seed)
+        C.write_contexts(contexts, out / "interpret_contexts.json")
+    n_seen = contexts.n_latents_with_contexts
+    problems = [text for bad, text in (
+        (not contexts.features, f"no latent counts as a feature on these tokens ({n_seen} latents had "
+         "contexts, none > 4 above the activation threshold): nothing to judge"),
+        (protocol not in PROTOCOLS, f"--protocol must be one of {PROTOCOLS}, got {protocol!r}"),
+        (not isinstance(n_features, int) or n_features < 1, f"--n-features must be >= 1, got {n_features!r}"),
+        (protocol != "paper" and contexts.detection is None, "--contexts has no detection excerpts "
+         "(evaluate's feature_contexts.json has the paper's only): use --protocol paper, or omit --contexts"),
+    ) if bad]
+    if problems:
+        raise ValueError("; ".join(problems))
+    counted = sorted(contexts.features)
+    features = sorted(random.Random(seed).sample(counted, min(n_features, len(counted))))
+    if dry_run:
+        return plan(contexts, features, protocol, judge.model, log)
+    client = Judge(judge, out / "judge_cache")
+    with ThreadPoolExecutor(max_workers=judge.concurrency) as pool:
+        futures = [pool.submit(judge_feature, client, contexts, f, protocol, seed) for f in features]
+        try:
+            judged = [f.result() for f in futures]
+        finally:  # a refusal stops the run: nothing more is sent
+            pool.shutdown(cancel_futures=True)
+    u = client.usage
+    cost = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
+    result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names,
+                                  len(counted), judged, u, cost)
+    json_path, png = write_result(result, out)
+    log(f"judge: {u['requests']} requests sent ({u['tokens_in']} tokens in, {u['tokens_out']} out), "
+        f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run "
+        f"{format_cost(judge.model, cost)}")
+    log(f"interpretability written to {json_path} and {png}")
+    return result

@@ -1,12 +1,6 @@
-"""The judge's prompts and their strict parsers.
+"""The judge's prompts (the RouteSAE paper's rubric; detection: explain, then 0/1 verdicts), strict parsers.
 
-`paper_messages` asks for the RouteSAE paper's rubric (the official `Interpreter.construct_prompt`, reworded
-with the same content): a category (low-level / high-level / undiscernible), a 1-5 monosemanticity score and an
-explanation, from each context's token, activation and sentence. The detection prompts follow the field's
-detection score: an explanation from top activating excerpts, then a 0/1 verdict per held-out excerpt.
-
-Parsers accept exactly the answer format the prompt asks for and return None otherwise: a free-form answer is
-never guessed at, so an unparsable answer is counted as such instead of becoming a score.
+A parser returns None for anything but the asked format: a free-form answer is counted unparsed, not guessed.
 """
 
 from __future__ import annotations
@@ -21,16 +15,16 @@ CATEGORIES = ("low-level", "high-level", "undiscernible")
 
 PAPER_RUBRIC = """\
 We are studying the features of a sparse autoencoder trained on a language model. Each feature activates on \
-some tokens of a text; a token's activation value says how strongly that token relates to the feature (higher \
-means a stronger association). A feature belongs to one of three categories:
+some tokens of a text; a token's activation value says how strongly that token relates to the feature \
+(higher means a stronger association). A feature belongs to one of three categories:
 A. Low-level features: word-level meaning, telling apart the senses of a polysemous word (e.g. "crushed \
 things", "Europe").
 B. High-level features: patterns formed over a longer span of text (e.g. "enumeration", "one of the \
 [number/quantifier]").
 C. Undiscernible features: noise, or patterns with no relevance.
 
-Classify the feature below as low-level, high-level or undiscernible, and give it a monosemanticity score with \
-this rubric for activation consistency:
+Classify the feature below as low-level, high-level or undiscernible, and give it a monosemanticity score \
+with this rubric for activation consistency:
 5: a clear pattern, no deviating example
 4: a clear pattern, one or two deviating examples
 3: a clear overall pattern, but quite a few examples that do not fit it
@@ -61,25 +55,18 @@ def chat(user: str) -> list[dict[str, str]]:
 
 def paper_messages(contexts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     """One request per feature: every context (token, activation, sentence) of the feature."""
-    lines = "".join(
-        f"Token: {c['token']} | Activation: {c['activation']} | Context: {c['context']}\n\n" for c in contexts
-    )
+    lines = "".join(f"Token: {c['token']} | Activation: {c['activation']} | Context: {c['context']}\n\n"
+                    for c in contexts)
     return chat(PAPER_RUBRIC + lines + PAPER_FORMAT)
 
 
 def parse_paper(answer: str) -> dict[str, Any] | None:
     """{'category', 'score', 'explanation'} from an answer in the asked format (once), else None."""
-    if len(re.findall(r"Feature category:", answer, re.IGNORECASE)) != 1:
-        return None
     match = _PAPER_ANSWER.search(answer)
-    if match is None:
+    if match is None or len(re.findall(r"Feature category:", answer, re.IGNORECASE)) != 1:
         return None
-    explanation = match.group("explanation").strip()
-    return {
-        "category": match.group("category").lower(),
-        "score": int(match.group("score")),
-        "explanation": explanation,
-    }
+    return {"category": match["category"].lower(), "score": int(match["score"]),
+            "explanation": match["explanation"].strip()}
 
 
 EXPLAIN_PROMPT = """\
@@ -109,9 +96,8 @@ _LIST = re.compile(r"\[[^\[\]]*\]")
 
 def explain_messages(examples: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     """Top activating excerpts (token marked) -> one explanation."""
-    body = "".join(
-        f"Excerpt {i}: {e['text']} (activation {e['activation']})\n" for i, e in enumerate(examples, 1)
-    )
+    body = "".join(f"Excerpt {i}: {e['text']} (activation {e['activation']})\n"
+                   for i, e in enumerate(examples, 1))
     return chat(EXPLAIN_PROMPT.format(examples=body))
 
 
@@ -129,12 +115,9 @@ def detect_messages(explanation: str, texts: Sequence[str]) -> list[dict[str, st
 def parse_detection(answer: str, n: int) -> list[int] | None:
     """The single JSON list of exactly `n` 0/1 integers in the answer, else None."""
     found = _LIST.findall(answer)
-    if len(found) != 1:
-        return None
     try:
-        values = json.loads(found[0])
+        values = json.loads(found[0]) if len(found) == 1 else None
     except json.JSONDecodeError:
         return None
-    if len(values) != n or not all(type(v) is int and v in (0, 1) for v in values):
-        return None
-    return values
+    ok = values is not None and len(values) == n and all(type(v) is int and v in (0, 1) for v in values)
+    return values if ok else None

@@ -195,7 +195,8 @@ def test_named_release_registry(tmp_path, monkeypatch):
     offline_cache(monkeypatch, tmp_path / "hf")
     registry = tmp_path / "releases.yaml"
     registry.write_text(
-        f"tiny-release:\n  repo_id: {REPO}\n  model: tiny-random\n  saes:\n  - id: k4\n    path: layers_0-3/k4\n"
+        f"tiny-release:\n  repo_id: {REPO}\n  model: tiny-random\n  saes:\n  - id: k4\n"
+        "    path: layers_0-3/k4\n"
         "    l0: 4\n"
     )
     directory = get_routed_saes_directory(registry=registry)  # the keyword load_route_sae takes
@@ -222,7 +223,8 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
     train_and_save(folder)
     (tmp_path / "metrics.json").write_text(json.dumps({"explained_variance": 0.75}))
     hub = record_hub(monkeypatch)
-    args = ["upload", "--sae", str(folder), REPO, "--sae-id", "k4", "--metrics", str(tmp_path / "metrics.json")]
+    args = ["upload", "--sae", str(folder), REPO, "--sae-id", "k4"]
+    args += ["--metrics", str(tmp_path / "metrics.json")]
     assert main([*args, "--routing-shares", "0.25,0.25,0.25,0.25", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert f"would upload {REPO}/k4/sae_weights.safetensors" in printed
@@ -243,8 +245,9 @@ def test_cli_upload_dry_run_and_upload(tmp_path, monkeypatch, capsys):
 
 
 def test_card_shows_the_runs_metrics_and_routing_from_the_folder_each_once(tmp_path, monkeypatch, capsys):
-    """`upload` of a trained folder (`--dry-run` plans the chart too): training_metrics.json's numbers and routing shares, one row per
-    quantity even when cfg.json's metadata and --metrics name it too (`l0`, `sparsity/l0`)."""
+    """`upload` of a trained folder (`--dry-run` plans the chart too): training_metrics.json's numbers and
+    routing shares, one row per quantity even when cfg.json's metadata and --metrics name it too (`l0`,
+    `sparsity/l0`)."""
     folder = tmp_path / "final"
     folder.mkdir()
     train_and_save(folder)
@@ -256,7 +259,7 @@ def test_card_shows_the_runs_metrics_and_routing_from_the_folder_each_once(tmp_p
         "sparsity/dead_features": 7,
         "routing/entropy_bits": 1.5,
         "training_tokens": 4096,
-        **{f"routing/share/{h}": s for h, s in zip(hooks, SHARES)},
+        **{f"routing/share/{h}": s for h, s in zip(hooks, SHARES, strict=True)},
     }
     (folder / "training_metrics.json").write_text(json.dumps(run))
     hub = record_hub(monkeypatch)
@@ -265,11 +268,13 @@ def test_card_shows_the_runs_metrics_and_routing_from_the_folder_each_once(tmp_p
     assert main(["upload", "--sae", str(folder), REPO, "--root-card", "no"]) == 0
     card = (folder / "README.md").read_text()
     assert hub.commits[-1]["final/README.md"].decode() == card
-    for row in ("| normalized_mse | 0.125 |", "| explained_variance | 0.5 |", "| l0 | 4 |", "| dead_features | 7 |",
-                "| entropy_bits | 1.5 |", "`blocks.3.hook_resid_post` 40.0%", "](routing_share.png)"):  # fmt: skip
+    for row in ("| normalized_mse | 0.125 |", "| explained_variance | 0.5 |", "| l0 | 4 |",
+                "| dead_features | 7 |", "| entropy_bits | 1.5 |", "`blocks.3.hook_resid_post` 40.0%",
+                "](routing_share.png)"):  # fmt: skip
         assert card.count(row) == 1, row
     assert "Not recorded" not in card and card.count("| l0 |") == 1
-    assert main(["upload", "--sae", str(folder), REPO, "--metrics", '{"sparsity/l0": 3.5}', "--root-card", "no"]) == 0
+    metrics = '{"sparsity/l0": 3.5}'
+    assert main(["upload", "--sae", str(folder), REPO, "--metrics", metrics, "--root-card", "no"]) == 0
     card = (folder / "README.md").read_text()
     assert card.count("| l0 |") == 1 and "| l0 | 3.5 |" in card  # given metrics replace the run's
 
@@ -309,5 +314,6 @@ def test_from_pretrained_onto_cuda(tmp_path, monkeypatch):
 
 def test_from_pretrained_on_a_plugin_release_names_load_route_sae():
     """SAELens has no hook for another release list: `RouteSAE.from_pretrained` names `load_route_sae`."""
-    with pytest.raises(ValueError, match=r"load with sae_lens_routing.load_route_sae\('routed-demo', 'k32'\)"):
+    expected = r"load with sae_lens_routing.load_route_sae\('routed-demo', 'k32'\)"
+    with pytest.raises(ValueError, match=expected):
         RouteSAE.from_pretrained("routed-demo", "k32")

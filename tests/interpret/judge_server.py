@@ -42,8 +42,9 @@ def load_smollm2():
 
     def generate(messages, max_tokens):
         # return_dict: transformers 5 returns a BatchEncoding either way, 4.x only when asked
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        ids = ids["input_ids"]
+        ids = tok.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=min(max_tokens, 40), do_sample=False)
         return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

@@ -1,4 +1,5 @@
-"""Detection excerpts: held-out text never reaches the explanation prompt; one routed pass feeds both protocols."""
+"""Detection excerpts: held-out text never reaches the explanation prompt; one routed pass feeds both
+protocols."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The judge client against a real local OpenAI-compatible server process: retries, unparsable answers, a killed
-run resumed without paying twice, the API key never written, the dry run sending nothing."""
+"""The judge client against a real local OpenAI-compatible server process: retries, unparsable answers, a
+killed run resumed without paying twice, the API key never written, the dry run sending nothing."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def quiet(*_):
 
 
 def _config(server, **kw):
-    return JudgeConfig(url=server.url, model="judge", concurrency=1, backoff_s=0.05, **kw)
+    return JudgeConfig(url=server.url, model="judge", concurrency=1, **kw)
 
 
 def test_retries_on_429_with_retry_after_500_and_timeout(judge_server, tmp_path):
@@ -39,7 +39,7 @@ def test_retries_on_429_with_retry_after_500_and_timeout(judge_server, tmp_path)
     assert [f.score for f in result.features] == [4, 4]
     reqs = server.requests()
     assert len(reqs) == 2 + 3  # each failure retried; nothing else repeated
-    assert reqs[1]["t"] - reqs[0]["t"] >= 1.0  # Retry-After: 1 honoured (the backoff alone is 0.05 s)
+    assert reqs[1]["t"] - reqs[0]["t"] >= 1.0  # Retry-After: 1 honoured (openai's backoff alone is <= 0.5 s)
     assert reqs[3]["t"] - reqs[2]["t"] >= 0.9  # the slow answer was abandoned at the 1 s time-out
     assert {r["hash"] for r in reqs[:4]} == {reqs[0]["hash"]}
     assert result.usage["requests"] == 2 and result.usage["tokens_in"] > 0
@@ -85,7 +85,7 @@ def test_detection_balanced_accuracy_and_per_layer_summary(judge_server, tmp_pat
     result = interpret_features(
         judge=_config(server), out=tmp_path, contexts=contexts, n_features=3, protocol="both", log=quiet
     )
-    from sae_lens_routing.interpret.api import balanced_accuracy, shuffled_heldout
+    from sae_lens_routing.interpret.judge import balanced_accuracy, shuffled_heldout
 
     for f in result.features:
         labels = [h["label"] for h in shuffled_heldout(contexts.detection[f.feature], f.feature, 0)]
@@ -104,7 +104,7 @@ def test_a_remote_judge_needs_the_key_in_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     cfg = JudgeConfig(url="https://api.openai.com/v1", model="gpt-4o-mini", api_key_env="NO_SUCH_KEY_VAR")
     with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR is not set"):
-        Judge(cfg, tmp_path).client()
+        _ = Judge(cfg, tmp_path).client
 
 
 def test_azure_url_makes_an_azure_client_with_the_url_api_version(tmp_path, monkeypatch):
@@ -112,7 +112,7 @@ def test_azure_url_makes_an_azure_client_with_the_url_api_version(tmp_path, monk
 
     monkeypatch.setenv("AZ_KEY", "k")
     url = "https://myres.openai.azure.com/?api-version=2024-06-01"
-    client = Judge(JudgeConfig(url=url, model="gpt4o-deploy", api_key_env="AZ_KEY"), tmp_path).client()
+    client = Judge(JudgeConfig(url=url, model="gpt4o-deploy", api_key_env="AZ_KEY"), tmp_path).client
     assert isinstance(client, openai.AzureOpenAI) and client._api_version == "2024-06-01"
     assert str(client.base_url).startswith("https://myres.openai.azure.com/openai")
 

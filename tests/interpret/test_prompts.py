@@ -1,4 +1,4 @@
-"""Strict parsing: exactly the asked format is read; anything else is None (counted unparsed, never scored)."""
+"""Strict parsing: exactly the asked format is read; anything else is None (counted unparsed, not scored)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from sae_lens_routing.interpret import JudgeConfig, interpret_features
 @pytest.mark.real_model
 def test_every_real_answer_is_parsed_or_counted_unparsed(judge_server, tmp_path):
     server = judge_server(model="smollm2", wait_s=300)
-    judge = JudgeConfig(url=server.url, model="smollm2", concurrency=2, timeout_s=240, backoff_s=0.1)
+    judge = JudgeConfig(url=server.url, model="smollm2", concurrency=2, timeout_s=240)
     result = interpret_features(
         judge=judge, out=tmp_path, contexts=synthetic_contexts(2), n_features=2, protocol="both", log=print
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from sae_lens_routing.cli.commands._common import load_sae_and_model, positive_int
 
@@ -12,45 +11,27 @@ N_SEQUENCES, CONTEXT_SIZE = 128, 128  # the corpus tokens the contexts are compu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sae", required=True, help="a saved RouteSAE folder, a named release or a Hub repo id"
-    )
-    parser.add_argument(
-        "--out", required=True, help="folder for interpretability.json/.png and the judge cache"
-    )
-    parser.add_argument(
-        "--contexts",
-        help="a contexts JSON (this command's interpret_contexts.json or evaluate's feature_contexts.json)",
-    )
-    parser.add_argument(
-        "--judge-url",
-        required=True,
-        help="https://api.openai.com/v1, https://RESOURCE.openai.azure.com/?api-version=V, or a local server's /v1",
-    )
-    parser.add_argument("--judge-model", required=True, help="the judge model (Azure: the deployment name)")
-    parser.add_argument(
-        "--api-key-env",
-        default="OPENAI_API_KEY",
-        help="environment variable holding the API key (never a value)",
-    )
-    parser.add_argument("--n-features", type=positive_int, default=100, help="features sampled (paper: 100)")
-    parser.add_argument(
-        "--protocol", choices=["paper", "detection", "both"], default="paper",
-        help="paper: the official rubric (1 request per feature); detection: explanation + held-out verdicts (2)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="feature sampling, shuffles and the judge's seed")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print one prompt and the request count; send nothing"
-    )
+    add = parser.add_argument
+    add("--sae", required=True, help="a saved RouteSAE folder, a named release or a Hub repo id")
+    add("--out", required=True, help="folder for interpretability.json/.png and the judge cache")
+    add("--contexts", help="a contexts JSON (this command's interpret_contexts.json or evaluate's "
+        "feature_contexts.json)")
+    add("--judge-url", required=True, help="https://api.openai.com/v1, "
+        "https://RESOURCE.openai.azure.com/?api-version=V, or a local server's /v1")
+    add("--judge-model", required=True, help="the judge model (Azure: the deployment name)")
+    add("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    add("--n-features", type=positive_int, default=100, help="features sampled (paper: 100)")
+    add("--protocol", choices=["paper", "detection", "both"], default="paper", help="paper: the official "
+        "rubric (1 request per feature); detection: explanation + held-out verdicts (2)")
+    add("--seed", type=int, default=0, help="feature sampling, shuffles and the judge's seed")
+    add("--dry-run", action="store_true", help="print one prompt and the request count; send nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.interpret import JudgeConfig, interpret_features
     from sae_lens_routing.loading.releases import load_route_sae
 
-    judge = JudgeConfig(
-        url=args.judge_url, model=args.judge_model, api_key_env=args.api_key_env, seed=args.seed
-    )
+    judge = JudgeConfig(args.judge_url, args.judge_model, args.api_key_env, seed=args.seed)
     model = tokens = None
     if args.contexts is None:  # one routed pass over the corpus, on the model the SAE was trained on
         from sae_lens_routing.offline.corpus import corpus_tokens
@@ -62,16 +43,7 @@ def run(args: argparse.Namespace) -> int:
         sae = load_route_sae(args.sae, None)
         if sae.cfg.architecture() != "routesae":
             raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
-    interpret_features(
-        sae,
-        model,
-        judge=judge,
-        out=Path(args.out),
-        tokens=tokens,
-        contexts=args.contexts,
-        n_features=args.n_features,
-        protocol=args.protocol,
-        seed=args.seed,
-        dry_run=args.dry_run,
-    )
+    interpret_features(sae, model, judge=judge, out=args.out, tokens=tokens, contexts=args.contexts,
+                       n_features=args.n_features, protocol=args.protocol, seed=args.seed,
+                       dry_run=args.dry_run)
     return 0

@@ -1,1 +1,0 @@
-"""Sharing on the Hugging Face Hub: upload and the model card."""
