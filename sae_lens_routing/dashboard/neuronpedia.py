@@ -1,9 +1,5 @@
-"""Neuronpedia batch JSON for routed features: sae-dashboard's `NeuronpediaConverter` output, plus routing.
-
-Written from the same `DashboardData` as the HTML. Every feature keeps the keys sae-dashboard writes and gains
-`routing` (share of top activations and mean activation per routed layer); the batch gains `routed_hook_names`
-and `dead_latents` (requested latents that never fired on the tokens, so have no feature entry).
-"""
+"""Neuronpedia batch JSON: sae-dashboard's `NeuronpediaConverter` output of a `DashboardData`, each feature
+with its `routing`, the batch with `routed_hook_names` and `dead_latents`."""
 
 from __future__ import annotations
 
@@ -26,8 +22,7 @@ def vocab_dict(model: Any) -> dict[int, str]:
         for bad, good in HTML_ANOMALIES.items():
             tok = tok.replace(bad, good)
         out[i] = tok
-    out.update({i: OUT_OF_RANGE_TOKEN for i in range(len(out), model.cfg.d_vocab)})
-    return out
+    return out | {i: OUT_OF_RANGE_TOKEN for i in range(len(out), model.cfg.d_vocab)}
 
 
 def neuronpedia_batch(
@@ -37,30 +32,23 @@ def neuronpedia_batch(
     model_id: str | None = None,
     interpretability: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The batch; with an `interpretability.json`'s content, each judged feature gains `explanations` in
-    Neuronpedia's explanation format (modelId, layer = the SAE id, index, description, ...)."""
+    """The batch; given an `interpretability.json`'s content, each judged feature gains its `explanations` in
+    Neuronpedia's format (layer = the SAE id)."""
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
 
     hooks, model = data.hook_names, data.vis_data.model
     np_cfg = NeuronpediaRunnerConfig(
-        sae_set=sae_set,
-        sae_path="",
-        outputs_dir="",
-        model_id=model_id or data.model_name,
+        sae_set=sae_set, sae_path="", outputs_dir="", model_id=model_id or data.model_name,
         layer=hook_layer(hooks[-1]),
     )
-    batch = json.loads(
-        NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
-    )
-    np_layer = f"{np_cfg.layer}-{sae_set}"  # Neuronpedia's SAE id
+    np_json = NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
+    batch = json.loads(np_json)
     for feature in batch["features"]:
         index = int(feature["feature_index"])
         feature["routing"] = {"hook_names": hooks, **data.routing[index]}
         if interpretability is not None:
             feature["explanations"] = neuronpedia_explanations(
-                interpretability, index, model_id=np_cfg.model_id, np_layer=np_layer
+                interpretability, index, model_id=np_cfg.model_id, np_layer=f"{np_cfg.layer}-{sae_set}"
             )
-    batch["routed_hook_names"] = hooks
-    batch["dead_latents"] = data.dead_latents
-    return batch
+    return batch | {"routed_hook_names": hooks, "dead_latents": data.dead_latents}

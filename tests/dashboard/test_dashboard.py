@@ -5,14 +5,12 @@ breaks as ↵; the Neuronpedia export keeps sae-dashboard's keys plus routing.""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from types import SimpleNamespace
 
 import pytest
 import torch
+from chromium_page import render
 from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
@@ -23,6 +21,7 @@ from sae_lens_routing.dashboard.report import (
     parse_features,
     routed_dashboard,
     routed_hook_point,
+    screenshot,
     write_dashboard_html,
 )
 
@@ -30,15 +29,6 @@ HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_
 NEWLINE_ID = 7  # renamed to byte-level BPE's line break "Ċ" in the tiny tokenizer
 POUND_ID = 9  # renamed to byte-level BPE's piece for "£", "Â£"
 DEAD = list(range(10))  # latents made dead in the `dead_sae` fixture
-
-
-def ensure_chromium() -> None:
-    """The test installs Debian's chromium itself when it is missing (CI machines start without it)."""
-    if shutil.which("chromium"):
-        return
-    cmd = "apt-get install -y chromium || (apt-get update && apt-get install -y chromium)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["bash", "-c", cmd], check=True, capture_output=True, timeout=900, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -191,14 +181,11 @@ def test_pseudo_hook_point_stacks_the_routed_layers(setup):
 
 @pytest.mark.browser
 def test_dashboard_renders_offline_in_chromium(setup):
-    ensure_chromium()
-    from sae_lens_routing.dashboard.browser import render, render_dom, screenshot
-
     root, *_, result = setup
     order = [str(f) for f in result.data.features]
     html = (root / "report.html").read_text()
     assert '<script src="http' not in html  # d3 and plotly are inlined, nothing is loaded from a CDN
-    rendered = render_dom(root / "report.html")
+    rendered = render(root / "report.html")
     assert rendered.console_errors == []
     dom = rendered.dom
     assert '<select id="select-0">' in dom and dom.count("<option") == 6  # the feature selector
@@ -325,21 +312,18 @@ def test_bad_inputs_fail_clearly(setup, tmp_path):
 @pytest.mark.browser
 def test_browser_check_catches_js_errors(tmp_path):
     """Uncaught exceptions, console.error and any attempt to reach the network are all reported."""
-    ensure_chromium()
-    from sae_lens_routing.dashboard.browser import render_dom
-
     page = tmp_path / "broken.html"
     page.write_text(
         "<html><body><script>console.error('logged-problem');</script>"
         "<img src='https://example.com/x.png'><script>undefinedFunction();</script><p>x</p></body></html>"
     )
-    errors = render_dom(page).console_errors
+    errors = render(page).console_errors
     assert any("undefinedFunction" in e for e in errors)
     assert any("logged-problem" in e for e in errors)
     assert any("example.com" in e for e in errors)  # networking is unavailable to the page
     clean = tmp_path / "clean.html"
     clean.write_text("<html><body><script>console.log('fine')</script><p id='ok'>x</p></body></html>")
-    rendered = render_dom(clean)
+    rendered = render(clean)
     assert rendered.console_errors == [] and '<p id="ok">x</p>' in rendered.dom
 
 

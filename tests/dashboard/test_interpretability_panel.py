@@ -74,7 +74,7 @@ def test_neuronpedia_features_carry_explanations_in_neuronpedia_format(page):
 
 @pytest.mark.browser
 def test_selector_and_panel_show_the_explanation_in_chromium(page):
-    from sae_lens_routing.dashboard.browser import render
+    from chromium_page import render
 
     root, _ = page
     choose = """(async () => {

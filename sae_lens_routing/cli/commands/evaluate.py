@@ -7,10 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
-from sae_lens_routing.analysis.feature_contexts import (
-    ContextRules,
-    FeatureContextCollector,
-)
+from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import (
     add_sae_and_model_arguments,
@@ -20,6 +17,19 @@ from sae_lens_routing.cli.commands._common import (
 )
 
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
+SHOWN = [
+    "reconstruction_quality/normalized_mse",
+    "reconstruction_quality/fvu",
+    "sparsity/l0",
+    "sparsity/latents_silent_on_eval",
+    "model_performance_preservation/ce_loss_score",
+    "model_performance_preservation/delta_ce",
+    "model_behavior_preservation/kl_div_with_sae",
+    "model_behavior_preservation/kl_div_with_sae_official_batchmean",
+    "features/n_counted",
+    "features/threshold",
+    "features/tokens_read",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="folder for eval.json, routing_share.png, feature_contexts.json"
     )
-    parser.add_argument("--corpus", default="bbcnews", help="offline corpus evaluated on (its held-out documents)")
+    parser.add_argument("--corpus", default="bbcnews", help="offline corpus (its held-out documents)")
     parser.add_argument(
         "--n-sequences", type=positive_int, default=64,
-        help="held-out sequences read (a feature count grows with the text read: compare counts at equal tokens)",
+        help="held-out sequences read (feature counts grow with the text: compare them at equal tokens)",
     )
     parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
@@ -52,13 +62,15 @@ def evaluate(
     threshold: float | None = None,
     batch_size: int = 4,
 ) -> dict[str, Any]:
+    """Evaluate on the corpus's held-out text, counting feature contexts from the same routed passes; write
+    eval.json, routing_share.png and feature_contexts.json under `out`."""
     from sae_lens_routing.offline.corpus import corpus_tokens
 
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
     tok = model.tokenizer
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
     collect = FeatureContextCollector(model, sae, ContextRules(threshold=threshold), special)
-    metrics = run_route_evals(  # routes each batch once; the feature contexts come from that routing
+    metrics = run_route_evals(
         sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special, features=collect
     )
     write_routing_chart(metrics, out / "routing_share.png")
@@ -68,37 +80,15 @@ def evaluate(
 
 
 def format_eval(metrics: dict[str, Any]) -> str:
-    keys = [
-        "reconstruction_quality/normalized_mse",
-        "reconstruction_quality/fvu",
-        "sparsity/l0",
-        "sparsity/latents_silent_on_eval",
-        "model_performance_preservation/ce_loss_score",
-        "model_performance_preservation/delta_ce",
-        "model_behavior_preservation/kl_div_with_sae",
-        "model_behavior_preservation/kl_div_with_sae_official_batchmean",
-        "features/n_counted",
-        "features/threshold",
-        "features/tokens_read",
-    ]
     return "\n".join(
-        f"  {k:<68} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<68} {metrics[k]}"
-        for k in keys
+        f"  {k:<68} {metrics[k]:{'.4g' if isinstance(metrics[k], float) else ''}}" for k in SHOWN
     )
 
 
 def run(args: argparse.Namespace) -> int:
     sae, model = load_sae_and_model(args)
-    out = Path(args.out)
-    metrics = evaluate(
-        sae,
-        model,
-        out,
-        corpus=args.corpus,
-        n_sequences=args.n_sequences,
-        context_size=args.context_size,
-        threshold=args.threshold,
-        batch_size=args.batch_size,
-    )
-    print(f"evaluation written to {out}/eval.json\n{format_eval(metrics)}")
+    names = ("corpus", "n_sequences", "context_size", "threshold", "batch_size")
+    settings = {k: getattr(args, k) for k in names}
+    metrics = evaluate(sae, model, Path(args.out), **settings)
+    print(f"evaluation written to {args.out}/eval.json\n{format_eval(metrics)}")
     return 0
