@@ -26,9 +26,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sae_lens_routing", description="RouteSAE for SAELens")
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback of a user error (bad config...)"
-    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -54,16 +52,14 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         with interrupts_as_keyboard_interrupt():  # a stop cleans up like Ctrl-C (partial writes removed)
             return int(args._run(args) or 0)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, KeyboardInterrupt) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:  # training says where it saved progress (RunInterrupted)
-        if args.debug:
-            raise
+        if not isinstance(e, KeyboardInterrupt):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         said = str(e) if isinstance(e, RunInterrupted) else "nothing was saved; partial files were removed"
-        print(f"interrupted: {said}", file=sys.stderr)
+        print(f"interrupted: {said}", file=sys.stderr)  # training says where it saved progress
         return 130
 
 

@@ -1,4 +1,4 @@
-"""sae-dashboard's feature-centric page for a RouteSAE, plus routing and judge panels, viewable offline.
+"""sae-dashboard's feature-centric page and Neuronpedia JSON for a RouteSAE, plus routing and judge panels.
 
 The routed layers are stacked on one pseudo hook point so sae-dashboard shows exactly `forward_routed`'s
 features; one routed scan picks the latents, and the HTML and Neuronpedia writers both read its result."""
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +21,8 @@ import torch
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_text
 from sae_lens_routing.dashboard.latent_stats import CONTEXT_AFTER, CONTEXT_BEFORE, scan_tokens
 from sae_lens_routing.dashboard.panels import add_panels, inline_assets
-from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
+from sae_lens_routing.interpret.results import explanations_by_feature, neuronpedia_explanations
+from sae_lens_routing.saes.config import hook_layer
 from sae_lens_routing.saes.routed_activations import is_bridge
 from sae_lens_routing.saes.routed_hook_point import routed_hook_point
 
@@ -60,21 +63,45 @@ class DashboardData:
     dead_latents: list[int]  # requested latents that never fired on the tokens (not shown)
     hook_names: list[str]
     model_name: str  # the SAE's cfg.metadata.model_name
-    requested: str = ""  # the features argument as given ("top:24", "0-63")
-    n_candidates: int = 0  # latents it named (top:N: every latent of the SAE)
+    requested: str  # the features argument as given ("top:24", "0-63")
+    n_candidates: int  # latents it named (top:N: every latent of the SAE)
 
     def summary(self) -> str:
         """What was requested and what was found, in one line (the page shows the same)."""
         fired, n_dead = self.n_candidates - len(self.dead_latents), len(self.dead_latents)
+        found = f"{fired} fired and are shown; {n_dead} never fired on these tokens"
         if self.requested.startswith("top:"):
             found = (
                 f"the {len(self.features)} most active of the {fired} latents that fired on these tokens "
                 f"(those with {TOP_EXAMPLES}+ activating examples first); {n_dead} of the SAE's "
                 f"{self.n_candidates} latents never fired"
             )
-        else:
-            found = f"{fired} fired and are shown; {n_dead} never fired on these tokens"
         return f"{self.requested} requested: {found}; opens on latent {self.features[0]}"
+
+
+@contextmanager
+def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
+    """Within the block `W_U` includes `ln_final`'s gain (`b_U` its bias), as sae-dashboard's logit effects
+    `W_dec @ W_U` assume (`fold_ln=True`); exact, restored bit for bit after. Yields whether it folded."""
+    ln_final, unembed = getattr(model, "ln_final", None), model.unembed
+    gain, bias = getattr(ln_final, "w", None), getattr(ln_final, "b", None)
+    if not isinstance(gain, torch.Tensor):  # already folded, or no final norm
+        yield False
+        return
+    params = [unembed.W_U, unembed.b_U, gain] + ([bias] if isinstance(bias, torch.Tensor) else [])
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            if isinstance(bias, torch.Tensor):
+                unembed.b_U.add_(bias.to(unembed.W_U.dtype) @ unembed.W_U)
+                bias.zero_()
+            unembed.W_U.mul_(gain.to(unembed.W_U.dtype)[:, None])
+            gain.fill_(1.0)
+        yield True
+    finally:
+        with torch.no_grad():
+            for param, value in zip(params, saved, strict=True):
+                param.copy_(value)
 
 
 def dashboard_data(
@@ -91,16 +118,16 @@ def dashboard_data(
             "dashboards need a HookedTransformer model (model_class_name: HookedTransformer or model_path); "
             "a TransformerBridge model gives the routed latent statistics (latent_stats.scan_tokens) only"
         )
-    context = CONTEXT_BEFORE + CONTEXT_AFTER
+    context, d_vocab = CONTEXT_BEFORE + CONTEXT_AFTER, model.cfg.d_vocab
     n, seq_len = tokens.shape if tokens.ndim == 2 else (0, 0)
     if tokens.is_floating_point() or n * (seq_len - context) < TOP_EXAMPLES or seq_len <= context or not (
-        0 <= tokens.min() <= tokens.max() < model.cfg.d_vocab
+        0 <= tokens.min() <= tokens.max() < d_vocab
     ):  # sae-dashboard would fail deep inside, or silently show nothing
         raise ValueError(
             f"tokens must be an integer tensor [n_sequences, seq_len] with seq_len > {context}, "
-            f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES} (sae-dashboard's context, top examples) "
-            "and ids in "
-            f"[0, d_vocab={model.cfg.d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}"
+            f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES} (sae-dashboard's context, top examples), "
+            "ids in "
+            f"[0, d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}"
         )
     candidates, limit = parse_features(features, sae.cfg.d_sae)
     scan = scan_tokens(sae, model, tokens, batch_size=16)
@@ -132,17 +159,6 @@ def display_tokens(tokenizer: Any) -> dict[int, str]:
     return out
 
 
-class _TextByIdVocab:
-    """What sae-dashboard's writer reads of `tokenizer.vocab` and inverts: `(text, id)` pairs, so two tokens
-    showing the same text stay two tokens."""
-
-    def __init__(self, texts: dict[int, str]):
-        self.texts = texts
-
-    def items(self) -> list[tuple[str, int]]:
-        return [(text, token_id) for token_id, text in self.texts.items()]
-
-
 def write_dashboard_html(
     data: DashboardData, out_html: str | Path, interpretability: dict[str, Any] | None = None
 ) -> Path:
@@ -150,24 +166,17 @@ def write_dashboard_html(
     explanations given an `interpretability.json`'s content); tokens shown as `display_tokens`."""
     from sae_dashboard.data_writing_fns import save_feature_centric_vis
 
-    texts = display_tokens(data.vis_data.model.tokenizer)
-    view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=_TextByIdVocab(texts)))  # the model is not touched
+    # sae-dashboard inverts `tokenizer.vocab.items()`: (text, id) pairs keep two tokens of one text apart
+    pairs = [(text, i) for i, text in display_tokens(data.vis_data.model.tokenizer).items()]
+    view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=SimpleNamespace(items=lambda: pairs)))
     with tempfile.TemporaryDirectory() as scratch:
         stock = Path(scratch) / "stock.html"
-        vis_data = dataclasses.replace(data.vis_data, model=view)
+        vis_data = dataclasses.replace(data.vis_data, model=view)  # the real model is not touched
         save_feature_centric_vis(sae_vis_data=vis_data, filename=stock, feature_idx=data.features[0])
         html = stock.read_text(encoding="utf-8")
-    judged = None
-    if interpretability is not None:
-        from sae_lens_routing.interpret.results import explanations_by_feature
-
-        judged = explanations_by_feature(interpretability)
-    routing = {
-        "hooks": data.hook_names,
-        "order": data.features,
-        "dead_latents": data.dead_latents,
-        "stats": {str(k): v for k, v in data.routing.items()},
-    }
+    judged = None if interpretability is None else explanations_by_feature(interpretability)
+    routing = {"hooks": data.hook_names, "order": data.features, "dead_latents": data.dead_latents}
+    routing["stats"] = {str(k): v for k, v in data.routing.items()}
     return atomic_write_text(out_html, inline_assets(add_panels(html, routing, data.summary(), judged)))
 
 
@@ -178,6 +187,41 @@ def routed_dashboard(
     data = dashboard_data(sae, model, tokens, features)
     write_dashboard_html(data, out_html)
     return data
+
+
+def vocab_dict(model: Any) -> dict[int, str]:
+    """Token id -> token string as Neuronpedia displays it (sae-dashboard's HTML escapes applied)."""
+    from sae_dashboard.neuronpedia.neuronpedia_runner import OUT_OF_RANGE_TOKEN
+    from sae_dashboard.utils_fns import HTML_ANOMALIES
+
+    out = dict(enumerate(model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))))
+    for bad, good in HTML_ANOMALIES.items():
+        out = {i: tok.replace(bad, good) for i, tok in out.items()}
+    return out | {i: OUT_OF_RANGE_TOKEN for i in range(len(out), model.cfg.d_vocab)}
+
+
+def neuronpedia_batch(
+    data: DashboardData, *, sae_set: str = "routesae", model_id: str | None = None,
+    interpretability: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """sae-dashboard's Neuronpedia batch, each feature with its `routing` (and, given interpretability.json's
+    content, `explanations` in Neuronpedia's format), the batch with `routed_hook_names`, `dead_latents`."""
+    from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
+    from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
+
+    hooks, model, model_id = data.hook_names, data.vis_data.model, model_id or data.model_name
+    np_cfg = NeuronpediaRunnerConfig(sae_set, "", "", model_id=model_id, layer=hook_layer(hooks[-1]))
+    np_json = NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
+    batch = json.loads(np_json)
+    for feature in batch["features"]:
+        index = int(feature["feature_index"])
+        feature["routing"] = {"hook_names": hooks, **data.routing[index]}
+        if interpretability is not None:  # np_layer: Neuronpedia's SAE id
+            np_layer = f"{np_cfg.layer}-{sae_set}"
+            feature["explanations"] = neuronpedia_explanations(
+                interpretability, index, model_id=model_id, np_layer=np_layer
+            )
+    return batch | {"routed_hook_names": hooks, "dead_latents": data.dead_latents}
 
 
 def screenshot(html: str | Path, png: str | Path, width: int = 1400, height: int = 1600) -> Path:

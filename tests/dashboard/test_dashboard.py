@@ -14,10 +14,10 @@ from chromium_page import render
 from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
 from sae_lens_routing.dashboard.report import (
     dashboard_data,
     display_tokens,
+    neuronpedia_batch,
     parse_features,
     routed_dashboard,
     routed_hook_point,
@@ -140,7 +140,7 @@ def test_final_norm_fold_is_exact_and_reversible():
     """With a LayerNorm (gain and bias), logits inside the fold equal those outside; everything is restored."""
     from helpers import tiny_model
 
-    from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
+    from sae_lens_routing.dashboard.report import final_norm_folded_into_unembed
 
     model = tiny_model()
     with torch.no_grad():
@@ -247,7 +247,7 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
 
-    from sae_lens_routing.dashboard.neuronpedia import vocab_dict
+    from sae_lens_routing.dashboard.report import vocab_dict
 
     root, model, sae, _, result = setup
     ours = neuronpedia_batch(result.data)

@@ -10,8 +10,7 @@ import torch
 from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
-from sae_lens_routing.dashboard.report import dashboard_data, write_dashboard_html
+from sae_lens_routing.dashboard.report import dashboard_data, neuronpedia_batch, write_dashboard_html
 
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(3)]
 INTERP = {

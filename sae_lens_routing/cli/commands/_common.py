@@ -9,8 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from sae_lens.load_model import load_model
 
-from sae_lens_routing.offline.bridge import is_bridge_class
+from sae_lens_routing.loading.releases import load_route_sae
+from sae_lens_routing.offline import local_model
+from sae_lens_routing.offline.bridge import is_bridge_class, load_bridge
 
 
 def checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -40,29 +43,19 @@ device = checked(
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
     """`--config run.yaml` and repeatable `--set key=value`, as `train` and `cache-activations` read them."""
     parser.add_argument("--config", required=True, help=config_help)
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)"
-    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
 
 
 def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sae",
-        required=True,
-        help="a saved RouteSAE folder (cfg.json + sae_weights.safetensors), a named release or a Hub repo id",
-    )
+    parser.add_argument("--sae", required=True, help="a RouteSAE folder, release or Hub repo id")
     parser.add_argument("--sae-id", help="the SAE inside the release or Hub repo (or a subfolder of --sae)")
-    parser.add_argument(
-        "--model-path", help="local GGUF / HF folder / 'smollm2'; default: the model the SAE was trained on"
-    )
+    parser.add_argument("--model-path", help="GGUF / HF folder / 'smollm2'; default: the SAE's own model")
     parser.add_argument("--device", type=device, default="cpu", help="torch device for the SAE and the model")
 
 
 def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
     """The SAE (checked on load), then its model loaded as it was trained: a local one unprocessed, a
     `model_name` one with the SAE's `model_from_pretrained_kwargs` (so SAELens's warning is silenced)."""
-    from sae_lens_routing.loading.releases import load_route_sae
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\s*This SAE has non-empty model_from_pretrained_kwargs")
         sae = load_route_sae(args.sae, args.sae_id, device=args.device)
@@ -71,16 +64,10 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
     meta, model = sae.cfg.metadata, None
     model_path = args.model_path or meta.model_path
     if is_bridge_class(meta.model_class_name):
-        from sae_lens_routing.offline.bridge import load_bridge
-
         model = load_bridge(meta.model_name, model_path, device=args.device)
-    elif model_path:
-        from sae_lens_routing.offline.local_model import load_local_model
-
-        model = load_local_model(model_path, device=args.device)
+    elif model_path:  # looked up at call time: tests replace it
+        model = local_model.load_local_model(model_path, device=args.device)
     elif meta.model_name:
-        from sae_lens.load_model import load_model
-
         kwargs = {"device": args.device, "model_from_pretrained_kwargs": meta.model_from_pretrained_kwargs}
         try:
             model = load_model("HookedTransformer", meta.model_name, **kwargs)

@@ -52,8 +52,7 @@ def compute(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
-    from sae_lens_routing.dashboard.report import screenshot, write_dashboard_html
+    from sae_lens_routing.dashboard.report import neuronpedia_batch, screenshot, write_dashboard_html
 
     paths = {f"--{f}": getattr(args, f) for f in ("out", "screenshot", "neuronpedia")}
     named = [(flag, Path(path).resolve()) for flag, path in paths.items() if path]

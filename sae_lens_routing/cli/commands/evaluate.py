@@ -17,26 +17,18 @@ from sae_lens_routing.cli.commands._common import (
 )
 
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
-SHOWN = [
-    "reconstruction_quality/normalized_mse",
-    "reconstruction_quality/fvu",
-    "sparsity/l0",
-    "sparsity/latents_silent_on_eval",
-    "model_performance_preservation/ce_loss_score",
-    "model_performance_preservation/delta_ce",
-    "model_behavior_preservation/kl_div_with_sae",
-    "model_behavior_preservation/kl_div_with_sae_official_batchmean",
-    "features/n_counted",
-    "features/threshold",
-    "features/tokens_read",
+SHOWN = [  # the metrics printed
+    "reconstruction_quality/normalized_mse", "reconstruction_quality/fvu", "sparsity/l0",
+    "sparsity/latents_silent_on_eval", "model_performance_preservation/ce_loss_score",
+    "model_performance_preservation/delta_ce", "model_behavior_preservation/kl_div_with_sae",
+    "model_behavior_preservation/kl_div_with_sae_official_batchmean", "features/n_counted",
+    "features/threshold", "features/tokens_read",
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sae_and_model_arguments(parser)
-    parser.add_argument(
-        "--out", required=True, help="folder for eval.json, routing_share.png, feature_contexts.json"
-    )
+    parser.add_argument("--out", required=True, help="folder for eval.json, routing chart, feature contexts")
     parser.add_argument("--corpus", default="bbcnews", help="offline corpus (its held-out documents)")
     parser.add_argument(
         "--n-sequences", type=positive_int, default=64,
@@ -52,15 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate(
-    sae: Any,
-    model: Any,
-    out: Path,
-    *,
-    corpus: str,
-    n_sequences: int,
-    context_size: int,
-    threshold: float | None = None,
-    batch_size: int = 4,
+    sae: Any, model: Any, out: Path, *, corpus: str, n_sequences: int, context_size: int,
+    threshold: float | None = None, batch_size: int = 4,
 ) -> dict[str, Any]:
     """Evaluate on the corpus's held-out text, counting feature contexts from the same routed passes; write
     eval.json, routing_share.png and feature_contexts.json under `out`."""
@@ -70,9 +55,8 @@ def evaluate(
     tok = model.tokenizer
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
     collect = FeatureContextCollector(model, sae, ContextRules(threshold=threshold), special)
-    metrics = run_route_evals(
-        sae, model, tokens, batch_size=batch_size, exclude_special_tokens=special, features=collect
-    )
+    kwargs = {"batch_size": batch_size, "exclude_special_tokens": special, "features": collect}
+    metrics = run_route_evals(sae, model, tokens, **kwargs)
     write_routing_chart(metrics, out / "routing_share.png")
     collect.write(out / "feature_contexts.json")
     atomic_write_json(out / "eval.json", metrics, indent=2)

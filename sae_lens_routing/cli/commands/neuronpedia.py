@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
+    from sae_lens_routing.dashboard.report import neuronpedia_batch
 
     data, judged = compute(args)
     batch = neuronpedia_batch(data, sae_set=args.sae_set, interpretability=judged)
