@@ -19,20 +19,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.required or "default" in text:
-            return text
-        return super()._get_help_string(action) or text
+        return text if action.required or "default" in text else super()._get_help_string(action) or text
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sae_lens_routing", description="RouteSAE for SAELens")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"sae_lens_routing.cli.commands.{info.name}")
-        name = info.name.replace("_", "-")  # `cache_activations.py` -> `cache-activations`
+    for module_name in sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if m.name[0] != "_"):
+        module = importlib.import_module(f"sae_lens_routing.cli.commands.{module_name}")
+        name = module_name.replace("_", "-")  # `cache_activations.py` -> `cache-activations`
         p = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -46,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The program: a user error is one `error: ...` line and exit code 2, an interrupt one `interrupted: ...`
-    line and 130 (unless `--debug`); anything else is a bug and shows its traceback."""
+    """The program: a user error is an `error:` line, code 2; an interrupt an `interrupted:` line, 130."""
     args = build_parser().parse_args(argv)
     try:
         with interrupts_as_keyboard_interrupt():  # a stop cleans up like Ctrl-C (partial writes removed)
@@ -61,7 +56,3 @@ def cli(argv: list[str] | None = None) -> int:
         said = str(e) if isinstance(e, RunInterrupted) else "nothing was saved; partial files were removed"
         print(f"interrupted: {said}", file=sys.stderr)  # training says where it saved progress
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -1,5 +1,4 @@
-"""One routed pass over the dashboard tokens, kept sparse (each token's top-k latents and routed layer):
-latent selection, the dead-latent list and the routing panel are all read off it."""
+"""One sparse routed pass over the tokens: latent choice, dead latents and routing panel read off it."""
 
 from __future__ import annotations
 
@@ -36,16 +35,13 @@ class TokenScan:
         order = sorted(candidates, key=lambda f: (counts[f] < full, -maxima[f], -counts[f], f))
         return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
 
-    def activations(self, feature: int) -> torch.Tensor:
-        """[n, seq] activation of one latent on every token (0 where it is not among the token's top k)."""
-        return torch.where(self.indices == feature, self.values, 0.0).sum(-1)
-
     def tidy_and_route(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
         """Drop top rows of activation 0 and each latent from its own correlated features (sae-dashboard's
         padding, self-correlation); return per feature the routed layers of its top rows and active tokens."""
         stats: dict[int, dict[str, Any]] = {}
         for feature in features:
-            data, acts = vis_data.feature_data_dict[feature], self.activations(feature)
+            data = vis_data.feature_data_dict[feature]
+            acts = torch.where(self.indices == feature, self.values, 0.0).sum(-1)  # [n, seq]
             top = data.sequence_data.seq_group_data[0]  # "TOP ACTIVATIONS"
             top.seq_data = [s for s in top.seq_data if acts[s.original_index, s.qualifying_token_index] > 0]
             tables = data.feature_tables_data
@@ -53,8 +49,8 @@ class TokenScan:
             for column in ("indices", "pearson", "cossim"):
                 name = f"correlated_features_{column}"
                 setattr(tables, name, [getattr(tables, name)[i] for i in keep])
-            rows = [(s.original_index, s.qualifying_token_index) for s in top.seq_data]
-            top_layers = self.layer_index[tuple(torch.tensor(rows, dtype=torch.long).reshape(-1, 2).T)]
+            top_layers = torch.tensor([int(self.layer_index[s.original_index, s.qualifying_token_index])
+                                       for s in top.seq_data], dtype=torch.long)
             active = self.layer_index[acts > 0]
             counts = torch.bincount(active, minlength=self.n_layers)
             sums = torch.zeros(self.n_layers).double().index_add_(0, active, acts[acts > 0].double())

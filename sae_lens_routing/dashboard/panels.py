@@ -1,5 +1,4 @@
-"""Post-processing of sae-dashboard's written page (it has no extension point): the routing and judge panels
-after its feature selector, and d3/plotly inlined so the page works offline."""
+"""sae-dashboard's page post-processed (it has no extension point): our panels added, d3/plotly inlined."""
 
 from __future__ import annotations
 
@@ -12,10 +11,6 @@ from typing import Any
 from sae_lens_routing.offline.package_data import package_folder
 
 ANCHOR = "<div id='dropdown-container'></div>"
-CDN_TAGS = {
-    "d3": '<script src="https://d3js.org/d3.v6.min.js"></script>',
-    "plotly": '<script src="https://cdn.plot.ly/plotly-latest.min.js"></script>',
-}
 DEAD_SHOWN = 50
 
 # The judge's text goes in with textContent only, so an explanation can never inject markup.
@@ -46,20 +41,16 @@ PANEL_JS = """
     if (!body) { return; }
     const d = judged[f];
     body.textContent = '';
-    if (!d) { line(body, 'Feature ' + f, 'not among the judged features'); return; }
+    if (!d) { return line(body, 'Feature ' + f, 'not among the judged features'); }
     line(body, 'Judge', summary(d) || 'answers unparsed');
-    if (d.explanation) { line(body, 'Explanation (paper rubric)', d.explanation); }
-    if (d.detection_explanation) { line(body, 'Explanation (detection)', d.detection_explanation); }
+    [['Explanation (paper rubric)', d.explanation], ['Explanation (detection)', d.detection_explanation]]
+      .forEach(([label, text]) => text && line(body, label, text));
   }
-  document.addEventListener('change', e => {
-    if (e.target.closest('#dropdown-container')) { render(current()); }
-  });
+  document.addEventListener('change', e => e.target.closest('#dropdown-container') && render(current()));
   window.addEventListener('load', function () {
-    routing.order.forEach(f => {  // sae-dashboard lists integer keys ascending; put them in our order
-      const option = select() && select().querySelector(`option[value="${f}"]`);
-      if (option) { select().appendChild(option); }
-    });
-    Array.from(select() ? select().options : []).filter(o => judged[o.value]).forEach(o => {
+    const options = select() ? Array.from(select().options) : [];  // sae-dashboard's: integer keys ascending
+    routing.order.forEach(f => options.filter(o => o.value == f).forEach(o => select().appendChild(o)));
+    options.filter(o => judged[o.value]).forEach(o => {
       const d = judged[o.value], text = d.explanation || d.detection_explanation;
       o.textContent = `${o.value} \\u00b7 ${summary(d)}` + (text ? ` \\u00b7 ${text.slice(0, 60)}` : '');
     });
@@ -104,16 +95,12 @@ def add_panels(html: str, routing: dict[str, Any], note: str, judged: dict[str, 
 
 
 def inline_assets(html: str) -> str:
-    """Replace the CDN script tags with the libraries' code: plotly's from its package, d3's from where
-    `make venv` put it (npm's d3@6.7.0; `$SAE_LENS_ROUTING_D3` overrides)."""
-    d3 = Path(sys.prefix) / "share" / "sae_lens_routing" / "d3.v6.min.js"
-    paths = {
-        "d3": Path(os.environ.get("SAE_LENS_ROUTING_D3", d3)),
-        "plotly": package_folder("plotly") / "package_data" / "plotly.min.js",
-    }
-    for name, tag in CDN_TAGS.items():
-        if not paths[name].is_file():
-            raise FileNotFoundError(f"{name} not found at {paths[name]}: run `make venv`")
-        code = paths[name].read_text(encoding="utf-8").replace("</script", "<\\/script")  # ends the element
-        html = html.replace(tag, f"<script>\n{code}\n</script>")
+    """The CDN script tags replaced by the code, so the page works offline (d3: where `make venv` put it)."""
+    d3 = Path(os.environ.get("SAE_LENS_ROUTING_D3", Path(sys.prefix) / "share/sae_lens_routing/d3.v6.min.js"))
+    plotly = package_folder("plotly") / "package_data" / "plotly.min.js"
+    for url, path in [
+        ("https://d3js.org/d3.v6.min.js", d3), ("https://cdn.plot.ly/plotly-latest.min.js", plotly)
+    ]:
+        code = path.read_text(encoding="utf-8").replace("</script", "<\\/script")  # would end the element
+        html = html.replace(f'<script src="{url}"></script>', f"<script>\n{code}\n</script>")
     return html

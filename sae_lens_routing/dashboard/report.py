@@ -1,7 +1,5 @@
-"""sae-dashboard's feature-centric page and Neuronpedia JSON for a RouteSAE, plus routing and judge panels.
-
-The routed layers are stacked on one pseudo hook point so sae-dashboard shows exactly `forward_routed`'s
-features; one routed scan picks the latents, and the HTML and Neuronpedia writers both read its result."""
+"""sae-dashboard's page and Neuronpedia JSON for a RouteSAE: the routed layers stacked on one pseudo hook
+point, so sae-dashboard shows exactly `forward_routed`'s features; one routed scan picks the latents."""
 
 from __future__ import annotations
 
@@ -126,8 +124,7 @@ def dashboard_data(
         raise ValueError(
             f"tokens must be an integer tensor [n_sequences, seq_len] with seq_len > {context}, "
             f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES} (sae-dashboard's context, top examples), "
-            "ids in "
-            f"[0, d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}"
+            f"ids in [0, d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}"
         )
     candidates, limit = parse_features(features, sae.cfg.d_sae)
     scan = scan_tokens(sae, model, tokens, batch_size=16)
@@ -145,8 +142,7 @@ def dashboard_data(
 
 
 def display_tokens(tokenizer: Any) -> dict[int, str]:
-    """Token id -> the text it shows: a byte-level BPE piece's text ("Â£" -> "£"), other pieces as they are;
-    line breaks as ↵. A piece holding part of a multi-byte character keeps its piece."""
+    """Token id -> the text it shows (byte-level "Â£" -> "£", line breaks ↵; half a character: its piece)."""
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
     byte_level = type(decoder).__name__ == "ByteLevel"
     out: dict[int, str] = {}
@@ -162,8 +158,7 @@ def display_tokens(tokenizer: Any) -> dict[int, str]:
 def write_dashboard_html(
     data: DashboardData, out_html: str | Path, interpretability: dict[str, Any] | None = None
 ) -> Path:
-    """sae-dashboard's page of `data` opening on `data.features[0]`, with the routing panel (and the judge's
-    explanations given an `interpretability.json`'s content); tokens shown as `display_tokens`."""
+    """sae-dashboard's page of `data` opening on `features[0]`, plus panels; tokens as `display_tokens`."""
     from sae_dashboard.data_writing_fns import save_feature_centric_vis
 
     # sae-dashboard inverts `tokenizer.vocab.items()`: (text, id) pairs keep two tokens of one text apart

@@ -12,6 +12,9 @@ from sae_lens_routing.cli.commands._common import (
     load_sae_and_model,
     positive_int,
 )
+from sae_lens_routing.dashboard import report
+from sae_lens_routing.interpret.results import read_result
+from sae_lens_routing.offline.corpus import corpus_tokens
 
 HELP = "Write sae-dashboard's feature-centric HTML (offline, with a routing panel) for RouteSAE features."
 
@@ -19,11 +22,8 @@ HELP = "Write sae-dashboard's feature-centric HTML (offline, with a routing pane
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments `dashboard` and `neuronpedia` share: SAE, tokens, features, the judge's file."""
     add_sae_and_model_arguments(parser)
-    parser.add_argument(
-        "--features",
-        default="top:24",
-        help="top:N (the N most active latents that fill the page with activating examples) or 0-63, 1,5,9",
-    )
+    features = "top:N (the N most active latents that fill the page with activating examples) or 0-63, 1,5,9"
+    parser.add_argument("--features", default="top:24", help=features)
     parser.add_argument("--corpus", default="bbcnews", help="offline corpus the activations are drawn from")
     parser.add_argument("--n-sequences", type=positive_int, default=64, help="corpus sequences to scan")
     parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
@@ -39,31 +39,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neuronpedia", help="also write the Neuronpedia batch JSON here (same data)")
 
 
-def compute(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+def compute(args: argparse.Namespace) -> tuple[report.DashboardData, dict[str, Any] | None]:
     """(the dashboard data of the command line's SAE, tokens and features; the judge's results or None)."""
-    from sae_lens_routing.dashboard.report import dashboard_data
-    from sae_lens_routing.interpret.results import read_result
-    from sae_lens_routing.offline.corpus import corpus_tokens
-
     judged = read_result(args.interpretability) if args.interpretability else None
     sae, model = load_sae_and_model(args)
     tokens = corpus_tokens(model, args.corpus, args.n_sequences, args.context_size)
-    return dashboard_data(sae, model, tokens, args.features), judged
+    return report.dashboard_data(sae, model, tokens, args.features), judged
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lens_routing.dashboard.report import neuronpedia_batch, screenshot, write_dashboard_html
-
     paths = {f"--{f}": getattr(args, f) for f in ("out", "screenshot", "neuronpedia")}
     named = [(flag, Path(path).resolve()) for flag, path in paths.items() if path]
     same = [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]
     if same:
         raise ValueError(f"{same[0]} name the same file; give each output its own path")
     data, judged = compute(args)
-    print(f"dashboard written to {write_dashboard_html(data, args.out, judged)} ({data.summary()})")
+    print(f"dashboard written to {report.write_dashboard_html(data, args.out, judged)} ({data.summary()})")
     if args.screenshot:
-        print(f"screenshot written to {screenshot(args.out, args.screenshot)}")
+        print(f"screenshot written to {report.screenshot(args.out, args.screenshot)}")
     if args.neuronpedia:
-        atomic_write_json(Path(args.neuronpedia), neuronpedia_batch(data, interpretability=judged))
+        atomic_write_json(Path(args.neuronpedia), report.neuronpedia_batch(data, interpretability=judged))
         print(f"Neuronpedia batch written to {args.neuronpedia}")
     return 0

@@ -15,6 +15,7 @@ from sae_lens_routing.cli.commands._common import (
     load_sae_and_model,
     positive_int,
 )
+from sae_lens_routing.offline.corpus import corpus_tokens
 
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
 SHOWN = [  # the metrics printed
@@ -30,17 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sae_and_model_arguments(parser)
     parser.add_argument("--out", required=True, help="folder for eval.json, routing chart, feature contexts")
     parser.add_argument("--corpus", default="bbcnews", help="offline corpus (its held-out documents)")
-    parser.add_argument(
-        "--n-sequences", type=positive_int, default=64,
-        help="held-out sequences read (feature counts grow with the text: compare them at equal tokens)",
-    )
+    parser.add_argument("--n-sequences", type=positive_int, default=64, help="held-out sequences read")
     parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
     parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
-    parser.add_argument(
-        "--threshold", type=finite_float, default=None,
-        help="feature-context activation threshold (default: the paper's 15 scaled to the SAE's width, "
-        "15/sqrt(2048)*sqrt(d_in); --threshold 15 is the paper's absolute rule)",
-    )
+    threshold = "feature-context threshold (default: the paper's 15 scaled by sqrt(d_in / 2048))"
+    parser.add_argument("--threshold", type=finite_float, default=None, help=threshold)
 
 
 def evaluate(
@@ -49,8 +44,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate on the corpus's held-out text, counting feature contexts from the same routed passes; write
     eval.json, routing_share.png and feature_contexts.json under `out`."""
-    from sae_lens_routing.offline.corpus import corpus_tokens
-
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
     tok = model.tokenizer
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})

@@ -6,6 +6,7 @@ import argparse
 
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands.dashboard import add_dashboard_arguments, compute
+from sae_lens_routing.dashboard.report import neuronpedia_batch
 
 HELP = "Export RouteSAE features as a Neuronpedia batch JSON (sae-dashboard's layout + routing fields)."
 
@@ -17,8 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lens_routing.dashboard.report import neuronpedia_batch
-
     data, judged = compute(args)
     batch = neuronpedia_batch(data, sae_set=args.sae_set, interpretability=judged)
     atomic_write_json(args.out, batch)

@@ -27,14 +27,10 @@ parse_feature = checked(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sae_and_model_arguments(parser)
     parser.add_argument("--prompt", required=True, help="the text to continue")
-    parser.add_argument(
-        "--feature", type=parse_feature, action="append", required=True, metavar="INDEX=VALUE",
-        help="a latent and the value to add or multiply by (repeatable)",
-    )
-    parser.add_argument(
-        "--mode", choices=["add", "multiply"], default="add",
-        help="add VALUE to the latent, or multiply it (a latent that never fires cannot be multiplied)",
-    )
+    feature = {"type": parse_feature, "action": "append", "metavar": "INDEX=VALUE", "required": True}
+    parser.add_argument("--feature", **feature, help="a latent and the value to add to or multiply it by")
+    mode = "add VALUE to the latent, or multiply it (a latent that never fires cannot be multiplied)"
+    parser.add_argument("--mode", choices=["add", "multiply"], default="add", help=mode)
     parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens to generate")
     parser.add_argument("--temperature", type=finite_float, default=0.0, help="0: greedy")
 
@@ -47,11 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae} latents"
         )
-    result = steer(
-        model, sae, args.prompt, features, mode=args.mode, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-    )
-    print(f"prompt:     {result.prompt!r}")
-    print(f"unsteered:  {result.unsteered!r}")
+    options = {"mode": args.mode, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    result = steer(model, sae, args.prompt, features, **options)
+    print(f"prompt:     {result.prompt!r}\nunsteered:  {result.unsteered!r}")
     print(f"steered:    {result.steered!r}  ({args.mode} {features})")
     return 0
