@@ -25,8 +25,8 @@ class TokenScan:
 
     def rank(self, candidates: list[int], limit: int | None, full: int) -> tuple[list[int], list[int]]:
         """(live candidates ordered for the page, at most `limit`; dead ones), counted where sae-dashboard can
-        show a top example. Latents filling the `full` top rows come first (by peak alone the page opened on
-        spiky latents), then the largest peak (the most frequent latents are dense, uninformative ones)."""
+        show a top example. Latents filling the `full` top rows first (by peak alone, rare spiky latents would
+        lead), then the largest peak (the most frequent latents are dense, uninformative ones)."""
         span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
         values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
         values, indices = values[values > 0], indices[values > 0]

@@ -207,12 +207,11 @@ def neuronpedia_batch(
     hooks, model, model_id = data.hook_names, data.vis_data.model, model_id or data.model_name
     np_cfg = NeuronpediaRunnerConfig(sae_set, "", "", model_id=model_id, layer=hook_layer(hooks[-1]))
     np_json = NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
-    batch = json.loads(np_json)
+    batch, np_layer = json.loads(np_json), f"{np_cfg.layer}-{sae_set}"  # np_layer: Neuronpedia's SAE id
     for feature in batch["features"]:
         index = int(feature["feature_index"])
         feature["routing"] = {"hook_names": hooks, **data.routing[index]}
-        if interpretability is not None:  # np_layer: Neuronpedia's SAE id
-            np_layer = f"{np_cfg.layer}-{sae_set}"
+        if interpretability is not None:
             feature["explanations"] = neuronpedia_explanations(
                 interpretability, index, model_id=model_id, np_layer=np_layer
             )

@@ -62,7 +62,7 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
     model_path = args.model_path or meta.model_path
     if is_bridge_class(meta.model_class_name):
         model = load_bridge(meta.model_name, model_path, device=args.device)
-    elif model_path:  # looked up at call time: tests replace it
+    elif model_path:  # looked up at call time, so it can be replaced
         model = local_model.load_local_model(model_path, device=args.device)
     elif meta.model_name:
         kwargs = {"device": args.device, "model_from_pretrained_kwargs": meta.model_from_pretrained_kwargs}
