@@ -53,7 +53,7 @@ def ensure_chromium() -> None:
 
 
 def render(page: Path, script: str = "null", width: int = 1400, height: int = 1600) -> Rendered:
-    """The DOM after `script` (an expression, awaited) ran in the loaded page, its value and the page's errors."""
+    """The DOM after `script` (an expression, awaited) ran in the loaded page; its value; the errors."""
     ensure_chromium()
     text = Path(page).read_text(encoding="utf-8")
     probe = PROBE.replace("SCRIPT", script)
@@ -64,7 +64,8 @@ def render(page: Path, script: str = "null", width: int = 1400, height: int = 16
             done = subprocess.run(
                 ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", f"--user-data-dir={scratch}",
+                 "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+                 f"--user-data-dir={scratch}",
                  f"--window-size={width},{height}", "--virtual-time-budget=30000", "--dump-dom",
                  probed.resolve().as_uri()],
                 capture_output=True, text=True, timeout=180, check=True,
@@ -74,5 +75,6 @@ def render(page: Path, script: str = "null", width: int = 1400, height: int = 16
     out = re.search(r'<pre id="probe-out">(.*?)</pre>', done.stdout, re.S)
     assert out, f"the probe did not finish: {done.stdout[-2000:]}"
     found = json.loads(html_lib.unescape(out.group(1)))
-    dom = re.sub(r'<script id="probe">.*?</script>|<pre id="probe-out">.*?</pre>', "", done.stdout, flags=re.S)
+    probe_parts = r'<script id="probe">.*?</script>|<pre id="probe-out">.*?</pre>'
+    dom = re.sub(probe_parts, "", done.stdout, flags=re.S)
     return Rendered(dom, found["errors"], found["result"])

@@ -1,4 +1,4 @@
-"""The judge's explanations and scores on the dashboard page, in its selector, and in the Neuronpedia batch."""
+"""The judge's explanations and scores on the dashboard page, in its selector and in the Neuronpedia batch."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def page(tmp_path_factory):
     with torch.no_grad():
         model.W_U.mul_(50)
     torch.manual_seed(0)
-    sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=16, k=8, hook_names=HOOKS, rescale_acts_by_decoder_norm=True))
+    cfg = RouteSAEConfig(d_in=32, d_sae=16, k=8, hook_names=HOOKS, rescale_acts_by_decoder_norm=True)
+    sae = RouteSAE(cfg)
     tokens = torch.randint(3, 300, (24, 24), generator=torch.Generator().manual_seed(0))
     data = dashboard_data(sae, model, tokens, "0-2")
     write_dashboard_html(data, root / "report.html", INTERP)
