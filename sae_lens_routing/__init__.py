@@ -1,15 +1,6 @@
-"""RouteSAE (Shi et al., EMNLP 2025) for SAELens.
+"""RouteSAE (Shi et al., EMNLP 2025) for SAELens; importing it registers the "routesae" architecture."""
 
-Importing this package registers the ``"routesae"`` architecture with SAELens, so `SAE.load_from_disk`,
-`SAE.from_pretrained` and SAELens training runs know it.
-"""
-
-from sae_lens.registry import (
-    get_sae_class,
-    get_sae_training_class,
-    register_sae_class,
-    register_sae_training_class,
-)
+from sae_lens import registry
 
 from sae_lens_routing.hub import upload_route_sae, write_model_card
 from sae_lens_routing.loading.integrity import IntegrityError
@@ -45,60 +36,25 @@ from sae_lens_routing.training.store import MultiLayerActivationsStore
 from sae_lens_routing.training.sweep import RouteSAESweepRunner, train_sweep_from_config
 from sae_lens_routing.training.trainer import RouteSAETrainer
 
-
-def _register() -> None:
-    """Register once: importlib.reload must not trip SAELens's re-registration guard."""
-    try:
-        get_sae_class(ARCHITECTURE)
-    except KeyError:
-        register_sae_class(ARCHITECTURE, RouteSAE, RouteSAEConfig)
-    try:
-        get_sae_training_class(ARCHITECTURE)
-    except KeyError:
-        register_sae_training_class(ARCHITECTURE, RouteTrainingSAE, RouteTrainingSAEConfig)
-    try:
-        get_sae_training_class(STACKED_ARCHITECTURE)
-    except KeyError:  # training only: what it saves is a plain "routesae"
-        register_sae_training_class(STACKED_ARCHITECTURE, StackedRouteTrainingSAE, StackedRouteTrainingSAEConfig)
-
-
-_register()
+# Registered once: importlib.reload must not trip SAELens's re-registration guard.
+if ARCHITECTURE not in registry.SAE_CLASS_REGISTRY:
+    registry.register_sae_class(ARCHITECTURE, RouteSAE, RouteSAEConfig)
+for _name, _classes in [
+    (ARCHITECTURE, (RouteTrainingSAE, RouteTrainingSAEConfig)),
+    (STACKED_ARCHITECTURE, (StackedRouteTrainingSAE, StackedRouteTrainingSAEConfig)),  # saved as "routesae"
+]:
+    if _name not in registry.SAE_TRAINING_CLASS_REGISTRY:
+        registry.register_sae_training_class(_name, *_classes)
 
 __all__ = [
-    "MultiLayerActivationsStore",
-    "CachedMultiLayerActivationsStore",
-    "CacheMetadata",
-    "cache_routed_activations",
-    "read_cache_metadata",
-    "StackedRouteTrainingSAE",
-    "StackedRouteTrainingSAEConfig",
-    "routed_hook_name",
-    "routed_model",
-    "stock_runner_config",
-    "OFFICIAL_RECIPE",
-    "RouteSAETrainer",
-    "RouteSAETrainingRunner",
-    "RouteSAESweepRunner",
-    "train_sweep_from_config",
-    "training_summary",
-    "RouteSAE",
-    "RouteSAEConfig",
-    "RouteTrainingSAE",
-    "RouteTrainingSAEConfig",
-    "RoutedOutput",
-    "SingleLayerInputError",
-    "load_official_checkpoint",
-    "IntegrityError",
-    "get_routed_saes_directory",
-    "load_route_sae",
-    "load_route_sae_with_cfg_and_sparsity",
-    "official_disk_loader",
-    "official_huggingface_loader",
-    "route_sae_disk_loader",
-    "route_sae_huggingface_loader",
-    "upload_route_sae",
-    "write_model_card",
-    "normalized_mse",
-    "paper_hook_names",
-    "paper_layers",
+    "MultiLayerActivationsStore", "CachedMultiLayerActivationsStore", "CacheMetadata",
+    "cache_routed_activations", "read_cache_metadata", "StackedRouteTrainingSAE",
+    "StackedRouteTrainingSAEConfig", "routed_hook_name", "routed_model", "stock_runner_config",
+    "OFFICIAL_RECIPE", "RouteSAETrainer", "RouteSAETrainingRunner", "RouteSAESweepRunner",
+    "train_sweep_from_config", "training_summary", "RouteSAE", "RouteSAEConfig", "RouteTrainingSAE",
+    "RouteTrainingSAEConfig", "RoutedOutput", "SingleLayerInputError", "load_official_checkpoint",
+    "IntegrityError", "get_routed_saes_directory", "load_route_sae", "load_route_sae_with_cfg_and_sparsity",
+    "official_disk_loader", "official_huggingface_loader", "route_sae_disk_loader",
+    "route_sae_huggingface_loader", "upload_route_sae", "write_model_card", "normalized_mse",
+    "paper_hook_names", "paper_layers",
 ]

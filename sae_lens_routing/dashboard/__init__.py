@@ -1,1 +1,1 @@
-"""sae-dashboard reports for a RouteSAE: the report, routing panel, offline assets, Neuronpedia JSON, screenshots."""
+"""sae-dashboard pages and Neuronpedia JSON for a RouteSAE."""

@@ -1,10 +1,4 @@
-"""One routed pass over the dashboard tokens: which latents fire, in what order to show them, and where the
-shown examples were routed from.
-
-Each token is routed once (`routed_activations` + `forward_routed`) and kept sparse (its top-k latents and its
-routed layer); latent selection, the dead-latent list and the routing panel are all read off that one scan, and
-the panel's top examples are the (row, pos) pairs sae-dashboard itself chose for the page.
-"""
+"""One sparse routed pass over the tokens: latent choice, dead latents and routing panel read off it."""
 
 from __future__ import annotations
 
@@ -15,10 +9,8 @@ import torch
 
 from sae_lens_routing.saes.routed_activations import check_hooks_in_model, routed_activations
 
-# sae-dashboard's feature-centric layout: 5 tokens of context each side of a top example, plus one before for the
-# loss effect; its top examples come only from positions [CONTEXT_BEFORE, seq_len - CONTEXT_AFTER)
+# sae-dashboard's layout: 5 tokens of context each side of a top example, plus one before for the loss effect
 CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5
-TOP_GROUP_TITLE = "TOP ACTIVATIONS"
 
 
 @dataclass
@@ -32,13 +24,9 @@ class TokenScan:
     n_layers: int
 
     def rank(self, candidates: list[int], limit: int | None, full: int) -> tuple[list[int], list[int]]:
-        """(live candidates, those with at least `full` activating examples first, then largest max activation
-        (ties: firing more often), at most `limit`; dead ones).
-
-        Counted only where sae-dashboard can show a top example. Latents that fill the page's `full` top rows come
-        first: ordered by peak alone, the page opened on spiky latents active on a handful of tokens. Within
-        them the largest peak rather than the highest firing rate: on the demo SAE the most frequent latents are
-        dense ones (firing on 10-100% of tokens) that say little, the strongest peaks are mostly specific ones."""
+        """(live candidates ordered for the page, at most `limit`; dead ones), counted where sae-dashboard can
+        show a top example. Latents filling the `full` top rows first (by peak alone, rare spiky latents would
+        lead), then the largest peak (the most frequent latents are dense, uninformative ones)."""
         span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
         values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
         values, indices = values[values > 0], indices[values > 0]
@@ -47,38 +35,25 @@ class TokenScan:
         order = sorted(candidates, key=lambda f: (counts[f] < full, -maxima[f], -counts[f], f))
         return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
 
-    def activations(self, feature: int) -> torch.Tensor:
-        """[n, seq] activation of one latent on every token (0 where it is not among the token's top k)."""
-        return torch.where(self.indices == feature, self.values, 0.0).sum(-1)
-
-    def tidy(self, vis_data: Any, features: list[int]) -> None:
-        """Drop what sae-dashboard shows that is not data: top-activation rows of a latent active on fewer
-        tokens than the rows it fills (their activation is 0), and the latent itself among its correlated
-        features (sae-dashboard correlates the features of a batch with themselves included)."""
+    def tidy_and_route(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
+        """Drop top rows of activation 0 and each latent from its own correlated features (sae-dashboard's
+        padding, self-correlation); return per feature the routed layers of its top rows and active tokens."""
+        stats: dict[int, dict[str, Any]] = {}
         for feature in features:
             data = vis_data.feature_data_dict[feature]
-            acts, top = self.activations(feature), _top_group(data)
+            acts = torch.where(self.indices == feature, self.values, 0.0).sum(-1)  # [n, seq]
+            top = data.sequence_data.seq_group_data[0]  # "TOP ACTIVATIONS"
             top.seq_data = [s for s in top.seq_data if acts[s.original_index, s.qualifying_token_index] > 0]
             tables = data.feature_tables_data
             keep = [i for i, f in enumerate(tables.correlated_features_indices) if f != feature]
             for column in ("indices", "pearson", "cossim"):
                 name = f"correlated_features_{column}"
                 setattr(tables, name, [getattr(tables, name)[i] for i in keep])
-
-    def routing_stats(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
-        """Per feature: the share of the page's top examples (those > 0) routed from each layer, and over every
-        token where it is active (> 0) the count and mean activation per routed layer."""
-        stats: dict[int, dict[str, Any]] = {}
-        for feature in features:
-            seqs = _top_group(vis_data.feature_data_dict[feature]).seq_data
-            top = torch.tensor([(s.original_index, s.qualifying_token_index) for s in seqs]).reshape(-1, 2)
-            acts = self.activations(feature)
-            top_layers = self.layer_index[top[:, 0], top[:, 1]][acts[top[:, 0], top[:, 1]] > 0]
-            active_layers = self.layer_index[acts > 0]
-            counts = torch.bincount(active_layers, minlength=self.n_layers)
-            sums = torch.zeros(self.n_layers, dtype=torch.float64).index_add_(
-                0, active_layers, acts[acts > 0].double()
-            )
+            top_layers = torch.tensor([int(self.layer_index[s.original_index, s.qualifying_token_index])
+                                       for s in top.seq_data], dtype=torch.long)
+            active = self.layer_index[acts > 0]
+            counts = torch.bincount(active, minlength=self.n_layers)
+            sums = torch.zeros(self.n_layers).double().index_add_(0, active, acts[acts > 0].double())
             share = torch.bincount(top_layers, minlength=self.n_layers) / max(len(top_layers), 1)
             stats[feature] = {
                 "top_activation_share": [round(x, 4) for x in share.tolist()],
@@ -90,13 +65,6 @@ class TokenScan:
         return stats
 
 
-def _top_group(feature_data: Any) -> Any:
-    groups = feature_data.sequence_data.seq_group_data
-    if not groups or not groups[0].title.startswith(TOP_GROUP_TITLE):
-        raise ValueError(f"sae-dashboard's first sequence group is not {TOP_GROUP_TITLE!r}; its layout changed")
-    return groups[0]
-
-
 @torch.no_grad()
 def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16) -> TokenScan:
     """Route every token once; keep its `sae.cfg.k` largest latents (a TopK RouteSAE has no more nonzero)."""
@@ -105,12 +73,7 @@ def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16
     parts = []
     for batch in tokens.split(batch_size):
         out = sae.forward_routed(routed_activations(model, batch, hooks)[0])
-        acts = out.feature_acts.float()
-        if int((acts != 0).sum(-1).max()) > k:
-            raise ValueError(
-                f"sae has more than sae.cfg.k={k} nonzero latents on a token; dashboards need TopK"
-            )
-        top = acts.topk(k, dim=-1)
+        top = out.feature_acts.float().topk(k, dim=-1)
         parts.append((top.values.cpu(), top.indices.cpu(), out.layer_index.cpu()))
-    values, indices, layers = (torch.cat(part) for part in zip(*parts))
+    values, indices, layers = (torch.cat(part) for part in zip(*parts, strict=True))
     return TokenScan(values, indices, layers, sae.cfg.d_sae, len(hooks))

@@ -1,86 +1,54 @@
-"""sae-dashboard's feature-centric report for a RouteSAE, unchanged, plus a routing panel, viewable offline.
-
-sae-dashboard reads one hook point and, for SAELens `TopK` SAEs, calls `sae.encode` on it: `routed_hook_point`
-adds `blocks.N.hook_resid_routed` (N = the last routed block) carrying the L routed layers stacked, and
-`RouteSAE.encode` routes that stack, so the page shows exactly `forward_routed`'s features.
-
-Logit effects are sae-dashboard's `W_dec @ W_U`. The decoder lives in the standardised space; a token's raw
-reconstruction is `std * x_hat / router_weight + mean` (positive per-token scales plus a per-token constant), so
-the ranking of boosted/suppressed tokens is exact and sizes are per standardised unit. sae-dashboard assumes the
-final norm's gain is folded into `W_U`; `final_norm_folded_into_unembed` makes that true for the run.
-
-`dashboard_data` computes everything once (a routed scan of the tokens picks and orders the latents, then
-sae-dashboard runs on them); the HTML writer here and the Neuronpedia writer both read that result. The page
-opens on the most active latent that fills its top-activation rows, says what was requested and what was
-found, and shows each token as the text it decodes to (byte-level BPE pieces such as "Â£" as "£"; line breaks
-as ↵, where sae-dashboard writes a literal `\\n`, the same text as a backslash-n token).
-"""
+"""sae-dashboard's page and Neuronpedia JSON for a RouteSAE: the routed layers stacked on one pseudo hook
+point, so sae-dashboard shows exactly `forward_routed`'s features; one routed scan picks the latents."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from sae_lens_routing.atomic import atomic_write_text
+from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_text
 from sae_lens_routing.dashboard.latent_stats import CONTEXT_AFTER, CONTEXT_BEFORE, scan_tokens
-from sae_lens_routing.dashboard.offline_assets import inline_assets
-from sae_lens_routing.dashboard.routing_panel import add_routing_panel
-from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
+from sae_lens_routing.dashboard.panels import add_panels, inline_assets
+from sae_lens_routing.interpret.results import explanations_by_feature, neuronpedia_explanations
+from sae_lens_routing.saes.config import hook_layer
 from sae_lens_routing.saes.routed_activations import is_bridge
 from sae_lens_routing.saes.routed_hook_point import routed_hook_point
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
-DEFAULT_FEATURES = "top:24"
 NEWLINE = "\u21b5"  # ↵
-# a line break in byte-level BPE, in SentencePiece's byte fallback, raw
-NEWLINE_PIECES = ("\u010a", "<0x0A>", "\n")
+NEWLINE_PIECES = ("\u010a", "<0x0A>", "\n")  # a line break: byte-level BPE, SentencePiece byte fallback, raw
 
 
 def parse_features(spec: str | Sequence[int], d_sae: int) -> tuple[list[int], int | None]:
     """`"top:24"` -> (every latent, 24); `"0-63"`, `"1,5,9"`, `"0-9,20"` or a list of ints -> (them, None)."""
-    text = spec.strip() if isinstance(spec, str) else ""
-    if text.startswith("top:"):
-        if not text[4:].isdigit() or not 1 <= int(text[4:]) <= d_sae:
-            raise ValueError(f"features 'top:N' needs an integer 1 <= N <= d_sae={d_sae}, got {spec!r}")
-        return list(range(d_sae)), int(text[4:])
-    if not isinstance(spec, str) and not all(isinstance(f, int) and not isinstance(f, bool) for f in spec):
-        raise ValueError(f"features must be 'top:N' or latent indices (integers, not booleans), got {spec!r}")
+    text, limit = (spec.strip() if isinstance(spec, str) else ""), None
     try:
-        features = [int(f) for f in spec] if not isinstance(spec, str) else []
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            lo, _, hi = part.partition("-")
-            features.extend(range(int(lo), int(hi or lo) + 1))
+        if text.startswith("top:"):
+            limit = int(text[4:])
+            features = list(range(d_sae)) if 1 <= limit <= d_sae else []
+        elif isinstance(spec, str):
+            parts = [p.partition("-") for p in text.split(",") if p.strip()]
+            features = [f for lo, _, hi in parts for f in range(int(lo), int(hi or lo) + 1)]
+        else:
+            features = list(spec) if all(type(f) is int for f in spec) else []
     except ValueError:
         features = []
-    bad = [f for f in features if not 0 <= f < d_sae]
-    if not features or bad:
-        raise ValueError(f"features must be 'top:N' or indices in [0, d_sae={d_sae}), got {bad or spec!r}")
-    return sorted(set(features)), None
-
-
-def check_tokens(tokens: torch.Tensor, d_vocab: int) -> None:
-    """Fail early and clearly where sae-dashboard would fail deep inside (or silently show nothing)."""
-    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
-        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        raise ValueError(f"tokens must be an integer tensor [n_sequences, seq_len], got {shape}")
-    n, seq_len = tokens.shape
-    context = CONTEXT_BEFORE + CONTEXT_AFTER
-    if seq_len <= context or n * (seq_len - context) < TOP_EXAMPLES:
+    if not features or not all(0 <= f < d_sae for f in features):
         raise ValueError(
-            f"tokens must have seq_len > {context} and n_sequences * (seq_len - {context}) >= "
-            f"{TOP_EXAMPLES} (sae-dashboard's context and top-example count), got {tuple(tokens.shape)}"
+            f"features must be 'top:N' with 1 <= N <= d_sae={d_sae} or latent indices in [0, d_sae={d_sae}) "
+            f"(integers, not booleans), got {spec!r}"
         )
-    if tokens.min() < 0 or tokens.max() >= d_vocab:
-        raise ValueError(
-            f"tokens must be ids in [0, d_vocab={d_vocab}), got [{tokens.min()}, {tokens.max()}]"
-        )
+    return sorted(set(features)), limit
 
 
 @dataclasses.dataclass
@@ -88,45 +56,76 @@ class DashboardData:
     """What both the HTML and the Neuronpedia JSON are written from."""
 
     vis_data: Any  # sae-dashboard's SaeVisData for `features`
-    routing: dict[int, dict[str, Any]]  # per feature, see TokenScan.routing_stats
-    features: list[int]  # full pages first, then largest max activation: the page opens on features[0]
+    routing: dict[int, dict[str, Any]]  # per feature, see TokenScan.tidy_and_route
+    features: list[int]  # in the page's order: it opens on features[0]
     dead_latents: list[int]  # requested latents that never fired on the tokens (not shown)
     hook_names: list[str]
     model_name: str  # the SAE's cfg.metadata.model_name
-    requested: str = ""  # the features argument as given ("top:24", "0-63")
-    n_candidates: int = 0  # latents it named (top:N: every latent of the SAE)
+    requested: str  # the features argument as given ("top:24", "0-63")
+    n_candidates: int  # latents it named (top:N: every latent of the SAE)
 
     def summary(self) -> str:
         """What was requested and what was found, in one line (the page shows the same)."""
-        fired = self.n_candidates - len(self.dead_latents)
+        fired, n_dead = self.n_candidates - len(self.dead_latents), len(self.dead_latents)
+        found = f"{fired} fired and are shown; {n_dead} never fired on these tokens"
         if self.requested.startswith("top:"):
             found = (
-                f"the {len(self.features)} most active of the {fired} latents that fired on these tokens (those "
-                f"with {TOP_EXAMPLES}+ activating examples first); {len(self.dead_latents)} of the SAE's "
+                f"the {len(self.features)} most active of the {fired} latents that fired on these tokens "
+                f"(those with {TOP_EXAMPLES}+ activating examples first); {n_dead} of the SAE's "
                 f"{self.n_candidates} latents never fired"
             )
-        else:
-            found = f"{fired} fired and are shown; {len(self.dead_latents)} never fired on these tokens"
-        return f"{self.requested or self.n_candidates} requested: {found}; opens on latent {self.features[0]}"
+        return f"{self.requested} requested: {found}; opens on latent {self.features[0]}"
+
+
+@contextmanager
+def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
+    """Within the block `W_U` includes `ln_final`'s gain (`b_U` its bias), as sae-dashboard's logit effects
+    `W_dec @ W_U` assume (`fold_ln=True`); exact, restored bit for bit after. Yields whether it folded."""
+    ln_final, unembed = getattr(model, "ln_final", None), model.unembed
+    gain, bias = getattr(ln_final, "w", None), getattr(ln_final, "b", None)
+    if not isinstance(gain, torch.Tensor):  # already folded, or no final norm
+        yield False
+        return
+    params = [unembed.W_U, unembed.b_U, gain] + ([bias] if isinstance(bias, torch.Tensor) else [])
+    saved = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():
+            if isinstance(bias, torch.Tensor):
+                unembed.b_U.add_(bias.to(unembed.W_U.dtype) @ unembed.W_U)
+                bias.zero_()
+            unembed.W_U.mul_(gain.to(unembed.W_U.dtype)[:, None])
+            gain.fill_(1.0)
+        yield True
+    finally:
+        with torch.no_grad():
+            for param, value in zip(params, saved, strict=True):
+                param.copy_(value)
 
 
 def dashboard_data(
-    sae: Any, model: Any, tokens: torch.Tensor, features: str | Sequence[int] = DEFAULT_FEATURES
+    sae: Any, model: Any, tokens: torch.Tensor, features: str | Sequence[int] = "top:24"
 ) -> DashboardData:
-    """Route the tokens once, keep the live latents of `features` most active first, run sae-dashboard on them."""
+    """Route the tokens once, keep the live latents of `features` most active first, run sae-dashboard."""
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
 
     if not hasattr(sae, "forward_routed"):
         raise ValueError(f"sae must be a RouteSAE (architecture 'routesae'), got {type(sae).__name__}")
-    if getattr(model, "tokenizer", None) is None:
-        raise ValueError("the model needs a tokenizer (load_local_model or from_pretrained)")
     if is_bridge(model):  # the routed hook point is added as a module; a bridge has no public hook rescan
         raise ValueError(
-            "dashboards need a HookedTransformer model (model_class_name: HookedTransformer or model_path); a "
-            "TransformerBridge model gives the routed latent statistics (dashboard.latent_stats.scan_tokens) only"
+            "dashboards need a HookedTransformer model (model_class_name: HookedTransformer or model_path); "
+            "a TransformerBridge model gives the routed latent statistics (latent_stats.scan_tokens) only"
         )
-    check_tokens(tokens, model.cfg.d_vocab)
+    context, d_vocab = CONTEXT_BEFORE + CONTEXT_AFTER, model.cfg.d_vocab
+    n, seq_len = tokens.shape if tokens.ndim == 2 else (0, 0)
+    if tokens.is_floating_point() or n * (seq_len - context) < TOP_EXAMPLES or seq_len <= context or not (
+        0 <= tokens.min() <= tokens.max() < d_vocab
+    ):  # sae-dashboard would fail deep inside, or silently show nothing
+        raise ValueError(
+            f"tokens must be an integer tensor [n_sequences, seq_len] with seq_len > {context}, "
+            f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES} (sae-dashboard's context, top examples), "
+            f"ids in [0, d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}"
+        )
     candidates, limit = parse_features(features, sae.cfg.d_sae)
     scan = scan_tokens(sae, model, tokens, batch_size=16)
     shown, dead = scan.rank(candidates, limit, full=TOP_EXAMPLES)
@@ -136,18 +135,14 @@ def dashboard_data(
     with routed_hook_point(model, encoder) as hook_name, final_norm_folded_into_unembed(model):
         cfg = SaeVisConfig(hook_name, shown, 64, 16, device=str(tokens.device), verbose=False)  # minibatches
         vis_data = SaeVisRunner(cfg).run(encoder=encoder, model=model, tokens=tokens)
-    scan.tidy(vis_data, shown)
-    routing, hooks = scan.routing_stats(vis_data, shown), list(sae.cfg.hook_names)
+    routing = scan.tidy_and_route(vis_data, shown)
     requested = features if isinstance(features, str) else f"{len(candidates)} latents"
-    return DashboardData(
-        vis_data, routing, shown, dead, hooks, str(sae.cfg.metadata.model_name), requested, len(candidates)
-    )
+    hooks, name = list(sae.cfg.hook_names), str(sae.cfg.metadata.model_name)
+    return DashboardData(vis_data, routing, shown, dead, hooks, name, requested, len(candidates))
 
 
 def display_tokens(tokenizer: Any) -> dict[int, str]:
-    """Token id -> the text it shows: what a byte-level BPE piece decodes to ("Â£" -> "£", "Ġday" -> " day"),
-    other tokenizers' pieces as they are (sae-dashboard handles SentencePiece's "▁"); line breaks as ↵.
-    A piece holding part of a multi-byte character has no text of its own and keeps its piece."""
+    """Token id -> the text it shows (byte-level "Â£" -> "£", line breaks ↵; half a character: its piece)."""
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
     byte_level = type(decoder).__name__ == "ByteLevel"
     out: dict[int, str] = {}
@@ -160,43 +155,24 @@ def display_tokens(tokenizer: Any) -> dict[int, str]:
     return out
 
 
-class _TextByIdVocab:
-    """What sae-dashboard's writer reads of `tokenizer.vocab`: `(text, id)` pairs, which it inverts to id -> text.
-    Pairs rather than a dict, so two tokens that show the same text stay two tokens."""
-
-    def __init__(self, texts: dict[int, str]):
-        self.texts = texts
-
-    def items(self) -> list[tuple[str, int]]:
-        return [(text, token_id) for token_id, text in self.texts.items()]
-
-
 def write_dashboard_html(
     data: DashboardData, out_html: str | Path, interpretability: dict[str, Any] | None = None
 ) -> Path:
-    """sae-dashboard's feature-centric page of `data`, opening on its most active latent, plus the routing panel
-    (and the judge's explanations when an `interpretability.json`'s content is given).
-
-    sae-dashboard's writer reads token strings from `model.tokenizer.vocab` only, so it is handed a model view
-    whose vocabulary holds each token's display text (`display_tokens`; the real model is not touched)."""
+    """sae-dashboard's page of `data` opening on `features[0]`, plus panels; tokens as `display_tokens`."""
     from sae_dashboard.data_writing_fns import save_feature_centric_vis
 
-    texts = display_tokens(data.vis_data.model.tokenizer)
-    view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=_TextByIdVocab(texts)))
-    with tempfile.TemporaryDirectory() as scratch:  # sae-dashboard writes the stock page; we post-process it
+    # sae-dashboard inverts `tokenizer.vocab.items()`: (text, id) pairs keep two tokens of one text apart
+    pairs = [(text, i) for i, text in display_tokens(data.vis_data.model.tokenizer).items()]
+    view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=SimpleNamespace(items=lambda: pairs)))
+    with tempfile.TemporaryDirectory() as scratch:
         stock = Path(scratch) / "stock.html"
-        vis_data = dataclasses.replace(data.vis_data, model=view)
+        vis_data = dataclasses.replace(data.vis_data, model=view)  # the real model is not touched
         save_feature_centric_vis(sae_vis_data=vis_data, filename=stock, feature_idx=data.features[0])
         html = stock.read_text(encoding="utf-8")
-    html = add_routing_panel(
-        html, data.routing, data.hook_names, data.features, data.dead_latents, data.summary()
-    )
-    if interpretability is not None:
-        from sae_lens_routing.dashboard.interpretability_panel import add_interpretability_panel
-        from sae_lens_routing.interpret.results import explanations_by_feature
-
-        html = add_interpretability_panel(html, explanations_by_feature(interpretability))
-    return atomic_write_text(out_html, inline_assets(html))
+    judged = None if interpretability is None else explanations_by_feature(interpretability)
+    routing = {"hooks": data.hook_names, "order": data.features, "dead_latents": data.dead_latents}
+    routing["stats"] = {str(k): v for k, v in data.routing.items()}
+    return atomic_write_text(out_html, inline_assets(add_panels(html, routing, data.summary(), judged)))
 
 
 def routed_dashboard(
@@ -206,3 +182,51 @@ def routed_dashboard(
     data = dashboard_data(sae, model, tokens, features)
     write_dashboard_html(data, out_html)
     return data
+
+
+def vocab_dict(model: Any) -> dict[int, str]:
+    """Token id -> token string as Neuronpedia displays it (sae-dashboard's HTML escapes applied)."""
+    from sae_dashboard.neuronpedia.neuronpedia_runner import OUT_OF_RANGE_TOKEN
+    from sae_dashboard.utils_fns import HTML_ANOMALIES
+
+    out = dict(enumerate(model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))))
+    for bad, good in HTML_ANOMALIES.items():
+        out = {i: tok.replace(bad, good) for i, tok in out.items()}
+    return out | {i: OUT_OF_RANGE_TOKEN for i in range(len(out), model.cfg.d_vocab)}
+
+
+def neuronpedia_batch(
+    data: DashboardData, *, sae_set: str = "routesae", model_id: str | None = None,
+    interpretability: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """sae-dashboard's Neuronpedia batch, each feature with its `routing` (and, given interpretability.json's
+    content, `explanations` in Neuronpedia's format), the batch with `routed_hook_names`, `dead_latents`."""
+    from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
+    from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
+
+    hooks, model, model_id = data.hook_names, data.vis_data.model, model_id or data.model_name
+    np_cfg = NeuronpediaRunnerConfig(sae_set, "", "", model_id=model_id, layer=hook_layer(hooks[-1]))
+    np_json = NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
+    batch, np_layer = json.loads(np_json), f"{np_cfg.layer}-{sae_set}"  # np_layer: Neuronpedia's SAE id
+    for feature in batch["features"]:
+        index = int(feature["feature_index"])
+        feature["routing"] = {"hook_names": hooks, **data.routing[index]}
+        if interpretability is not None:
+            feature["explanations"] = neuronpedia_explanations(
+                interpretability, index, model_id=model_id, np_layer=np_layer
+            )
+    return batch | {"routed_hook_names": hooks, "dead_latents": data.dead_latents}
+
+
+def screenshot(html: str | Path, png: str | Path, width: int = 1400, height: int = 1600) -> Path:
+    """A PNG of the page as a person would see it, by headless Chromium (offline, a fresh profile)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        flags = "--no-sandbox --disable-gpu --no-first-run --disable-background-networking"
+        flags += " --disable-component-update --disable-sync --virtual-time-budget=5000"
+        shot = Path(scratch) / "page.png"
+        subprocess.run(
+            ["chromium", "--headless", *flags.split(), f"--user-data-dir={scratch}/profile",
+             f"--screenshot={shot}", f"--window-size={width},{height}", Path(html).resolve().as_uri()],
+            check=True, capture_output=True, timeout=180,
+        )
+        return atomic_write_bytes(Path(png), shot.read_bytes())

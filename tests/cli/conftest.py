@@ -1,4 +1,4 @@
-"""Fixtures of the CLI tests: a SAE trained by `python -m sae_lens_routing train` from a local model folder."""
+"""Fixtures of the CLI tests: a SAE trained by `python -m sae_lens_routing train` on a local model folder."""
 
 from __future__ import annotations
 

@@ -173,7 +173,7 @@ def _drop_k(folder):
     ids=["nan", "truncated", "pickled", "all-zero", "no-k"],
 )
 def test_evaluate_refuses_damaged_sae_at_load(trained, tmp_path, mutate, message):
-    """Refused by the checking loader (`_common.load_sae_and_model`, shared with dashboard), before any eval."""
+    """Refused by the checking loader (`_common.load_sae_and_model`, shared by dashboard) before any eval."""
     bad = tmp_path / "sae"
     shutil.copytree(trained / "sae", bad)
     mutate(bad)

@@ -1,28 +1,27 @@
-"""Dashboards: sae-dashboard's HTML for a RouteSAE renders offline in headless Chromium, with the routing panel;
-its activations are forward_routed's; it opens on the most active latent, names the dead ones and shows line
-breaks as ↵; the Neuronpedia export keeps sae-dashboard's keys plus routing."""
+"""Dashboards: sae-dashboard's HTML for a RouteSAE renders offline in headless Chromium, with the routing
+panel; its activations are forward_routed's; it opens on the most active latent, names the dead ones and shows
+line breaks as ↵; the Neuronpedia export keeps sae-dashboard's keys plus routing."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from types import SimpleNamespace
 
 import pytest
 import torch
+from chromium_page import render
 from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
 from sae_lens_routing.dashboard.report import (
     dashboard_data,
     display_tokens,
+    neuronpedia_batch,
     parse_features,
     routed_dashboard,
     routed_hook_point,
+    screenshot,
     write_dashboard_html,
 )
 
@@ -30,15 +29,6 @@ HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_
 NEWLINE_ID = 7  # renamed to byte-level BPE's line break "Ċ" in the tiny tokenizer
 POUND_ID = 9  # renamed to byte-level BPE's piece for "£", "Â£"
 DEAD = list(range(10))  # latents made dead in the `dead_sae` fixture
-
-
-def ensure_chromium() -> None:
-    """The test installs Debian's chromium itself when it is missing (CI machines start without it)."""
-    if shutil.which("chromium"):
-        return
-    cmd = "apt-get install -y chromium || (apt-get update && apt-get install -y chromium)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["bash", "-c", cmd], check=True, capture_output=True, timeout=900, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +41,9 @@ def setup(tmp_path_factory):
     vocab = tokenizer["model"]["vocab"]
     vocab["\u010a"] = vocab.pop(next(w for w, i in vocab.items() if i == NEWLINE_ID))
     vocab["\u00c2\u00a3"] = vocab.pop(next(w for w, i in vocab.items() if i == POUND_ID))
-    tokenizer["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    tokenizer["decoder"] = {
+        "type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True
+    }
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     model = load_local_model(folder)
     with torch.no_grad():
@@ -104,8 +96,8 @@ def routed(model, sae, tokens):
 
 
 def assert_page_shows_forward_routed(vis_data, tokens, feature_acts):
-    """Every sequence the page shows (top group and quantile groups) is the window [p-5, p+5] around its example
-    token p, with exactly forward_routed's activations."""
+    """Every sequence the page shows (top group and quantile groups) is the window [p-5, p+5] around its
+    example token p, with exactly forward_routed's activations."""
     for feature, data in vis_data.feature_data_dict.items():
         groups = data.sequence_data.seq_group_data
         shown_max = float(groups[0].title.split("MAX = ")[1].split()[0])
@@ -147,10 +139,10 @@ def test_logit_effects_use_the_final_norm_gain(setup):
 
 
 def test_final_norm_fold_is_exact_and_reversible():
-    """With a LayerNorm (gain and bias), logits inside the fold equal those outside; everything is restored."""
+    """With a LayerNorm (gain and bias), logits inside the fold equal those outside; all is restored."""
     from helpers import tiny_model
 
-    from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
+    from sae_lens_routing.dashboard.report import final_norm_folded_into_unembed
 
     model = tiny_model()
     with torch.no_grad():
@@ -167,7 +159,7 @@ def test_final_norm_fold_is_exact_and_reversible():
 
 
 def test_unit_norm_decoder_without_rescaling(setup, tmp_path):
-    """The other fold_W_dec_norm case (official checkpoints: unit-norm decoder rows, no rescaling, no ReLU)."""
+    """The other fold_W_dec_norm case (official checkpoints: unit-norm decoder rows, no rescaling or ReLU)."""
     _, model, _, tokens, _ = setup
     torch.manual_seed(1)
     sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=64, k=8, hook_names=HOOKS, topk_relu=False))
@@ -191,14 +183,11 @@ def test_pseudo_hook_point_stacks_the_routed_layers(setup):
 
 @pytest.mark.browser
 def test_dashboard_renders_offline_in_chromium(setup):
-    ensure_chromium()
-    from sae_lens_routing.dashboard.browser import render, render_dom, screenshot
-
     root, *_, result = setup
     order = [str(f) for f in result.data.features]
     html = (root / "report.html").read_text()
     assert '<script src="http' not in html  # d3 and plotly are inlined, nothing is loaded from a CDN
-    rendered = render_dom(root / "report.html")
+    rendered = render(root / "report.html")
     assert rendered.console_errors == []
     dom = rendered.dom
     assert '<select id="select-0">' in dom and dom.count("<option") == 6  # the feature selector
@@ -224,7 +213,8 @@ def test_dashboard_renders_offline_in_chromium(setup):
         value == order[3] and panel.startswith(f"Feature {order[3]}:") and "blocks.2.hook_resid_post" in panel
     )
     # at 1400 px (a laptop) every column of the page is on screen: none is cut off at the right
-    columns = "JSON.stringify(Array.from(document.querySelectorAll('.grid-column')).map(c => c.getBoundingClientRect().right))"
+    columns = "JSON.stringify(Array.from(document.querySelectorAll('.grid-column'))"
+    columns += ".map(c => c.getBoundingClientRect().right))"
     rights = json.loads(render(root / "report.html", width=1400, script=columns).script_result)
     assert len(rights) >= 4 and max(rights) <= 1400, rights
     png = screenshot(root / "report.html", root / "report.png")
@@ -232,8 +222,8 @@ def test_dashboard_renders_offline_in_chromium(setup):
 
 
 def test_routing_panel_describes_the_top_examples_shown(setup):
-    """top_activation_share counts the routed layers of exactly the page's top-group examples (activation > 0); the mean
-    activation per layer is over every active token routed there."""
+    """top_activation_share counts the routed layers of exactly the page's top-group examples (activation
+    > 0); the mean activation per layer is over every active token routed there."""
     _, model, sae, tokens, result = setup
     out = routed(model, sae, tokens)
     for feature, stats in result.data.routing.items():
@@ -260,7 +250,7 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
 
-    from sae_lens_routing.dashboard.neuronpedia import vocab_dict
+    from sae_lens_routing.dashboard.report import vocab_dict
 
     root, model, sae, _, result = setup
     ours = neuronpedia_batch(result.data)
@@ -274,7 +264,7 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
     )
     assert ours["dead_latents"] == [] and ours["model_id"] == str(sae.cfg.metadata.model_name)
     assert len(ours["features"]) == len(theirs["features"]) == 6
-    for mine, stock in zip(ours["features"], theirs["features"]):
+    for mine, stock in zip(ours["features"], theirs["features"], strict=True):
         assert set(mine) - set(stock) == {"routing"}
         assert {k: mine[k] for k in stock} == stock  # sae-dashboard's own fields, untouched
         assert stock["activations"] and {"tokens", "values", "bin_max"} <= set(stock["activations"][0])
@@ -325,29 +315,26 @@ def test_bad_inputs_fail_clearly(setup, tmp_path):
 @pytest.mark.browser
 def test_browser_check_catches_js_errors(tmp_path):
     """Uncaught exceptions, console.error and any attempt to reach the network are all reported."""
-    ensure_chromium()
-    from sae_lens_routing.dashboard.browser import render_dom
-
     page = tmp_path / "broken.html"
     page.write_text(
         "<html><body><script>console.error('logged-problem');</script>"
         "<img src='https://example.com/x.png'><script>undefinedFunction();</script><p>x</p></body></html>"
     )
-    errors = render_dom(page).console_errors
+    errors = render(page).console_errors
     assert any("undefinedFunction" in e for e in errors)
     assert any("logged-problem" in e for e in errors)
     assert any("example.com" in e for e in errors)  # networking is unavailable to the page
     clean = tmp_path / "clean.html"
     clean.write_text("<html><body><script>console.log('fine')</script><p id='ok'>x</p></body></html>")
-    rendered = render_dom(clean)
+    rendered = render(clean)
     assert rendered.console_errors == [] and '<p id="ok">x</p>' in rendered.dom
 
 
 def test_top_n_opens_on_the_most_active_latent_and_lists_the_dead(setup, dead_sae, tmp_path):
-    """top:N shows N live latents: those active on enough showable positions to fill the 20 top-activation rows
-    first, then by largest activation (ties: firing more often); the page and the Neuronpedia JSON open on a
-    full one, say what was requested and found, and name the dead ones. No top row shows activation 0, and no
-    latent is among its own correlated features."""
+    """top:N shows N live latents: those active on enough showable positions to fill the 20 top-activation
+    rows first, then by largest activation (ties: firing more often); the page and the Neuronpedia JSON open
+    on a full one, say what was requested and found, and name the dead ones. No top row shows activation 0,
+    and no latent is among its own correlated features."""
     _, model, _, tokens, _ = setup
     spiky = RouteSAE(dead_sae.cfg)
     spiky.load_state_dict(dead_sae.state_dict())
@@ -359,7 +346,8 @@ def test_top_n_opens_on_the_most_active_latent_and_lists_the_dead(setup, dead_sa
     data = routed_dashboard(spiky, model, tokens, "top:12", tmp_path / "top.html")
     counts, maxima = showable_firing(model, spiky, tokens)
     assert 0 < counts[20] < 20 and int(maxima.argmax()) == 20
-    expected = sorted(range(64), key=lambda f: (int(counts[f]) < 20, -float(maxima[f]), -int(counts[f]), f))[:12]
+    order = sorted(range(64), key=lambda f: (int(counts[f]) < 20, -float(maxima[f]), -int(counts[f]), f))
+    expected = order[:12]
     assert data.features == expected and counts[expected[-1]] > 0 and 20 not in expected
     assert all(counts[f] >= 20 for f in expected) and maxima[expected[0]] > maxima[expected[-1]]
     for feature, page in data.vis_data.feature_data_dict.items():
@@ -404,8 +392,8 @@ def shown_tokens(node):
 
 
 def test_tokens_show_the_text_they_decode_to(setup):
-    """Byte-level BPE pieces are written as their text ("Â£" -> "£"), a line break as ↵ wherever the page shows
-    tokens (sae-dashboard writes a literal \\n)."""
+    """Byte-level BPE pieces are written as their text ("Â£" -> "£"), a line break as ↵ wherever the page
+    shows tokens (sae-dashboard writes a literal \\n)."""
     root, *_ = setup
     dashboard, *_ = page_data(root / "report.html")
     toks = shown_tokens(dashboard)
@@ -415,7 +403,7 @@ def test_tokens_show_the_text_they_decode_to(setup):
 
 
 def test_display_tokens_keep_every_token_and_partial_bytes():
-    """Two tokens showing the same text stay two ids; a piece that is half a UTF-8 character keeps its piece."""
+    """Two tokens showing the same text stay two ids; a piece that is half a UTF-8 character keeps it."""
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 

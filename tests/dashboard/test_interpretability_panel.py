@@ -1,4 +1,4 @@
-"""The judge's explanations and scores on the dashboard page, in its selector, and in the Neuronpedia batch."""
+"""The judge's explanations and scores on the dashboard page, in its selector and in the Neuronpedia batch."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import torch
 from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
-from sae_lens_routing.dashboard.report import dashboard_data, write_dashboard_html
+from sae_lens_routing.dashboard.report import dashboard_data, neuronpedia_batch, write_dashboard_html
 
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(3)]
 INTERP = {
@@ -36,7 +35,8 @@ def page(tmp_path_factory):
     with torch.no_grad():
         model.W_U.mul_(50)
     torch.manual_seed(0)
-    sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=16, k=8, hook_names=HOOKS, rescale_acts_by_decoder_norm=True))
+    cfg = RouteSAEConfig(d_in=32, d_sae=16, k=8, hook_names=HOOKS, rescale_acts_by_decoder_norm=True)
+    sae = RouteSAE(cfg)
     tokens = torch.randint(3, 300, (24, 24), generator=torch.Generator().manual_seed(0))
     data = dashboard_data(sae, model, tokens, "0-2")
     write_dashboard_html(data, root / "report.html", INTERP)
@@ -74,7 +74,7 @@ def test_neuronpedia_features_carry_explanations_in_neuronpedia_format(page):
 
 @pytest.mark.browser
 def test_selector_and_panel_show_the_explanation_in_chromium(page):
-    from sae_lens_routing.dashboard.browser import render
+    from chromium_page import render
 
     root, _ = page
     choose = """(async () => {

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 
 from sae_lens_routing.atomic import atomic_write_json
-from sae_lens_routing.cli.commands.dashboard import (
-    add_dashboard_arguments,
-    compute,
-    read_interpretability,
-)
+from sae_lens_routing.cli.commands.dashboard import add_dashboard_arguments, compute
+from sae_lens_routing.dashboard.report import neuronpedia_batch
 
 HELP = "Export RouteSAE features as a Neuronpedia batch JSON (sae-dashboard's layout + routing fields)."
 
@@ -21,10 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae_lens_routing.dashboard.neuronpedia import neuronpedia_batch
-
-    interpretability = read_interpretability(args)
-    batch = neuronpedia_batch(compute(args), sae_set=args.sae_set, interpretability=interpretability)
+    data, judged = compute(args)
+    batch = neuronpedia_batch(data, sae_set=args.sae_set, interpretability=judged)
     atomic_write_json(args.out, batch)
     print(f"Neuronpedia batch with {len(batch['features'])} features written to {args.out}")
     return 0
