@@ -39,52 +39,44 @@ def _token_batches(source: Any, n_batches: int, batch_size: int | None, d_vocab:
 
 @torch.no_grad()
 def run_route_evals(
-    sae: Any,
-    model: Any,
-    tokens_or_store: Any,
-    *,
-    n_batches: int = 4,
-    batch_size: int | None = None,
+    sae: Any, model: Any, tokens_or_store: Any, *, n_batches: int = 4, batch_size: int | None = None,
     exclude_special_tokens: list[int] | torch.Tensor | None = None,
     on_routed: Callable[[torch.Tensor, RoutedOutput], None] | None = None,
     features: FeatureContextCollector | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Reconstruction, sparsity, routing, CE/KL and feature-count metrics of `sae` spliced into `model`.
 
     One clean forward and one routing per batch serve every metric, `on_routed(tokens, routed)` and the
     feature collector (`features`, default rules if None); both splices start at the first routed block."""
     hooks = list(sae.cfg.hook_names)
     check_hooks_in_model(model, hooks)
-    store_ids = getattr(tokens_or_store, "exclude_special_tokens", None)
-    explicit = exclude_special_tokens
-    excluded = torch.as_tensor(explicit, dtype=torch.long) if explicit is not None else store_ids
+    if exclude_special_tokens is None:
+        excluded = getattr(tokens_or_store, "exclude_special_tokens", None)
+    else:
+        excluded = torch.as_tensor(exclude_special_tokens, dtype=torch.long)
     excluded = None if excluded is None else excluded.cpu()
     if features is None:
         special = None if excluded is None else excluded.tolist()
         features = FeatureContextCollector(model, sae, ContextRules(), special)
-    recon = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in)
-    downstream = DownstreamMetrics()
+    recon, downstream = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in), DownstreamMetrics()
     first = _splice_start(model, hooks)
     entry = f"blocks.{first}.hook_resid_pre"
+    resumed = first > 0 or not is_bridge(model)  # a bridge cannot start from the residual stream
     for tokens in _token_batches(tokens_or_store, n_batches, batch_size, model.cfg.d_vocab):
         keep = ~torch.isin(tokens, excluded.to(tokens.device)) if excluded is not None else tokens >= 0
-        acts, clean_logits, extras = routed_activations(
-            model, tokens, hooks, full_forward=True, extra_hooks=(entry,)
-        )
+        acts, clean, extra = routed_activations(model, tokens, hooks, full_forward=True, extra_hooks=(entry,))
         out = sae.forward_routed(acts)
         recon.update(out, keep)
         if on_routed is not None:
             on_routed(tokens, out)
         features(tokens, out)
-        spliced = {}
+        spliced = []
         for replacement, positions in (("sae", keep), ("zero", None)):  # the ablation zeroes every position
             plan = plan_from_routed(sae, out, replacement=replacement).to(acts.dtype)
             with routed_splice(model, sae, positions=positions, plan=plan):
-                resumed = first > 0 or not is_bridge(model)  # a bridge cannot start from the residual stream
-                spliced[replacement] = (
-                    model(extras[entry], start_at_layer=first, tokens=tokens) if resumed else model(tokens)
-                )
-        downstream.update(tokens, keep, clean_logits, spliced["sae"], spliced["zero"])
+                x = model(extra[entry], start_at_layer=first, tokens=tokens) if resumed else model(tokens)
+            spliced.append(x)
+        downstream.update(tokens, keep, clean, *spliced)
     return {**recon.compute(), **downstream.compute(), **features.metrics()}
 
 
@@ -107,10 +99,9 @@ class DownstreamMetrics:
         self.official: dict[str, list[float]] = {"sae": [], "zero": []}
 
     def update(self, tokens: torch.Tensor, keep: torch.Tensor, *logits: torch.Tensor) -> None:
-        """`logits`: the clean, SAE-spliced and zero-ablated forwards' logits."""
+        """`logits`: the clean, SAE-spliced and zero-ablated forwards'."""
         target_keep = keep[:, :-1] & keep[:, 1:]  # predict a real token from a real token
-        names = ("clean", "sae", "zero")
-        logp = {name: x.float().log_softmax(-1) for name, x in zip(names, logits, strict=True)}
+        logp = dict(zip(("clean", "sae", "zero"), (x.float().log_softmax(-1) for x in logits), strict=True))
         for name, lp in logp.items():
             self.totals[f"ce_{name}"] += _ce(lp, tokens)[target_keep].sum().item()
         p_clean = logp["clean"].exp()
@@ -124,8 +115,8 @@ class DownstreamMetrics:
     def compute(self) -> dict[str, Any]:
         t = self.totals
         ce_clean, ce_sae, ce_zero = (t[f"ce_{k}"] / t["n_ce"] for k in ("clean", "sae", "zero"))
-        score = (ce_zero - ce_sae) / (ce_zero - ce_clean) if ce_zero != ce_clean else None
         perf, behavior = "model_performance_preservation/", "model_behavior_preservation/"
+        score = None if ce_zero == ce_clean else (ce_zero - ce_sae) / (ce_zero - ce_clean)
         return {
             perf + "ce_loss_without_sae": ce_clean,
             perf + "ce_loss_with_sae": ce_sae,

@@ -1,7 +1,6 @@
-"""The paper's feature contexts and feature counting (the official `application.py` rules): a latent is a
-feature when it keeps more than 4 contexts above the threshold on at most 32 token types. Contexts are whole
-sentences; the default threshold scales the paper's 15 (at d_in 2048) with the standardised norm sqrt(d_in).
-"""
+"""The paper's feature contexts and counting (the official `application.py` rules): a latent is a feature
+when it keeps more than 4 contexts above the threshold on at most 32 token types. The default threshold
+scales the paper's 15 (at d_in 2048) with the standardised token norm sqrt(d_in)."""
 
 from __future__ import annotations
 
@@ -18,21 +17,22 @@ from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.saes.routed_activations import routed_activations
 
 SENTENCE_END = (".", "!", "?")
-PAPER_THRESHOLD, PAPER_D_IN = 15.0, 2048
 
 
 def relative_threshold(d_in: int) -> float:
     """The paper's threshold at the paper's width, scaled with the standardised token norm sqrt(d_in)."""
-    return PAPER_THRESHOLD * math.sqrt(d_in / PAPER_D_IN)
+    return 15.0 * math.sqrt(d_in / 2048)
 
 
 @dataclass(frozen=True)
 class ContextRules:
+    """`threshold`: activation a context must exceed (None: `relative_threshold(d_in)`; 15.0: the paper's
+    absolute rule); a feature keeps >= `min_contexts` contexts on <= `max_token_types` token types."""
+
     threshold: float | None = None
-    """Activation a context must exceed; None: `relative_threshold(d_in)`; 15.0: the paper's absolute rule."""
     max_context_tokens: int = 64
     contexts_per_token: int = 2
-    min_contexts: int = 5  # a feature needs more than 4 stored contexts
+    min_contexts: int = 5
     max_token_types: int = 32
 
     def __post_init__(self) -> None:
@@ -78,43 +78,37 @@ class FeatureContexts:
 
 
 def ends_sentence(token: str) -> bool:
-    stripped = token.strip()
-    return "\n" in token or (bool(stripped) and stripped.endswith(SENTENCE_END))
+    return "\n" in token or (bool(token.strip()) and token.strip().endswith(SENTENCE_END))
 
 
 def sentence_context(tokens: list[str], pos: int, max_tokens: int) -> str:
     """The sentence around `pos`, clipped to `max_tokens` keeping the preceding tokens first (a causal model's
     activation depends on them), the activating token marked `<<tok>>`."""
-    start = pos
+    start = end = pos
     while start > 0 and not ends_sentence(tokens[start - 1]) and pos - start + 1 < max_tokens:
         start -= 1
-    end = pos
     while end < len(tokens) - 1 and not ends_sentence(tokens[end]) and end - start + 1 < max_tokens:
         end += 1
-    parts = [f"<<{t}>>" if i == pos else t for i, t in enumerate(tokens[start : end + 1], start)]
-    return "".join(parts).strip()
+    marked = (f"<<{t}>>" if i == pos else t for i, t in enumerate(tokens[start : end + 1], start))
+    return "".join(marked).strip()
 
 
 def contexts_from_activations(
-    token_strings: list[list[str]],
-    activations: Iterable[Activation],
-    hook_names: list[str],
+    token_strings: list[list[str]], activations: Iterable[Activation], hook_names: list[str],
     rules: ContextRules = ContextRules(),
-) -> dict[int, FeatureContexts]:
+) -> dict[int, FeatureContexts]:  # fmt: skip
     """Keep the top `contexts_per_token` contexts per (latent, token type) above the threshold; a token's type
     is its stripped, lower-cased text, as the official code keys it."""
     if rules.threshold is None:
         raise ValueError("ContextRules.threshold is None: call rules.resolved(sae.cfg.d_in) first")
     best: dict[tuple[int, str], list[Activation]] = {}
     for act in activations:
-        if act.value <= rules.threshold:
-            continue
-        key = (act.feature, token_strings[act.seq][act.pos].strip().lower())
-        best[key] = sorted([*best.get(key, []), act], key=lambda a: -a.value)[: rules.contexts_per_token]
+        if act.value > rules.threshold:
+            key = (act.feature, token_strings[act.seq][act.pos].strip().lower())
+            best[key] = sorted([*best.get(key, []), act], key=lambda a: -a.value)[: rules.contexts_per_token]
     results: dict[int, FeatureContexts] = {}
     for (feature, token), acts in sorted(best.items(), key=lambda kv: (kv[0][0], -kv[1][0].value)):
-        entry = results.setdefault(feature, FeatureContexts(feature))
-        entry.contexts += [
+        results.setdefault(feature, FeatureContexts(feature)).contexts += [
             {
                 "token": token,
                 "activation": round(a.value, 4),
@@ -152,11 +146,7 @@ class FeatureContextCollector:
     routing serves the feature contexts too."""
 
     def __init__(
-        self,
-        model: Any,
-        sae: Any,
-        rules: ContextRules = ContextRules(),
-        exclude_special_tokens: list[int] | None = None,
+        self, model: Any, sae: Any, rules: ContextRules = ContextRules(), exclude_special_tokens: Any = None
     ):
         self.tokenizer = getattr(model, "tokenizer", None)  # without one, a token's type is its id
         self.hook_names = list(sae.cfg.hook_names)
@@ -175,8 +165,8 @@ class FeatureContextCollector:
         self.token_strings += [[decode([t]) for t in row.tolist()] for row in tokens]
         hits = (routed.feature_acts > self.rules.threshold) & keep[..., None]
         seq, pos, feat = torch.nonzero(hits, as_tuple=True)
-        found = zip(seq.tolist(), pos.tolist(), feat.tolist(), routed.feature_acts[hits].tolist(),
-                    routed.layer_index[seq, pos].tolist(), strict=True)
+        values, layers = routed.feature_acts[hits].tolist(), routed.layer_index[seq, pos].tolist()
+        found = zip(seq.tolist(), pos.tolist(), feat.tolist(), values, layers, strict=True)
         self.activations += [Activation(start + s, p, f, v, layer) for s, p, f, v, layer in found]
 
     def results(self) -> dict[int, FeatureContexts]:
@@ -186,9 +176,8 @@ class FeatureContextCollector:
         return feature_metrics(self.results(), self.rules, self.tokens_read, self.hook_names)
 
     def write(self, path: str | Path) -> dict[str, Any]:
-        return write_feature_contexts(
-            self.results(), path, self.rules, tokens_read=self.tokens_read, hook_names=self.hook_names
-        )
+        kw = {"tokens_read": self.tokens_read, "hook_names": self.hook_names}
+        return write_feature_contexts(self.results(), path, self.rules, **kw)
 
 
 def find_feature_contexts(sae: Any, model: Any, tokens: torch.Tensor, **kwargs: Any) -> dict[int, Any]:
@@ -198,14 +187,9 @@ def find_feature_contexts(sae: Any, model: Any, tokens: torch.Tensor, **kwargs: 
 
 @torch.no_grad()
 def collect_feature_contexts(
-    sae: Any,
-    model: Any,
-    tokens: torch.Tensor,
-    *,
-    rules: ContextRules = ContextRules(),
-    batch_size: int = 8,
+    sae: Any, model: Any, tokens: torch.Tensor, *, rules: ContextRules = ContextRules(), batch_size: int = 8,
     exclude_special_tokens: list[int] | None = None,
-) -> FeatureContextCollector:
+) -> FeatureContextCollector:  # fmt: skip
     """Route and encode `tokens` [n, seq] batch by batch into a collector."""
     collect = FeatureContextCollector(model, sae, rules, exclude_special_tokens)
     for batch in tokens.split(batch_size):
@@ -215,26 +199,16 @@ def collect_feature_contexts(
 
 
 def write_feature_contexts(
-    results: dict[int, FeatureContexts],
-    path: str | Path,
-    rules: ContextRules,
-    *,
-    tokens_read: int,
+    results: dict[int, FeatureContexts], path: str | Path, rules: ContextRules, *, tokens_read: int,
     hook_names: list[str],
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """One JSON: each latent's contexts and whether it counts; the count beside its threshold and tokens."""
     metrics = feature_metrics(results, rules, tokens_read, hook_names)
-    payload = {
-        "rules": asdict(rules),
-        **{k.removeprefix("features/"): v for k, v in metrics.items()},
-        "features": {
-            str(f): {
-                "is_feature": e.is_feature(rules),
-                "n_token_types": len(e.token_types),
-                "contexts": e.contexts,
-            }
-            for f, e in sorted(results.items())
-        },
+    features = {
+        str(f): dict(is_feature=e.is_feature(rules), n_token_types=len(e.token_types), contexts=e.contexts)
+        for f, e in sorted(results.items())
     }
+    payload = {"rules": asdict(rules), **{k.removeprefix("features/"): v for k, v in metrics.items()}}
+    payload["features"] = features
     atomic_write_json(path, payload, indent=1)
     return payload

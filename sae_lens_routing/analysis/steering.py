@@ -10,7 +10,6 @@ from typing import Any, Literal
 import torch
 
 from sae_lens_routing.analysis.splice import FeatureEdit, routed_generate
-from sae_lens_routing.saes.route_sae import RoutedOutput
 
 
 def feature_steering(
@@ -20,13 +19,12 @@ def feature_steering(
     bad = [i for i in features if not isinstance(i, int) or i < 0 or (d_sae is not None and i >= d_sae)]
     if bad:
         raise ValueError(f"feature indices must be integers in [0, d_sae={d_sae}), got {bad}")
-    idx = torch.tensor(list(features))
-    values = torch.tensor([float(v) for v in features.values()])
+    idx, values = torch.tensor(list(features)), torch.tensor([float(v) for v in features.values()])
 
-    def edit(feature_acts: torch.Tensor, routed: RoutedOutput) -> torch.Tensor:
-        v = values.to(feature_acts.device, feature_acts.dtype)
-        feature_acts[..., idx] = feature_acts[..., idx] + v if mode == "add" else feature_acts[..., idx] * v
-        return feature_acts
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        v = values.to(acts.device, acts.dtype)
+        acts[..., idx] = acts[..., idx] + v if mode == "add" else acts[..., idx] * v
+        return acts
 
     return edit
 
@@ -42,25 +40,17 @@ class SteeringResult:
 
 @torch.no_grad()
 def steer(
-    model: Any,
-    sae: Any,
-    prompt: str,
-    features: Mapping[int, float],
-    *,
-    mode: Literal["add", "multiply"] = "add",
-    max_new_tokens: int = 20,
-    temperature: float = 0.0,
-    seed: int = 0,
-) -> SteeringResult:
+    model: Any, sae: Any, prompt: str, features: Mapping[int, float], *, max_new_tokens: int = 20,
+    mode: Literal["add", "multiply"] = "add", temperature: float = 0.0, seed: int = 0,
+) -> SteeringResult:  # fmt: skip
     """Generate from `prompt` without and with the feature edit (the SAE error term kept, so the difference
     is the steering alone). Multiplying latents that never fired changes nothing, so it is refused."""
-    steer_edit = feature_steering(features, mode, sae.cfg.d_sae)
-    idx = list(features)
+    steer_edit, idx = feature_steering(features, mode, sae.cfg.d_sae), list(features)
     fired = torch.zeros(len(idx), dtype=torch.bool)
 
-    def edit(feature_acts: torch.Tensor, routed: RoutedOutput) -> torch.Tensor:
-        fired.logical_or_((feature_acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
-        return steer_edit(feature_acts, routed)
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        fired.logical_or_((acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
+        return steer_edit(acts, routed)
 
     run = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     base_tokens, base_logits = routed_generate(model, sae, prompt, splice=False, **run)
@@ -72,6 +62,5 @@ def steer(
             "multiplying them changes nothing; use mode 'add' (CLI --mode add) to switch them on"
         )
     n = model.to_tokens(prompt).shape[1]
-    return SteeringResult(
-        prompt, model.to_string(base_tokens[0, n:]), model.to_string(tokens[0, n:]), base_logits, logits
-    )
+    steered = [model.to_string(t[0, n:]) for t in (base_tokens, tokens)]
+    return SteeringResult(prompt, *steered, base_logits, logits)

@@ -32,15 +32,12 @@ def resolve_model_path(model_path: str | Path) -> Path:
     if str(model_path).lower() in SMOLLM2_ALIASES:
         return smollm2_gguf_path()
     path = Path(model_path).expanduser()
-    problem = (
-        "does not exist"
-        if not path.exists()
-        else f"is a file: it must be a .gguf, got {path.name}"
-        if path.is_file() and path.suffix != ".gguf"
-        else "has no config.json (not a Hugging Face model folder)"
-        if path.is_dir() and not (path / "config.json").is_file()
-        else None
-    )
+    problems = [
+        (not path.exists(), "does not exist"),
+        (path.is_file() and path.suffix != ".gguf", f"is a file: it must be a .gguf, got {path.name}"),
+        (path.is_dir() and not (path / "config.json").is_file(), "has no config.json (not a model folder)"),
+    ]
+    problem = next((text for bad, text in problems if bad), None)
     if problem:
         raise ValueError(f"model_path {path} {problem}; give a GGUF file, a Hugging Face folder or 'smollm2'")
     return path
@@ -62,7 +59,12 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    fix_gguf_special_tokens(tokenizer)
+    vocab = tokenizer.get_vocab()  # SmolLM2's GGUF has <|im_start|> as BOS and EOS, which ruins its output
+    if "<|endoftext|>" in vocab and "<|im_end|>" in vocab and tokenizer.bos_token != "<|endoftext|>":
+        tokenizer.bos_token = "<|endoftext|>"
+        tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+        if hasattr(tokenizer, "update_post_processor"):
+            tokenizer.update_post_processor()
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     with atomic_directory(folder) as tmp:
         save_dequantized(model, tmp)
@@ -75,28 +77,13 @@ def save_dequantized(model: Any, folder: Path) -> None:
     a tied weight is written once under its first name, the input embedding, as `save_pretrained` does."""
     from safetensors.torch import save_file
 
-    state: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
+    state: dict[int, tuple[str, torch.Tensor]] = {}
     for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            state[name] = tensor.contiguous()
+        state.setdefault(tensor.data_ptr(), (name, tensor.contiguous()))
     model.config.__dict__.pop("quantization_config", None)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(folder)
-    save_file(state, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
-
-
-def fix_gguf_special_tokens(tokenizer: Any) -> None:
-    """SmolLM2's GGUF sets <|im_start|> as BOS and EOS, which ruins its output: use the pretraining document
-    separator as BOS and <|im_end|> as EOS/pad."""
-    vocab = tokenizer.get_vocab()
-    if "<|endoftext|>" in vocab and "<|im_end|>" in vocab and tokenizer.bos_token != "<|endoftext|>":
-        tokenizer.bos_token = "<|endoftext|>"
-        tokenizer.eos_token = "<|im_end|>"
-        tokenizer.pad_token = "<|im_end|>"
-        if hasattr(tokenizer, "update_post_processor"):
-            tokenizer.update_post_processor()
+    save_file(dict(state.values()), str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
 
 
 def hooked_config_from_hf(hf_config: Any, n_ctx: int | None = None) -> HookedTransformerConfig:
@@ -111,38 +98,22 @@ def hooked_config_from_hf(hf_config: Any, n_ctx: int | None = None) -> HookedTra
     d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
     theta = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")  # transformers 5
     return HookedTransformerConfig(
-        d_model=hf_config.hidden_size,
-        d_head=d_head,
-        n_heads=hf_config.num_attention_heads,
-        n_key_value_heads=getattr(hf_config, "num_key_value_heads", None),
-        d_mlp=hf_config.intermediate_size,
-        n_layers=hf_config.num_hidden_layers,
-        n_ctx=n_ctx or min(int(hf_config.max_position_embeddings), 2048),
-        eps=hf_config.rms_norm_eps,
-        d_vocab=hf_config.vocab_size,
-        act_fn="silu",
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_adjacent_pairs=False,
-        rotary_dim=d_head,
-        rotary_base=float(theta or getattr(hf_config, "rope_theta", None) or 10000.0),
-        final_rms=True,
-        gated_mlp=True,
-        original_architecture="LlamaForCausalLM",
-        default_prepend_bos=True,
-    )
+        d_model=hf_config.hidden_size, d_head=d_head, n_heads=hf_config.num_attention_heads,
+        n_key_value_heads=getattr(hf_config, "num_key_value_heads", None), d_mlp=hf_config.intermediate_size,
+        n_layers=hf_config.num_hidden_layers, eps=hf_config.rms_norm_eps,
+        n_ctx=n_ctx or min(int(hf_config.max_position_embeddings), 2048), d_vocab=hf_config.vocab_size,
+        act_fn="silu", normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=d_head,
+        rotary_base=float(theta or getattr(hf_config, "rope_theta", None) or 10000.0), final_rms=True,
+        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True,
+    )  # fmt: skip
 
 
 def load_local_model(
-    model_path: str | Path,
-    *,
-    device: str = "cpu",
-    dtype: str = "float32",
-    n_ctx: int | None = None,
+    model_path: str | Path, *, device: str = "cpu", dtype: str = "float32", n_ctx: int | None = None,
     model_class: type[HookedTransformer] = HookedTransformer,
-) -> HookedTransformer:
-    """A `HookedTransformer` (or `model_class`, e.g. SAELens's `HookedSAETransformer`) from a GGUF file, a
-    local Hugging Face folder, or 'smollm2'."""
+) -> HookedTransformer:  # fmt: skip
+    """A `HookedTransformer` (or `model_class`, e.g. SAELens's `HookedSAETransformer`) from `model_path`."""
     if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
         raise TypeError(f"model_class must be HookedTransformer or a subclass, got {model_class!r}")
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
@@ -153,7 +124,6 @@ def load_local_model(
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     cfg = hooked_config_from_hf(hf.config, n_ctx)
     model = model_class(cfg, tokenizer=tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(
-        convert_llama_weights(hf, cfg), fold_ln=False, center_writing_weights=False, center_unembed=False
-    )
+    unprocessed = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False}
+    model.load_and_process_state_dict(convert_llama_weights(hf, cfg), **unprocessed)
     return model.to(getattr(torch, dtype)).to(device).eval()

@@ -1,7 +1,5 @@
-"""Cache once, train many: the routed layers of a model over a corpus, on disk, in SAELens's cache layout.
-
-A sweep then trains from the cache (`use_cached_activations: true`) without loading the model. A batch is a
-pure function of (cache, seed, read position), so a resumed run continues exactly as an uninterrupted one.
+"""Cache once, train many: a model's routed layers over a corpus, on disk in SAELens's cache layout, so a
+sweep trains without the model. A batch is a pure function of (cache, seed, read position): resumes are exact.
 """
 
 from __future__ import annotations
@@ -24,12 +22,7 @@ from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from sae_lens.util import get_special_token_ids
 from safetensors.torch import load_file
 
-from sae_lens_routing.atomic import (
-    atomic_directory,
-    atomic_write_text,
-    check_replaceable,
-    remove_stale_temporaries,
-)
+from sae_lens_routing import atomic
 from sae_lens_routing.training.store import MultiLayerActivationsStore, excluded_token_ids
 
 logger = logging.getLogger(__name__)
@@ -95,14 +88,10 @@ def _eval_sequences(cfg: LanguageModelSAERunnerConfig[Any]) -> int:
 
 @torch.no_grad()
 def cache_routed_activations(
-    model: Any,
-    cfg: LanguageModelSAERunnerConfig[Any],
-    path: str | Path | None = None,
-    override_dataset: HfDataset | None = None,
-    n_tokens: int | None = None,
-    model_path: str | None = None,
+    model: Any, cfg: LanguageModelSAERunnerConfig[Any], path: str | Path | None = None,
+    override_dataset: HfDataset | None = None, n_tokens: int | None = None, model_path: str | None = None,
     overwrite: bool = False,
-) -> CacheMetadata:
+) -> CacheMetadata:  # fmt: skip
     """Run `model` once over the run's dataset, writing every position's routed layers to `path` (default
     `cfg.cached_activations_path`) until `n_tokens` non-special tokens (default: the run's training tokens
     plus its held-out evaluation sequences) are stored or the dataset ends."""
@@ -113,8 +102,8 @@ def cache_routed_activations(
     validate_route_config(cfg)
     validate_route_run(cfg, model)
     out = Path(path or cfg.cached_activations_path or "")
-    check_replaceable(out, "the cache path", overwrite)
-    remove_stale_temporaries(out.parent, name=out.name)  # hidden partial caches of killed runs
+    atomic.check_replaceable(out, "the cache path", overwrite)
+    atomic.remove_stale_temporaries(out.parent, name=out.name)  # hidden partial caches of killed runs
     storage = _STORABLE[str(cfg.dtype)]
     live_cfg = copy.copy(cfg)
     live_cfg.use_cached_activations = False
@@ -129,7 +118,7 @@ def cache_routed_activations(
     n_rows = n_kept = 0
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     shard_index = itertools.count()
-    with atomic_directory(out) as tmp:
+    with atomic.atomic_directory(out) as tmp:
         shards = tmp / ".tmp_shards"
 
         def write_shard() -> None:  # SAELens's shard layout, one per batch of prompts or ~256 MiB
@@ -164,7 +153,7 @@ def cache_routed_activations(
             files=[Path(f["filename"]).name for f in ds.cache_files],
         )  # fmt: skip
         del ds
-        atomic_write_text(tmp / METADATA_FILENAME, json.dumps(asdict(meta), indent=2))
+        atomic.atomic_write_text(tmp / METADATA_FILENAME, json.dumps(asdict(meta), indent=2))
     if n_kept < target:
         logger.warning("cached %d tokens, fewer than the %d asked for (the dataset ended)", n_kept, target)
     return meta
@@ -181,11 +170,7 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
 
     @classmethod
     def from_cache_config(
-        cls,
-        cfg: LanguageModelSAERunnerConfig[Any],
-        model: Any | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        cls, cfg: LanguageModelSAERunnerConfig[Any], model: Any = None, rank: int = 0, world_size: int = 1
     ) -> CachedMultiLayerActivationsStore:
         """The store of a `use_cached_activations` run, `cfg` being this rank's config; refuses a cache made
         for another run, a damaged one, or one too small."""
@@ -237,7 +222,7 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
 
     def _keep(self, ids: torch.Tensor) -> torch.Tensor:
         excluded = self.exclude_special_tokens
-        return ~torch.isin(ids, excluded) if excluded is not None else torch.ones_like(ids, dtype=torch.bool)
+        return ~torch.isin(ids, excluded) if excluded is not None else ids >= 0
 
     def _plan(self, cfg: LanguageModelSAERunnerConfig[Any], rank: int, world_size: int) -> str | None:
         """Blocks of `n_batches_in_buffer` sequences in a seeded order, this rank's share; what is wrong with
@@ -275,11 +260,9 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
             idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(shuffle_seed))]
         out = torch.empty(len(idx), len(self._hook_names), self.d_in, dtype=self.dtype)
         for j, hook in enumerate(self._hook_names):
-            arr = np.asarray(rows[hook])
+            layer = torch.from_numpy(np.ascontiguousarray(rows[hook]))
             if self.meta.storage_dtype == BF16_STORAGE:  # `datasets` hands int16 columns back widened
-                layer = torch.from_numpy(arr.astype(np.int16, copy=False)).view(torch.bfloat16)
-            else:
-                layer = torch.from_numpy(np.ascontiguousarray(arr))
+                layer = layer.to(torch.int16).view(torch.bfloat16)
             out[:, j] = layer.reshape(-1, self.d_in).index_select(0, idx)  # cast to the run's dtype here
         return out.to(self.device)
 

@@ -36,11 +36,9 @@ class MultiLayerActivationsStore(ActivationsStore):
 
     @classmethod
     def from_route_config(
-        cls,
-        model: HookedRootModule,
-        cfg: LanguageModelSAERunnerConfig[Any],
+        cls, model: HookedRootModule, cfg: LanguageModelSAERunnerConfig[Any],
         override_dataset: HfDataset | None = None,
-    ) -> MultiLayerActivationsStore:
+    ) -> MultiLayerActivationsStore:  # fmt: skip
         """The multi-layer analogue of `ActivationsStore.from_config` for a `RouteTrainingSAEConfig` run."""
         hook_names = list(cfg.sae.hook_names)
         if override_dataset is None and not cfg.dataset_path:
@@ -89,12 +87,11 @@ class MultiLayerActivationsStore(ActivationsStore):
     def get_multi_layer_llm_batch(self, raise_on_epoch_end: bool = False) -> torch.Tensor:
         """One batch of prompts -> [n_tokens, L, d_in], special tokens (BOS, padding...) removed."""
         batch_tokens = self.get_batch_tokens(raise_at_epoch_end=raise_on_epoch_end)
-        acts = self.get_multi_layer_activations(batch_tokens)
+        acts = self.get_multi_layer_activations(batch_tokens).flatten(0, 1)
+        if self.exclude_special_tokens is None:
+            return acts
         token_ids = batch_tokens[:, slice(*self.seqpos_slice)].reshape(-1).to(self.device)
-        acts = acts.reshape(-1, *acts.shape[-2:])
-        if self.exclude_special_tokens is not None:
-            acts = acts[~torch.isin(token_ids, self.exclude_special_tokens)]
-        return acts
+        return acts[~torch.isin(token_ids, self.exclude_special_tokens)]
 
     def _iterate_multi_layer_batches(self) -> Iterator[torch.Tensor]:
         """Fill batches forever (new epoch at the dataset's end), each checked finite once; refuses after
@@ -120,12 +117,9 @@ class MultiLayerActivationsStore(ActivationsStore):
 
     def get_data_loader(self) -> Iterator[torch.Tensor]:
         """SAELens's mixing buffer over [n_tokens, L, d_in] rows (it shuffles along dim 0)."""
-        return mixing_buffer(
-            buffer_size=self.n_batches_in_buffer * self.training_context_size,
-            batch_size=self.train_batch_size_tokens,
-            activations_loader=self._iterate_multi_layer_batches(),
-            mix_fraction=self.activations_mixing_fraction,
-        )
+        buffer_size = self.n_batches_in_buffer * self.training_context_size
+        batches, mix = self._iterate_multi_layer_batches(), self.activations_mixing_fraction
+        return mixing_buffer(buffer_size, self.train_batch_size_tokens, batches, mix_fraction=mix)
 
 
 def excluded_token_ids(
