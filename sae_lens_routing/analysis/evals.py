@@ -9,16 +9,12 @@ from statistics import mean
 from typing import Any
 
 import torch
+from sae_lens.util import extract_layer_from_tlens_hook_name
 
 from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
 from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice
 from sae_lens_routing.saes.route_sae import RoutedOutput
-from sae_lens_routing.saes.routed_activations import (
-    check_hooks_in_model,
-    is_bridge,
-    routed_activations,
-    routed_block_range,
-)
+from sae_lens_routing.saes.routed_activations import check_hooks_in_model, is_bridge, routed_activations
 from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 
@@ -86,8 +82,8 @@ def _splice_start(model: Any, hooks: list[str]) -> int:
     tokenizer = getattr(model, "tokenizer", None)
     if is_bridge(model) or getattr(tokenizer, "padding_side", "right") == "left":
         return 0
-    block_range = routed_block_range(hooks)
-    return 0 if block_range is None else block_range[0]
+    layers = [extract_layer_from_tlens_hook_name(h) for h in hooks]
+    return 0 if None in layers else min(layers)  # type: ignore[type-var]
 
 
 class DownstreamMetrics:

