@@ -12,9 +12,9 @@ import torch
 from sae_lens.util import extract_layer_from_tlens_hook_name
 
 from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
-from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice
+from sae_lens_routing.analysis.splice import check_spliceable, plan_from_routed, routed_splice
 from sae_lens_routing.saes.route_sae import RoutedOutput
-from sae_lens_routing.saes.routed_activations import check_hooks_in_model, is_bridge, routed_activations
+from sae_lens_routing.saes.routed_activations import is_bridge, routed_activations
 from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 
@@ -45,7 +45,7 @@ def run_route_evals(
     One clean forward and one routing per batch serve every metric, `on_routed(tokens, routed)` and the
     feature collector (`features`, default rules if None); both splices start at the first routed block."""
     hooks = list(sae.cfg.hook_names)
-    check_hooks_in_model(model, hooks)
+    check_spliceable(model, sae)
     if exclude_special_tokens is None:
         excluded = getattr(tokens_or_store, "exclude_special_tokens", None)
     else:

@@ -33,7 +33,7 @@ class SplicePlan:
 def check_spliceable(model: Any, sae: Any) -> None:
     """A soft-routed SAE reconstructs a mix of layers (no single one to replace); the SAE runs inside the
     model's forward, so both must share a device ('cuda' and 'cuda:0' are one when 0 is current)."""
-    check_hooks_in_model(model, [ENTRY_HOOK, *sae.cfg.hook_names], "sae.cfg.hook_names / the entry hook")
+    check_hooks_in_model(model, [*sae.cfg.hook_names, ENTRY_HOOK])
     model_device = next(model.parameters()).device
     devices = [torch.device(d) for d in (model_device, sae.device)]
     current = torch.cuda.current_device() if any(d.type == "cuda" for d in devices) else None
@@ -81,8 +81,10 @@ def routed_splice(
 
     use_error_term: add back each token's SAE error, so outputs stay clean and `on_features` edits act alone.
     positions: bool [batch, pos]; only these are spliced (SAELens's `get_recons_loss` leaves BOS clean too).
-    plan: made beforehand from these tokens' clean routing: no clean pass runs inside the forward."""
-    check_spliceable(model, sae)
+    plan: made beforehand (by a caller that ran `check_spliceable`) from these tokens' clean routing: no clean
+        pass runs inside the forward."""
+    if plan is None:
+        check_spliceable(model, sae)
     hooks = list(sae.cfg.hook_names)
     plans: list[SplicePlan] = [] if plan is None else [plan]
     nested = [False]  # the clean pass's own forward is not spliced
