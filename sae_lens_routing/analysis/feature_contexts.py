@@ -5,7 +5,7 @@ scales the paper's 15 (at d_in 2048) with the standardised token norm sqrt(d_in)
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, namedtuple
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,13 +50,8 @@ class ContextRules:
         return "absolute (set by the caller)" if self.threshold is not None else relative
 
 
-@dataclass(frozen=True)
-class Activation:
-    seq: int
-    pos: int
-    feature: int
-    value: float
-    layer: int
+Activation = namedtuple("Activation", "seq pos feature value layer")
+"""One latent's activation on one token: sequence, position, latent, value, routed layer index."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from sae_lens.util import get_special_token_ids
 from safetensors.torch import load_file
 
 from sae_lens_routing import atomic
-from sae_lens_routing.training.store import MultiLayerActivationsStore, excluded_token_ids
+from sae_lens_routing.training.store import SAME_NAMED_FIELDS, MultiLayerActivationsStore, excluded_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +93,10 @@ def cache_routed_activations(
     """Run `model` once over the run's dataset, writing every position's routed layers to `path` (default
     `cfg.cached_activations_path`) until `n_tokens` non-special tokens (default: the run's training tokens
     plus its held-out evaluation sequences) are stored or the dataset ends."""
-    from sae_lens_routing.training.validation import validate_route_config, validate_route_run
+    from sae_lens_routing.training.validation import validate_route_run
 
     if str(cfg.dtype) not in _STORABLE:
         raise ValueError(f"dtype must be one of {sorted(_STORABLE)} for an activation cache, got {cfg.dtype}")
-    validate_route_config(cfg)
     validate_route_run(cfg, model)
     out = Path(path or cfg.cached_activations_path or "")
     atomic.check_replaceable(out, "the cache path", overwrite)
@@ -187,14 +186,11 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         problem = wrong[0] + "; use a matching cache or build one with `cache-activations`" if wrong else None
         if problem is None:
             store = cls(
-                model=model, dataset=None, streaming=False, hook_name=meta.hook_names[0],
-                hook_head_index=None, context_size=cfg.context_size, d_in=cfg.sae.d_in,
-                n_batches_in_buffer=cfg.n_batches_in_buffer, total_training_tokens=cfg.training_tokens,
-                store_batch_size_prompts=cfg.store_batch_size_prompts,
-                train_batch_size_tokens=cfg.train_batch_size_tokens, prepend_bos=cfg.prepend_bos,
-                normalize_activations="none", device=torch.device(str(cfg.act_store_device)),
-                dtype=str(cfg.dtype), cached_activations_path=path, seqpos_slice=cfg.seqpos_slice,
+                model=model, dataset=None, hook_name=meta.hook_names[0], hook_head_index=None,
+                d_in=cfg.sae.d_in, total_training_tokens=cfg.training_tokens, normalize_activations="none",
+                device=torch.device(str(cfg.act_store_device)), cached_activations_path=path,
                 exclude_special_tokens=excluded_token_ids(cfg.exclude_special_tokens, meta.special_token_ids),
+                **{name: getattr(cfg, name) for name in SAME_NAMED_FIELDS},
             )  # fmt: skip
             store._hook_names = list(meta.hook_names)
             store._hook_d_ins = dict.fromkeys(meta.hook_names, meta.d_in)
