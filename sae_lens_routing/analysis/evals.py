@@ -40,10 +40,8 @@ def run_route_evals(
     on_routed: Callable[[torch.Tensor, RoutedOutput], None] | None = None,
     features: FeatureContextCollector | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Reconstruction, sparsity, routing, CE/KL and feature-count metrics of `sae` spliced into `model`.
-
-    One clean forward and one routing per batch serve every metric, `on_routed(tokens, routed)` and the
-    feature collector (`features`, default rules if None); both splices start at the first routed block."""
+    """Reconstruction, sparsity, routing, CE/KL and feature-count metrics of `sae` spliced into `model`: one
+    clean forward and one routing per batch serve every metric, `on_routed(tokens, routed)` and `features`."""
     hooks = list(sae.cfg.hook_names)
     check_spliceable(model, sae)
     if exclude_special_tokens is None:

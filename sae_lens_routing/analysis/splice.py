@@ -77,12 +77,9 @@ def routed_splice(
     replacement: Literal["sae", "zero"] = "sae", positions: torch.Tensor | None = None,
     plan: SplicePlan | None = None,
 ) -> Iterator[list[SplicePlan]]:  # fmt: skip
-    """Within the block, every forward of `model` is routed-spliced by `sae`; yields each forward's plan.
-
-    use_error_term: add back each token's SAE error, so outputs stay clean and `on_features` edits act alone.
-    positions: bool [batch, pos]; only these are spliced (SAELens's `get_recons_loss` leaves BOS clean too).
-    plan: made beforehand (by a caller that ran `check_spliceable`) from these tokens' clean routing: no clean
-        pass runs inside the forward."""
+    """Within the block, every forward of `model` is routed-spliced by `sae` (yields each forward's plan);
+    `use_error_term` keeps outputs clean so `on_features` edits act alone; only `positions` (bool [batch,
+    pos]) are spliced, as SAELens leaves BOS clean; a given `plan` (maker-checked) skips the clean pass."""
     if plan is None:
         check_spliceable(model, sae)
     hooks = list(sae.cfg.hook_names)
