@@ -327,7 +327,7 @@ def test_damaged_cache_names_the_cache_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"holds \d+ sequences but its routed_cache.json says .*rebuild it"):
         CachedMultiLayerActivationsStore.from_cache_config(run_cfg)
     meta_path.write_text(json.dumps(meta))
-    arrow = out / "data-00000.arrow"
+    arrow = next(out.glob("data-00000*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"activation cache at .*cache' cannot be read .*cache-activations --overwrite"):
         CachedMultiLayerActivationsStore.from_cache_config(run_cfg)

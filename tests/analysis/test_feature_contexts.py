@@ -39,7 +39,8 @@ def test_counting_rules_known_answer(tmp_path):
         strings[s][3] = " Apple" if s % 2 else "apple"  # one token type for the official rules
         strings[s][4] = " pear"
     acts = []
-    # latent 0: 'apple'/' Apple' in 10 sequences (one type: keeps 2) + 'pear' in 10 (keeps 2) + 1 unique token -> 5 contexts: feature
+    # latent 0: 'apple'/' Apple' in 10 sequences (one type: keeps 2) + 'pear' in 10 (keeps 2)
+    # + 1 unique token -> 5 contexts: feature
     acts += [Activation(s, 3, 0, 20.0 + s, 1) for s in range(10)]
     acts += [Activation(s, 4, 0, 16.0 + s, 0) for s in range(10)]
     acts += [Activation(0, 7, 0, 30.0, 1)]
@@ -68,17 +69,18 @@ def test_counting_rules_known_answer(tmp_path):
     # every threshold is a parameter
     assert count_features(results, ContextRules(15.0, min_contexts=4)) == 3
     assert count_features(results, ContextRules(15.0, max_token_types=40)) == 3
-    # per routed layer: the layer most of a feature's kept contexts come from (latent 0: 3 of its 5 on layer 1)
+    # per routed layer: the layer most of a feature's kept contexts come from (latent 0: 3 of 5 on layer 1)
     m = feature_metrics(results, rules, tokens_read=480, hook_names=HOOKS)
     written = write_feature_contexts(results, tmp_path / "fc.json", rules, tokens_read=480, hook_names=HOOKS)
     assert json.loads((tmp_path / "fc.json").read_text()) == written and written["n_counted"] == 2
     assert results[0].layer == HOOKS[1] and results[3].layer == HOOKS[0]
-    assert m["features/n_counted"] == 2 and m["features/threshold"] == 15.0 and m["features/tokens_read"] == 480
+    assert m["features/n_counted"] == 2 and m["features/threshold"] == 15.0
+    assert m["features/tokens_read"] == 480
     assert [m[f"features/n_counted_per_layer/{h}"] for h in HOOKS] == [1, 1]
 
 
 def test_threshold_is_relative_to_the_standardised_norm_by_default():
-    assert relative_threshold(2048) == pytest.approx(15.0, abs=1e-12)  # the paper's width: the paper's threshold
+    assert relative_threshold(2048) == pytest.approx(15.0, abs=1e-12)  # the paper's width and threshold
     assert abs(relative_threshold(576) - 7.955) < 1e-3
     assert ContextRules().resolved(576).threshold == relative_threshold(576)
     assert ContextRules(threshold=15.0).resolved(576).threshold == 15.0  # absolute: one option away

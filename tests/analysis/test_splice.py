@@ -1,4 +1,4 @@
-"""Routed splicing on a tiny model: exactness with the error term, only routed positions change, generation."""
+"""Routed splicing on a tiny model: exact with the error term, only routed positions change, generation."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def test_only_routed_positions_are_replaced(model):
     for i, h in enumerate(HOOKS):
         mask = plan.layer_index == i
         torch.testing.assert_close(captured[h][mask], plan.values[mask])
-    # a token routed to the last layer is untouched at the earlier routed layers unless an earlier token changed
-    # (attention); the first position attends only to itself:
+    # a token routed to the last layer is untouched at the earlier routed layers unless an earlier token
+    # changed (attention); the first position attends only to itself:
     pos0_layer = plan.layer_index[:, 0]
     for b in range(3):
         for i, h in enumerate(HOOKS):
@@ -121,12 +121,12 @@ def test_steering_changes_generated_tokens_logits(model):
     prompt = torch.tensor([[1, 5, 9, 3]])
     _, base = routed_generate(model, sae, prompt, max_new_tokens=4, splice=False)
     _, kept = routed_generate(model, sae, prompt, max_new_tokens=4)  # error term kept: the clean model
-    for a, b in zip(base, kept):
+    for a, b in zip(base, kept, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     edit = feature_steering({3: 40.0, 7: 40.0}, "add", d_sae=48)
     toks, steered = routed_generate(model, sae, prompt, max_new_tokens=4, on_features=edit)
     # logits of positions whose inputs are generated tokens differ, not just the prompt's last position
-    assert all((s - b).abs().max() > 1e-3 for s, b in zip(steered[1:], base[1:]))
+    assert all((s - b).abs().max() > 1e-3 for s, b in zip(steered[1:], base[1:], strict=True))
     # multiplying by 1 is a no-op
     _, same = routed_generate(
         model, sae, prompt, max_new_tokens=2, on_features=feature_steering({3: 1.0}, "multiply")
@@ -140,7 +140,8 @@ def test_steer_returns_both_continuations(tok_model):
     result = steer(tok_model, tok_sae(), "the object is", {1: 50.0, 2: 50.0}, max_new_tokens=3)
     assert isinstance(result.steered, str) and isinstance(result.unsteered, str)
     assert len(result.steered_logits) == 3
-    assert any((a - b).abs().max() > 1e-3 for a, b in zip(result.steered_logits, result.unsteered_logits))
+    pairs = zip(result.steered_logits, result.unsteered_logits, strict=True)
+    assert any((a - b).abs().max() > 1e-3 for a, b in pairs)
 
 
 def test_positions_leave_unselected_tokens_clean():
@@ -167,10 +168,10 @@ def test_positions_leave_unselected_tokens_clean():
 
 
 def test_multiplying_a_feature_that_never_fires_is_refused(tok_model):
-    """x * 0 = 0: multiplying a latent that is off on every token would return the unsteered text as 'steered'."""
+    """x * 0 = 0: multiplying a latent off on every token would return the unsteered text as 'steered'."""
     sae = tok_sae()
     with torch.no_grad():
         sae.b_enc[5] = -1e4  # latent 5 never in any token's top k
     with pytest.raises(ValueError, match=r"feature\(s\) \[5\] never fired on the prompt 'the object is'"):
         steer(tok_model, sae, "the object is", {5: 10.0}, mode="multiply", max_new_tokens=2)
-    assert steer(tok_model, sae, "the object is", {5: 10.0}, mode="add", max_new_tokens=2).steered  # add: fine
+    assert steer(tok_model, sae, "the object is", {5: 10.0}, mode="add", max_new_tokens=2).steered  # add: ok

@@ -1,7 +1,7 @@
-"""TransformerLens 3 bridge models (`model_class_name: TransformerBridge`) on an architecture HookedTransformer
-does not convert (a tiny random Granite, built from a config): routed activations equal Hugging Face's hidden
-states, and training, the splice, evals, contexts and steering run on it. On transformer-lens 2.x the option
-is refused in one line."""
+"""TransformerLens 3 bridge models (`model_class_name: TransformerBridge`) on an architecture
+HookedTransformer does not convert (a tiny random Granite, built from a config): routed activations equal
+Hugging Face's hidden states, and training, the splice, evals, contexts and steering run on it. On
+transformer-lens 2.x the option is refused in one line."""
 
 from __future__ import annotations
 
@@ -18,15 +18,19 @@ try:
 except ValueError:
     HAS_BRIDGE = False
 needs_bridge = pytest.mark.skipif(
-    not HAS_BRIDGE, reason="TransformerBridge needs transformer-lens>=3 (the floor has 2.x; make test-latest runs it)"
+    not HAS_BRIDGE,
+    reason="TransformerBridge needs transformer-lens>=3 (the floor has 2.x; make test-latest runs it)",
 )
 HOOKS = [f"blocks.{i}.hook_resid_post" for i in range(3)]
 
 
 @pytest.mark.skipif(HAS_BRIDGE, reason="the refusal is for transformer-lens 2.x (make test)")
 def test_bridge_refused_on_transformer_lens_2(tmp_path):
-    with pytest.raises(ValueError, match=r"^model_class_name: TransformerBridge needs transformer-lens>=3 \(installed 2\."):
-        load_run_config(write_config(tmp_path, model_path=str(tmp_path), model_class_name="TransformerBridge"))
+    message = r"^model_class_name: TransformerBridge needs transformer-lens>=3 \(installed 2\."
+    with pytest.raises(ValueError, match=message):
+        load_run_config(
+            write_config(tmp_path, model_path=str(tmp_path), model_class_name="TransformerBridge")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,9 @@ def test_routed_activations_equal_hf_hidden_states(granite):
     acts, _, _ = routed_activations(bridge, tokens, HOOKS)
     with torch.no_grad():
         hidden = hf(tokens, output_hidden_states=True).hidden_states
-    torch.testing.assert_close(acts, torch.stack([hidden[i + 1] for i in range(3)], dim=-2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        acts, torch.stack([hidden[i + 1] for i in range(3)], dim=-2), atol=1e-5, rtol=1e-5
+    )
 
 
 @needs_bridge
@@ -70,7 +76,12 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
 
     folder, bridge = granite
     run = load_run_config(
-        write_config(tmp_path, model_path=str(folder), model_class_name="TransformerBridge", sae={"d_sae": 64, "k": 4, "hook_names": HOOKS})
+        write_config(
+            tmp_path,
+            model_path=str(folder),
+            model_class_name="TransformerBridge",
+            sae={"d_sae": 64, "k": 4, "hook_names": HOOKS},
+        )
     )
     runner, summary = train_from_config(run)
     assert summary["training_tokens"] >= 2048 and type(runner.model).__name__ == "SAETransformerBridge"
@@ -92,7 +103,8 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
 
     metrics = run_route_evals(sae, bridge, tokens)
     assert metrics["model_performance_preservation/ce_loss_with_sae"] == pytest.approx(
-        torch.nn.functional.cross_entropy(spliced[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()).item(), rel=1e-4
+        torch.nn.functional.cross_entropy(spliced[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()).item(),
+        rel=1e-4,
     )
     assert find_feature_contexts(sae, bridge, tokens, rules=ContextRules(threshold=0.0, min_contexts=1))
     assert scan_tokens(sae, bridge, tokens).layer_index.shape == tokens.shape

@@ -1,4 +1,4 @@
-"""Offline models: a local Hugging Face Llama folder and the bundled SmolLM2-135M GGUF; the offline corpora."""
+"""Offline models: a local Hugging Face Llama folder and the bundled SmolLM2-135M GGUF; offline corpora."""
 
 from __future__ import annotations
 

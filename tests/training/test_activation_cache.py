@@ -1,5 +1,5 @@
-"""Cache once, train many: the routed cache holds the model's routed layers, trains RouteSAEs without the model,
-refuses a cache that does not fit the run, and resumes exactly where an uninterrupted run would be."""
+"""Cache once, train many: the routed cache holds the model's routed layers, trains RouteSAEs without the
+model, refuses a cache that does not fit the run, and resumes exactly where an uninterrupted run would be."""
 
 from __future__ import annotations
 
@@ -204,7 +204,8 @@ def test_resume_equals_an_uninterrupted_run(cache_dir, tmp_path):
     assert resumed.trainer.n_training_samples == 128 * 12
     for name, param in full_sae.state_dict().items():
         torch.testing.assert_close(resumed_sae.state_dict()[name], param, atol=1e-6, rtol=1e-5, msg=name)
-    assert resumed.final_metrics["reconstruction_quality/normalized_mse"] == pytest.approx(full.final_metrics["reconstruction_quality/normalized_mse"])
+    nmse = "reconstruction_quality/normalized_mse"
+    assert resumed.final_metrics[nmse] == pytest.approx(full.final_metrics[nmse])
 
     # a checkpoint of a live run (no read position) or of another cache is refused
     store = RouteSAETrainingRunner(cached_cfg(tmp_path, cache_dir, training_tokens=256)).activations_store

@@ -21,7 +21,7 @@ def make_store(tmp_path, model=None, dataset=None, **kw):
 
 def test_rows_equal_run_with_cache(tmp_path):
     dataset = token_dataset(8)
-    # one LLM batch (8 prompts x 15 non-BOS tokens = 120 rows) fills the 112-token buffer; half is kept for mixing
+    # one LLM batch (8 prompts x 15 non-BOS tokens = 120 rows) fills the 112-token buffer; half is kept
     store, model = make_store(
         tmp_path,
         dataset=dataset,
