@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import route_runner_cfg, tiny_model, token_dataset
 
-from sae_lens_routing.training.overlap import OverlappedBatches, training_batches
+from sae_lens_routing.training.trainer import OverlappedBatches, training_batches
 from sae_lens_routing.training.runner import RouteSAETrainingRunner
 
 
