@@ -113,12 +113,10 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
     except OSError as err:
         kept = path.parent / f"{path.name}.unsaved-{uuid.uuid4().hex[:8]}"
         os.rename(tmp, kept)
-        if isinstance(err, FileExistsError) or err.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            why = "" if err.errno else f" ({err})"
-            raise FileExistsError(
-                errno.EEXIST, f"{path} already exists and was not replaced; the finished content is in {kept}{why}"
-            ) from err
-        raise OSError(err.errno, f"{path} could not be written ({err}); the finished content is in {kept}") from err
+        exists = isinstance(err, FileExistsError) or err.errno in (errno.EEXIST, errno.ENOTEMPTY)
+        what = "already exists and was not replaced" if exists else f"could not be written ({err})"
+        message = f"{path} {what}; the finished content is in {kept}" + (f" ({err})" if exists and not err.errno else "")
+        raise (FileExistsError(errno.EEXIST, message) if exists else OSError(err.errno, message)) from err
 
 
 def check_replaceable(path: str | Path, field: str = "the output", overwrite: bool = True) -> None:
@@ -137,17 +135,17 @@ def check_replaceable(path: str | Path, field: str = "the output", overwrite: bo
         foreign = [e for e in entries if e not in ours and e != MANIFEST] if ours else entries
     else:
         return
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    if foreign or (not overwrite and any(path.iterdir())):
         raise FileExistsError(
-            f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write ({shown}); "
-            f"it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another {field} or "
-            "move those files away",
-        )
-    if not overwrite and any(path.iterdir()):
-        raise FileExistsError(
-            f"{field}={str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-            f"or choose another {field}",
+            (
+                f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write ({shown}); "
+                f"it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another {field} or "
+                "move those files away"
+            )
+            if foreign
+            else f"{field}={str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
+            f"or choose another {field}"
         )
 
 

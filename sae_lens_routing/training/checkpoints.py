@@ -106,8 +106,7 @@ def claim_output(
         if dist.is_available() and dist.is_initialized():
             message = [None if refusal is None else str(refusal)]
             dist.broadcast_object_list(message, src=0)
-            if message[0] is not None and refusal is None:
-                raise RuntimeError(message[0])
+            refusal = refusal or (RuntimeError(message[0]) if message[0] is not None else None)
         if refusal is not None:
             raise refusal
         yield
@@ -126,8 +125,6 @@ def remove_stale_partial_writes(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
 def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     """Refuse, before any training, a checkpoint that is damaged or was trained for another SAE than `cfg`."""
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint={str(checkpoint)!r} is not a checkpoint folder")
     if (checkpoint / SAE_CFG_FILENAME).is_file() and not any(
         (checkpoint / f).exists() for f in (TRAINER_STATE_FILENAME, ACTIVATIONS_STORE_STATE_FILENAME)
     ):
@@ -161,19 +158,14 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
 
 
 def _read(path: Path) -> Any:
-    """The JSON object, or None after checking a safetensors header / torch zip index (no tensors read)."""
+    """A JSON object; or None after checking a safetensors header / torch zip index (no tensors read)."""
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        return data
+        return dict(json.loads(path.read_text()))  # anything but an object fails here
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as f:  # checks the header against the file's length
             list(f.keys())
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if "n_training_samples" not in state:
-        raise ValueError("not a SAELens trainer state (no n_training_samples)")
+    else:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)["n_training_samples"]
     return None
 
 
@@ -197,7 +189,7 @@ def previous_checkpoint(checkpoint: Path) -> Path | None:
         return int(digits) if digits.isdigit() else None
 
     own = samples(checkpoint.name)
-    if own is None:
+    if own is None or not checkpoint.parent.is_dir():
         return None
     earlier = [
         (n, p) for p in checkpoint.parent.iterdir()

@@ -67,15 +67,17 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     data = copy.deepcopy(dict(data))
     for item in overrides:
         key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        if not raw.strip():  # YAML reads an empty value as null: say so instead of unsetting the field
-            raise ValueError(f"--set {item!r} has no value; write {key}=null to clear a field")
+        key, problem = key.strip(), None
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML: {_yaml_problem(e)}") from e
+            problem = f"--set {item!r}: the value is not valid YAML: {_yaml_problem(e)}"
+        if not raw.strip():  # YAML reads an empty value as null: say so instead of unsetting the field
+            problem = f"--set {item!r} has no value; write {key}=null to clear a field"
+        if not sep or not key:
+            problem = f"--set expects key=value, got {item!r}"
+        if problem is not None:
+            raise ValueError(problem)
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
@@ -114,12 +116,13 @@ def decode_value(value: Any, hint: Any, name: str) -> Any:
     dataclass_arm = next((a for a in arms if dataclasses.is_dataclass(a)), None)
     if dataclass_arm is not None and isinstance(value, Mapping):
         return dataclass_arm(**decode_fields(dataclass_arm, value, name))
+    ok = not (isinstance(value, bool) and hint is not Any and bool not in plain)
     try:
-        if isinstance(value, bool) and hint is not Any and bool not in plain:
-            raise TypeCheckError("is a bool")
         check_type(value, hint, collection_check_strategy=CollectionCheckStrategy.ALL_ITEMS)
     except TypeCheckError:
-        raise TypeError(f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})") from None
+        ok = False
+    if not ok:
+        raise TypeError(f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
     return value
 
 
@@ -152,32 +155,32 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
     data = decode_value(data, dict, "the config")
     model_path = decode_value(data.get("model_path"), str | None, "model_path")
     corpus = decode_value(data.get("corpus"), str | None, "corpus")
-    if corpus is not None and corpus not in CORPORA:
-        raise ValueError(f"corpus must be one of {CORPORA}, got {corpus!r}")
-    if "sae" not in data:
-        raise ValueError("the config needs an `sae:` section (d_in, d_sae, k, hook_names)")
     fields = decode_fields(LanguageModelSAERunnerConfig, data, "config", skip=("sae", "model_path", "corpus"))
-    if is_bridge_class(fields.get("model_class_name")):
-        require_bridge(fields["model_class_name"])
-    raw = decode_value(data["sae"], dict, "sae")
-    if raw.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-        raise ValueError(f"sae.architecture must be {ARCHITECTURE!r} (or left out), got {raw['architecture']!r}")
+    raw = decode_value(data.get("sae"), dict, "sae")
     sae = decode_fields(RouteTrainingSAEConfig, raw, "sae", skip=("architecture", "hook_names"))
     if "hook_names" in raw:
         sae["hook_names"] = decode_value(raw["hook_names"], list[str] | Literal["paper"], "sae.hook_names")
-    if fields.get("use_cached_activations"):
-        model_path = _resolve_from_cache(fields, sae, model_path)
-    else:
-        _resolve_from_model(fields, sae, model_path)
+    cached = fields.get("use_cached_activations")
+    problems = [
+        corpus not in (None, *CORPORA) and f"corpus must be one of {CORPORA}, got {corpus!r}",
+        raw.get("architecture", ARCHITECTURE) != ARCHITECTURE
+        and f"sae.architecture must be {ARCHITECTURE!r} (or left out), got {raw.get('architecture')!r}",
+        cached and not fields.get("cached_activations_path")
+        and "use_cached_activations: true needs cached_activations_path (the cache-activations --out)",
+        not cached and "hook_names" not in sae
+        and f"sae.hook_names is missing: list the routed hook points (layer order) or write {PAPER!r}",
+        model_path is not None and fields.get("model_from_pretrained_kwargs")  # a local model loads unprocessed
+        and "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always loaded "
+        f"unprocessed, got {fields.get('model_from_pretrained_kwargs')!r}",
+    ]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p))
+    if is_bridge_class(fields.get("model_class_name")):
+        require_bridge(fields["model_class_name"])
+    model_path = (_resolve_from_cache if cached else _resolve_from_model)(fields, sae, model_path)
     if model_path is not None:
         sae["metadata"] = SAEMetadata(model_path=model_path)
-        # A local model is always loaded unprocessed: kwargs for TransformerLens's from_pretrained never apply.
-        if fields.get("model_from_pretrained_kwargs"):
-            raise ValueError(
-                "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always "
-                f"loaded unprocessed, got {fields['model_from_pretrained_kwargs']!r}"
-            )
-        fields["model_from_pretrained_kwargs"] = {}
+        fields["model_from_pretrained_kwargs"] = {}  # SAELens's default would warn at every later load
     runner = LanguageModelSAERunnerConfig(sae=RouteTrainingSAEConfig(**sae), **fields)
     return RunConfig(runner=runner, model_path=model_path, corpus=corpus)
 
@@ -186,8 +189,6 @@ def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path:
     """A cached run loads no model: model name, hooks and d_in come from the cache's metadata."""
     from sae_lens_routing.training.activation_cache import read_cache_metadata
 
-    if not fields.get("cached_activations_path"):
-        raise ValueError("use_cached_activations: true needs cached_activations_path (the cache-activations --out)")
     meta = read_cache_metadata(fields["cached_activations_path"])
     fields.setdefault("model_name", Path(model_path).stem if model_path else meta.model_name)
     if sae.get("hook_names") in (None, PAPER):
@@ -196,20 +197,19 @@ def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path:
     return model_path or meta.model_path
 
 
-def _resolve_from_model(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> None:
+def _resolve_from_model(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
     """`hook_names: paper` and an omitted `d_in` from the model's config (n_layers, d_model), before weights."""
     if model_path is not None:
         from sae_lens_routing.offline.local_model import resolve_model_path
 
         resolve_model_path(model_path)  # a missing file or folder fails here, before anything loads
         fields.setdefault("model_name", Path(model_path).stem)
-    if "hook_names" not in sae:
-        raise ValueError(f"sae.hook_names is missing: list the routed hook points (layer order) or write {PAPER!r}")
     if sae["hook_names"] == PAPER or "d_in" not in sae:
         n_layers, d_model = _model_shape(fields, model_path)
         if sae["hook_names"] == PAPER:
             sae["hook_names"] = paper_hook_names(n_layers)
         sae.setdefault("d_in", d_model)
+    return model_path
 
 
 def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -27,7 +27,7 @@ from sae_lens_routing.training.checkpoints import (
 from sae_lens_routing.training.run_config import RunConfig, checked_run, decode_fields, resolve_run_config
 from sae_lens_routing.training.runner import RouteSAETrainingRunner, training_summary
 from sae_lens_routing.training.trainer import RouteSAETrainer, training_batches
-from sae_lens_routing.training.validation import check_disjoint_paths, run_paths, validate_route_config
+from sae_lens_routing.training.validation import path_problems, run_paths, validate_route_config
 
 VARIANT_FIELDS = frozenset({
     "sae", "lr", "lr_scheduler_name", "lr_warm_up_steps", "lr_end", "lr_decay_steps", "n_restart_cycles",
@@ -70,24 +70,28 @@ def variant_config(
 
 def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], names: Sequence[str]) -> None:
     """Every variant must see the same activations in the same order, and write folders of its own."""
+    problem = next(_stream_problems(configs, names), None)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _stream_problems(configs: Sequence[LanguageModelSAERunnerConfig[Any]], names: Sequence[str]) -> Iterator[str]:
     first = configs[0]
     for cfg, name in zip(configs[1:], names[1:]):
         pairs = [(f.name, getattr(first, f.name), getattr(cfg, f.name))
                  for f in dataclasses.fields(LanguageModelSAERunnerConfig) if f.name not in VARIANT_FIELDS]
         pairs += [(f"sae.{f}", getattr(first.sae, f), getattr(cfg.sae, f)) for f in SHARED_SAE_FIELDS]
-        for field, shared, got in pairs:
-            if shared != got:
-                raise ValueError(
-                    f"sweep variant {name!r} changes {field} ({shared!r} -> {got!r}): the SAEs of a sweep share one "
-                    f"stream of activations, so only SAE-side fields may differ ({sorted(VARIANT_FIELDS)}); train "
-                    "it as a separate run"
-                )
-    check_disjoint_paths([p for c, n in zip(configs, names) for p in run_paths(c, f"variant {n!r} ") if p[2]])
+        yield from (
+            f"sweep variant {name!r} changes {field} ({shared!r} -> {got!r}): the SAEs of a sweep share one stream "
+            f"of activations, so only SAE-side fields may differ ({sorted(VARIANT_FIELDS)}); train it as a "
+            "separate run" for field, shared, got in pairs if shared != got
+        )
+    yield from path_problems([p for c, n in zip(configs, names) for p in run_paths(c, f"variant {n!r} ") if p[2]])
     if any(c.logger.log_to_wandb for c in configs):
-        raise ValueError("logger.log_to_wandb is not supported in a sweep (one W&B run per process); set it to "
-                         "False, or train the variant you want logged on its own")
+        yield ("logger.log_to_wandb is not supported in a sweep (one W&B run per process); set it to False, or "
+               "train the variant you want logged on its own")
     if any(c.resume_from_checkpoint is not None for c in configs):
-        raise ValueError("resume_from_checkpoint is not supported in a sweep: resume each variant on its own")
+        yield "resume_from_checkpoint is not supported in a sweep: resume each variant on its own"
 
 
 class _VariantRunner(RouteSAETrainingRunner):
@@ -116,19 +120,18 @@ class RouteSAESweepRunner:
         override_model: HookedRootModule | None = None,
         overwrite: bool = False,
     ):
-        if isinstance(cfg, LanguageModelSAERunnerConfig):
-            if not variants:
-                raise ValueError("variants must list at least one variant (e.g. [{'sae': {'k': 16}}])")
-            items = list(variants.items()) if isinstance(variants, Mapping) else [
-                (str(v.get("name", f"variant_{i}")), v) for i, v in enumerate(variants)]
+        base = isinstance(cfg, LanguageModelSAERunnerConfig)
+        if base != bool(variants):
+            raise ValueError("give one base config with at least one variant (e.g. [{'sae': {'k': 16}}]), or a "
+                             "list of configs as cfg without variants")
+        if base:
+            items = list(variants.items()) if isinstance(variants, Mapping) else [  # type: ignore[union-attr]
+                (str(v.get("name", f"variant_{i}")), v) for i, v in enumerate(variants)]  # type: ignore[arg-type]
             names = [n for n, _ in items]
             cfg = [variant_config(cfg, {k: v for k, v in o.items() if k != "name"}, n) for n, o in items]
-        elif variants is not None:
-            raise ValueError("pass variants with one base config, or a list of configs as cfg, not both")
-        runs = [checked_run(c) for c in cfg]
-        self.names = _check_names(list(names) if names is not None else [f"variant_{i}" for i in range(len(runs))])
-        if not runs or len(self.names) != len(runs):
-            raise ValueError(f"give one name per config: {len(self.names)} names for {len(runs)} configs")
+        runs = [checked_run(c) for c in cfg]  # type: ignore[union-attr]
+        self.names = _check_names(list(names) if names is not None else [f"variant_{i}" for i in range(len(runs))],
+                                  len(runs))
         self.configs = [r.runner for r in runs]
         check_shared_stream(self.configs, self.names)
         # Each variant seeds and initialises its SAE exactly as its solo run would.
@@ -189,14 +192,17 @@ def fit_in_lockstep(trainers: Sequence[RouteSAETrainer], batches: Any) -> None:
             trainer.save_checkpoint(checkpoint_name=f"final_{trainer.n_training_samples}")
 
 
-def _check_names(names: list[str]) -> list[str]:
-    bad = [n for n in names if not _NAME.match(n) or n in (".", "..")]
-    if bad:
-        raise ValueError(f"sweep variant names must be folder-safe (letters, digits, _ . = + -; not '.' or '..'), "
-                         f"got {bad}")
-    if len(set(names)) != len(names):
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"sweep variant names must be unique, repeated: {repeated}")
+def _check_names(names: list[str], n_configs: int) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    problems = [
+        [n for n in names if not _NAME.match(n) or n in (".", "..")]
+        and "sweep variant names must be folder-safe (letters, digits, _ . = + -; not '.' or '..'), got "
+        f"{[n for n in names if not _NAME.match(n) or n in ('.', '..')]}",
+        repeated and f"sweep variant names must be unique, repeated: {repeated}",
+        len(names) != n_configs and f"give one name per config: {len(names)} names for {n_configs} configs",
+    ]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p))
     return names
 
 
@@ -207,7 +213,7 @@ def sweep_run_configs(data: Mapping[str, Any]) -> tuple[list[str], list[RunConfi
     sweep = data.get("sweep")
     if not isinstance(sweep, list) or not sweep or not all(isinstance(v, Mapping) for v in sweep):
         raise ValueError("sweep: must be a non-empty list of variant mappings (e.g. - {name: k16, sae: {k: 16}})")
-    names = _check_names([str(v.get("name", f"variant_{i}")) for i, v in enumerate(sweep)])
+    names = _check_names([str(v.get("name", f"variant_{i}")) for i, v in enumerate(sweep)], len(sweep))
     runs = []
     for name, variant in zip(names, sweep):
         overrides = decode_fields(LanguageModelSAERunnerConfig, variant, "config", skip=("name", "sae"))

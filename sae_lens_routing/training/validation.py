@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,45 +26,49 @@ _PATH_FIELDS = {"output_path": True, "checkpoint_path": True, "cached_activation
 def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     """Raise ValueError for what a run would otherwise hit after loading the model, or mid-training. The SAE
     config's own fields (k <= d_sae, the hook list...) were checked when it was built."""
+    problem = next(_config_problems(cfg), None)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str]:
+    """The refusals in check order, lazily: the first one found is the one raised."""
     if not isinstance(getattr(cfg, "sae", None), RouteTrainingSAEConfig):
-        raise ValueError(f"cfg.sae must be a RouteTrainingSAEConfig for RouteSAETrainingRunner, got {cfg!r:.80}")
+        yield f"cfg.sae must be a RouteTrainingSAEConfig for RouteSAETrainingRunner, got {cfg!r:.80}"
     for name in ("device", "llm_device", "act_store_device"):
-        check_device(name, str(getattr(cfg, name)))
+        yield from filter(None, [_device_problem(name, str(getattr(cfg, name)))])
     if cfg.output_path is not None and not str(cfg.output_path).strip():
-        raise ValueError(f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}")
+        yield f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}"
     positions = range(cfg.context_size)[slice(*cfg.seqpos_slice)]
-    buffer_tokens = cfg.n_batches_in_buffer * len(positions)
-    if buffer_tokens < cfg.train_batch_size_tokens:
-        raise ValueError(
-            f"the activation buffer holds n_batches_in_buffer * context_size = {buffer_tokens} tokens, fewer than "
-            f"train_batch_size_tokens={cfg.train_batch_size_tokens}; raise n_batches_in_buffer to at least "
+    if cfg.n_batches_in_buffer * len(positions) < cfg.train_batch_size_tokens:
+        yield (
+            f"the activation buffer holds n_batches_in_buffer * context_size = "
+            f"{cfg.n_batches_in_buffer * len(positions)} tokens, fewer than train_batch_size_tokens="
+            f"{cfg.train_batch_size_tokens}; raise n_batches_in_buffer to at least "
             f"{-(-cfg.train_batch_size_tokens // len(positions))}"
         )
     if cfg.training_tokens < cfg.train_batch_size_tokens:
-        raise ValueError(
-            f"training_tokens={cfg.training_tokens} must be >= train_batch_size_tokens={cfg.train_batch_size_tokens}"
-        )
+        yield f"training_tokens={cfg.training_tokens} must be >= train_batch_size_tokens={cfg.train_batch_size_tokens}"
     if cfg.prepend_bos and list(positions) == [0]:  # every training token would be BOS
-        raise ValueError(
+        yield (
             f"context_size={cfg.context_size} with seqpos_slice={tuple(cfg.seqpos_slice)} and prepend_bos: true "
             "trains only on position 0, which is always the BOS token; raise context_size (e.g. 128) or set "
             "prepend_bos: false"
         )
     if cfg.logger.log_to_wandb and not _wandb_can_log():
-        raise ValueError(
+        yield (
             "logger.log_to_wandb is true (SAELens's default) but W&B has no API key (WANDB_API_KEY or `wandb "
             "login`) and WANDB_MODE is not offline: set logger.log_to_wandb: false (YAML; "
             "LoggingConfig(log_to_wandb=False) in Python), or log in to W&B"
         )
     paths = run_paths(cfg)
-    check_disjoint_paths(paths)
+    yield from path_problems(paths)
     for field, path, written in paths:  # outputs are renamed into place: the folder above must be writable
         folder = next(p for p in Path(path).expanduser().absolute().parents if p.exists())
         if written and not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"{field}={path!r} cannot be written: {folder} is read-only for this user; "
-                             f"choose another {field}")
+            yield f"{field}={path!r} cannot be written: {folder} is read-only for this user; choose another {field}"
     if cfg.sae.end_to_end_tokens and cfg.use_cached_activations:
-        raise ValueError(
+        yield (
             f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices the SAE "
             "into its forward), but use_cached_activations is true: set sae.end_to_end_tokens: 0 or train live"
         )
@@ -75,23 +80,32 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
         return
     check_hooks_in_model(model, list(cfg.sae.hook_names), "sae.hook_names")
     d_model, n_ctx = getattr(model.cfg, "d_model", None), getattr(model.cfg, "n_ctx", None)
-    if d_model is not None and cfg.sae.d_in != d_model and any(h.endswith(_D_MODEL_HOOKS) for h in cfg.sae.hook_names):
-        raise ValueError(f"sae.d_in must equal the model's d_model={d_model} for these hooks, got {cfg.sae.d_in}")
-    if n_ctx is not None and cfg.context_size > n_ctx:
-        raise ValueError(f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}")
+    problems = [
+        f"sae.d_in must equal the model's d_model={d_model} for these hooks, got {cfg.sae.d_in}"
+        if d_model is not None and cfg.sae.d_in != d_model and any(h.endswith(_D_MODEL_HOOKS) for h in cfg.sae.hook_names)
+        else None,
+        f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}"
+        if n_ctx is not None and cfg.context_size > n_ctx else None,
+    ]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p))
 
 
 def check_device(name: str, value: str) -> None:
     """ValueError naming `name` unless `value` is a torch device this machine has."""
+    problem = _device_problem(name, value)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _device_problem(name: str, value: str) -> str | None:
     try:
         device = torch.device(value)
     except RuntimeError:
-        device = None
-    if device is None or (device.type == "cuda" and not torch.cuda.is_available()):
-        raise ValueError(
-            f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}" if device is None
-            else f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
-        )
+        return f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
+    return None
 
 
 def _wandb_can_log() -> bool:
@@ -113,7 +127,7 @@ def run_paths(cfg: LanguageModelSAERunnerConfig[Any], prefix: str = "") -> list[
     return [(prefix + f, str(getattr(cfg, f)), w) for f, w in _PATH_FIELDS.items() if getattr(cfg, f, None)]
 
 
-def check_disjoint_paths(paths: list[tuple[str, str, bool]]) -> None:
+def path_problems(paths: list[tuple[str, str, bool]]) -> Iterator[str]:
     """A written folder must not equal, contain or lie inside another folder of the run (compared resolved:
     `./a`, `a/` and symlinks alias): replacing it would delete the other."""
     resolved = [(f, p, w, Path(p).expanduser().resolve()) for f, p, w in paths]
@@ -123,7 +137,7 @@ def check_disjoint_paths(paths: list[tuple[str, str, bool]]) -> None:
                 continue
             inner, outer = (b, a) if a[3] in b[3].parents else (a, b)
             fix = inner if inner[2] else outer
-            raise ValueError(
+            yield (
                 f"{inner[0]}={inner[1]!r} {'equals' if a[3] == b[3] else 'lies inside'} {outer[0]}={outer[1]!r}; "
                 f"give {fix[0]} a folder of its own (a run never writes over or into another folder it reads or "
                 "writes: replacing it would delete that)"
