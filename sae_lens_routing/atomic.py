@@ -75,7 +75,8 @@ def _raise_if_disk_full(err: BaseException, path: Path) -> None:
     if full or (isinstance(err, Exception) and any(m in str(err) for m in _FULL_MESSAGES)):
         raise OSError(
             errno.ENOSPC,
-            f"no space left on {path.parent} (or the file size limit was reached): {path} could not be written; "
+            f"no space left on {path.parent} (or the file size limit was reached): {path} could not be "
+            "written; "
             f"its partial files were removed. Free space there and run again ({type(err).__name__}: {err})",
         ) from err
 
@@ -115,7 +116,8 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
         os.rename(tmp, kept)
         exists = isinstance(err, FileExistsError) or err.errno in (errno.EEXIST, errno.ENOTEMPTY)
         what = "already exists and was not replaced" if exists else f"could not be written ({err})"
-        message = f"{path} {what}; the finished content is in {kept}" + (f" ({err})" if exists and not err.errno else "")
+        message = f"{path} {what}; the finished content is in {kept}"
+        message += f" ({err})" if exists and not err.errno else ""
         raise (FileExistsError(errno.EEXIST, message) if exists else OSError(err.errno, message)) from err
 
 
@@ -139,13 +141,15 @@ def check_replaceable(path: str | Path, field: str = "the output", overwrite: bo
     if foreign or (not overwrite and any(path.iterdir())):
         raise FileExistsError(
             (
-                f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write ({shown}); "
-                f"it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another {field} or "
+                f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write "
+                f"({shown}); "
+                f"it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another "
+                f"{field} or "
                 "move those files away"
             )
             if foreign
-            else f"{field}={str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-            f"or choose another {field}"
+            else f"{field}={str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace "
+            f"it, or choose another {field}"
         )
 
 

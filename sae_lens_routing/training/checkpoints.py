@@ -130,7 +130,8 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
     ):
         raise ValueError(
             f"resume_from_checkpoint={str(checkpoint)!r} is a saved SAE (an output_path), not a training "
-            "checkpoint: resume from a folder under checkpoint_path (<checkpoint_path>/<run id>/<tokens>), or "
+            "checkpoint: resume from a folder under checkpoint_path (<checkpoint_path>/<run id>/<tokens>), "
+            "or "
             "start a new run from these weights with from_pretrained_path"
         )
     names = [SAE_CFG_FILENAME, RUNNER_CFG_FILENAME, ACTIVATION_SCALER_CFG_FILENAME, SAE_WEIGHTS_FILENAME,
@@ -152,7 +153,8 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
             list(wanted) if isinstance(wanted, tuple) else wanted
         ):
             raise ValueError(
-                f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but this "
+                f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but "
+                "this "
                 f"run has {field}={wanted!r}; resume with the checkpoint's settings or start a new run"
             )
 
@@ -170,7 +172,8 @@ def _read(path: Path) -> Any:
 
 
 def _damaged_message(checkpoint: Path, name: str, err: Exception) -> str:
-    problem = "is missing" if isinstance(err, FileNotFoundError) else f"cannot be read ({type(err).__name__}: {err})"
+    problem = f"cannot be read ({type(err).__name__}: {err})"
+    problem = "is missing" if isinstance(err, FileNotFoundError) else problem
     previous = previous_checkpoint(checkpoint)
     way_on = (
         f"resume from the previous checkpoint instead: resume_from_checkpoint={str(previous)!r}"

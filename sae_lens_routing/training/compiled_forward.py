@@ -1,7 +1,8 @@
 """A hook-free forward returning the residual stream after each routed block, made for `torch.compile`.
 
-`torch.compile` does not trace `run_with_cache`'s hooks reliably; `blocks.N.hook_resid_post` is block N's output,
-so a loop over the model's own modules yields every routed layer without hooks and compiles as one graph."""
+`torch.compile` does not trace `run_with_cache`'s hooks reliably; `blocks.N.hook_resid_post` is block N's
+output, so a loop over the model's own modules yields every routed layer without hooks and compiles as one
+graph."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def supports_compiled_forward(model: Any, hook_names: list[str], model_kwargs: d
 
 
 def resid_post_forward(model: Any, hook_names: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """tokens [batch, pos] -> residual stream after each routed block [batch, pos, L, d_model], in hook order."""
+    """tokens [batch, pos] -> residual stream after each routed block [batch, pos, L, d_model], in hook
+    order."""
     layers = resid_post_layers(hook_names)
     if layers is None:
         raise ValueError(

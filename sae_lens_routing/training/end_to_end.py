@@ -18,12 +18,14 @@ from sae_lens_routing.saes.routed_activations import routed_activations, routed_
 def end_to_end_step(
     sae: Any, model: Any, tokens: torch.Tensor, keep: torch.Tensor, mse_coefficient: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """(loss, logged values) of one batch: KL of the spliced model against the clean one over kept tokens, plus
-    `mse_coefficient` x the routed input's NormMSE."""
+    """(loss, logged values) of one batch: KL of the spliced model against the clean one over kept tokens,
+    plus `mse_coefficient` x the routed input's NormMSE."""
     hooks = list(sae.cfg.hook_names)
     first = routed_block_range(hooks)[0]  # type: ignore[index]
     entry = f"blocks.{first}.hook_resid_pre"
-    acts, clean_logits, extras = routed_activations(model, tokens, hooks, full_forward=True, extra_hooks=(entry,))
+    acts, clean_logits, extras = routed_activations(
+        model, tokens, hooks, full_forward=True, extra_hooks=(entry,)
+    )
     out = sae.forward_routed(acts.to(sae.dtype))
     values = out.routed_layer_reconstruction()
 

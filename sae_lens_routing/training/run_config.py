@@ -1,8 +1,8 @@
 """One typed, resolved and validated run config from YAML (`train`, `cache-activations`, `demo`).
 
 The YAML holds the runner config's fields, an `sae:` section, an optional `logger:` section, and two keys of
-ours: `model_path` (a local model, loaded offline) and `corpus` (a named offline corpus). `parse_run_config` is
-the one place YAML is decoded and validated; nothing loads until it has passed."""
+ours: `model_path` (a local model, loaded offline) and `corpus` (a named offline corpus). `parse_run_config`
+is the one place YAML is decoded and validated; nothing loads until it has passed."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class RunConfig:
 
 
 def checked_run(cfg: LanguageModelSAERunnerConfig[Any] | RunConfig) -> RunConfig:
-    """A decoded `RunConfig` was validated by `parse_run_config`; a config built in Python is validated here."""
+    """A decoded `RunConfig` was validated by `parse_run_config`; a config built in Python is validated
+    here."""
     if isinstance(cfg, RunConfig):
         return cfg
     validate_route_config(cfg)
@@ -92,7 +93,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def decode_fields(cls: type, data: Any, section: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`cls`'s constructor arguments from a YAML mapping: unknown keys and wrongly typed values are refused."""
+    """`cls`'s constructor arguments from a YAML mapping: unknown keys and wrongly typed values are
+    refused."""
     data = decode_value(data, dict, section)
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls) if f.init} - set(skip))
@@ -169,9 +171,9 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
         and "use_cached_activations: true needs cached_activations_path (the cache-activations --out)",
         not cached and "hook_names" not in sae
         and f"sae.hook_names is missing: list the routed hook points (layer order) or write {PAPER!r}",
-        model_path is not None and fields.get("model_from_pretrained_kwargs")  # a local model loads unprocessed
-        and "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always loaded "
-        f"unprocessed, got {fields.get('model_from_pretrained_kwargs')!r}",
+        model_path is not None and fields.get("model_from_pretrained_kwargs")  # local models load unprocessed
+        and "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always "
+        f"loaded unprocessed, got {fields.get('model_from_pretrained_kwargs')!r}",
     ]
     if any(problems):
         raise ValueError(next(p for p in problems if p))
@@ -198,7 +200,8 @@ def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path:
 
 
 def _resolve_from_model(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
-    """`hook_names: paper` and an omitted `d_in` from the model's config (n_layers, d_model), before weights."""
+    """`hook_names: paper` and an omitted `d_in` from the model's config (n_layers, d_model), before
+    weights."""
     if model_path is not None:
         from sae_lens_routing.offline.local_model import resolve_model_path
 
@@ -213,7 +216,8 @@ def _resolve_from_model(fields: dict[str, Any], sae: dict[str, Any], model_path:
 
 
 def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, int]:
-    """(n_layers, d_model) from the model's config alone (a GGUF is first dequantised into its cached folder)."""
+    """(n_layers, d_model) from the model's config alone (a GGUF is first dequantised into its cached
+    folder)."""
     if model_path is not None:
         from sae_lens_routing.offline.local_model import gguf_to_hf_folder, resolve_model_path
 
@@ -226,9 +230,10 @@ def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, i
         with _hub_config_errors(fields["model_name"]):
             text_cfg = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
         return int(text_cfg.num_hidden_layers), int(text_cfg.hidden_size)
-    if fields.get("model_class_name", "HookedTransformer") != "HookedTransformer" or "model_name" not in fields:
+    if "model_name" not in fields or fields.get("model_class_name") not in (None, "HookedTransformer"):
         raise ValueError(
-            f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give model_path, "
+            f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give "
+            "model_path, "
             "or model_name of a HookedTransformer, or list sae.hook_names and give sae.d_in"
         )
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config

@@ -1,7 +1,7 @@
 """`RouteSAETrainingRunner`: the one training path (YAML runs, Python configs and sweep variants).
 
-SAELens's runner builds its single-hook store, evaluator and trainer inside `__init__`/`run` with no factory to
-override, so this subclass re-implements those two methods with the same steps and config fields."""
+SAELens's runner builds its single-hook store, evaluator and trainer inside `__init__`/`run` with no factory
+to override, so this subclass re-implements those two methods with the same steps and config fields."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         if sae is None and self.cfg.from_pretrained_path is not None:
             sae = TrainingSAE.load_from_disk(self.cfg.from_pretrained_path, str(self.cfg.device))
         elif sae is None:
-            sae = TrainingSAE.from_dict(TrainingSAEConfig.from_dict(self.cfg.get_training_sae_cfg_dict()).to_dict())
+            sae_cfg = TrainingSAEConfig.from_dict(self.cfg.get_training_sae_cfg_dict())
+            sae = TrainingSAE.from_dict(sae_cfg.to_dict())
         if not isinstance(sae, RouteTrainingSAE):
             raise ValueError(f"override_sae must be a RouteTrainingSAE, got {type(sae).__name__}")
         self.sae = sae.to(self.cfg.device)
@@ -100,7 +101,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         if self.cfg.use_cached_activations:
             if dataset is not None:
                 raise ValueError(
-                    "override_dataset cannot be combined with use_cached_activations=True: the tokens come from "
+                    "override_dataset cannot be combined with use_cached_activations=True: the tokens come "
+                    "from "
                     "the cache at cached_activations_path"
                 )
             validate_route_run(self.cfg, model)
@@ -122,10 +124,14 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             from datasets.distributed import split_dataset_by_node
 
             if dataset is None:
-                dataset = load_dataset(self.cfg.dataset_path, split="train", streaming=self.cfg.streaming,
-                                       trust_remote_code=self.cfg.dataset_trust_remote_code)  # type: ignore[arg-type]
+                dataset = load_dataset(
+                    self.cfg.dataset_path, split="train", streaming=self.cfg.streaming,
+                    trust_remote_code=self.cfg.dataset_trust_remote_code,  # type: ignore[arg-type]
+                )
             dataset = split_dataset_by_node(dataset, rank=self.dist.rank, world_size=self.dist.world_size)
-        self.activations_store = MultiLayerActivationsStore.from_route_config(model, self.cfg, override_dataset=dataset)
+        self.activations_store = MultiLayerActivationsStore.from_route_config(
+            model, self.cfg, override_dataset=dataset
+        )
 
     def _set_sae_metadata(self) -> None:
         super()._set_sae_metadata()
@@ -171,22 +177,29 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                 trainer.load_trainer_state(resume)
                 self.sae.load_weights_from_checkpoint(resume)
             self._compile_sae_if_needed()
-            sae = self.run_trainer_with_interruption_handling(trainer)
+            self.run_trainer_with_interruption_handling(trainer)
             if isinstance(data_provider, PrefetchingIterator):
                 data_provider.close()  # the final evaluation reads the store from this thread
-            self.end_to_end_history = self.run_end_to_end_phase(sae)
-            self.final_metrics = self.evaluate_final()
-            if history := self.end_to_end_history:
-                self.final_metrics |= {"end_to_end/steps": len(history), "end_to_end/kl_first_step": history[0]["kl"],
-                                       "end_to_end/kl_last_step": history[-1]["kl"]}
-            if self.cfg.output_path is not None and self.dist.is_main:
-                self.save_final_sae(sae, self.cfg.output_path, log_feature_sparsity=trainer.log_feature_sparsity)
+            self.finish()
             if log.log_to_wandb:
                 wandb.finish()
-            return sae  # type: ignore[return-value]
+            return self.sae
         finally:
             if isinstance(data_provider, PrefetchingIterator):
                 data_provider.close()
+
+    def finish(self, eval_batches: list[torch.Tensor] | None = None) -> None:
+        """After training (alone or in a sweep): the end-to-end phase, the final metrics, the output
+        folder."""
+        assert self.trainer is not None
+        self.end_to_end_history = history = self.run_end_to_end_phase(self.sae)
+        self.final_metrics = self.evaluate_final(eval_batches)
+        if history:
+            self.final_metrics |= {"end_to_end/steps": len(history),
+                                   "end_to_end/kl_first_step": history[0]["kl"],
+                                   "end_to_end/kl_last_step": history[-1]["kl"]}
+        if self.cfg.output_path is not None and self.dist.is_main:
+            self.save_final_sae(self.sae, self.cfg.output_path, self.trainer.log_feature_sparsity)
 
     def run_end_to_end_phase(self, sae: RouteTrainingSAE) -> list[dict[str, float]]:
         """`sae.end_to_end_tokens` of the end-to-end KL phase on fresh store token batches (none when 0)."""
@@ -201,7 +214,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
             exclude_special_tokens=None if excluded is None else excluded.tolist(),
         )
-        logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"], history[-1]["kl"])
+        logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
+                    history[-1]["kl"])
         return history
 
     def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:  # type: ignore[override]
@@ -214,7 +228,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                 raise save_interrupted([trainer]) from None
 
     def sae_for_analysis(self) -> Any:
-        """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is one)."""
+        """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is
+        one)."""
         from sae_lens import SAE
 
         if self.cfg.output_path is not None and Path(self.cfg.output_path, "cfg.json").exists():
@@ -223,11 +238,12 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def final_eval_batches(self) -> list[torch.Tensor]:
         """Fresh store batches for the final evaluation (a sweep reads them once for all its SAEs)."""
-        return [self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))]
+        return eval_batches(self.activations_store, self.cfg.n_eval_batches)
 
     @torch.no_grad()
     def evaluate_final(self, batches: list[torch.Tensor] | None = None) -> dict[str, Any]:
-        """Routed metrics of the trained SAE (summed over ranks), plus the trainer's dead latents and counts."""
+        """Routed metrics of the trained SAE (summed over ranks), plus the trainer's dead latents and
+        counts."""
         self.sae.eval()
         metrics = routed_reconstruction_metrics(self.sae, batches or self.final_eval_batches())
         assert self.trainer is not None
@@ -260,26 +276,32 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def save_checkpoint(self, checkpoint_path: Path | None) -> None:
         if isinstance(self.activations_store, CachedMultiLayerActivationsStore) and self.trainer is not None:
-            # The trainer's count, not the store's: a prefetch thread may have read batches not yet trained on.
+            # The trainer's count, not the store's: a prefetch thread may have read batches not trained on.
             self.activations_store.read_position = self.trainer.n_training_samples
         if self.dist.is_main and checkpoint_path is not None:  # the store state and the global runner cfg
             self.activations_store.save_to_checkpoint(checkpoint_path)
             (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(strict_json(self.global_cfg.to_dict()))
 
 
-def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> LanguageModelSAERunnerConfig[Any]:
+def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> Any:
     """Under torchrun, `train_batch_size_tokens` and `training_tokens` stay global: each rank takes 1/N."""
     if not info.enabled:
         return cfg
     for name in ("train_batch_size_tokens", "training_tokens"):
         if getattr(cfg, name) % info.world_size:
-            raise ValueError(f"{name}={getattr(cfg, name)} must be divisible by the number of ranks ({info.world_size})")
+            raise ValueError(
+                f"{name}={getattr(cfg, name)} must be divisible by the number of ranks ({info.world_size})"
+            )
     local = copy.deepcopy(cfg)
     local.train_batch_size_tokens //= info.world_size
     local.training_tokens //= info.world_size
     for name in ("device", "llm_device", "act_store_device"):
         setattr(local, name, rank_device(str(getattr(cfg, name)), info))
     return local
+
+
+def eval_batches(store: MultiLayerActivationsStore, n: int) -> list[torch.Tensor]:
+    return [store.get_multi_layer_llm_batch() for _ in range(max(1, n))]
 
 
 @torch.no_grad()
@@ -304,14 +326,15 @@ class RoutedTrainingEvaluator:
         # A prefetch producer is held meanwhile: the store's token generator cannot run in two threads.
         prefetching = isinstance(data_provider, PrefetchingIterator)
         with data_provider.paused() if prefetching else nullcontext():
-            batches = [self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.n_eval_batches))]
+            batches = eval_batches(self.activations_store, self.n_eval_batches)
         metrics = {f"eval/{k}": v for k, v in routed_reconstruction_metrics(sae, batches).items()}
         if wandb.run is not None and not getattr(wandb.run, "disabled", False):
             table = wandb.Table(columns=["layer", "share"])
             shares = routing_shares({k.removeprefix("eval/"): v for k, v in metrics.items()})
             for hook in sae.cfg.hook_names:
                 table.add_data(hook, shares[hook])
-            metrics["plots/routing_share"] = wandb.plot.bar(table, "layer", "share", title="Routing share per layer")
+            chart = wandb.plot.bar(table, "layer", "share", title="Routing share per layer")
+            metrics["plots/routing_share"] = chart
         return metrics
 
 
@@ -337,9 +360,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"RouteSAE saved to: {summary['output_path']}",
         f"  measured on {summary.get('eval_tokens') or 'the'} tokens of fresh batches after training; "
         "x = each token's routed input (its routed layer, standardised, times the router weight)",
-        f"  NormMSE            {summary['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / ||x||^2 "
+        f"  NormMSE            {summary['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / "
+        "||x||^2 "
         "(the training loss)",
-        f"  explained variance {summary['explained_variance']:.4f}  1 - sum ||x_hat - x||^2 / sum ||x - mean(x)||^2 "
+        f"  explained variance {summary['explained_variance']:.4f}  1 - sum ||x_hat - x||^2 / sum ||x - "
+        "mean(x)||^2 "
         "(relative to the spread around the mean input, so below 1 - NormMSE when x has a large mean)",
         f"  L0                 {summary['l0']:.1f}",
         f"  dead latents       {summary['dead_latents']} / {summary['d_sae']}",

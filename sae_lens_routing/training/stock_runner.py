@@ -40,7 +40,8 @@ def routed_hook_name(hook_names: Sequence[str]) -> str:
 
 @dataclass
 class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
-    """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in seen by SAELens's single-hook store."""
+    """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in seen by SAELens's single-hook
+    store."""
 
     @override
     @classmethod
@@ -57,7 +58,8 @@ class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
         n_layers = len(self.hook_names)
         if self.d_in % n_layers:
             raise ValueError(
-                f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of {n_layers}, got {self.d_in}"
+                f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of {n_layers}, got "
+                f"{self.d_in}"
             )
 
     def route_config(self) -> RouteTrainingSAEConfig:
@@ -98,7 +100,8 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
         return super().save_inference_model(path)
 
     def _restore_metadata(self) -> None:
-        """Save the real last routed hook (as `RouteSAETrainingRunner` does), not the stock runner's pseudo hook."""
+        """Save the real last routed hook (as `RouteSAETrainingRunner` does), not the stock runner's pseudo
+        hook."""
         meta = self.cfg.metadata
         if meta.hook_name is None or meta.hook_name.endswith(PSEUDO_HOOK):
             meta.hook_name = self.cfg.hook_names[-1]
@@ -110,7 +113,8 @@ def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModel
     validate_route_config(cfg)
     if cfg.use_cached_activations:
         raise ValueError(
-            "use_cached_activations: SAELens's single-hook cache reader cannot serve routed rows; train from a "
+            "use_cached_activations: SAELens's single-hook cache reader cannot serve routed rows; train "
+            "from a "
             "routed cache with RouteSAETrainingRunner"
         )
     out = dataclasses.replace(
@@ -126,6 +130,7 @@ def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModel
 
 @contextmanager
 def routed_model(model: Any, hook_names: Sequence[str]) -> Iterator[str]:
-    """Add the routed hook point `blocks.N.hook_resid_routed` to `model` while the block runs; yields its name."""
+    """Add the routed hook point `blocks.N.hook_resid_routed` to `model` while the block runs; yields its
+    name."""
     with routed_hook_point(model, SimpleNamespace(cfg=SimpleNamespace(hook_names=list(hook_names)))) as name:
         yield name

@@ -1,7 +1,8 @@
 """`RouteSAESweepRunner`: several RouteSAEs trained from one model forward per batch.
 
-The model forward dominates a step, so variants that differ only on the SAE side share the model and the store;
-each keeps its own runner (SAE, trainer, optimiser, checkpoints, output) and ends equal to its solo run."""
+The model forward dominates a step, so variants that differ only on the SAE side share the model and the
+store; each keeps its own runner (SAE, trainer, optimiser, checkpoints, output) and ends equal to its solo
+run."""
 
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ from sae_lens_routing.training.validation import path_problems, run_paths, valid
 VARIANT_FIELDS = frozenset({
     "sae", "lr", "lr_scheduler_name", "lr_warm_up_steps", "lr_end", "lr_decay_steps", "n_restart_cycles",
     "adam_beta1", "adam_beta2", "dead_feature_window", "feature_sampling_window", "dead_feature_threshold",
-    "autocast", "compile_sae", "sae_compilation_mode", "from_pretrained_path", "n_checkpoints", "checkpoint_path",
-    "save_final_checkpoint", "output_path", "logger", "verbose",
+    "autocast", "compile_sae", "sae_compilation_mode", "from_pretrained_path", "n_checkpoints",
+    "checkpoint_path", "save_final_checkpoint", "output_path", "logger", "verbose",
 })
-"""Runner fields a variant may change: they act on the SAE and its optimiser only, not on the shared stream."""
+"""Runner fields a variant may change: they act on the SAE and its optimiser only, not on the shared
+stream."""
 SHARED_SAE_FIELDS = ("d_in", "hook_names")
 _NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 
@@ -48,12 +50,14 @@ def variant_config(
     """`base` with a variant's overrides (runner fields, SAE fields under `sae`); its output and checkpoint
     folders go into a subfolder named after the variant unless it sets its own."""
     sae_overrides = dict(overrides.get("sae") or {})
-    for section, cls, given in (("", LanguageModelSAERunnerConfig, overrides), ("sae ", RouteTrainingSAEConfig,
-                                                                                sae_overrides)):
+    sections = (("", LanguageModelSAERunnerConfig, overrides),
+                ("sae ", RouteTrainingSAEConfig, sae_overrides))
+    for section, cls, given in sections:
         unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"sweep variant {name!r}: unknown {section}fields {unknown}; expected {cls.__name__} "
-                             "fields")
+            raise ValueError(
+                f"sweep variant {name!r}: unknown {section}fields {unknown}; expected {cls.__name__} fields"
+            )
     cfg = copy.deepcopy(base)
     if sae_overrides:
         cfg.sae = dataclasses.replace(cfg.sae, **sae_overrides)  # re-runs the SAE config's checks
@@ -75,21 +79,23 @@ def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], na
         raise ValueError(problem)
 
 
-def _stream_problems(configs: Sequence[LanguageModelSAERunnerConfig[Any]], names: Sequence[str]) -> Iterator[str]:
+def _stream_problems(configs: Sequence[Any], names: Sequence[str]) -> Iterator[str]:
     first = configs[0]
     for cfg, name in zip(configs[1:], names[1:]):
         pairs = [(f.name, getattr(first, f.name), getattr(cfg, f.name))
                  for f in dataclasses.fields(LanguageModelSAERunnerConfig) if f.name not in VARIANT_FIELDS]
         pairs += [(f"sae.{f}", getattr(first.sae, f), getattr(cfg.sae, f)) for f in SHARED_SAE_FIELDS]
         yield from (
-            f"sweep variant {name!r} changes {field} ({shared!r} -> {got!r}): the SAEs of a sweep share one stream "
+            f"sweep variant {name!r} changes {field} ({shared!r} -> {got!r}): the SAEs of a sweep share "
+            "one stream "
             f"of activations, so only SAE-side fields may differ ({sorted(VARIANT_FIELDS)}); train it as a "
             "separate run" for field, shared, got in pairs if shared != got
         )
-    yield from path_problems([p for c, n in zip(configs, names) for p in run_paths(c, f"variant {n!r} ") if p[2]])
+    yield from path_problems([p for c, n in zip(configs, names) for p in run_paths(c, f"variant {n!r} ")
+                              if p[2]])
     if any(c.logger.log_to_wandb for c in configs):
-        yield ("logger.log_to_wandb is not supported in a sweep (one W&B run per process); set it to False, or "
-               "train the variant you want logged on its own")
+        yield ("logger.log_to_wandb is not supported in a sweep (one W&B run per process); set it to False, "
+               "or train the variant you want logged on its own")
     if any(c.resume_from_checkpoint is not None for c in configs):
         yield "resume_from_checkpoint is not supported in a sweep: resume each variant on its own"
 
@@ -122,16 +128,16 @@ class RouteSAESweepRunner:
     ):
         base = isinstance(cfg, LanguageModelSAERunnerConfig)
         if base != bool(variants):
-            raise ValueError("give one base config with at least one variant (e.g. [{'sae': {'k': 16}}]), or a "
-                             "list of configs as cfg without variants")
+            raise ValueError("give one base config with at least one variant (e.g. [{'sae': {'k': 16}}]), "
+                             "or a list of configs as cfg without variants")
         if base:
             items = list(variants.items()) if isinstance(variants, Mapping) else [  # type: ignore[union-attr]
-                (str(v.get("name", f"variant_{i}")), v) for i, v in enumerate(variants)]  # type: ignore[arg-type]
+                (str(v.get("name", f"variant_{i}")), v) for i, v in enumerate(variants or [])]
             names = [n for n, _ in items]
             cfg = [variant_config(cfg, {k: v for k, v in o.items() if k != "name"}, n) for n, o in items]
         runs = [checked_run(c) for c in cfg]  # type: ignore[union-attr]
-        self.names = _check_names(list(names) if names is not None else [f"variant_{i}" for i in range(len(runs))],
-                                  len(runs))
+        names = list(names) if names is not None else [f"variant_{i}" for i in range(len(runs))]
+        self.names = _check_names(names, len(runs))
         self.configs = [r.runner for r in runs]
         check_shared_stream(self.configs, self.names)
         # Each variant seeds and initialises its SAE exactly as its solo run would.
@@ -143,7 +149,8 @@ class RouteSAESweepRunner:
         first = self.runners[0]
         with ExitStack() as stack:
             for runner in self.runners:
-                stack.enter_context(claim_output(runner.cfg, runner.overwrite, runner.dist.is_main, check=False))
+                claim = claim_output(runner.cfg, runner.overwrite, runner.dist.is_main, check=False)
+                stack.enter_context(claim)
                 if runner.dist.is_main:
                     remove_stale_partial_writes(runner.cfg)
                 runner._set_sae_metadata()
@@ -163,11 +170,7 @@ class RouteSAESweepRunner:
                 batches.close()  # the final evaluation reads the store from this thread
             eval_batches = first.final_eval_batches()
             for runner in self.runners:
-                assert runner.trainer is not None
-                runner.final_metrics = runner.evaluate_final(eval_batches)
-                if runner.cfg.output_path is not None and runner.dist.is_main:
-                    runner.save_final_sae(runner.sae, runner.cfg.output_path,
-                                          log_feature_sparsity=runner.trainer.log_feature_sparsity)
+                runner.finish(eval_batches)
         return {name: runner.sae for name, runner in zip(self.names, self.runners)}
 
 
@@ -182,7 +185,8 @@ def fit_in_lockstep(trainers: Sequence[RouteSAETrainer], batches: Any) -> None:
         batch = next(batches)
         for trainer in trainers:
             trainer.step(batch)
-            if trainer.checkpoint_thresholds and trainer.n_training_samples > trainer.checkpoint_thresholds[0]:
+            thresholds = trainer.checkpoint_thresholds
+            if thresholds and trainer.n_training_samples > thresholds[0]:
                 trainer.save_checkpoint(checkpoint_name=str(trainer.n_training_samples))
                 trainer.checkpoint_thresholds.pop(0)
             trainer.n_training_steps += 1
@@ -207,12 +211,12 @@ def _check_names(names: list[str], n_configs: int) -> list[str]:
 
 
 def sweep_run_configs(data: Mapping[str, Any]) -> tuple[list[str], list[RunConfig]]:
-    """(names, validated `RunConfig`s) of a YAML mapping with a `sweep:` list of variant overrides (each with an
-    optional `name:`), decoded like the base and applied by `variant_config`. Loads nothing."""
+    """(names, validated `RunConfig`s) of a YAML mapping with a `sweep:` list of variant overrides (each with
+    an optional `name:`), decoded like the base and applied by `variant_config`. Loads nothing."""
     base = resolve_run_config({k: v for k, v in data.items() if k != "sweep"})
     sweep = data.get("sweep")
     if not isinstance(sweep, list) or not sweep or not all(isinstance(v, Mapping) for v in sweep):
-        raise ValueError("sweep: must be a non-empty list of variant mappings (e.g. - {name: k16, sae: {k: 16}})")
+        raise ValueError("sweep: must be a non-empty list of variant mappings (- {name: k16, sae: {k: 16}})")
     names = _check_names([str(v.get("name", f"variant_{i}")) for i, v in enumerate(sweep)], len(sweep))
     runs = []
     for name, variant in zip(names, sweep):

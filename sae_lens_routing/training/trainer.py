@@ -1,7 +1,7 @@
 """`RouteSAETrainer`: SAELens's `SAETrainer`, data-parallel under torchrun, fed batches produced alongside it.
 
-Why not `DistributedDataParallel`: SAELens's trainer calls `sae.training_forward_pass`, not `module.forward`, so
-DDP's reducer would never arm; averaging each gradient in a post-accumulate hook gives the same update."""
+Why not `DistributedDataParallel`: SAELens's trainer calls `sae.training_forward_pass`, not `module.forward`,
+so DDP's reducer would never arm; averaging each gradient in a post-accumulate hook gives the same update."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def all_reduce_mean_scalars(values: dict[str, Any]) -> dict[str, Any]:
     """Every numeric entry averaged over ranks (in sorted key order: every rank passes the same keys)."""
     keys = sorted(
         k for k, v in values.items()
-        if not isinstance(v, bool) and (isinstance(v, Number) or (isinstance(v, torch.Tensor) and v.numel() == 1))
+        if not isinstance(v, bool)
+        and (isinstance(v, Number) or (isinstance(v, torch.Tensor) and v.numel() == 1))
     )
     if not keys:
         return dict(values)
@@ -78,8 +79,8 @@ def all_reduce_mean_scalars(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class RouteSAETrainer(SAETrainer):
-    """`SAETrainer` whose gradients, dead-latent statistics, logs and evals are global under torchrun (only rank
-    0 writes checkpoints); on one process it is `SAETrainer` plus atomic checkpoints."""
+    """`SAETrainer` whose gradients, dead-latent statistics, logs and evals are global under torchrun (only
+    rank 0 writes checkpoints); on one process it is `SAETrainer` plus atomic checkpoints."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,7 +105,8 @@ class RouteSAETrainer(SAETrainer):
 
     @property
     def dead_feature_window_steps(self) -> int:
-        """`dead_feature_window_tokens` (global tokens: the same on any number of ranks) in steps, when set."""
+        """`dead_feature_window_tokens` (global tokens: the same on any number of ranks) in steps, when
+        set."""
         tokens = getattr(self.sae.cfg, "dead_feature_window_tokens", None)
         if tokens is None:
             return int(self.cfg.dead_feature_window)
@@ -134,11 +136,12 @@ class RouteSAETrainer(SAETrainer):
         log = super().build_train_step_log_dict(output, n_training_samples)
         if not self.dist.enabled:
             return log
-        return {**all_reduce_mean_scalars(log), "details/n_training_samples": n_training_samples * self.dist.world_size}
+        samples = n_training_samples * self.dist.world_size
+        return {**all_reduce_mean_scalars(log), "details/n_training_samples": samples}
 
     def save_trainer_state(self, checkpoint_path: Path) -> None:
-        """Record the steps completed: `fit()` checkpoints a step before counting it, so SAELens's count is one
-        behind its optimizer and scheduler state, and a resumed run would end one step short."""
+        """Record the steps completed: `fit()` checkpoints a step before counting it, so SAELens's count is
+        one behind its optimizer and scheduler state, and a resumed run would end one step short."""
         counted = self.n_training_steps
         self.n_training_steps = max(counted, self._completed_steps)
         try:
@@ -153,7 +156,7 @@ class RouteSAETrainer(SAETrainer):
         self.checkpoint_thresholds = [t for t in self.checkpoint_thresholds if t >= self.n_training_samples]
 
     def save_checkpoint(
-        self, checkpoint_name: str, base_path: Path | str | None = None, wandb_aliases: list[str] | None = None
+        self, checkpoint_name: str, base_path: Path | str | None = None, wandb_aliases: Any = None
     ) -> None:
         """Rank 0 writes the whole checkpoint under a hidden name, then renames it: a killed save never leaves
         a folder that looks complete, and a full disk is reported with the partial files removed."""

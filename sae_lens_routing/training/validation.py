@@ -1,7 +1,7 @@
 """What a RouteSAE run is checked for, once, before any model compute; each message names the field.
 
-`validate_route_config` needs no model (a run's boundary calls it once); `validate_route_run` checks the loaded
-model against the config."""
+`validate_route_config` needs no model (a run's boundary calls it once); `validate_route_run` checks the
+loaded model against the config."""
 
 from __future__ import annotations
 
@@ -48,10 +48,12 @@ def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str]:
             f"{-(-cfg.train_batch_size_tokens // len(positions))}"
         )
     if cfg.training_tokens < cfg.train_batch_size_tokens:
-        yield f"training_tokens={cfg.training_tokens} must be >= train_batch_size_tokens={cfg.train_batch_size_tokens}"
+        yield (f"training_tokens={cfg.training_tokens} must be >= train_batch_size_tokens="
+               f"{cfg.train_batch_size_tokens}")
     if cfg.prepend_bos and list(positions) == [0]:  # every training token would be BOS
         yield (
-            f"context_size={cfg.context_size} with seqpos_slice={tuple(cfg.seqpos_slice)} and prepend_bos: true "
+            f"context_size={cfg.context_size} with seqpos_slice={tuple(cfg.seqpos_slice)} and prepend_bos: "
+            "true "
             "trains only on position 0, which is always the BOS token; raise context_size (e.g. 128) or set "
             "prepend_bos: false"
         )
@@ -66,11 +68,14 @@ def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str]:
     for field, path, written in paths:  # outputs are renamed into place: the folder above must be writable
         folder = next(p for p in Path(path).expanduser().absolute().parents if p.exists())
         if written and not os.access(folder, os.W_OK | os.X_OK):
-            yield f"{field}={path!r} cannot be written: {folder} is read-only for this user; choose another {field}"
+            yield (f"{field}={path!r} cannot be written: {folder} is read-only for this user; "
+                   f"choose another {field}")
     if cfg.sae.end_to_end_tokens and cfg.use_cached_activations:
         yield (
-            f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices the SAE "
-            "into its forward), but use_cached_activations is true: set sae.end_to_end_tokens: 0 or train live"
+            f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices "
+            "the SAE "
+            "into its forward), but use_cached_activations is true: set sae.end_to_end_tokens: 0 or train "
+            "live"
         )
 
 
@@ -82,7 +87,8 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
     d_model, n_ctx = getattr(model.cfg, "d_model", None), getattr(model.cfg, "n_ctx", None)
     problems = [
         f"sae.d_in must equal the model's d_model={d_model} for these hooks, got {cfg.sae.d_in}"
-        if d_model is not None and cfg.sae.d_in != d_model and any(h.endswith(_D_MODEL_HOOKS) for h in cfg.sae.hook_names)
+        if d_model is not None and cfg.sae.d_in != d_model
+        and any(h.endswith(_D_MODEL_HOOKS) for h in cfg.sae.hook_names)
         else None,
         f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}"
         if n_ctx is not None and cfg.context_size > n_ctx else None,
@@ -138,7 +144,9 @@ def path_problems(paths: list[tuple[str, str, bool]]) -> Iterator[str]:
             inner, outer = (b, a) if a[3] in b[3].parents else (a, b)
             fix = inner if inner[2] else outer
             yield (
-                f"{inner[0]}={inner[1]!r} {'equals' if a[3] == b[3] else 'lies inside'} {outer[0]}={outer[1]!r}; "
-                f"give {fix[0]} a folder of its own (a run never writes over or into another folder it reads or "
+                f"{inner[0]}={inner[1]!r} {'equals' if a[3] == b[3] else 'lies inside'} "
+                f"{outer[0]}={outer[1]!r}; "
+                f"give {fix[0]} a folder of its own (a run never writes over or into another folder it "
+                "reads or "
                 "writes: replacing it would delete that)"
             )

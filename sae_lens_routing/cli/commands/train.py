@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.summary_json and Path(args.summary_json).is_dir():  # known now, not after training
-        raise ValueError(f"--summary-json {args.summary_json!r} is a folder; give a file path such as summary.json")
+        raise ValueError(f"--summary-json {args.summary_json!r} is a folder; give a file path (summary.json)")
     data = read_config(args.config, args.set)
     if "sweep" in data:
         from sae_lens_routing.training.sweep import train_sweep_from_config
