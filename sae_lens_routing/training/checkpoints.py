@@ -77,10 +77,11 @@ def save_interrupted(trainers: list[Any]) -> RunInterrupted:
 
 @contextmanager
 def claim_output(
-    cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True, check: bool = True
+    cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True, training: bool = False
 ) -> Iterator[None]:
-    """Hold `<output_path>.lock` (another run holding it is refused) and, with `check`, refuse an output this
-    run may not replace. Under torchrun every rank raises rank 0's refusal (no rank waits for it alone)."""
+    """Hold `<output_path>.lock` (another run holding it is refused). Before training: refuse an output this
+    run may not replace; when training: remove killed saves' leftovers (beside the output, in the checkpoint
+    folders). Under torchrun every rank raises rank 0's refusal (no rank waits for it alone)."""
     with ExitStack() as stack:
         refusal: Exception | None = None
         if is_main and cfg.output_path is not None:
@@ -92,7 +93,7 @@ def claim_output(
                 stack.callback(lock.release)
                 stack.callback(lock_path.unlink, missing_ok=True)  # before the release
                 lock_path.write_text(f"{os.getpid()}\n")
-                if check:
+                if not training:
                     check_replaceable(cfg.output_path, "output_path", overwrite)
             except Timeout:
                 holder = lock_path.read_text().strip() if lock_path.exists() else ""
@@ -109,17 +110,14 @@ def claim_output(
             refusal = refusal or (RuntimeError(message[0]) if message[0] is not None else None)
         if refusal is not None:
             raise refusal
+        if training and is_main:
+            if cfg.output_path is not None:
+                remove_stale_temporaries(Path(cfg.output_path).parent, name=Path(cfg.output_path).name)
+            resumed = cfg.resume_from_checkpoint and Path(cfg.resume_from_checkpoint).parent
+            for folder in (cfg.checkpoint_path, resumed):
+                if folder:
+                    remove_stale_temporaries(folder)
         yield
-
-
-def remove_stale_partial_writes(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
-    """Killed saves' leftovers beside the output, in the checkpoint folder and the resumed one's folder."""
-    if cfg.output_path is not None:
-        remove_stale_temporaries(Path(cfg.output_path).parent, name=Path(cfg.output_path).name)
-    resumed = cfg.resume_from_checkpoint and Path(cfg.resume_from_checkpoint).parent
-    for folder in (cfg.checkpoint_path, resumed):
-        if folder:
-            remove_stale_temporaries(folder)
 
 
 def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerConfig[Any]) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,14 +25,13 @@ from transformer_lens.hook_points import HookedRootModule
 
 from sae_lens_routing.atomic import atomic_directory, strict_json
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
-from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
+from sae_lens_routing.saes.routed_metrics import routing_shares
 from sae_lens_routing.training import run_config
 from sae_lens_routing.training.activation_cache import CachedMultiLayerActivationsStore
 from sae_lens_routing.training.checkpoints import (
     check_resume_checkpoint,
     claim_output,
     interrupts_as_keyboard_interrupt,
-    remove_stale_partial_writes,
     save_interrupted,
 )
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
@@ -42,9 +39,12 @@ from sae_lens_routing.training.end_to_end import finetune_end_to_end
 from sae_lens_routing.training.store import MultiLayerActivationsStore
 from sae_lens_routing.training.trainer import (
     DistInfo,
+    RoutedTrainingEvaluator,
     RouteSAETrainer,
+    eval_batches,
     init_distributed,
     rank_device,
+    routed_reconstruction_metrics,
     training_batches,
 )
 from sae_lens_routing.training.validation import validate_route_run
@@ -151,9 +151,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def run(self) -> RouteTrainingSAE:
         """Train and save, holding the output folder's lock; print the summary if `cfg.verbose`."""
-        with claim_output(self.cfg, self.overwrite, self.dist.is_main, check=False):
-            if self.dist.is_main:
-                remove_stale_partial_writes(self.cfg)
+        with claim_output(self.cfg, self.overwrite, self.dist.is_main, training=True):
             sae = self._train_and_save()
         summary = format_summary(training_summary(self))
         logger.info(summary)
@@ -298,44 +296,6 @@ def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> A
     for name in ("device", "llm_device", "act_store_device"):
         setattr(local, name, rank_device(str(getattr(cfg, name)), info))
     return local
-
-
-def eval_batches(store: MultiLayerActivationsStore, n: int) -> list[torch.Tensor]:
-    return [store.get_multi_layer_llm_batch() for _ in range(max(1, n))]
-
-
-@torch.no_grad()
-def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict[str, Any]:
-    """`RoutedMetrics` (NormMSE, explained variance, L0, routing share...) over raw [n, L, d_in] batches;
-    summed over torchrun ranks when a process group is running."""
-    metrics = RoutedMetrics(list(sae.cfg.hook_names), sae.cfg.d_sae, sae.cfg.d_in)
-    for acts in batches:
-        metrics.update(sae.forward_routed(acts.to(sae.device)))
-    metrics.all_reduce()
-    return metrics.compute()
-
-
-@dataclass
-class RoutedTrainingEvaluator:
-    """SAELens's in-training evaluation (W&B runs), routed: the stock one would splice a single hook."""
-
-    activations_store: MultiLayerActivationsStore
-    n_eval_batches: int = 2
-
-    def __call__(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
-        # A prefetch producer is held meanwhile: the store's token generator cannot run in two threads.
-        prefetching = isinstance(data_provider, PrefetchingIterator)
-        with data_provider.paused() if prefetching else nullcontext():
-            batches = eval_batches(self.activations_store, self.n_eval_batches)
-        metrics = {f"eval/{k}": v for k, v in routed_reconstruction_metrics(sae, batches).items()}
-        if wandb.run is not None and not getattr(wandb.run, "disabled", False):
-            table = wandb.Table(columns=["layer", "share"])
-            shares = routing_shares({k.removeprefix("eval/"): v for k, v in metrics.items()})
-            for hook in sae.cfg.hook_names:
-                table.add_data(hook, shares[hook])
-            chart = wandb.plot.bar(table, "layer", "share", title="Routing share per layer")
-            metrics["plots/routing_share"] = chart
-        return metrics
 
 
 def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:

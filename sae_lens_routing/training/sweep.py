@@ -22,7 +22,6 @@ from sae_lens_routing.saes.route_sae import RouteTrainingSAE
 from sae_lens_routing.training.checkpoints import (
     claim_output,
     interrupts_as_keyboard_interrupt,
-    remove_stale_partial_writes,
     save_interrupted,
 )
 from sae_lens_routing.training.run_config import RunConfig, checked_run, decode_fields, resolve_run_config
@@ -149,10 +148,7 @@ class RouteSAESweepRunner:
         first = self.runners[0]
         with ExitStack() as stack:
             for runner in self.runners:
-                claim = claim_output(runner.cfg, runner.overwrite, runner.dist.is_main, check=False)
-                stack.enter_context(claim)
-                if runner.dist.is_main:
-                    remove_stale_partial_writes(runner.cfg)
+                stack.enter_context(claim_output(runner.cfg, runner.overwrite, runner.dist.is_main, True))
                 runner._set_sae_metadata()
             batches = training_batches(first.activations_store, first.cfg)
             if isinstance(batches, PrefetchingIterator):

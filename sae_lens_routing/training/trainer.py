@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from numbers import Number
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import wandb
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import TrainStepOutput
 from sae_lens.training.prefetch import PrefetchingIterator
 from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_lens_routing.atomic import atomic_directory
+from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 
 @dataclass(frozen=True)
@@ -212,3 +215,41 @@ def training_batches(store: Iterator[torch.Tensor], cfg: LanguageModelSAERunnerC
     value = cfg.prefetch_llm_batches
     depth = (1 if value else 0) if isinstance(value, bool) else int(value)
     return OverlappedBatches(iter(store), cfg.device, prefetch=depth) if depth else store
+
+
+def eval_batches(store: Any, n: int) -> list[torch.Tensor]:
+    return [store.get_multi_layer_llm_batch() for _ in range(max(1, n))]
+
+
+@torch.no_grad()
+def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict[str, Any]:
+    """`RoutedMetrics` (NormMSE, explained variance, L0, routing share...) over raw [n, L, d_in] batches;
+    summed over torchrun ranks when a process group is running."""
+    metrics = RoutedMetrics(list(sae.cfg.hook_names), sae.cfg.d_sae, sae.cfg.d_in)
+    for acts in batches:
+        metrics.update(sae.forward_routed(acts.to(sae.device)))
+    metrics.all_reduce()
+    return metrics.compute()
+
+
+@dataclass
+class RoutedTrainingEvaluator:
+    """SAELens's in-training evaluation (W&B runs), routed: the stock one would splice a single hook."""
+
+    activations_store: Any
+    n_eval_batches: int = 2
+
+    def __call__(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
+        # A prefetch producer is held meanwhile: the store's token generator cannot run in two threads.
+        prefetching = isinstance(data_provider, PrefetchingIterator)
+        with data_provider.paused() if prefetching else nullcontext():
+            batches = eval_batches(self.activations_store, self.n_eval_batches)
+        metrics = {f"eval/{k}": v for k, v in routed_reconstruction_metrics(sae, batches).items()}
+        if wandb.run is not None and not getattr(wandb.run, "disabled", False):
+            table = wandb.Table(columns=["layer", "share"])
+            shares = routing_shares({k.removeprefix("eval/"): v for k, v in metrics.items()})
+            for hook in sae.cfg.hook_names:
+                table.add_data(hook, shares[hook])
+            chart = wandb.plot.bar(table, "layer", "share", title="Routing share per layer")
+            metrics["plots/routing_share"] = chart
+        return metrics

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import route_runner_cfg, tiny_model, token_dataset
 
-from sae_lens_routing.training.trainer import OverlappedBatches, training_batches
 from sae_lens_routing.training.runner import RouteSAETrainingRunner
+from sae_lens_routing.training.trainer import OverlappedBatches, training_batches
 
 
 def _train(tmp_path, name, **overrides):
