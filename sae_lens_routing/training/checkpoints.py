@@ -151,8 +151,7 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
             list(wanted) if isinstance(wanted, tuple) else wanted
         ):
             raise ValueError(
-                f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but "
-                "this "
+                f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but this "
                 f"run has {field}={wanted!r}; resume with the checkpoint's settings or start a new run"
             )
 
