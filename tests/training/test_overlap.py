@@ -1,5 +1,5 @@
-"""Overlapped training: the model forward for the next batch runs in a producer thread (and, on CUDA, on its own
-stream) while the SAE trains, with exactly the sequential run's result."""
+"""Overlapped training: the model forward for the next batch runs in a producer thread (and, on CUDA, on its
+own stream) while the SAE trains, with exactly the sequential run's result."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """SAELens's unchanged `LanguageModelSAETrainingRunner` trains a RouteSAE (stacked routed hook point + the
-"routesae_stacked" training config), with the same result as `RouteSAETrainingRunner` on the same seed/tokens."""
+"routesae_stacked" training config), with the same result as `RouteSAETrainingRunner` on the same
+seed/tokens."""
 
 from __future__ import annotations
 
