@@ -1,7 +1,6 @@
-"""All-or-nothing writes: a crash mid-write leaves the old file/folder or none, never half of one.
-
-Finished folders carry a manifest, so only folders this package wrote are ever replaced; temporary names carry
-the writer's pid (`.NAME.tmp-PID-RANDOM`), so a later run can remove a killed writer's leftovers."""
+"""All-or-nothing writes: a crash leaves the old file/folder or none. Finished folders carry a manifest, so
+only folders this package wrote are replaced; temporary names carry the writer's pid, so a killed writer's
+leftovers can be removed."""
 
 from __future__ import annotations
 

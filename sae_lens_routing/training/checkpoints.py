@@ -1,7 +1,5 @@
-"""Run safety: one run per output folder, interrupts that save a checkpoint, and a resume checked first.
-
-SAELens resumes from whatever a folder holds; a checkpoint of other layers or a truncated file would train the
-wrong SAE or fail deep inside torch, so a resume is read and compared with the run before anything trains."""
+"""Run safety: one run per output folder, interrupts that save a checkpoint, a resume checked first (SAELens
+resumes from whatever a folder holds: other layers or a truncated file would train wrong or fail in torch)."""
 
 from __future__ import annotations
 
@@ -151,8 +149,9 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
             list(wanted) if isinstance(wanted, tuple) else wanted
         ):
             raise ValueError(
-                f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but this "
-                f"run has {field}={wanted!r}; resume with the checkpoint's settings or start a new run"
+                f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), "
+                f"but this run has {field}={wanted!r}; resume with the checkpoint's settings or start a new "
+                "run"
             )
 
 

@@ -1,8 +1,5 @@
-"""A hook-free forward returning the residual stream after each routed block, made for `torch.compile`.
-
-`torch.compile` does not trace `run_with_cache`'s hooks reliably; `blocks.N.hook_resid_post` is block N's
-output, so a loop over the model's own modules yields every routed layer without hooks and compiles as one
-graph."""
+"""A hook-free forward to each routed `blocks.N.hook_resid_post` (block N's output) for `torch.compile`, which
+does not trace `run_with_cache`'s hooks reliably; it compiles as one graph."""
 
 from __future__ import annotations
 

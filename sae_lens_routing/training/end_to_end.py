@@ -1,8 +1,6 @@
-"""A short end-to-end phase: the SAE (router included) trained through the routed splice on the model's KL.
-
-The main loss lets the router send tokens wherever reconstruction is easiest, whatever that costs downstream;
-here each token's reconstruction replaces its routed layer in the frozen model (as `analysis.splice` does) and
-the loss is KL(clean || spliced) plus the main loss, as in the e2e SAEs of Braun et al."""
+"""A short end-to-end phase (Braun et al.'s e2e SAEs): each token's reconstruction replaces its routed layer
+in the frozen model and the SAE trains on KL(clean || spliced) plus the main loss, which alone lets the router
+pick the easiest layer whatever the cost downstream."""
 
 from __future__ import annotations
 

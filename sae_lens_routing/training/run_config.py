@@ -1,8 +1,6 @@
-"""One typed, resolved and validated run config from YAML (`train`, `cache-activations`, `demo`).
-
-The YAML holds the runner config's fields, an `sae:` section, an optional `logger:` section, and two keys of
-ours: `model_path` (a local model, loaded offline) and `corpus` (a named offline corpus). `parse_run_config`
-is the one place YAML is decoded and validated; nothing loads until it has passed."""
+"""One typed, resolved, validated run config from YAML (`train`, `cache-activations`, `demo`): runner fields,
+`sae:` and `logger:` sections, our `model_path` (a local model) and `corpus` (an offline corpus).
+`parse_run_config` is the one place YAML is decoded and validated; nothing loads before."""
 
 from __future__ import annotations
 

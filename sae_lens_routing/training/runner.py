@@ -1,7 +1,6 @@
-"""`RouteSAETrainingRunner`: the one training path (YAML runs, Python configs and sweep variants).
-
-SAELens's runner builds its single-hook store, evaluator and trainer inside `__init__`/`run` with no factory
-to override, so this subclass re-implements those two methods with the same steps and config fields."""
+"""`RouteSAETrainingRunner`: the one training path (YAML runs, Python configs, sweep variants). SAELens's
+runner builds its single-hook store, evaluator and trainer inside `__init__`/`run` with no factory to
+override, so this subclass re-implements those two methods with the same steps and config fields."""
 
 from __future__ import annotations
 

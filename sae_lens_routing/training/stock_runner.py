@@ -1,11 +1,6 @@
-"""Train a RouteSAE with SAELens's unchanged `LanguageModelSAETrainingRunner` (and `MultiSAETrainingRunner`).
-
-The model gets a routed hook point (`blocks.N.hook_resid_routed`: the L routed layers concatenated) and the
-runner a stacked SAE config whose `d_in` is L*d_in; same seed and tokens give `RouteSAETrainingRunner`'s SAE:
-
-    with routed_model(model, cfg.sae.hook_names):
-        sae = LanguageModelSAETrainingRunner(stock_runner_config(cfg), override_model=model).run()
-"""
+"""RouteSAEs from SAELens's unchanged `LanguageModelSAETrainingRunner`: the model gets a routed hook point
+(the L routed layers concatenated) and the runner a stacked SAE config (`d_in` = L*d_in): `with
+routed_model(model, hooks):` run it on `stock_runner_config(cfg)`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""`RouteSAESweepRunner`: several RouteSAEs trained from one model forward per batch.
-
-The model forward dominates a step, so variants that differ only on the SAE side share the model and the
-store; each keeps its own runner (SAE, trainer, optimiser, checkpoints, output) and ends equal to its solo
-run."""
+"""`RouteSAESweepRunner`: several RouteSAEs from one model forward per batch. The forward dominates a step, so
+variants differing only on the SAE side share the model and store; each keeps its own runner and ends equal to
+its solo run."""
 
 from __future__ import annotations
 

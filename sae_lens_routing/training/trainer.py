@@ -1,7 +1,5 @@
-"""`RouteSAETrainer`: SAELens's `SAETrainer`, data-parallel under torchrun, fed batches produced alongside it.
-
-Why not `DistributedDataParallel`: SAELens's trainer calls `sae.training_forward_pass`, not `module.forward`,
-so DDP's reducer would never arm; averaging each gradient in a post-accumulate hook gives the same update."""
+"""`RouteSAETrainer`: SAELens's `SAETrainer`, data-parallel under torchrun (gradients averaged in
+post-accumulate hooks: SAELens calls `training_forward_pass`, so DDP's reducer would never arm)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """What a RouteSAE run is checked for, once, before any model compute; each message names the field.
-
-`validate_route_config` needs no model (a run's boundary calls it once); `validate_route_run` checks the
-loaded model against the config."""
+`validate_route_config` needs no model; `validate_route_run` checks the loaded model."""
 
 from __future__ import annotations
 
