@@ -7,7 +7,7 @@ Side by side in one process, same random-weight model, same tokens, same d_sae/k
   step;
   (d) `--overlap`: (c) with `prefetch_llm_batches` (the next batch's forward runs in a producer thread, on its
   own
-      CUDA stream, while the SAE trains: `sae_lens_routing/training/overlap.py`);
+      CUDA stream, while the SAE trains: `sae_lens_routing/training/trainer.py`);
   (e) `--sweep N`: `RouteSAESweepRunner` training N RouteSAEs (k/2, k, 2k, 4k, ...) from one forward per
   batch,
       overlapped too with `--overlap`; its aggregate SAE-tokens/s is N x its stream tokens/s.

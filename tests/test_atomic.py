@@ -92,3 +92,10 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path, caplog):
     assert sorted(removed) == sorted(stale)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
     assert "partial write left by a run that was killed" in caplog.text
+
+
+def test_the_package_imports_where_fcntl_does_not_exist():
+    """The output lock is filelock's, which falls back where fcntl is missing (Windows)."""
+    code = "import sys; sys.modules['fcntl'] = None; import sae_lens_routing.cli.main; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -1,15 +1,6 @@
-"""A short end-to-end phase: train the SAE (router included) through the routed splice on the model's KL.
-
-The main phase minimises the normalised MSE of the *routed input*, which the router can lower by sending tokens to
-whichever layer is easiest to reconstruct, whatever that costs the model downstream. Here each token's
-reconstruction replaces its routed layer inside the model, and the loss is KL(clean || spliced) over next-token
-distributions plus the main loss (so the SAE keeps reconstructing while it learns what the model needs). The
-model's weights stay frozen; the gradient reaches the SAE and the router through the blocks after the splice.
-This is the "short end-to-end fine-tune" of e2e SAEs (Braun et al. 2024), applied to routed SAEs.
-
-The splice here is the training-time form of `analysis.splice.routed_splice` with a plan: the same replacement
-(`RoutedOutput.routed_layer_reconstruction`, special tokens left clean), kept in the autograd graph.
-"""
+"""A short end-to-end phase (Braun et al.'s e2e SAEs): each token's reconstruction replaces its routed layer
+in the frozen model and the SAE trains on KL(clean || spliced) plus the main loss, which alone lets the router
+pick the easiest layer whatever the cost downstream."""
 
 from __future__ import annotations
 
@@ -25,12 +16,14 @@ from sae_lens_routing.saes.routed_activations import routed_activations, routed_
 def end_to_end_step(
     sae: Any, model: Any, tokens: torch.Tensor, keep: torch.Tensor, mse_coefficient: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """(loss, logged values) of one batch: KL of the routed-spliced model against the clean one, per kept token,
-    plus `mse_coefficient` x the normalised MSE of the routed input."""
+    """(loss, logged values) of one batch: KL of the spliced model against the clean one over kept tokens,
+    plus `mse_coefficient` x the routed input's NormMSE."""
     hooks = list(sae.cfg.hook_names)
     first = routed_block_range(hooks)[0]  # type: ignore[index]
     entry = f"blocks.{first}.hook_resid_pre"
-    acts, clean_logits, extras = routed_activations(model, tokens, hooks, full_forward=True, extra_hooks=(entry,))
+    acts, clean_logits, extras = routed_activations(
+        model, tokens, hooks, full_forward=True, extra_hooks=(entry,)
+    )
     out = sae.forward_routed(acts.to(sae.dtype))
     values = out.routed_layer_reconstruction()
 
@@ -59,9 +52,8 @@ def finetune_end_to_end(
     exclude_special_tokens: list[int] | None = None,
     log_every: int = 0,
 ) -> list[dict[str, float]]:
-    """Adam over the SAE's parameters, one step per batch of `token_batches` [batch, seq], the learning rate
-    decaying linearly to 0; the model is frozen (its `requires_grad` flags restored after). Returns each step's
-    KL and NormMSE."""
+    """Adam over the SAE, one step per token batch, lr decaying linearly to 0, the model frozen meanwhile;
+    returns each step's KL and NormMSE."""
     batches = list(token_batches)
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:

@@ -1,52 +1,52 @@
-"""One typed run config from YAML, for the `train`, `cache-activations` and `demo` commands.
-
-The YAML holds the runner config's own fields, an `sae:` section (a `RouteTrainingSAEConfig`), an optional
-`logger:` section (`LoggingConfig`), and two keys of ours: `model_path:` (a local GGUF file or Hugging Face
-folder, loaded offline instead of `model_name`) and `corpus:` (a named offline corpus instead of
-`dataset_path`). `sae.hook_names: paper` means the paper's layers for the model; `sae.d_in` defaults to its
-d_model.
-
-The flow, once: `read_config` (the file, then each `--set`; errors name the file or the argument) ->
-`parse_run_config`: every field decoded by its type (`config_decode`), `model_path` / `corpus` /
-`hook_names: paper` / an omitted `d_in` resolved here alone (from the model's config file or the activation
-cache's metadata, never its weights), SAELens's config built and `validate_route_config` run -> a `RunConfig`.
-Only then does `load_model_and_dataset` load anything: a bad config fails in seconds, not after the model load.
-"""
+"""One typed, resolved, validated run config from YAML (`train`, `cache-activations`, `demo`): runner fields,
+`sae:` and `logger:` sections, our `model_path` (a local model) and `corpus` (an offline corpus).
+`parse_run_config` is the one place YAML is decoded and validated; nothing loads before."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import re
+import types
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import SAEMetadata
+from typeguard import CollectionCheckStrategy, TypeCheckError, check_type
 
 from sae_lens_routing.offline.bridge import is_bridge_class, require_bridge
 from sae_lens_routing.offline.corpus import CORPORA
 from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig
 from sae_lens_routing.saes.layers import paper_hook_names
-from sae_lens_routing.training.config_decode import decode_fields, decode_value
 from sae_lens_routing.training.validation import validate_route_config
 
-EXTRA_KEYS = ("model_path", "corpus")
 PAPER = "paper"
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A checked run: SAELens's runner config plus the offline model and corpus the YAML names."""
+    """A validated run: SAELens's runner config plus the offline model and corpus the YAML names."""
 
     runner: LanguageModelSAERunnerConfig[RouteTrainingSAEConfig]
     model_path: str | None = None
-    """The local model as written (GGUF, Hugging Face folder or 'smollm2'); also in the SAE's metadata, so the
-    analysis commands reload the same model."""
     corpus: str | None = None
+
+
+def checked_run(cfg: LanguageModelSAERunnerConfig[Any] | RunConfig) -> RunConfig:
+    """A decoded `RunConfig` was validated by `parse_run_config`; a config built in Python is validated
+    here."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    validate_route_config(cfg)
+    return RunConfig(runner=cfg)
 
 
 def read_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -55,14 +55,10 @@ def read_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {_yaml_problem(e)}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
-    return apply_overrides(data, overrides)
+    return apply_overrides(decode_value(data, dict, str(path)), overrides)
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -70,23 +66,77 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     data = copy.deepcopy(dict(data))
     for item in overrides:
         key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        if not raw.strip():  # YAML reads an empty value as null: say so instead of unsetting the field
-            raise ValueError(f"--set {item!r} has no value; write {key}=null to clear a field")
+        key, problem = key.strip(), None
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML: {_yaml_problem(e)}") from e
+            problem = f"--set {item!r}: the value is not valid YAML: {_yaml_problem(e)}"
+        if not raw.strip():  # YAML reads an empty value as null: say so instead of unsetting the field
+            problem = f"--set {item!r} has no value; write {key}=null to clear a field"
+        if not sep or not key:
+            problem = f"--set expects key=value, got {item!r}"
+        if problem is not None:
+            raise ValueError(problem)
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--set {key}: {part!r} is not a section")
+            node = decode_value(node.setdefault(part, {}), dict, f"--set {key}: {part!r}")
         node[leaf] = value
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None) or str(error)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
+def decode_fields(cls: type, data: Any, section: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`cls`'s constructor arguments from a YAML mapping: unknown keys and wrongly typed values are
+    refused."""
+    data = decode_value(data, dict, section)
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls) if f.init} - set(skip))
+    if unknown:
+        raise ValueError(f"unknown {section} fields {unknown}; expected {cls.__name__} fields")
+    prefix = "" if section == "config" else f"{section}."
+    return {k: decode_value(v, hints[k], f"{prefix}{k}") for k, v in data.items() if k not in skip}
+
+
+def decode_value(value: Any, hint: Any, name: str) -> Any:
+    """`value` checked as type `hint` (typeguard) after YAML's forms are mapped: a list for a tuple, a number
+    written as text (`lr: 1e-3` in YAML 1.1) for a float, a mapping for a dataclass. A bool is not an int."""
+    arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    plain = [typing.get_origin(a) or a for a in arms]
+    if float in plain and isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        value = float(value)
+    elif float in plain and type(value) is int:
+        value = float(value)
+    elif tuple in plain and isinstance(value, list):
+        value = tuple(value)
+    dataclass_arm = next((a for a in arms if dataclasses.is_dataclass(a)), None)
+    if dataclass_arm is not None and isinstance(value, Mapping):
+        return dataclass_arm(**decode_fields(dataclass_arm, value, name))
+    ok = not (isinstance(value, bool) and hint is not Any and bool not in plain)
+    try:
+        check_type(value, hint, collection_check_strategy=CollectionCheckStrategy.ALL_ITEMS)
+    except TypeCheckError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _describe(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is dict:
+        return "a mapping"
+    if typing.get_origin(hint) in (list, tuple):
+        return f"a list of {_describe(args[0])}"
+    return "null" if hint is type(None) else str(hint) if args else getattr(hint, "__name__", str(hint))
 
 
 def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -95,75 +145,51 @@ def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfi
 
 def parse_run_config(data: Mapping[str, Any]) -> RunConfig:
     """The typed, resolved and validated run of a YAML mapping; loads no model weights and no corpus."""
-    if not isinstance(data, Mapping):
-        raise TypeError(f"the config must be a mapping of fields, got {type(data).__name__}")
+    run = resolve_run_config(data)
+    validate_route_config(run.runner)
+    return run
+
+
+def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
+    """`parse_run_config` before validation (a sweep validates each variant instead of its base)."""
+    data = decode_value(data, dict, "the config")
     model_path = decode_value(data.get("model_path"), str | None, "model_path")
     corpus = decode_value(data.get("corpus"), str | None, "corpus")
-    if corpus is not None and corpus not in CORPORA:
-        raise ValueError(f"corpus must be one of {CORPORA}, got {corpus!r}")
-    if "sae" not in data:
-        raise ValueError(
-            "the config needs an `sae:` section with the RouteTrainingSAEConfig fields "
-            "(d_in, d_sae, k, hook_names)"
-        )
-    fields = decode_fields(LanguageModelSAERunnerConfig, data, "config", skip=("sae", *EXTRA_KEYS))
+    fields = decode_fields(LanguageModelSAERunnerConfig, data, "config", skip=("sae", "model_path", "corpus"))
+    raw = decode_value(data.get("sae"), dict, "sae")
+    sae = decode_fields(RouteTrainingSAEConfig, raw, "sae", skip=("architecture", "hook_names"))
+    if "hook_names" in raw:
+        sae["hook_names"] = decode_value(raw["hook_names"], list[str] | Literal["paper"], "sae.hook_names")
+    cached = fields.get("use_cached_activations")
+    problems = [
+        corpus not in (None, *CORPORA) and f"corpus must be one of {CORPORA}, got {corpus!r}",
+        raw.get("architecture", ARCHITECTURE) != ARCHITECTURE
+        and f"sae.architecture must be {ARCHITECTURE!r} (or left out), got {raw.get('architecture')!r}",
+        cached and not fields.get("cached_activations_path")
+        and "use_cached_activations: true needs cached_activations_path (the cache-activations --out)",
+        not cached and "hook_names" not in sae
+        and f"sae.hook_names is missing: list the routed hook points (layer order) or write {PAPER!r}",
+        model_path is not None and fields.get("model_from_pretrained_kwargs")  # local models load unprocessed
+        and "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always "
+        f"loaded unprocessed, got {fields.get('model_from_pretrained_kwargs')!r}",
+    ]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p))
     if is_bridge_class(fields.get("model_class_name")):
         require_bridge(fields["model_class_name"])
-    sae = _decode_sae(data["sae"])
-    if fields.get("use_cached_activations"):
-        model_path = _resolve_from_cache(fields, sae, model_path)
-    else:
-        _resolve_from_model(fields, sae, model_path)
+    model_path = (_resolve_from_cache if cached else _resolve_from_model)(fields, sae, model_path)
     if model_path is not None:
         sae["metadata"] = SAEMetadata(model_path=model_path)
-        _no_pretrained_kwargs(fields)
+        fields["model_from_pretrained_kwargs"] = {}  # SAELens's default would warn at every later load
     runner = LanguageModelSAERunnerConfig(sae=RouteTrainingSAEConfig(**sae), **fields)
-    validate_route_config(runner)
     return RunConfig(runner=runner, model_path=model_path, corpus=corpus)
 
 
-def _decode_sae(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise TypeError(
-            f"sae must be a mapping of RouteTrainingSAEConfig fields (d_sae, k, hook_names...), got {raw!r}"
-        )
-    architecture = raw.get("architecture", ARCHITECTURE)
-    if architecture != ARCHITECTURE:
-        raise ValueError(f"sae.architecture must be {ARCHITECTURE!r} (or left out), got {architecture!r}")
-    hooks = raw.get("hook_names")
-    if isinstance(hooks, str) and hooks != PAPER:
-        raise TypeError(f"sae.hook_names must be a list of hook names or {PAPER!r}, got {hooks!r} (str)")
-    skip = ("architecture", "hook_names") if hooks == PAPER else ("architecture",)
-    sae = decode_fields(RouteTrainingSAEConfig, raw, "sae", skip=skip)
-    if hooks == PAPER:
-        sae["hook_names"] = PAPER
-    return sae
-
-
-def _no_pretrained_kwargs(fields: dict[str, Any]) -> None:
-    """`model_from_pretrained_kwargs` go to TransformerLens's `from_pretrained`, which a local model never goes
-    through (`load_local_model` always loads it unprocessed). Recording SAELens's default for them would make
-    every later load of the SAE warn about kwargs that were never applied."""
-    if fields.get("model_from_pretrained_kwargs"):
-        raise ValueError(
-            "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always loaded "
-            f"unprocessed, got {fields['model_from_pretrained_kwargs']!r}"
-        )
-    fields["model_from_pretrained_kwargs"] = {}
-
-
 def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
-    """A `use_cached_activations` run loads no model: `model_name`, `sae.d_in` and `sae.hook_names` (omitted
-    or `paper`) come from the cache's metadata (given ones are checked against it by the cached store), and
-    the model path it recorded goes into the SAE for the analysis commands."""
+    """A cached run loads no model: model name, hooks and d_in come from the cache's metadata."""
     from sae_lens_routing.training.activation_cache import read_cache_metadata
 
-    path = fields.get("cached_activations_path")
-    if not path:
-        raise ValueError(
-            "use_cached_activations: true needs cached_activations_path (the cache-activations --out)"
-        )
-    meta = read_cache_metadata(path)
+    meta = read_cache_metadata(fields["cached_activations_path"])
     fields.setdefault("model_name", Path(model_path).stem if model_path else meta.model_name)
     if sae.get("hook_names") in (None, PAPER):
         sae["hook_names"] = list(meta.hook_names)
@@ -171,44 +197,41 @@ def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path:
     return model_path or meta.model_path
 
 
-def _resolve_from_model(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> None:
-    """`hook_names: paper` and an omitted `d_in` from the model's config (n_layers, d_model), read before
-    any weights; `model_name` defaults to the local model's name."""
+def _resolve_from_model(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
+    """`hook_names: paper` and an omitted `d_in` from the model's config (n_layers, d_model), before
+    weights."""
     if model_path is not None:
         from sae_lens_routing.offline.local_model import resolve_model_path
 
         resolve_model_path(model_path)  # a missing file or folder fails here, before anything loads
         fields.setdefault("model_name", Path(model_path).stem)
-    if "hook_names" not in sae:
-        raise ValueError(
-            f"sae.hook_names is missing: list the routed hook points (layer order) or write {PAPER!r}"
-        )
     if sae["hook_names"] == PAPER or "d_in" not in sae:
         n_layers, d_model = _model_shape(fields, model_path)
         if sae["hook_names"] == PAPER:
             sae["hook_names"] = paper_hook_names(n_layers)
         sae.setdefault("d_in", d_model)
+    return model_path
 
 
 def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, int]:
-    """(n_layers, d_model) from the model's config alone. A GGUF is first dequantised into its cached
-    Hugging Face folder (the loader's own first step, done once per file)."""
+    """(n_layers, d_model) from the model's config alone (a GGUF is first dequantised into its cached
+    folder)."""
     if model_path is not None:
         from sae_lens_routing.offline.local_model import gguf_to_hf_folder, resolve_model_path
 
         path = resolve_model_path(model_path)
-        folder = gguf_to_hf_folder(path) if path.is_file() else path
-        hf = json.loads((folder / "config.json").read_text())
+        hf = json.loads(((gguf_to_hf_folder(path) if path.is_file() else path) / "config.json").read_text())
         return int(hf["num_hidden_layers"]), int(hf["hidden_size"])
     if is_bridge_class(fields.get("model_class_name")) and "model_name" in fields:
         from transformers import AutoConfig
 
         with _hub_config_errors(fields["model_name"]):
-            hf = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
-        return int(hf.num_hidden_layers), int(hf.hidden_size)
-    if fields.get("model_class_name", "HookedTransformer") != "HookedTransformer" or "model_name" not in fields:
+            text_cfg = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
+        return int(text_cfg.num_hidden_layers), int(text_cfg.hidden_size)
+    if "model_name" not in fields or fields.get("model_class_name") not in (None, "HookedTransformer"):
         raise ValueError(
-            f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give model_path, "
+            f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give "
+            "model_path, "
             "or model_name of a HookedTransformer, or list sae.hook_names and give sae.d_in"
         )
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
@@ -232,9 +255,9 @@ def _hub_config_errors(model_name: str) -> Iterator[None]:
 
 
 def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
-    """The one place a run's model and offline corpus load (None: the runner reads `dataset_path`). Under
-    torchrun each rank puts the model on its own GPU."""
-    from sae_lens_routing.training.distributed import init_distributed, rank_device
+    """The one place a run's model and offline corpus load (dataset None: the store reads `dataset_path`).
+    Under torchrun each rank puts the model on its own GPU."""
+    from sae_lens_routing.training.trainer import init_distributed, rank_device
 
     cfg = run.runner
     device = rank_device(str(cfg.llm_device), init_distributed(str(cfg.device)))
@@ -256,32 +279,17 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
             model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
             hook_names=list(cfg.sae.hook_names),
         )
-    dataset = None
-    if run.corpus is not None:
-        from sae_lens_routing.offline.corpus import load_corpus
+    if run.corpus is None:
+        return model, None
+    from sae_lens_routing.offline.corpus import load_corpus
 
-        dataset = load_corpus(run.corpus, split="train")  # evaluation reads the held-out documents
-    return model, dataset
+    return model, load_corpus(run.corpus, split="train")  # evaluation reads the held-out documents
 
 
 def train_from_config(run: RunConfig, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Train a parsed run; returns (runner, summary). Used by the `train` and `demo` commands.
-
-    With `use_cached_activations: true` neither the model nor the corpus is loaded: activations come from
-    `cached_activations_path` (built by the `cache-activations` command from the same YAML)."""
-    from sae_lens_routing.training.checkpoints import refuse_existing_output
+    """Train a parsed run (the `train` and `demo` commands); returns (runner, summary)."""
     from sae_lens_routing.training.runner import RouteSAETrainingRunner, training_summary
 
-    refuse_existing_output(run.runner.output_path, overwrite)  # before the model loads
-    model, dataset = (None, None) if run.runner.use_cached_activations else load_model_and_dataset(run)
-    runner = RouteSAETrainingRunner(
-        run.runner, override_dataset=dataset, override_model=model, overwrite=overwrite
-    )
+    runner = RouteSAETrainingRunner(run, overwrite=overwrite)
     runner.run()
     return runner, training_summary(runner)
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error)
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem

@@ -1,13 +1,6 @@
-"""`RouteSAETrainingRunner`: an ordinary SAELens config run, for routed SAEs.
-
-Users write a `LanguageModelSAERunnerConfig` with `sae=RouteTrainingSAEConfig(...)` and call
-`RouteSAETrainingRunner(cfg).run()`. Compared with the stock runner it builds a `MultiLayerActivationsStore`
-(never the single-hook store), a routed evaluator, and a `RouteSAETrainer` (data-parallel under torchrun).
-
-SAELens's runner hard-codes its store, evaluator and trainer inside `__init__`/`run`, with no factory to
-override, so this subclass re-implements those two methods (same steps, same config fields) instead of
-calling them.
-"""
+"""`RouteSAETrainingRunner`: the one training path (YAML runs, Python configs, sweep variants). SAELens's
+runner builds its single-hook store, evaluator and trainer inside `__init__`/`run` with no factory to
+override, so this subclass re-implements those two methods with the same steps and config fields."""
 
 from __future__ import annotations
 
@@ -23,7 +16,6 @@ import wandb
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
 from sae_lens.constants import RUNNER_CFG_FILENAME, SPARSITY_FILENAME
 from sae_lens.llm_sae_training_runner import LanguageModelSAETrainingRunner
-from sae_lens.load_model import load_model
 from sae_lens.saes.sae import TrainingSAE, TrainingSAEConfig
 from sae_lens.training._interruption import InterruptedException
 from sae_lens.training.prefetch import PrefetchingIterator
@@ -33,32 +25,34 @@ from transformer_lens.hook_points import HookedRootModule
 from sae_lens_routing.atomic import atomic_directory, strict_json
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
 from sae_lens_routing.saes.routed_metrics import routing_shares
+from sae_lens_routing.training import run_config
 from sae_lens_routing.training.activation_cache import CachedMultiLayerActivationsStore
 from sae_lens_routing.training.checkpoints import (
     check_resume_checkpoint,
     claim_output,
     interrupts_as_keyboard_interrupt,
-    refuse_existing_output,
-    remove_stale_partial_writes,
     save_interrupted,
 )
 from sae_lens_routing.training.compiled_forward import supports_compiled_forward
-from sae_lens_routing.training.distributed import DistInfo, init_distributed, rank_device, shard_dataset
 from sae_lens_routing.training.end_to_end import finetune_end_to_end
-from sae_lens_routing.training.overlap import training_batches
 from sae_lens_routing.training.store import MultiLayerActivationsStore
-from sae_lens_routing.training.trainer import RouteSAETrainer
-from sae_lens_routing.training.training_evaluator import (
+from sae_lens_routing.training.trainer import (
+    DistInfo,
     RoutedTrainingEvaluator,
+    RouteSAETrainer,
+    eval_batches,
+    init_distributed,
+    rank_device,
     routed_reconstruction_metrics,
+    training_batches,
 )
-from sae_lens_routing.training.validation import validate_route_config, validate_route_run
+from sae_lens_routing.training.validation import validate_route_run
 
 logger = logging.getLogger(__name__)
 
 
 class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
-    """Train a RouteSAE from a `LanguageModelSAERunnerConfig` (same constructor overrides as the stock runner)."""
+    """Train a RouteSAE from a runner config (same constructor overrides as the stock runner)."""
 
     activations_store: MultiLayerActivationsStore
     sae: RouteTrainingSAE
@@ -68,90 +62,75 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def __init__(
         self,
-        cfg: LanguageModelSAERunnerConfig[Any],
+        cfg: LanguageModelSAERunnerConfig[Any] | run_config.RunConfig,
         override_dataset: HfDataset | None = None,
         override_model: HookedRootModule | None = None,
         override_sae: TrainingSAE[Any] | None = None,
         overwrite: bool = False,
     ):
-        """`overwrite`: replace an existing `output_path` (by default a run refuses it before training)."""
-        # Deliberately not super().__init__(): it would build the single-hook ActivationsStore first.
-        validate_route_config(cfg)  # everything that needs no model, before anything loads
+        """`cfg` is validated here unless it is a decoded `RunConfig` (whose model and corpus load here).
+        `overwrite` replaces an output folder this package wrote; other outputs are refused before loading."""
+        run = run_config.checked_run(cfg)
         self.overwrite = overwrite
-        refuse_existing_output(cfg.output_path, overwrite)
-        if cfg.resume_from_checkpoint is not None:
-            check_resume_checkpoint(cfg.resume_from_checkpoint, cfg)
-        self.dist = init_distributed(str(cfg.device))
-        # What the user asked for (global tokens and batch): what runner_cfg.json, the model card and W&B record.
-        self.global_cfg = cfg
-        self.cfg = per_rank_config(cfg, self.dist)
-        if self.cfg.use_cached_activations:
-            self._init_from_cache(override_dataset, override_model)
-        else:
-            self._init_live(override_dataset, override_model)
-
+        self.dist = init_distributed(str(run.runner.device))
+        self.global_cfg = run.runner  # what the user asked for: recorded in runner_cfg.json and W&B
+        self.cfg = per_rank_config(run.runner, self.dist)
+        with claim_output(self.cfg, overwrite, self.dist.is_main):  # refused before anything loads
+            pass
+        if self.cfg.resume_from_checkpoint is not None:
+            check_resume_checkpoint(self.cfg.resume_from_checkpoint, self.cfg)
+        self._init_store(run, override_dataset, override_model)
         torch.manual_seed(self.cfg.seed)
-        if override_sae is not None:
-            sae = override_sae
-        elif self.cfg.from_pretrained_path is not None:
+        sae = override_sae
+        if sae is None and self.cfg.from_pretrained_path is not None:
             sae = TrainingSAE.load_from_disk(self.cfg.from_pretrained_path, str(self.cfg.device))
-        else:
-            sae = TrainingSAE.from_dict(
-                TrainingSAEConfig.from_dict(self.cfg.get_training_sae_cfg_dict()).to_dict()
-            )
+        elif sae is None:
+            sae_cfg = TrainingSAEConfig.from_dict(self.cfg.get_training_sae_cfg_dict())
+            sae = TrainingSAE.from_dict(sae_cfg.to_dict())
         if not isinstance(sae, RouteTrainingSAE):
             raise ValueError(f"override_sae must be a RouteTrainingSAE, got {type(sae).__name__}")
-        self.sae = sae
-        self.sae.to(self.cfg.device)
-        self.evaluator = RoutedTrainingEvaluator(
-            self.activations_store, n_eval_batches=self.cfg.n_eval_batches
-        )
+        self.sae = sae.to(self.cfg.device)
+        self.evaluator = RoutedTrainingEvaluator(self.activations_store, self.cfg.n_eval_batches)
 
-    def _init_live(self, override_dataset: HfDataset | None, override_model: HookedRootModule | None) -> None:
-        """The model runs over the dataset as training goes (SAELens's usual path)."""
-        if override_model is None:
-            self.model = load_model(
-                self.cfg.model_class_name,
-                self.cfg.model_name,
-                device=str(self.cfg.llm_device),
-                model_from_pretrained_kwargs=self.cfg.model_from_pretrained_kwargs,
-                hook_names=list(self.cfg.sae.hook_names),
-            )
-        else:
-            self.model = override_model
-        validate_route_run(self.cfg, self.model)
-        self._compile_llm_if_needed()
-
-        dataset = override_dataset
-        if self.dist.enabled:
-            dataset = shard_dataset(dataset if dataset is not None else _load_dataset(self.cfg), self.dist)
-        self.activations_store = MultiLayerActivationsStore.from_route_config(
-            self.model, self.cfg, override_dataset=dataset
-        )
-
-    def _init_from_cache(
-        self, override_dataset: HfDataset | None, override_model: HookedRootModule | None
+    def _init_store(
+        self, run: run_config.RunConfig, dataset: HfDataset | None, model: HookedRootModule | None
     ) -> None:
-        """`use_cached_activations`: activations come from the routed cache; no model is loaded (evaluation
-        is routed reconstruction on the cache's held-out sequences). A given `override_model` is only checked."""
-        if override_dataset is not None:
-            raise ValueError(
-                "override_dataset cannot be combined with use_cached_activations=True: the tokens come from "
-                "the cache at cached_activations_path"
+        """A cached run reads the routed cache (a given model is only checked); a live run loads the model and
+        corpus unless given, and runs the model over the dataset as training goes."""
+        if self.cfg.use_cached_activations:
+            if dataset is not None:
+                raise ValueError(
+                    "override_dataset cannot be combined with use_cached_activations=True: the tokens come "
+                    "from "
+                    "the cache at cached_activations_path"
+                )
+            validate_route_run(self.cfg, model)
+            self.model = model  # type: ignore[assignment]
+            self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
+                self.cfg, model, rank=self.dist.rank, world_size=self.dist.world_size
             )
-        self.model = override_model  # type: ignore[assignment]
-        validate_route_run(self.cfg, override_model)
-        self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
-            self.cfg, override_model, rank=self.dist.rank, world_size=self.dist.world_size
-        )
+            return
+        if model is None:
+            model, loaded = run_config.load_model_and_dataset(run)
+            dataset = loaded if dataset is None else dataset
+        validate_route_run(self.cfg, model)
+        self.model = model
+        hooks = list(self.cfg.sae.hook_names)
+        if self.cfg.compile_llm and not supports_compiled_forward(model, hooks, self.cfg.model_kwargs):
+            super()._compile_llm_if_needed()  # the store compiles its own hook-free forward where it can
+        if self.dist.enabled:
+            from datasets import load_dataset
+            from datasets.distributed import split_dataset_by_node
 
-    def _compile_llm_if_needed(self) -> None:
-        """`compile_llm`: the store compiles its own hook-free forward where the hooks allow it (see
-        `compiled_forward.py`); SAELens's compiled `run_with_cache` is kept for the other hook points."""
-        if self.cfg.compile_llm and not supports_compiled_forward(
-            self.model, list(self.cfg.sae.hook_names), self.cfg.model_kwargs
-        ):
-            super()._compile_llm_if_needed()
+            if dataset is None:
+                dataset = load_dataset(
+                    self.cfg.dataset_path, split="train", streaming=self.cfg.streaming,
+                    trust_remote_code=self.cfg.dataset_trust_remote_code,  # type: ignore[arg-type]
+                )
+            dataset = split_dataset_by_node(dataset, rank=self.dist.rank, world_size=self.dist.world_size)
+        self.activations_store = MultiLayerActivationsStore.from_route_config(
+            model, self.cfg, override_dataset=dataset
+        )
 
     def _set_sae_metadata(self) -> None:
         super()._set_sae_metadata()
@@ -170,11 +149,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         )
 
     def run(self) -> RouteTrainingSAE:
-        """Train and save, holding `output_path` for the whole run (a second run on it is refused); then print
-        the summary (where the SAE is, what each number is measured on) unless `cfg.verbose` is False."""
-        with claim_output(self.cfg.output_path, self.overwrite, self.dist):
-            if self.dist.is_main:
-                remove_stale_partial_writes(self.cfg)
+        """Train and save, holding the output folder's lock; print the summary if `cfg.verbose`."""
+        with claim_output(self.cfg, self.overwrite, self.dist.is_main, training=True):
             sae = self._train_and_save()
         summary = format_summary(training_summary(self))
         logger.info(summary)
@@ -184,47 +160,43 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def _train_and_save(self) -> RouteTrainingSAE:
         self._set_sae_metadata()
-        if self.cfg.logger.log_to_wandb:
-            # Every rank runs the same logging code (its metrics are all-reduced); only rank 0 reports.
-            wandb.init(
-                project=self.cfg.logger.wandb_project,
-                entity=self.cfg.logger.wandb_entity,
-                config=self.global_cfg.to_dict(),
-                name=self.cfg.logger.run_name,
-                id=self.cfg.logger.wandb_id,
-                mode=None if self.dist.is_main else "disabled",
-            )
-        if self.cfg.resume_from_checkpoint is not None:
-            # The store's state first: an overlapped producer starts reading as soon as it exists.
-            logger.info("Resuming from checkpoint: %s", self.cfg.resume_from_checkpoint)
-            self.activations_store.load_from_checkpoint(self.cfg.resume_from_checkpoint)
+        log = self.cfg.logger
+        if log.log_to_wandb:  # every rank runs the same logging code (metrics all-reduced); rank 0 reports
+            wandb.init(project=log.wandb_project, entity=log.wandb_entity, config=self.global_cfg.to_dict(),
+                       name=log.run_name, id=log.wandb_id, mode=None if self.dist.is_main else "disabled")
+        resume = self.cfg.resume_from_checkpoint
+        if resume is not None:  # the store first: an overlapped producer starts reading as soon as it exists
+            self.activations_store.load_from_checkpoint(resume)
         data_provider = training_batches(self.activations_store, self.cfg)
         try:
-            trainer = self.build_trainer(data_provider)
-            self.trainer = trainer
-            if self.cfg.resume_from_checkpoint is not None:
-                trainer.load_trainer_state(self.cfg.resume_from_checkpoint)
-                self.sae.load_weights_from_checkpoint(self.cfg.resume_from_checkpoint)
+            self.trainer = trainer = self.build_trainer(data_provider)
+            if resume is not None:
+                trainer.load_trainer_state(resume)
+                self.sae.load_weights_from_checkpoint(resume)
             self._compile_sae_if_needed()
-            sae = self.run_trainer_with_interruption_handling(trainer)
+            self.run_trainer_with_interruption_handling(trainer)
             if isinstance(data_provider, PrefetchingIterator):
                 data_provider.close()  # the final evaluation reads the store from this thread
-            self.end_to_end_history = self.run_end_to_end_phase(sae)
-            self.final_metrics = self.evaluate_final()
-            if self.end_to_end_history:
-                first, last = self.end_to_end_history[0], self.end_to_end_history[-1]
-                self.final_metrics |= {"end_to_end/steps": len(self.end_to_end_history),
-                                       "end_to_end/kl_first_step": first["kl"], "end_to_end/kl_last_step": last["kl"]}
-            if self.cfg.output_path is not None and self.dist.is_main:
-                self.save_final_sae(
-                    sae, self.cfg.output_path, log_feature_sparsity=trainer.log_feature_sparsity
-                )
-            if self.cfg.logger.log_to_wandb:
+            self.finish()
+            if log.log_to_wandb:
                 wandb.finish()
-            return sae  # type: ignore[return-value]
+            return self.sae
         finally:
             if isinstance(data_provider, PrefetchingIterator):
                 data_provider.close()
+
+    def finish(self, eval_batches: list[torch.Tensor] | None = None) -> None:
+        """After training (alone or in a sweep): the end-to-end phase, the final metrics, the output
+        folder."""
+        assert self.trainer is not None
+        self.end_to_end_history = history = self.run_end_to_end_phase(self.sae)
+        self.final_metrics = self.evaluate_final(eval_batches)
+        if history:
+            self.final_metrics |= {"end_to_end/steps": len(history),
+                                   "end_to_end/kl_first_step": history[0]["kl"],
+                                   "end_to_end/kl_last_step": history[-1]["kl"]}
+        if self.cfg.output_path is not None and self.dist.is_main:
+            self.save_final_sae(self.sae, self.cfg.output_path, self.trainer.log_feature_sparsity)
 
     def run_end_to_end_phase(self, sae: RouteTrainingSAE) -> list[dict[str, float]]:
         """`sae.end_to_end_tokens` of the end-to-end KL phase on fresh store token batches (none when 0)."""
@@ -239,13 +211,13 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
             exclude_special_tokens=None if excluded is None else excluded.tolist(),
         )
-        logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"], history[-1]["kl"])
+        logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
+                    history[-1]["kl"])
         return history
 
     def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:  # type: ignore[override]
-        """Ctrl-C / SIGTERM save a full checkpoint and end with `RunInterrupted` naming it (or saying nothing
-        was saved). SAELens's handler writes only the store's state, into a checkpoint folder it never
-        creates: a safetensors traceback, and the weights lost."""
+        """Ctrl-C / SIGTERM save a full checkpoint and end with `RunInterrupted` naming it (SAELens's handler
+        writes only the store's state, into a folder it never creates)."""
         with interrupts_as_keyboard_interrupt():
             try:
                 return trainer.fit()
@@ -253,7 +225,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                 raise save_interrupted([trainer]) from None
 
     def sae_for_analysis(self) -> Any:
-        """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is one)."""
+        """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is
+        one)."""
         from sae_lens import SAE
 
         if self.cfg.output_path is not None and Path(self.cfg.output_path, "cfg.json").exists():
@@ -262,17 +235,14 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def final_eval_batches(self) -> list[torch.Tensor]:
         """Fresh store batches for the final evaluation (a sweep reads them once for all its SAEs)."""
-        return [
-            self.activations_store.get_multi_layer_llm_batch() for _ in range(max(1, self.cfg.n_eval_batches))
-        ]
+        return eval_batches(self.activations_store, self.cfg.n_eval_batches)
 
     @torch.no_grad()
     def evaluate_final(self, batches: list[torch.Tensor] | None = None) -> dict[str, Any]:
-        """Routed metrics of the trained SAE on `batches` (default: fresh store batches), plus the trainer's
-        L0/dead latents."""
+        """Routed metrics of the trained SAE (summed over ranks), plus the trainer's dead latents and
+        counts."""
         self.sae.eval()
-        batches = self.final_eval_batches() if batches is None else batches
-        metrics: dict[str, Any] = routed_reconstruction_metrics(self.sae, batches)  # summed over ranks
+        metrics = routed_reconstruction_metrics(self.sae, batches or self.final_eval_batches())
         assert self.trainer is not None
         metrics["sparsity/dead_features"] = int(self.trainer.dead_neurons.sum().item())
         metrics["training_tokens"] = int(self.trainer.n_training_samples * self.dist.world_size)
@@ -280,46 +250,37 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         return metrics
 
     def save_final_sae(
-        self,
-        sae: TrainingSAE[Any],
-        output_path: str,
-        log_feature_sparsity: torch.Tensor | None = None,
+        self, sae: TrainingSAE[Any], output_path: str, log_feature_sparsity: torch.Tensor | None = None
     ) -> None:
-        """The stock output folder (cfg.json, weights, sparsity, runner cfg), written atomically. An output that
-        appeared during training is not replaced without `overwrite`: the error names where the SAE was kept."""
+        """The stock output folder (cfg.json, weights, sparsity, runner cfg), written atomically: an output
+        that appeared during training is not replaced, and the error names where the SAE was kept."""
         with atomic_directory(output_path, overwrite=self.overwrite) as tmp:
             weights_path, cfg_path = sae.save_inference_model(str(tmp))
-            sparsity_path = None
             if log_feature_sparsity is not None:
-                sparsity_path = tmp / SPARSITY_FILENAME
-                save_file({"sparsity": log_feature_sparsity}, sparsity_path)
+                save_file({"sparsity": log_feature_sparsity}, tmp / SPARSITY_FILENAME)
             (tmp / RUNNER_CFG_FILENAME).write_text(strict_json(self.global_cfg.to_dict()))
             if self.final_metrics is not None:
                 (tmp / "training_metrics.json").write_text(strict_json(self.final_metrics, indent=2))
         if self.cfg.logger.log_to_wandb:
             out = Path(output_path)
-            # SAELens records `trainer.cfg` as the artifact's metadata: give it the global config.
-            self.cfg.logger.log(
+            self.cfg.logger.log(  # SAELens records `trainer.cfg` as the artifact's metadata: the global one
                 SimpleNamespace(sae=sae, cfg=self.global_cfg),
                 out / Path(weights_path).name,
                 out / Path(cfg_path).name,
-                sparsity_path=out / SPARSITY_FILENAME if sparsity_path is not None else None,
+                sparsity_path=out / SPARSITY_FILENAME if log_feature_sparsity is not None else None,
                 wandb_aliases=["final_model"],
             )
 
     def save_checkpoint(self, checkpoint_path: Path | None) -> None:
         if isinstance(self.activations_store, CachedMultiLayerActivationsStore) and self.trainer is not None:
-            # The trainer's count, not the store's: a prefetch thread may have read batches not yet trained on.
+            # The trainer's count, not the store's: a prefetch thread may have read batches not trained on.
             self.activations_store.read_position = self.trainer.n_training_samples
-        if self.dist.is_main and checkpoint_path is not None:
-            # SAELens's runner writes the store state and `self.cfg` (here the per-rank one); write the global one.
+        if self.dist.is_main and checkpoint_path is not None:  # the store state and the global runner cfg
             self.activations_store.save_to_checkpoint(checkpoint_path)
             (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(strict_json(self.global_cfg.to_dict()))
 
 
-def per_rank_config(
-    cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo
-) -> LanguageModelSAERunnerConfig[Any]:
+def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> Any:
     """Under torchrun, `train_batch_size_tokens` and `training_tokens` stay global: each rank takes 1/N."""
     if not info.enabled:
         return cfg
@@ -331,25 +292,13 @@ def per_rank_config(
     local = copy.deepcopy(cfg)
     local.train_batch_size_tokens //= info.world_size
     local.training_tokens //= info.world_size
-    local.device = rank_device(str(cfg.device), info)
-    local.llm_device = rank_device(str(cfg.llm_device), info)
-    local.act_store_device = rank_device(str(cfg.act_store_device), info)
+    for name in ("device", "llm_device", "act_store_device"):
+        setattr(local, name, rank_device(str(getattr(cfg, name)), info))
     return local
 
 
-def _load_dataset(cfg: LanguageModelSAERunnerConfig[Any]) -> Any:
-    from datasets import load_dataset
-
-    return load_dataset(
-        cfg.dataset_path,
-        split="train",
-        streaming=cfg.streaming,
-        trust_remote_code=cfg.dataset_trust_remote_code,  # type: ignore[arg-type]
-    )
-
-
 def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:
-    """What a person wants to see after a run: where the SAE is and how good it is."""
+    """Where the SAE is and how good it is."""
     metrics = dict(runner.final_metrics or {})
     return {
         "output_path": runner.cfg.output_path,
@@ -370,9 +319,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"RouteSAE saved to: {summary['output_path']}",
         f"  measured on {summary.get('eval_tokens') or 'the'} tokens of fresh batches after training; "
         "x = each token's routed input (its routed layer, standardised, times the router weight)",
-        f"  NormMSE            {summary['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / ||x||^2 "
+        f"  NormMSE            {summary['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / "
+        "||x||^2 "
         "(the training loss)",
-        f"  explained variance {summary['explained_variance']:.4f}  1 - sum ||x_hat - x||^2 / sum ||x - mean(x)||^2 "
+        f"  explained variance {summary['explained_variance']:.4f}  1 - sum ||x_hat - x||^2 / sum ||x - "
+        "mean(x)||^2 "
         "(relative to the spread around the mean input, so below 1 - NormMSE when x has a large mean)",
         f"  L0                 {summary['l0']:.1f}",
         f"  dead latents       {summary['dead_latents']} / {summary['d_sae']}",

@@ -1,28 +1,6 @@
-"""Train a RouteSAE with SAELens's unchanged `LanguageModelSAETrainingRunner` (and `MultiSAETrainingRunner`).
-
-SAELens's single-hook store carries `cfg.sae.d_in` values per token from one hook point, and shuffles tokens
-independently. A RouteSAE needs all L routed layers of each token together, so the stock runner is given:
-
-- a routed hook point on the model, `blocks.N.hook_resid_routed` (N = the last routed block; the same pseudo
-  hook the dashboards use, `dashboard.routed_hook_point`), whose value is the L routed layers concatenated,
-  [batch, pos, L*d_in]; `cfg.hook_name` names it, so the store's forward stops after block N as usual;
-- `sae=StackedRouteTrainingSAEConfig(...)` (architecture `"routesae_stacked"`): the same fields as
-  `RouteTrainingSAEConfig`, except that its `d_in` is the stacked width L*d_in the store must allocate. SAELens
-  builds the registered `StackedRouteTrainingSAE` from it: a plain `RouteTrainingSAE` (per-layer `d_in`, saved as
-  architecture `"routesae"`) that reads each [batch, L*d_in] training row as [batch, L, d_in].
-
-Same seed, same tokens: SAELens's mixing buffer shuffles the [n, L*d_in] rows exactly as our store shuffles
-[n, L, d_in] ones, so the run equals `RouteSAETrainingRunner`'s (tests/test_stock_runner.py). Use
-`stock_runner_config(cfg)` to turn a `RouteSAETrainingRunner` config into this form and `routed_model(model,
-hook_names)` around the runner:
-
-    with routed_model(model, cfg.sae.hook_names):
-        sae = LanguageModelSAETrainingRunner(stock_runner_config(cfg), override_model=model).run()
-
-Limits (SAELens has no seam for them): the runner must be handed the model (`override_model`), since
-`load_model` builds a plain HookedTransformer without the routed hook point; the in-training evaluator (W&B runs
-only) is SAELens's single-hook `run_evals`, which does not route.
-"""
+"""RouteSAEs from SAELens's unchanged `LanguageModelSAETrainingRunner`: the model gets a routed hook point
+(the L routed layers concatenated) and the runner a stacked SAE config (`d_in` = L*d_in): `with
+routed_model(model, hooks):` run it on `stock_runner_config(cfg)`."""
 
 from __future__ import annotations
 
@@ -40,6 +18,7 @@ from typing_extensions import override
 from sae_lens_routing.saes.config import RouteSAEConfig, RouteTrainingSAEConfig, hook_layer
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
 from sae_lens_routing.saes.routed_hook_point import PSEUDO_HOOK, routed_hook_point
+from sae_lens_routing.training.validation import validate_route_config
 
 STACKED_ARCHITECTURE = "routesae_stacked"
 
@@ -56,7 +35,8 @@ def routed_hook_name(hook_names: Sequence[str]) -> str:
 
 @dataclass
 class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
-    """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in seen by SAELens's single-hook store."""
+    """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in seen by SAELens's single-hook
+    store."""
 
     @override
     @classmethod
@@ -73,7 +53,8 @@ class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
         n_layers = len(self.hook_names)
         if self.d_in % n_layers:
             raise ValueError(
-                f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of {n_layers}, got {self.d_in}"
+                f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of {n_layers}, got "
+                f"{self.d_in}"
             )
 
     def route_config(self) -> RouteTrainingSAEConfig:
@@ -83,8 +64,6 @@ class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
 
     @classmethod
     def from_route_config(cls, cfg: RouteTrainingSAEConfig) -> StackedRouteTrainingSAEConfig:
-        if not isinstance(cfg, RouteTrainingSAEConfig):
-            raise ValueError(f"cfg must be a RouteTrainingSAEConfig, got {type(cfg).__name__}")
         data = {**cfg.to_dict(), "d_in": cfg.d_in * len(cfg.hook_names), "architecture": STACKED_ARCHITECTURE}
         return cls.from_dict(data)
 
@@ -116,8 +95,8 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
         return super().save_inference_model(path)
 
     def _restore_metadata(self) -> None:
-        """The stock runner records the pseudo hook as `metadata.hook_name`; save the real last routed hook
-        (what `RouteSAETrainingRunner` saves and SAELens tools can find on a plain model)."""
+        """Save the real last routed hook (as `RouteSAETrainingRunner` does), not the stock runner's pseudo
+        hook."""
         meta = self.cfg.metadata
         if meta.hook_name is None or meta.hook_name.endswith(PSEUDO_HOOK):
             meta.hook_name = self.cfg.hook_names[-1]
@@ -125,12 +104,12 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
 
 
 def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModelSAERunnerConfig[Any]:
-    """A `RouteSAETrainingRunner` config (sae=RouteTrainingSAEConfig) rewritten for the stock runner."""
-    if not isinstance(cfg, LanguageModelSAERunnerConfig) or not isinstance(cfg.sae, RouteTrainingSAEConfig):
-        raise ValueError("cfg must be a LanguageModelSAERunnerConfig with sae=RouteTrainingSAEConfig(...)")
+    """A `RouteSAETrainingRunner` config, validated as that runner would, rewritten for the stock runner."""
+    validate_route_config(cfg)
     if cfg.use_cached_activations:
         raise ValueError(
-            "use_cached_activations: SAELens's single-hook cache reader cannot serve routed rows; train from a "
+            "use_cached_activations: SAELens's single-hook cache reader cannot serve routed rows; train "
+            "from a "
             "routed cache with RouteSAETrainingRunner"
         )
     out = dataclasses.replace(
@@ -146,6 +125,7 @@ def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModel
 
 @contextmanager
 def routed_model(model: Any, hook_names: Sequence[str]) -> Iterator[str]:
-    """Add the routed hook point `blocks.N.hook_resid_routed` to `model` while the block runs; yields its name."""
+    """Add the routed hook point `blocks.N.hook_resid_routed` to `model` while the block runs; yields its
+    name."""
     with routed_hook_point(model, SimpleNamespace(cfg=SimpleNamespace(hook_names=list(hook_names)))) as name:
         yield name

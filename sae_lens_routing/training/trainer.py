@@ -1,82 +1,135 @@
-"""`RouteSAETrainer`: SAELens's `SAETrainer`, made safe to run on several ranks at once.
-
-On one process it is exactly `SAETrainer`. Under torchrun (a process group is initialised) it averages
-gradients in backward, keeps the dead-latent statistics global (a latent that fired on any rank fired), averages
-logged metrics and eval results over ranks, and lets only rank 0 write checkpoints.
-"""
+"""`RouteSAETrainer`: SAELens's `SAETrainer`, data-parallel under torchrun (gradients averaged in
+post-accumulate hooks: SAELens calls `training_forward_pass`, so DDP's reducer would never arm)."""
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from numbers import Number
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import wandb
+from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import TrainStepOutput
+from sae_lens.training.prefetch import PrefetchingIterator
 from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_lens_routing.atomic import atomic_directory
-from sae_lens_routing.training.distributed import (
-    all_reduce_mean_scalars,
-    average_gradients_in_backward,
-    broadcast_parameters,
-    dist_info,
-)
+from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job; world_size 1 means plain single-process training."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    """The current process group, if one is initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on CUDA (one GPU per local rank), else
+    gloo; a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend)
+    return dist_info()
+
+
+def rank_device(device: str, info: DistInfo) -> str:
+    """`cuda` -> `cuda:<local_rank>` under torchrun, so one config works unchanged on every node."""
+    return f"cuda:{info.local_rank}" if info.enabled and device in ("cuda", "cuda:0") else device
+
+
+def all_reduce_mean_scalars(values: dict[str, Any]) -> dict[str, Any]:
+    """Every numeric entry averaged over ranks (in sorted key order: every rank passes the same keys)."""
+    keys = sorted(
+        k for k, v in values.items()
+        if not isinstance(v, bool)
+        and (isinstance(v, Number) or (isinstance(v, torch.Tensor) and v.numel() == 1))
+    )
+    if not keys:
+        return dict(values)
+    packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    packed = packed.cuda() if dist.get_backend() == "nccl" else packed
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    return {**values, **dict(zip(keys, (packed / dist.get_world_size()).tolist()))}
 
 
 class RouteSAETrainer(SAETrainer):
-    """`SAETrainer` with data-parallel hooks; uses only the trainer's public seams (step, checkpoint, logs)."""
+    """`SAETrainer` whose gradients, dead-latent statistics, logs and evals are global under torchrun (only
+    rank 0 writes checkpoints); on one process it is `SAETrainer` plus atomic checkpoints."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._completed_steps = 0
         self.dist = dist_info()
-        if self.dist.enabled:
-            broadcast_parameters(self.sae)
-            self._grad_hooks = average_gradients_in_backward(self.sae)
-            if self.evaluator is not None:
-                local_evaluator = self.evaluator
+        if not self.dist.enabled:
+            return
+        with torch.no_grad():  # every rank starts from rank 0's initialisation
+            for tensor in [*self.sae.parameters(), *self.sae.buffers()]:
+                dist.broadcast(tensor.data, src=0)
 
-                def evaluator(sae: Any, data_provider: Any, scaler: Any) -> dict[str, Any]:
-                    return all_reduce_mean_scalars(local_evaluator(sae, data_provider, scaler))
+        def average(param: torch.Tensor) -> None:  # clipping and the optimiser see the global gradient
+            if param.grad is not None:
+                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+                param.grad.div_(self.dist.world_size)
 
-                self.evaluator = evaluator
+        self._grad_hooks = [p.register_post_accumulate_grad_hook(average) for p in self.sae.parameters()
+                            if p.requires_grad]
+        if self.evaluator is not None:
+            local = self.evaluator
+            self.evaluator = lambda sae, data, scaler: all_reduce_mean_scalars(local(sae, data, scaler))
 
     @property
     def dead_feature_window_steps(self) -> int:
-        """The dead-latent window in steps: the SAE's `dead_feature_window_tokens` (global tokens, so the
-        same on any number of ranks) when set, else the runner's `dead_feature_window`."""
+        """`dead_feature_window_tokens` (global tokens: the same on any number of ranks) in steps, when
+        set."""
         tokens = getattr(self.sae.cfg, "dead_feature_window_tokens", None)
         if tokens is None:
             return int(self.cfg.dead_feature_window)
-        global_batch = self.cfg.train_batch_size_samples * self.dist.world_size
-        return max(1, math.ceil(tokens / global_batch))
+        return max(1, math.ceil(tokens / (self.cfg.train_batch_size_samples * self.dist.world_size)))
 
     @property
     def dead_neurons(self) -> torch.Tensor:
         return (self.n_forward_passes_since_fired > self.dead_feature_window_steps).bool()
 
     def step(self, batch: torch.Tensor) -> TrainStepOutput:
-        output = self._step(batch)
+        freq_before = self.act_freq_scores.clone() if self.dist.enabled else None
+        output = super().step(batch)
+        if freq_before is not None:  # a latent that fired on any rank fired: same dead mask and aux loss
+            dist.all_reduce(self.n_forward_passes_since_fired, op=dist.ReduceOp.MIN)
+            delta = self.act_freq_scores - freq_before
+            dist.all_reduce(delta, op=dist.ReduceOp.SUM)
+            self.act_freq_scores = freq_before + delta
+            self.n_frac_active_samples += (self.dist.world_size - 1) * self.cfg.train_batch_size_samples
         self._completed_steps = self.n_training_steps + 1  # fit() counts this step after checkpointing it
         every = getattr(self.sae.cfg, "unit_norm_decoder_every", 0)
-        if every and self.n_training_steps % every == 0:
-            # After the optimizer step, as the official loop does (`batch_idx % steps == 0`).
+        if every and self.n_training_steps % every == 0:  # after the optimizer step, as the official loop
             self.sae.project_decoder_to_unit_norm()
-        return output
-
-    def _step(self, batch: torch.Tensor) -> TrainStepOutput:
-        if not self.dist.enabled:
-            return super().step(batch)
-        freq_before = self.act_freq_scores.clone()
-        output = super().step(batch)
-        # Global dead-latent bookkeeping: same dead mask (hence same aux loss) on every rank.
-        dist.all_reduce(self.n_forward_passes_since_fired, op=dist.ReduceOp.MIN)
-        delta = self.act_freq_scores - freq_before
-        dist.all_reduce(delta, op=dist.ReduceOp.SUM)
-        self.act_freq_scores = freq_before + delta
-        self.n_frac_active_samples += (self.dist.world_size - 1) * self.cfg.train_batch_size_samples
         return output
 
     @torch.no_grad()
@@ -84,13 +137,12 @@ class RouteSAETrainer(SAETrainer):
         log = super().build_train_step_log_dict(output, n_training_samples)
         if not self.dist.enabled:
             return log
-        log = all_reduce_mean_scalars(log)
-        log["details/n_training_samples"] = n_training_samples * self.dist.world_size
-        return log
+        samples = n_training_samples * self.dist.world_size
+        return {**all_reduce_mean_scalars(log), "details/n_training_samples": samples}
 
     def save_trainer_state(self, checkpoint_path: Path) -> None:
-        """Record the steps completed so far. `fit()` checkpoints a step before counting it, so SAELens saves a
-        step count one behind its own optimizer and scheduler state, and a resumed run ends one step short."""
+        """Record the steps completed: `fit()` checkpoints a step before counting it, so SAELens's count is
+        one behind its optimizer and scheduler state, and a resumed run would end one step short."""
         counted = self.n_training_steps
         self.n_training_steps = max(counted, self._completed_steps)
         try:
@@ -99,32 +151,103 @@ class RouteSAETrainer(SAETrainer):
             self.n_training_steps = counted
 
     def load_trainer_state(self, checkpoint_path: Path | str) -> None:
-        """Resume the checkpoint schedule too: thresholds the interrupted run already passed were saved then,
-        and would otherwise all be written again in the first steps after resuming."""
+        """Thresholds the interrupted run already passed were saved then: not again after resuming."""
         super().load_trainer_state(checkpoint_path)
         self._completed_steps = self.n_training_steps
         self.checkpoint_thresholds = [t for t in self.checkpoint_thresholds if t >= self.n_training_samples]
 
     def save_checkpoint(
-        self,
-        checkpoint_name: str,
-        base_path: Path | str | None = None,
-        wandb_aliases: list[str] | None = None,
+        self, checkpoint_name: str, base_path: Path | str | None = None, wandb_aliases: Any = None
     ) -> None:
-        if self.dist.is_main:
-            self._save_checkpoint_atomically(checkpoint_name, base_path, wandb_aliases)
+        """Rank 0 writes the whole checkpoint under a hidden name, then renames it: a killed save never leaves
+        a folder that looks complete, and a full disk is reported with the partial files removed."""
+        base = base_path if base_path is not None else self.cfg.checkpoint_path
+        if self.dist.is_main and base is None:
+            super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)
+        elif self.dist.is_main:
+            with atomic_directory(Path(base) / checkpoint_name) as tmp:
+                super().save_checkpoint(tmp.name, base_path=base, wandb_aliases=wandb_aliases)
         if self.dist.enabled:
             dist.barrier()
 
-    def _save_checkpoint_atomically(
-        self, checkpoint_name: str, base_path: Path | str | None, wandb_aliases: list[str] | None
-    ) -> None:
-        """Write the whole checkpoint (weights, trainer and store state) under a hidden name, then rename it:
-        a run killed mid-save never leaves a checkpoint folder that looks complete but is not, and a full
-        disk is reported as such, with the partial files removed."""
-        base = base_path if base_path is not None else self.cfg.checkpoint_path
-        if base is None:
-            super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)
+
+class OverlappedBatches(PrefetchingIterator[Any]):
+    """SAELens's `PrefetchingIterator` (the model forward for the next batch runs in a thread while the SAE
+    steps) whose producer, on CUDA, also runs on its own stream and delivers each batch already on the SAE's
+    device; the trainer's stream waits on an event, not the host."""
+
+    def __init__(self, source: Iterator[torch.Tensor], device: str | torch.device, prefetch: int = 1):
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
+        super().__init__(self._staged(source), prefetch=prefetch)
+
+    def _staged(self, source: Iterator[torch.Tensor]) -> Iterator[tuple[torch.Tensor, Any]]:
+        if self.stream is None:
+            yield from ((batch, None) for batch in source)
             return
-        with atomic_directory(Path(base) / checkpoint_name) as tmp:
-            super().save_checkpoint(tmp.name, base_path=base, wandb_aliases=wandb_aliases)
+        while True:
+            with torch.cuda.stream(self.stream):
+                batch = next(source, None)
+                if batch is None:
+                    return
+                if batch.device.type == "cpu":
+                    batch = batch.pin_memory()
+                batch = batch.to(self.device, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record(self.stream)
+            yield batch, ready
+
+    def __next__(self) -> torch.Tensor:
+        batch, ready = super().__next__()
+        if ready is not None:
+            consumer = torch.cuda.current_stream(self.device)
+            consumer.wait_event(ready)
+            batch.record_stream(consumer)  # its memory is not reused by the producer's stream too early
+        return batch
+
+
+def training_batches(store: Iterator[torch.Tensor], cfg: LanguageModelSAERunnerConfig[Any]) -> Any:
+    """What the trainer pulls: the store, or `OverlappedBatches` over it (`prefetch_llm_batches`). Reseeds the
+    mixing buffer's generator with `cfg.seed` first, so the data order depends on the seed and tokens only."""
+    torch.manual_seed(cfg.seed)
+    value = cfg.prefetch_llm_batches
+    depth = (1 if value else 0) if isinstance(value, bool) else int(value)
+    return OverlappedBatches(iter(store), cfg.device, prefetch=depth) if depth else store
+
+
+def eval_batches(store: Any, n: int) -> list[torch.Tensor]:
+    return [store.get_multi_layer_llm_batch() for _ in range(max(1, n))]
+
+
+@torch.no_grad()
+def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict[str, Any]:
+    """`RoutedMetrics` (NormMSE, explained variance, L0, routing share...) over raw [n, L, d_in] batches;
+    summed over torchrun ranks when a process group is running."""
+    metrics = RoutedMetrics(list(sae.cfg.hook_names), sae.cfg.d_sae, sae.cfg.d_in)
+    for acts in batches:
+        metrics.update(sae.forward_routed(acts.to(sae.device)))
+    metrics.all_reduce()
+    return metrics.compute()
+
+
+@dataclass
+class RoutedTrainingEvaluator:
+    """SAELens's in-training evaluation (W&B runs), routed: the stock one would splice a single hook."""
+
+    activations_store: Any
+    n_eval_batches: int = 2
+
+    def __call__(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
+        # A prefetch producer is held meanwhile: the store's token generator cannot run in two threads.
+        prefetching = isinstance(data_provider, PrefetchingIterator)
+        with data_provider.paused() if prefetching else nullcontext():
+            batches = eval_batches(self.activations_store, self.n_eval_batches)
+        metrics = {f"eval/{k}": v for k, v in routed_reconstruction_metrics(sae, batches).items()}
+        if wandb.run is not None and not getattr(wandb.run, "disabled", False):
+            table = wandb.Table(columns=["layer", "share"])
+            shares = routing_shares({k.removeprefix("eval/"): v for k, v in metrics.items()})
+            for hook in sae.cfg.hook_names:
+                table.add_data(hook, shares[hook])
+            chart = wandb.plot.bar(table, "layer", "share", title="Routing share per layer")
+            metrics["plots/routing_share"] = chart
+        return metrics

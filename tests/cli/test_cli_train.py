@@ -64,7 +64,7 @@ def nothing_loads(monkeypatch):
         (["sae.k=true"], "sae.k must be int, got True (bool)"),
         (['sae.d_sae="512"'], "sae.d_sae must be int, got '512' (str)"),
         (["lr=abc"], "lr must be float, got 'abc' (str)"),
-        (["sae.hook_names=blocks.3.hook_resid_post"], "sae.hook_names must be a list of hook names or 'paper'"),
+        (["sae.hook_names=blocks.3.hook_resid_post"], "sae.hook_names must be a list of str or one of"),
         (["sae.k=65"], "k must be <= d_sae, got k=65 > d_sae=64"),
         (["output_path="], "--set 'output_path=' has no value"),
         (["device=cuda"], "CUDA requested (device='cuda') but torch.cuda.is_available() is False"),

@@ -1,7 +1,8 @@
 """Run under `torchrun --nproc_per_node 2` by tests/test_torchrun.py: one RouteSAE config run on 2 CPU ranks.
 
-With a second argument it resumes from that checkpoint instead. It records, per rank, the tokens each rank read and a checksum of the SAE parameters and the loss after every
-step (test instrumentation only), then trains through the ordinary `RouteSAETrainingRunner`.
+With a second argument it resumes from that checkpoint instead. It records, per rank, the tokens each rank
+read and a checksum of the SAE parameters and the loss after every step (test instrumentation only), then
+trains through the ordinary `RouteSAETrainingRunner`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def main(out_dir: str, resume: str | None = None) -> None:
 
         def recording_init(*args, **kwargs):
             run = real_init(*args, **kwargs)
-            record["wandb_config"] = {k: run.config.get(k) for k in ("training_tokens", "train_batch_size_tokens")}
+            keys = ("training_tokens", "train_batch_size_tokens")
+            record["wandb_config"] = {k: run.config.get(k) for k in keys}
             return run
 
         wandb.init = recording_init

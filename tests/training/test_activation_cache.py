@@ -86,7 +86,7 @@ def test_trains_from_the_cache_without_a_model(cache_dir, tmp_path):
     assert isinstance(store, CachedMultiLayerActivationsStore)
     eval_batches = [store.get_multi_layer_llm_batch() for _ in range(2)]
     assert all(b.shape[1:] == (2, 16) for b in eval_batches)
-    from sae_lens_routing.training.training_evaluator import routed_reconstruction_metrics
+    from sae_lens_routing.training.trainer import routed_reconstruction_metrics
 
     runner.sae.eval()
     before = routed_reconstruction_metrics(runner.sae, eval_batches)["reconstruction_quality/normalized_mse"]

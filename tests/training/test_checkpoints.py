@@ -1,5 +1,6 @@
-"""Resume safety: a resumed run continues exactly like an uninterrupted one (steps, checkpoint schedule, weights),
-and a checkpoint that is damaged or was trained for another SAE is refused before training, naming why."""
+"""Resume safety: a resumed run continues exactly like an uninterrupted one (steps, checkpoint schedule,
+weights), and a checkpoint that is damaged or was trained for another SAE is refused before training, naming
+why."""
 
 from __future__ import annotations
 

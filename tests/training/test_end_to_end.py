@@ -1,4 +1,5 @@
-"""The end-to-end phase lowers the routed splice's KL (as `run_route_evals` measures it) and trains only the SAE."""
+"""The end-to-end phase lowers the routed splice's KL (as `run_route_evals` measures it) and trains only the
+SAE."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def setup():
 
 
 def kl_of(sae, model, tokens):
-    return run_route_evals(sae, model, tokens, exclude_special_tokens=[0])["model_behavior_preservation/kl_div_with_sae"]
+    evals = run_route_evals(sae, model, tokens, exclude_special_tokens=[0])
+    return evals["model_behavior_preservation/kl_div_with_sae"]
 
 
 def test_finetune_lowers_kl_and_freezes_the_model():

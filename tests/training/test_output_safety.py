@@ -1,6 +1,7 @@
-"""Output safety of a training run: an existing output is never replaced without `overwrite`, a second run on the
-same output is refused before it trains, a finished SAE is never left hidden, a full disk while checkpointing
-says so and leaves no partial checkpoint, and leftovers of killed saves are removed at the next start."""
+"""Output safety of a training run: an existing output is never replaced without `overwrite`, a second run on
+the same output is refused before it trains, a finished SAE is never left hidden, a full disk while
+checkpointing says so and leaves no partial checkpoint, and leftovers of killed saves are removed at the next
+start."""
 
 from __future__ import annotations
 
@@ -137,13 +138,14 @@ DISK_FULL = """
     from helpers import route_runner_cfg, tiny_model, token_dataset, write_config
     from sae_lens_routing.training.runner import RouteSAETrainingRunner
 
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit then fail with EFBIG instead of killing us
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG instead of killing us
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     results = {}
     for limit in map(int, sys.argv[2:]):
         folder = Path(sys.argv[1]) / str(limit)
         cfg = route_runner_cfg(
-            folder, training_tokens=512, n_eval_batches=1, n_checkpoints=1, checkpoint_path=str(folder / "ckpt")
+            folder, training_tokens=512, n_eval_batches=1, n_checkpoints=1,
+            checkpoint_path=str(folder / "ckpt"),
         )
         runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=tiny_model())
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
@@ -160,8 +162,8 @@ DISK_FULL = """
 
 @pytest.mark.slow  # a second Python process (~5-10 s of imports)
 def test_disk_full_while_checkpointing_names_the_checkpoint_and_removes_partial_files(tmp_path):
-    """A real size-limited write (RLIMIT_FSIZE): 2000 bytes stops the safetensors weights, 8000 bytes the torch
-    trainer state (torch's own error is `[enforce fail at inline_container.cc] unexpected pos`)."""
+    """A real size-limited write (RLIMIT_FSIZE): 2000 bytes stops the safetensors weights, 8000 bytes the
+    torch trainer state (torch's own error is `[enforce fail at inline_container.cc] unexpected pos`)."""
     proc = run_script(DISK_FULL, str(tmp_path), "2000", "8000")
     if proc.returncode != 0 and "setrlimit" in proc.stderr:
         pytest.skip(f"cannot limit the file size here: {proc.stderr[-300:]}")

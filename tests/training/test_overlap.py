@@ -1,5 +1,5 @@
-"""Overlapped training: the model forward for the next batch runs in a producer thread (and, on CUDA, on its own
-stream) while the SAE trains, with exactly the sequential run's result."""
+"""Overlapped training: the model forward for the next batch runs in a producer thread (and, on CUDA, on its
+own stream) while the SAE trains, with exactly the sequential run's result."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import route_runner_cfg, tiny_model, token_dataset
 
-from sae_lens_routing.training.overlap import OverlappedBatches, training_batches
 from sae_lens_routing.training.runner import RouteSAETrainingRunner
+from sae_lens_routing.training.trainer import OverlappedBatches, training_batches
 
 
 def _train(tmp_path, name, **overrides):

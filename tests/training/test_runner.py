@@ -50,7 +50,7 @@ def test_training_reduces_loss(tmp_path):
     runner = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(256), override_model=tiny_model())
     runner.sae.eval()
     batches = [runner.activations_store.get_multi_layer_llm_batch() for _ in range(2)]
-    from sae_lens_routing.training.training_evaluator import routed_reconstruction_metrics
+    from sae_lens_routing.training.trainer import routed_reconstruction_metrics
 
     before = routed_reconstruction_metrics(runner.sae, batches)["reconstruction_quality/normalized_mse"]
     runner.run()
@@ -159,7 +159,7 @@ def test_evaluator_pauses_the_prefetch_thread(tmp_path):
     """The in-training evaluator reads the store itself, so it must hold the prefetch producer meanwhile."""
     from sae_lens.training.prefetch import PrefetchingIterator
 
-    from sae_lens_routing.training.training_evaluator import RoutedTrainingEvaluator
+    from sae_lens_routing.training.trainer import RoutedTrainingEvaluator
 
     runner = RouteSAETrainingRunner(
         route_runner_cfg(tmp_path), override_dataset=token_dataset(64), override_model=tiny_model()

@@ -41,5 +41,5 @@ def test_wandb_logs_routing_metrics_and_chart(tmp_path, monkeypatch):
     } <= keys
     assert "plots/routing_share" in keys
     shares = [d for d in logged if "metrics/routing/share/blocks.1.hook_resid_post" in d][0]
-    pair = ("metrics/routing/share/blocks.1.hook_resid_post", "metrics/routing/share/blocks.2.hook_resid_post")
+    pair = tuple(f"metrics/routing/share/blocks.{i}.hook_resid_post" for i in (1, 2))
     assert abs(shares[pair[0]] + shares[pair[1]] - 1) < 1e-5

@@ -1,5 +1,6 @@
 """SAELens's unchanged `LanguageModelSAETrainingRunner` trains a RouteSAE (stacked routed hook point + the
-"routesae_stacked" training config), with the same result as `RouteSAETrainingRunner` on the same seed/tokens."""
+"routesae_stacked" training config), with the same result as `RouteSAETrainingRunner` on the same
+seed/tokens."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_stock_runner_equals_route_runner(tmp_path):
             stock_cfg, override_dataset=token_dataset(64), override_model=model
         )
         assert type(runner.sae).__name__ == "StackedRouteTrainingSAE" and runner.sae.cfg.d_in == 16
-        torch.manual_seed(cfg.seed)  # ours seeds the data order with `seed` before training (training/overlap.py)
+        torch.manual_seed(cfg.seed)  # ours seeds the data order with `seed` before training
         stock_sae = runner.run()
     assert "blocks.2.hook_resid_routed" not in model.hook_dict  # the model is restored
     assert isinstance(stock_sae, RouteTrainingSAE)

@@ -98,7 +98,8 @@ def test_bad_sweeps_name_the_problem(tmp_path):
     data = token_dataset(64)
     with pytest.raises(ValueError, match="unknown fields \\['kk'\\]"):
         RouteSAESweepRunner(cfg, [{"kk": 1}], override_dataset=data, override_model=tiny_model())
-    with pytest.raises(ValueError, match="variant 'variant_0' output_path='x' equals variant 'variant_1' output"):
+    same = "variant 'variant_0' output_path='x' equals variant 'variant_1' output"
+    with pytest.raises(ValueError, match=same):
         RouteSAESweepRunner(
             cfg,
             [{"output_path": "x"}, {"output_path": "x"}],
@@ -130,7 +131,8 @@ def test_train_sweep_from_yaml(tmp_path):
 def test_train_command_runs_a_yaml_sweep(tmp_path):
     from sae_lens_routing.cli.main import main
 
-    path = write_config(tmp_path, training_tokens=256, sweep=[{"name": "k2", "sae": {"k": 2}}, {"name": "k4"}])
+    sweep = [{"name": "k2", "sae": {"k": 2}}, {"name": "k4"}]
+    path = write_config(tmp_path, training_tokens=256, sweep=sweep)
     assert main(["train", "--config", str(path), "--summary-json", str(tmp_path / "s.json")]) == 0
     summaries = json.loads((tmp_path / "s.json").read_text())
     assert list(summaries) == ["k2", "k4"]

@@ -1,7 +1,5 @@
-"""`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]` (works under torchrun too).
-
-A `sweep:` list in the YAML trains one RouteSAE per variant from one model forward per batch
-(`training/sweep.py`)."""
+"""`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]` (torchrun works too); a `sweep:`
+list in the YAML trains one RouteSAE per variant from one model forward per batch."""
 
 from __future__ import annotations
 
@@ -10,9 +8,9 @@ from pathlib import Path
 
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import add_config_arguments
-from sae_lens_routing.training.distributed import dist_info
 from sae_lens_routing.training.run_config import parse_run_config, read_config, train_from_config
 from sae_lens_routing.training.runner import format_summary
+from sae_lens_routing.training.trainer import dist_info
 
 HELP = "Train a RouteSAE from a YAML SAELens runner config (with an `sae:` section)."
 
@@ -25,18 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.summary_json and Path(args.summary_json).is_dir():  # known now, not after training
-        raise ValueError(f"--summary-json {args.summary_json!r} is a folder; give a file path such as summary.json")
+        raise ValueError(f"--summary-json {args.summary_json!r} is a folder; give a file path (summary.json)")
     data = read_config(args.config, args.set)
-    if "sweep" in data:  # several RouteSAEs from one model forward per batch
+    if "sweep" in data:
         from sae_lens_routing.training.sweep import train_sweep_from_config
 
-        _, summaries = train_sweep_from_config(data, overwrite=args.overwrite)
-        print("\n".join(f"[{name}]\n{format_summary(s)}" for name, s in summaries.items()))
-        if args.summary_json:
-            atomic_write_json(args.summary_json, summaries, indent=2)
-        return 0
-    _, summary = train_from_config(parse_run_config(data), overwrite=args.overwrite)
-    if dist_info().is_main:  # the runner printed the summary
-        if args.summary_json:
-            atomic_write_json(args.summary_json, summary, indent=2)
+        _, summary = train_sweep_from_config(data, overwrite=args.overwrite)
+        print("\n".join(f"[{name}]\n{format_summary(s)}" for name, s in summary.items()))
+    else:  # the runner prints the summary
+        _, summary = train_from_config(parse_run_config(data), overwrite=args.overwrite)
+    if args.summary_json and dist_info().is_main:
+        atomic_write_json(args.summary_json, summary, indent=2)
     return 0
