@@ -1,8 +1,5 @@
-"""Publish a routed SAE to the Hugging Face Hub with SAELens's own uploader, plus its model card.
-
-The card (README.md, routing-share chart) is built from the saved folder, so a Hub visitor sees model, hooks,
-size, training, metrics and routing without loading anything; SAELens's uploader sends only the SAE files.
-"""
+"""Publish a routed SAE with SAELens's own uploader, plus a model card built from the saved folder so a Hub
+visitor sees model, hooks, size, training, metrics and routing without loading anything."""
 
 from __future__ import annotations
 
@@ -34,13 +31,11 @@ CHART_FILENAME = "routing_share.png"
 METRICS_FILENAME = "training_metrics.json"
 CARD_DATA = ModelCardData(library_name="saelens", tags=["sae_lens", "sae-lens-routing", "routesae",
                                                        "sparse-autoencoder"])
-# One row per quantity, whatever its source calls it (cfg.json metadata, training_metrics.json, --metrics)
 _ALIASES = {"num_dead_features": "dead_features", "dead_latents": "dead_features"}
 _NOT_METRICS = ("training_tokens", "training_steps", "metrics/total_tokens_evaluated")
 
 
 def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: Sequence[str]) -> list[float]:
-    """Per-hook shares in hook order: one per routed hook, finite, >= 0, summing to ~1."""
     mapping = isinstance(shares, Mapping)
     values = [float(shares.get(h, 0.0)) for h in hook_names] if mapping else [float(s) for s in shares]
     unknown = sorted(set(shares) - set(hook_names)) if mapping else []
@@ -52,8 +47,7 @@ def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: 
 
 
 def card_metrics(*sources: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Metrics under short names (`sparsity/l0` and `l0` are one row), later sources winning; shares and
-    token counts, shown elsewhere on the card, left out."""
+    """One row per quantity (`sparsity/l0` is `l0`), later sources winning; shares, tokens shown elsewhere."""
     merged: dict[str, Any] = {}
     for source in sources:
         for key, value in (source or {}).items():
@@ -67,10 +61,8 @@ def write_model_card(folder: str | Path, *, repo_id: str, sae_id: str,
                      routing_shares: Sequence[float] | Mapping[str, float] | None = None,
                      metrics: Mapping[str, Any] | None = None, training_tokens: int | None = None,
                      chart_prefix: str = "", write: bool = True) -> tuple[Path, str]:
-    """Write README.md (and routing_share.png when there are shares) into the SAE folder.
-
-    Returns the card's path and the card with its chart linked as `chart_prefix + routing_share.png`.
-    A README.md this package did not write is never replaced; `write=False` (a dry run) only checks."""
+    """Write README.md (and routing_share.png with shares) into the folder, never over one written by hand;
+    returns its path and the card linking `chart_prefix + routing_share.png`. `write=False` only checks."""
     folder = Path(folder)
     cfg = read_cfg_json(folder)
     run = read_json_object(folder / METRICS_FILENAME) if (folder / METRICS_FILENAME).is_file() else {}
@@ -89,7 +81,6 @@ def write_model_card(folder: str | Path, *, repo_id: str, sae_id: str,
     for source in (read_json_object(runner) if runner.is_file() else {}, run):
         if training_tokens is None and isinstance(source.get("training_tokens"), (int, float)):
             training_tokens = int(source["training_tokens"])
-    interp = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
     meta = dict(cfg.get("metadata") or {})
     model = meta.get("model_name") or "unknown"
     final = card_metrics({k: meta.get(k) for k in ("l0", "num_dead_features")}, run, metrics)
@@ -134,9 +125,8 @@ out = sae.forward_routed(acts)  # acts: [..., L, d_in], the routed hooks' activa
 
 Or, with integrity checks on load: `sae_lens_routing.load_route_sae("{repo_id}", "{sae_id}")`.
 """
-    judged = []
-    if interp.is_file():
-        judged = ["## Interpretability (LLM judge)", "", *card_lines(read_result(interp)), ""]
+    interp = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
+    judged = [*card_lines(read_result(interp)), ""] if interp.is_file() else []
 
     def render(prefix: str) -> str:
         chart = ["Not recorded."] if shares is None else [
@@ -154,10 +144,8 @@ def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, 
                      metrics: Mapping[str, Any] | None = None, training_tokens: int | None = None,
                      root_card: bool | None = None, show_progress: bool = False,
                      dry_run: bool = False) -> list[str]:
-    """Check the folder, write its model card, upload both; returns the paths written in the repo, sorted.
-
-    `sae_id` defaults to the folder's name; `root_card` None: also the repo's README.md if it has none yet.
-    `dry_run` checks everything, writes and sends nothing (plans the root README unless `root_card` False)."""
+    """Check the folder, write its model card, upload both; returns the repo paths, sorted. `root_card` None:
+    the card is also the repo's README.md if it has none yet. `dry_run` checks, writes and sends nothing."""
     folder = Path(path)
     try:
         sae_id = sae_id if sae_id is not None else folder.resolve(strict=True).name

@@ -1,8 +1,5 @@
-"""The LLM judge: `openai` chat completions (OpenAI, Azure, any compatible server) on sampled features.
-
-Each answer is stored under a hash of its request as it arrives: a killed run resumes without paying twice.
-openai retries 429/5xx/time-outs itself. An unparsable answer is asked once more, then counted unparsed.
-"""
+"""The LLM judge over `openai` chat completions; each answer is stored under its request's hash as it
+arrives, so a killed run resumes without paying twice (openai itself retries 429/5xx/time-outs)."""
 
 from __future__ import annotations
 
@@ -24,11 +21,10 @@ import sae_lens_routing.interpret.prompts as P
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult, write_result
 
-PROTOCOLS = ("paper", "detection", "both")
 MAX_TOKENS = 128  # the official code's answer budget; plenty for a 0/1 list of ~16 excerpts too
 AZURE_API_VERSION = "2024-10-21"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-# USD per million tokens (input, output), for the printed estimate only.
+# USD per million tokens (in, out), for the printed estimate only
 PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),
           "gpt-4.1-mini": (0.4, 1.6), "gpt-4.1-nano": (0.1, 0.4)}
 
@@ -53,21 +49,19 @@ class JudgeConfig:
 
 
 class JudgeError(ValueError):
-    """The judge refused or kept failing: a ValueError, so the CLI reports it as one `error:` line."""
+    """A ValueError, so the CLI reports a refusal as one `error:` line."""
 
 
-def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> float | None:
-    """USD at list price, or None for a model without a known price (a local server, a new model)."""
+def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> tuple[float | None, str]:
+    """USD at list price (None for an unpriced model) and its printed form."""
     price = PRICES.get(model.split("/")[-1])
-    return None if price is None else (tokens_in * price[0] + tokens_out * price[1]) / 1e6
+    if price is None:
+        return None, f"unknown (no price for {model!r})"
+    cost = (tokens_in * price[0] + tokens_out * price[1]) / 1e6
+    return cost, f"${cost:.4f} at {model} list price"
 
 
-def format_cost(model: str, cost: float | None) -> str:
-    return f"${cost:.4f} at {model} list price" if cost is not None else f"unknown (no price for {model!r})"
-
-
-def approx_tokens(messages: list[dict[str, str]]) -> int:
-    """~4 characters a token: an estimate before anything is sent (no tokenizer for a remote model)."""
+def approx_tokens(messages: list[dict[str, str]]) -> int:  # ~4 characters a token: no remote tokenizer
     return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
 
 
@@ -99,11 +93,11 @@ class Judge:
         else:
             record = {"model": cfg.model, "messages": messages, **self._send(messages, attempt)}
             atomic_write_json(path, record)
-        prefix = "cached_" * stored
+        prefix, used = "cached_" * stored, record["usage"]
         with self._lock:
             self.usage["cached" if stored else "requests"] += 1
-            self.usage[prefix + "tokens_in"] += record["usage"]["prompt_tokens"]
-            self.usage[prefix + "tokens_out"] += record["usage"]["completion_tokens"]
+            self.usage[prefix + "tokens_in"] += used["prompt_tokens"]
+            self.usage[prefix + "tokens_out"] += used["completion_tokens"]
         return record["content"]
 
     @cached_property
@@ -111,13 +105,12 @@ class Judge:
         import openai
 
         cfg = self.config
-        key = os.environ.get(cfg.api_key_env)
-        host = urlsplit(cfg.url).hostname or ""
+        key, parts = os.environ.get(cfg.api_key_env), urlsplit(cfg.url)
+        host = parts.hostname or ""
         if not key and host not in LOCAL_HOSTS:
             raise ValueError(f"--api-key-env: environment variable {cfg.api_key_env} is not set (the key)")
         common = {"api_key": key or "unused", "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
         if host.endswith(".openai.azure.com"):
-            parts = urlsplit(cfg.url)
             version = parse_qs(parts.query).get("api-version", [AZURE_API_VERSION])[0]
             endpoint = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
             return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
@@ -126,29 +119,24 @@ class Judge:
     def _send(self, messages: list[dict[str, str]], attempt: int) -> dict[str, Any]:
         import openai
 
-        cfg = self.config
-        # a second attempt at an unparsable answer gets another seed: the same one would repeat the answer
-        extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature}
-        extra.update({} if cfg.seed is None else {"seed": cfg.seed + attempt})
+        cfg = self.config  # a second attempt gets another seed: the same one would repeat the answer
+        extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature,
+                 **({} if cfg.seed is None else {"seed": cfg.seed + attempt})}
         try:
             reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
         except openai.APIError as e:
             why = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else type(e).__name__
-            raise JudgeError(
-                f"the judge at {cfg.url} refused the request with {why} (model {cfg.model!r}); check "
-                f"--judge-url, --judge-model and the key in ${cfg.api_key_env}"
-            ) from None
+            raise JudgeError(f"the judge at {cfg.url} refused the request with {why} (model {cfg.model!r}); "
+                             f"check --judge-url, --judge-model and the key in ${cfg.api_key_env}") from None
         content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
         used = reply.usage
-        usage = {"prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
-                 "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}
-        return {"content": content, "usage": usage}
+        return {"content": content, "usage": {
+            "prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
+            "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
 
 
 @dataclass
-class DryRunPlan:
-    """What a run would send: nothing is sent in a dry run."""
-
+class DryRunPlan:  # what a run would send
     prompt: list[dict[str, str]]
     n_features: int
     n_requests: int
@@ -191,9 +179,8 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
         elif 0 in (r.heldout["activating"], r.heldout["non_activating"]):
             r.detection = "no_heldout"  # balanced accuracy needs both kinds
         else:
-            texts = [h["text"] for h in heldout]
-            messages = P.detect_messages(r.detection_explanation, texts)
-            verdicts, raw = judge.ask(messages, lambda a: P.parse_detection(a, len(texts)))
+            messages = P.detect_messages(r.detection_explanation, [h["text"] for h in heldout])
+            verdicts, raw = judge.ask(messages, lambda a: P.parse_detection(a, len(heldout)))
             if verdicts:
                 r.detection, r.detection_accuracy = "scored", round(balanced_accuracy(labels, verdicts), 4)
             else:
@@ -213,14 +200,13 @@ def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, mode
             typical = "x" * 80  # the explanation is not known yet: a typical length
             prompts.append(P.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
     tokens_in, tokens_out = sum(approx_tokens(p) for p in prompts), MAX_TOKENS * len(prompts)
-    p = DryRunPlan(prompts[0] if prompts else [], len(features), len(prompts), tokens_in, tokens_out,
-                   estimated_cost(model, tokens_in, tokens_out))
+    cost, cost_text = estimated_cost(model, tokens_in, tokens_out)
     per = {"paper": "1", "detection": "2", "both": "3"}[protocol]
-    prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in p.prompt)
-    log(f"dry run: nothing sent. One full prompt:\n{prompt}\n\nrequests: {p.n_requests} ({p.n_features} "
+    prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in prompts[0])
+    log(f"dry run: nothing sent. One full prompt:\n{prompt}\n\nrequests: {len(prompts)} ({len(features)} "
         f"features x {per}; +1 for each unparsable answer)\nestimated tokens: ~{tokens_in} in, "
-        f"<= {tokens_out} out; estimated cost at most {format_cost(model, p.estimated_cost_usd)}")
-    return p
+        f"<= {tokens_out} out; estimated cost at most {cost_text}")
+    return DryRunPlan(prompts[0], len(features), len(prompts), tokens_in, tokens_out, cost)
 
 
 def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig, out: str | Path,
@@ -228,7 +214,6 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
                        n_features: int = 100, protocol: str = "paper", seed: int = 0, dry_run: bool = False,
                        log: Any = print) -> InterpretationResult | DryRunPlan:
     """Judge `n_features` counted features sampled with `seed`; write interpretability.json/.png to `out`.
-
     Contexts: given, read from a JSON (the SAE names the layers) or computed from `sae`, `model`, `tokens`."""
     out = Path(out)
     if isinstance(contexts, (str, Path)):
@@ -236,17 +221,11 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
     elif contexts is None:
         contexts = C.compute_contexts(sae, model, tokens, seed=seed)
         C.write_contexts(contexts, out / "interpret_contexts.json")
-    n_seen = contexts.n_latents_with_contexts
-    problems = [text for bad, text in (
-        (not contexts.features, f"no latent counts as a feature on these tokens ({n_seen} latents had "
-         "contexts, none > 4 above the activation threshold): nothing to judge"),
-        (protocol not in PROTOCOLS, f"--protocol must be one of {PROTOCOLS}, got {protocol!r}"),
-        (not isinstance(n_features, int) or n_features < 1, f"--n-features must be >= 1, got {n_features!r}"),
-        (protocol != "paper" and contexts.detection is None, "--contexts has no detection excerpts "
-         "(evaluate's feature_contexts.json has the paper's only): use --protocol paper, or omit --contexts"),
-    ) if bad]
-    if problems:
-        raise ValueError("; ".join(problems))
+    if not contexts.features or (protocol != "paper" and contexts.detection is None):
+        raise ValueError("--contexts has no detection excerpts (evaluate's feature_contexts.json has the "
+                         "paper's only): use --protocol paper, or omit --contexts" if contexts.features else
+                         f"no latent counts as a feature on these tokens ({contexts.n_latents_with_contexts} "
+                         "latents had contexts, none > 4 above the activation threshold): nothing to judge")
     counted = sorted(contexts.features)
     features = sorted(random.Random(seed).sample(counted, min(n_features, len(counted))))
     if dry_run:
@@ -259,12 +238,12 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
         finally:  # a refusal stops the run: nothing more is sent
             pool.shutdown(cancel_futures=True)
     u = client.usage
-    cost = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
+    cost, cost_text = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
     result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names,
                                   len(counted), judged, u, cost)
     json_path, png = write_result(result, out)
     log(f"judge: {u['requests']} requests sent ({u['tokens_in']} tokens in, {u['tokens_out']} out), "
         f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run "
-        f"{format_cost(judge.model, cost)}")
+        f"{cost_text}")
     log(f"interpretability written to {json_path} and {png}")
     return result

@@ -1,6 +1,5 @@
-"""An interpretation run's results, summary (overall, per category, per routed layer), JSON and plot.
-
-Per routed layer (a feature's dominant one): the paper says shallow layers give low-level features."""
+"""An interpretation run's results and summary, overall and per routed layer (the paper finds shallow layers
+give low-level features), as JSON, plot and model-card lines."""
 
 from __future__ import annotations
 
@@ -80,22 +79,17 @@ def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
 
 
 def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, Path]:
-    """`interpretability.json` (strict JSON) and `interpretability.png` in `out`."""
-    data = result.as_dict()
-    json_path = atomic_write_json(Path(out) / FILENAME, data, indent=1)
-    return json_path, render_plot(data["summary"], result.hook_names, Path(out) / PLOT_FILENAME)
-
-
-def render_plot(summary: dict[str, Any], hook_names: list[str], path: Path) -> Path:
-    """Per routed layer: paper category counts (stacked), mean paper score and detection accuracy."""
+    """`interpretability.json` and a plot per routed layer: paper categories, mean score, detection."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data, hook_names = result.as_dict(), result.hook_names
+    json_path = atomic_write_json(Path(out) / FILENAME, data, indent=1)
     x = list(range(len(hook_names)))
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(x) + 4), 3.4), dpi=100)
-    paper, detection = summary.get("paper"), summary.get("detection")
+    paper, detection = data["summary"].get("paper"), data["summary"].get("detection")
     if paper:
         layers = [paper["per_layer"][h] for h in hook_names]
         bottom = [0] * len(x)
@@ -110,37 +104,31 @@ def render_plot(summary: dict[str, Any], hook_names: list[str], path: Path) -> P
         acc = right.twinx() if paper else right
         acc.plot(x, [float("nan") if v is None else v for v in values], "o-", color="C3")
         acc.set(ylim=(0, 1), ylabel="detection balanced accuracy")
-    labels = [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names]
     left.set(ylabel="features", title="paper categories per routed layer")
     right.set(ylim=(0, 5), ylabel="mean paper score (1-5)", title="interpretability per routed layer")
     for ax in (left, right):
-        ax.set_xticks(x, labels)
+        ax.set_xticks(x, [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names])
         ax.set_xlabel("routed layer (block)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf := io.BytesIO(), format="png")
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return json_path, atomic_write_bytes(Path(out) / PLOT_FILENAME, buf.getvalue())
 
 
 def card_lines(data: dict[str, Any]) -> list[str]:
     """Markdown lines summarising an `interpretability.json` (for the Hub model card)."""
-    summary = data.get("summary", {})
-    paper, detection = summary.get("paper"), summary.get("detection")
-    lines = [f"Judge `{data.get('judge_model')}`, {summary.get('n_features', 0)} sampled of "
-             f"{data.get('n_features_counted')} counted features (seed {data.get('seed')}).", ""]
-    if paper:
-        cats = ", ".join(f"{c} {v['count']} (mean {v['mean_score']})" for c, v in paper["categories"].items()
-                         if v["count"])
-        lines.append(f"- paper rubric: mean score {paper['mean_score']} over {paper['n_scored']} features "
-                     f"({paper['n_unparsed']} answers unparsed); {cats}")
-    if detection:
-        lines.append(f"- detection: mean balanced accuracy {detection['mean_balanced_accuracy']} over "
-                     f"{detection['n_scored']} features ({detection['n_unparsed']} unparsed)")
-    for name, key in (("paper", "mean_score"), ("detection", "mean_balanced_accuracy")):
-        if block := summary.get(name):
-            per = ", ".join(f"`{h}` {v[key]} (n={v['n_scored']})" for h, v in block["per_layer"].items())
-            lines.append(f"- {name} per routed layer: {per}")
+    summary = data["summary"]
+    lines = ["## Interpretability (LLM judge)", "", f"Judge `{data.get('judge_model')}`, "
+             f"{summary.get('n_features', 0)} sampled of {data.get('n_features_counted')} counted features "
+             f"(seed {data.get('seed')}).", ""]
+    for name, key, what in (("paper", "mean_score", "paper rubric: mean score"),
+                            ("detection", "mean_balanced_accuracy", "detection: mean balanced accuracy")):
+        if b := summary.get(name):
+            cats = [f"{c} {v['count']} (mean {v['mean_score']})" for c, v in b.get("categories", {}).items()
+                    if v["count"]]
+            per = ", ".join(f"`{h}` {v[key]} (n={v['n_scored']})" for h, v in b["per_layer"].items())
+            lines += [f"- {what} {b[key]} over {b['n_scored']} features ({b['n_unparsed']} answers unparsed)"
+                      + (f"; {', '.join(cats)}" if cats else ""), f"- {name} per routed layer: {per}"]
     return lines
 
 
@@ -163,22 +151,15 @@ def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {int(f): {k: v.get(k) for k in SHOWN_FIELDS} for f, v in data["features"].items()}
 
 
-def neuronpedia_explanations(
-    data: dict[str, Any], feature: int, *, model_id: str, np_layer: str
-) -> list[dict[str, Any]]:
+def neuronpedia_explanations(data: dict[str, Any], feature: int, *, model_id: str,
+                             np_layer: str) -> list[dict[str, Any]]:
     """A feature's explanations in Neuronpedia's explanation format (its export's fields, with scores)."""
     entry, judge = data["features"].get(str(feature), {}), data.get("judge_model")
-    out = []
-    for kind, text_key, score_type, score_key in (
-        ("routesae-paper-rubric", "explanation", "routesae-monosemanticity-1-5", "score"),
-        ("detection", "detection_explanation", "detection-balanced-accuracy", "detection_accuracy"),
-    ):
-        if entry.get(text_key):
-            score = entry.get(score_key)
-            scores = [] if score is None else [
-                {"value": score, "explanationScoreTypeName": score_type, "explanationScoreModelName": judge}
-            ]
-            out.append({"modelId": model_id, "layer": np_layer, "index": str(feature),
-                        "description": entry[text_key], "explanationModelName": judge, "typeName": kind,
-                        "scores": scores})
-    return out
+    return [{"modelId": model_id, "layer": np_layer, "index": str(feature), "description": entry[text_key],
+             "explanationModelName": judge, "typeName": kind,
+             "scores": [] if entry.get(score_key) is None else [{"value": entry[score_key],
+                        "explanationScoreTypeName": score_type, "explanationScoreModelName": judge}]}
+            for kind, text_key, score_type, score_key in (
+                ("routesae-paper-rubric", "explanation", "routesae-monosemanticity-1-5", "score"),
+                ("detection", "detection_explanation", "detection-balanced-accuracy", "detection_accuracy"))
+            if entry.get(text_key)]
