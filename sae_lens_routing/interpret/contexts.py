@@ -1,7 +1,5 @@
-"""What the judge is shown, from one routed pass: the paper's contexts and the detection excerpts.
-
-Held-out excerpts come from sequences the explanation's excerpts do not, so no held-out text leaks into it.
-"""
+"""What the judge is shown, from one routed pass: the paper's contexts and the detection excerpts (held-out
+ones from other sequences than the explanation's, so no held-out text leaks into it)."""
 
 from __future__ import annotations
 
@@ -47,9 +45,8 @@ def excerpt(tokens: list[str], pos: int, rules: DetectionRules, mark: bool) -> s
 
 def detection_samples(token_strings: list[list[str]], table: torch.Tensor, feature: int,
                       rules: DetectionRules, seed: int) -> dict[str, list[dict[str, Any]]]:
-    """{"explain": top excerpts (marked), "heldout": excerpts of other sequences, each with a 0/1 label}.
-
-    `table` rows: (sequence, position, latent, activation, layer). A rare feature keeps half its sequences."""
+    """{"explain": top excerpts (marked), "heldout": other sequences' excerpts, labelled 0/1}; `table` rows:
+    (sequence, position, latent, activation, layer). A rare feature keeps half its sequences held out."""
     rng = random.Random(seed * 1_000_003 + feature)
     best: dict[int, tuple[float, int]] = {}  # sequence -> (its largest activation, where)
     for s, p, _, v, _ in table[table[:, 2] == feature].tolist():
@@ -57,20 +54,18 @@ def detection_samples(token_strings: list[list[str]], table: torch.Tensor, featu
             best[int(s)] = (v, int(p))
     ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
     n_explain = min(rules.n_explain, (len(ranked) + 1) // 2)
-    explain = [
-        {"text": excerpt(token_strings[s], p, rules, True), "activation": round(v, 2)}
-        for s, (v, p) in ranked[:n_explain]
-    ]
+    explain = [{"text": excerpt(token_strings[s], p, rules, True), "activation": round(v, 2)}
+               for s, (v, p) in ranked[:n_explain]]
     rest, heldout = ranked[n_explain:][::-1], []  # ascending activation
     for q in range(rules.n_quantiles):
         bin_ = rest[q * len(rest) // rules.n_quantiles : (q + 1) * len(rest) // rules.n_quantiles]
-        for s, (v, p) in rng.sample(bin_, min(rules.per_quantile, len(bin_))):
-            text = excerpt(token_strings[s], p, rules, False)
-            heldout.append({"text": text, "label": 1, "quantile": q + 1, "activation": round(v, 2)})
+        picked = rng.sample(bin_, min(rules.per_quantile, len(bin_)))
+        heldout += [{"text": excerpt(token_strings[s], p, rules, False), "label": 1, "quantile": q + 1,
+                     "activation": round(v, 2)} for s, (v, p) in picked]
     silent = [s for s in range(len(token_strings)) if s not in best]
-    for s in rng.sample(silent, min(rules.n_negative, len(silent))):
-        text = excerpt(token_strings[s], rng.randrange(len(token_strings[s])), rules, False)
-        heldout.append({"text": text, "label": 0, "quantile": None, "activation": 0.0})
+    heldout += [{"text": excerpt(token_strings[s], rng.randrange(len(token_strings[s])), rules, False),
+                 "label": 0, "quantile": None, "activation": 0.0}
+                for s in rng.sample(silent, min(rules.n_negative, len(silent)))]
     return {"explain": explain, "heldout": heldout}
 
 
@@ -111,11 +106,9 @@ def compute_contexts(sae: Any, model: Any, tokens: torch.Tensor, *, rules: Conte
 
 def write_contexts(contexts: InterpretContexts, path: str | Path) -> Path:
     """The layout of `feature_contexts.json` (features -> contexts), plus shares and detection excerpts."""
-    features = {
-        str(f): {"is_feature": True, "contexts": c, "layer_shares": contexts.layer_shares.get(f),
-                 **({"detection": contexts.detection[f]} if contexts.detection else {})}
-        for f, c in sorted(contexts.features.items())
-    }
+    features = {str(f): {"is_feature": True, "contexts": c, "layer_shares": contexts.layer_shares.get(f),
+                         **({"detection": contexts.detection[f]} if contexts.detection else {})}
+                for f, c in sorted(contexts.features.items())}
     payload = {"hook_names": contexts.hook_names, "rules": contexts.rules, "n_features": len(features),
                "n_latents_with_contexts": contexts.n_latents_with_contexts, "features": features}
     return atomic_write_json(path, payload, indent=1)
@@ -128,17 +121,15 @@ def read_contexts(path: str | Path, hook_names: list[str]) -> InterpretContexts:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = {int(f): e for f, e in data["features"].items() if e.get("is_feature")}
         keys = {"token", "activation", "layer", "context"}
-        ok = all(keys <= set(c) for e in entries.values() for c in e["contexts"])
-        ok = ok and data.get("hook_names", hook_names) == hook_names
+        ok = data.get("hook_names", hook_names) == hook_names and all(
+            keys <= set(c) for e in entries.values() for c in e["contexts"])
     except (KeyError, TypeError, AttributeError, ValueError):  # JSONDecodeError is a ValueError
         ok = False
     if not ok:
         raise ValueError(f"--contexts {path} must be a feature-contexts JSON (features -> contexts) that was "
                          f"made for hooks {hook_names}")
-    shares = {}
-    for f, e in entries.items():
-        counts = [sum(c["layer"] == h for c in e["contexts"]) for h in hook_names]
-        shares[f] = e.get("layer_shares") or [n / max(1, sum(counts)) for n in counts]
+    n = {f: [sum(c["layer"] == h for c in e["contexts"]) for h in hook_names] for f, e in entries.items()}
+    shares = {f: e.get("layer_shares") or [k / max(1, sum(n[f])) for k in n[f]] for f, e in entries.items()}
     detection = {f: e["detection"] for f, e in entries.items() if "detection" in e}
     return InterpretContexts(hook_names, {f: e["contexts"] for f, e in entries.items()}, shares,
                              detection if len(detection) == len(entries) else None,

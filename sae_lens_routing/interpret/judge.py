@@ -135,16 +135,6 @@ class Judge:
             "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
 
 
-@dataclass
-class DryRunPlan:  # what a run would send
-    prompt: list[dict[str, str]]
-    n_features: int
-    n_requests: int
-    est_tokens_in: int
-    max_tokens_out: int
-    estimated_cost_usd: float | None
-
-
 def balanced_accuracy(labels: list[int], verdicts: list[int]) -> float:
     pos = [v for label, v in zip(labels, verdicts, strict=True) if label == 1]
     neg = [1 - v for label, v in zip(labels, verdicts, strict=True) if label == 0]
@@ -188,8 +178,8 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
     return r
 
 
-def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str,
-         log: Any) -> DryRunPlan:
+def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str, log: Any) -> None:
+    """Print one full prompt, the request count and the cost estimate; nothing is sent."""
     prompts = []
     if protocol in ("paper", "both"):
         prompts += [P.paper_messages(contexts.features[f]) for f in features]
@@ -200,21 +190,19 @@ def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, mode
             typical = "x" * 80  # the explanation is not known yet: a typical length
             prompts.append(P.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
     tokens_in, tokens_out = sum(approx_tokens(p) for p in prompts), MAX_TOKENS * len(prompts)
-    cost, cost_text = estimated_cost(model, tokens_in, tokens_out)
     per = {"paper": "1", "detection": "2", "both": "3"}[protocol]
     prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in prompts[0])
     log(f"dry run: nothing sent. One full prompt:\n{prompt}\n\nrequests: {len(prompts)} ({len(features)} "
         f"features x {per}; +1 for each unparsable answer)\nestimated tokens: ~{tokens_in} in, "
-        f"<= {tokens_out} out; estimated cost at most {cost_text}")
-    return DryRunPlan(prompts[0], len(features), len(prompts), tokens_in, tokens_out, cost)
+        f"<= {tokens_out} out; estimated cost at most {estimated_cost(model, tokens_in, tokens_out)[1]}")
 
 
 def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig, out: str | Path,
                        tokens: Any = None, contexts: C.InterpretContexts | str | Path | None = None,
                        n_features: int = 100, protocol: str = "paper", seed: int = 0, dry_run: bool = False,
-                       log: Any = print) -> InterpretationResult | DryRunPlan:
-    """Judge `n_features` counted features sampled with `seed`; write interpretability.json/.png to `out`.
-    Contexts: given, read from a JSON (the SAE names the layers) or computed from `sae`, `model`, `tokens`."""
+                       log: Any = print) -> InterpretationResult | None:
+    """Judge `n_features` counted features sampled with `seed` (None in a dry run); `contexts` given, a JSON
+    path (the SAE names the layers) or None: computed from `sae`, `model`, `tokens`."""
     out = Path(out)
     if isinstance(contexts, (str, Path)):
         contexts = C.read_contexts(contexts, list(sae.cfg.hook_names))
@@ -243,7 +231,6 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
                                   len(counted), judged, u, cost)
     json_path, png = write_result(result, out)
     log(f"judge: {u['requests']} requests sent ({u['tokens_in']} tokens in, {u['tokens_out']} out), "
-        f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run "
-        f"{cost_text}")
-    log(f"interpretability written to {json_path} and {png}")
+        f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run {cost_text}\n"
+        f"interpretability written to {json_path} and {png}")
     return result
