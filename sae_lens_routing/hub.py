@@ -85,7 +85,12 @@ def write_model_card(folder: str | Path, *, repo_id: str, sae_id: str,
     model = meta.get("model_name") or "unknown"
     final = card_metrics({k: meta.get(k) for k in ("l0", "num_dead_features")}, run, metrics)
     rows = [f"| {k} | {f'{v:.4g}' if isinstance(v, float) else v} |" for k, v in final.items()]
-    head = f"""---
+    chart = "Not recorded." if shares is None else (
+        f"![share of tokens routed to each layer]({CHART_FILENAME})\n\n"
+        + " | ".join(f"`{h}` {100 * s:.1f}%" for h, s in zip(hooks, shares, strict=True)))
+    interp = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
+    judged = "\n".join(card_lines(read_result(interp))) + "\n\n" if interp.is_file() else ""
+    text = f"""---
 {CARD_DATA.to_yaml()}
 ---
 
@@ -111,9 +116,9 @@ sae-lens-routing plugin for [SAELens](https://github.com/decoderesearch/SAELens)
 
 ## Routing share
 
-"""
-    tail = f"""
-## Load it
+{chart}
+
+{judged}## Load it
 
 ```python
 import sae_lens_routing  # registers the 'routesae' architecture with SAELens
@@ -125,18 +130,9 @@ out = sae.forward_routed(acts)  # acts: [..., L, d_in], the routed hooks' activa
 
 Or, with integrity checks on load: `sae_lens_routing.load_route_sae("{repo_id}", "{sae_id}")`.
 """
-    interp = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
-    judged = [*card_lines(read_result(interp)), ""] if interp.is_file() else []
-
-    def render(prefix: str) -> str:
-        chart = ["Not recorded."] if shares is None else [
-            f"![share of tokens routed to each layer]({prefix}{CHART_FILENAME})", "",
-            " | ".join(f"`{h}` {100 * s:.1f}%" for h, s in zip(hooks, shares, strict=True))]
-        return head + "\n".join([*chart, "", *judged]) + tail
-
     if write:
-        atomic_write_bytes(card, render("").encode("utf-8"))
-    return card, render(chart_prefix)
+        atomic_write_bytes(card, text.encode("utf-8"))
+    return card, text.replace(f"]({CHART_FILENAME})", f"]({chart_prefix}{CHART_FILENAME})")
 
 
 def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, *, revision: str = "main",

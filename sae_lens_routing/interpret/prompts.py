@@ -1,10 +1,9 @@
-"""The judge's prompts (the RouteSAE paper's rubric; detection: explain, then 0/1 verdicts), strict parsers.
-
-A parser returns None for anything but the asked format: a free-form answer is counted unparsed, not guessed.
-"""
+"""The judge's prompts (the RouteSAE paper's rubric; detection: explain, then 0/1 verdicts) and strict
+parsers: anything but the asked format is None, counted unparsed rather than guessed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Sequence
@@ -53,15 +52,13 @@ def chat(user: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def paper_messages(contexts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """One request per feature: every context (token, activation, sentence) of the feature."""
+def paper_messages(contexts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:  # every context of a feature
     lines = "".join(f"Token: {c['token']} | Activation: {c['activation']} | Context: {c['context']}\n\n"
                     for c in contexts)
     return chat(PAPER_RUBRIC + lines + PAPER_FORMAT)
 
 
 def parse_paper(answer: str) -> dict[str, Any] | None:
-    """{'category', 'score', 'explanation'} from an answer in the asked format (once), else None."""
     match = _PAPER_ANSWER.search(answer)
     if match is None or len(re.findall(r"Feature category:", answer, re.IGNORECASE)) != 1:
         return None
@@ -95,7 +92,6 @@ _LIST = re.compile(r"\[[^\[\]]*\]")
 
 
 def explain_messages(examples: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """Top activating excerpts (token marked) -> one explanation."""
     body = "".join(f"Excerpt {i}: {e['text']} (activation {e['activation']})\n"
                    for i, e in enumerate(examples, 1))
     return chat(EXPLAIN_PROMPT.format(examples=body))
@@ -107,7 +103,6 @@ def parse_explanation(answer: str) -> str | None:
 
 
 def detect_messages(explanation: str, texts: Sequence[str]) -> list[dict[str, str]]:
-    """The explanation and held-out excerpts (nothing marked, shuffled by the caller) -> one 0/1 each."""
     body = "".join(f"Excerpt {i}: {t}\n" for i, t in enumerate(texts, 1))
     return chat(DETECT_PROMPT.format(explanation=explanation, n=len(texts), examples=body))
 
@@ -115,9 +110,8 @@ def detect_messages(explanation: str, texts: Sequence[str]) -> list[dict[str, st
 def parse_detection(answer: str, n: int) -> list[int] | None:
     """The single JSON list of exactly `n` 0/1 integers in the answer, else None."""
     found = _LIST.findall(answer)
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         values = json.loads(found[0]) if len(found) == 1 else None
-    except json.JSONDecodeError:
-        return None
-    ok = values is not None and len(values) == n and all(type(v) is int and v in (0, 1) for v in values)
-    return values if ok else None
+        if values is not None and len(values) == n and all(type(v) is int and v in (0, 1) for v in values):
+            return values
+    return None

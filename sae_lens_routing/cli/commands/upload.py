@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -29,17 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.hub import upload_route_sae
 
-    shares = metrics = None
-    text, problems = args.metrics, []
+    text, shares, metrics, problems = args.metrics, None, None, []
     try:
         shares = args.routing_shares and [float(x) for x in args.routing_shares.split(",")]
     except ValueError:
         problems.append(f"--routing-shares must be comma-separated numbers, got {args.routing_shares!r}")
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         is_file = text is not None and text.endswith(".json") and Path(text).is_file()
         metrics = text and json.loads(Path(text).read_text(encoding="utf-8") if is_file else text)
-    except json.JSONDecodeError:
-        metrics = []
     if text is not None and not isinstance(metrics, dict):
         problems.append(f"--metrics must be a JSON object (name -> value) or a .json file, got {text!r}")
     if problems:
