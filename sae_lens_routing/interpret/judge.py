@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import sae_lens_routing.interpret.contexts as C
-import sae_lens_routing.interpret.prompts as P
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult, write_result
 
@@ -91,7 +90,22 @@ class Judge:
         if stored := path.is_file():
             record = json.loads(path.read_text(encoding="utf-8"))
         else:
-            record = {"model": cfg.model, "messages": messages, **self._send(messages, attempt)}
+            import openai  # a second attempt gets another seed: the same one would repeat the answer
+
+            extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature,
+                     **({} if cfg.seed is None else {"seed": cfg.seed + attempt})}
+            try:
+                reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
+            except openai.APIError as e:
+                why = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else type(e).__name__
+                raise JudgeError(f"the judge at {cfg.url} refused the request with {why} (model "
+                                 f"{cfg.model!r}); check --judge-url, --judge-model and the key in "
+                                 f"${cfg.api_key_env}") from None
+            content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
+            used = reply.usage
+            record = {"model": cfg.model, "messages": messages, "content": content, "usage": {
+                "prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
+                "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
             atomic_write_json(path, record)
         prefix, used = "cached_" * stored, record["usage"]
         with self._lock:
@@ -116,24 +130,6 @@ class Judge:
             return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
         return openai.OpenAI(base_url=cfg.url, **common)
 
-    def _send(self, messages: list[dict[str, str]], attempt: int) -> dict[str, Any]:
-        import openai
-
-        cfg = self.config  # a second attempt gets another seed: the same one would repeat the answer
-        extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature,
-                 **({} if cfg.seed is None else {"seed": cfg.seed + attempt})}
-        try:
-            reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
-        except openai.APIError as e:
-            why = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else type(e).__name__
-            raise JudgeError(f"the judge at {cfg.url} refused the request with {why} (model {cfg.model!r}); "
-                             f"check --judge-url, --judge-model and the key in ${cfg.api_key_env}") from None
-        content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
-        used = reply.usage
-        return {"content": content, "usage": {
-            "prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
-            "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
-
 
 def balanced_accuracy(labels: list[int], verdicts: list[int]) -> float:
     pos = [v for label, v in zip(labels, verdicts, strict=True) if label == 1]
@@ -152,7 +148,7 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
     shares = contexts.layer_shares[feature]
     r = FeatureInterpretation(feature, shares, contexts.hook_names[shares.index(max(shares))])
     if protocol in ("paper", "both"):
-        parsed, raw = judge.ask(P.paper_messages(contexts.features[feature]), P.parse_paper)
+        parsed, raw = judge.ask(C.paper_messages(contexts.features[feature]), C.parse_paper)
         if parsed:
             r.paper, r.category, r.score, r.explanation = "scored", *parsed.values()
         else:
@@ -163,14 +159,14 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
         labels = [h["label"] for h in heldout]
         r.heldout = {"activating": sum(labels), "non_activating": len(labels) - sum(labels),
                      **Counter(f"quantile_{h['quantile']}" for h in heldout if h["quantile"] is not None)}
-        r.detection_explanation, raw = judge.ask(P.explain_messages(sample["explain"]), P.parse_explanation)
+        r.detection_explanation, raw = judge.ask(C.explain_messages(sample["explain"]), C.parse_explanation)
         if r.detection_explanation is None:
             r.detection, r.unparsed["explanation"] = "unparsed", raw
         elif 0 in (r.heldout["activating"], r.heldout["non_activating"]):
             r.detection = "no_heldout"  # balanced accuracy needs both kinds
         else:
-            messages = P.detect_messages(r.detection_explanation, [h["text"] for h in heldout])
-            verdicts, raw = judge.ask(messages, lambda a: P.parse_detection(a, len(heldout)))
+            messages = C.detect_messages(r.detection_explanation, [h["text"] for h in heldout])
+            verdicts, raw = judge.ask(messages, lambda a: C.parse_detection(a, len(heldout)))
             if verdicts:
                 r.detection, r.detection_accuracy = "scored", round(balanced_accuracy(labels, verdicts), 4)
             else:
@@ -182,13 +178,13 @@ def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, mode
     """Print one full prompt, the request count and the cost estimate; nothing is sent."""
     prompts = []
     if protocol in ("paper", "both"):
-        prompts += [P.paper_messages(contexts.features[f]) for f in features]
+        prompts += [C.paper_messages(contexts.features[f]) for f in features]
     if protocol in ("detection", "both"):
         for f in features:
             sample = contexts.detection[f]  # type: ignore[index]
-            prompts.append(P.explain_messages(sample["explain"]))
+            prompts.append(C.explain_messages(sample["explain"]))
             typical = "x" * 80  # the explanation is not known yet: a typical length
-            prompts.append(P.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
+            prompts.append(C.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
     tokens_in, tokens_out = sum(approx_tokens(p) for p in prompts), MAX_TOKENS * len(prompts)
     per = {"paper": "1", "detection": "2", "both": "3"}[protocol]
     prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in prompts[0])

@@ -11,12 +11,10 @@ from statistics import mean
 from typing import Any
 
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_json
-from sae_lens_routing.interpret.prompts import CATEGORIES
 
 FILENAME = "interpretability.json"
 PLOT_FILENAME = "interpretability.png"
-SHOWN_FIELDS = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
-                "detection_accuracy")
+CATEGORIES = ("low-level", "high-level", "undiscernible")  # the paper's
 
 
 @dataclass
@@ -134,8 +132,7 @@ def card_lines(data: dict[str, Any]) -> list[str]:
 
 def read_result(path: str | Path) -> dict[str, Any]:
     """An `interpretability.json` (or the folder holding it), checked once here where it is read."""
-    path = Path(path)
-    path = path / FILENAME if path.is_dir() else path
+    path = Path(path) / FILENAME if Path(path).is_dir() else Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         ok = isinstance(data["features"], dict) and "summary" in data
@@ -148,7 +145,9 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Feature -> what the dashboard shows of it (category, score, explanations, detection accuracy)."""
-    return {int(f): {k: v.get(k) for k in SHOWN_FIELDS} for f, v in data["features"].items()}
+    shown = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
+             "detection_accuracy")
+    return {int(f): {k: v.get(k) for k in shown} for f, v in data["features"].items()}
 
 
 def neuronpedia_explanations(data: dict[str, Any], feature: int, *, model_id: str,
