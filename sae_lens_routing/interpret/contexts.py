@@ -141,7 +141,7 @@ def read_contexts(path: str | Path, hook_names: list[str]) -> InterpretContexts:
 
 SYSTEM = "You are an assistant that helps explain the latent features that language models learn."
 
-PAPER_RUBRIC = """\
+PAPER_PROMPT = """\
 We are studying the features of a sparse autoencoder trained on a language model. Each feature activates on \
 some tokens of a text; a token's activation value says how strongly that token relates to the feature \
 (higher means a stronger association). A feature belongs to one of three categories:
@@ -161,10 +161,7 @@ with this rubric for activation consistency:
 
 The feature's activations (the activating token is marked <<like this>> in its context):
 
-"""
-
-PAPER_FORMAT = """\
-Answer in exactly this format, three lines:
+{contexts}Answer in exactly this format, three lines:
 Feature category: [Low-level/High-level/Undiscernible]
 Score: [5/4/3/2/1]
 Explanation: [your brief explanation]"""
@@ -182,9 +179,9 @@ def chat(user: str) -> list[dict[str, str]]:
 
 
 def paper_messages(contexts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:  # every context of a feature
-    lines = "".join(f"Token: {c['token']} | Activation: {c['activation']} | Context: {c['context']}\n\n"
-                    for c in contexts)
-    return chat(PAPER_RUBRIC + lines + PAPER_FORMAT)
+    return chat(PAPER_PROMPT.format(contexts="".join(
+        f"Token: {c['token']} | Activation: {c['activation']} | Context: {c['context']}\n\n"
+        for c in contexts)))
 
 
 def parse_paper(answer: str) -> dict[str, Any] | None:
@@ -221,9 +218,8 @@ _LIST = re.compile(r"\[[^\[\]]*\]")
 
 
 def explain_messages(examples: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    body = "".join(f"Excerpt {i}: {e['text']} (activation {e['activation']})\n"
-                   for i, e in enumerate(examples, 1))
-    return chat(EXPLAIN_PROMPT.format(examples=body))
+    return chat(EXPLAIN_PROMPT.format(examples="".join(
+        f"Excerpt {i}: {e['text']} (activation {e['activation']})\n" for i, e in enumerate(examples, 1))))
 
 
 def parse_explanation(answer: str) -> str | None:
