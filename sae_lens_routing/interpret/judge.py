@@ -68,10 +68,9 @@ class Judge:
     """Answers from disk when stored, else from the judge; `usage` counts both (cached: paid before)."""
 
     def __init__(self, config: JudgeConfig, cache_dir: str | Path):
-        self.config, self.cache_dir = config, Path(cache_dir)
+        self.config, self.cache_dir, self._lock = config, Path(cache_dir), threading.Lock()
         keys = ("requests", "cached", "tokens_in", "tokens_out", "cached_tokens_in", "cached_tokens_out")
         self.usage = dict.fromkeys(keys, 0)
-        self._lock = threading.Lock()
 
     def ask(self, messages: list[dict[str, str]], parse: Any) -> tuple[Any, str]:
         """The parsed answer (None after a second unparsable one) and the last raw answer."""
@@ -179,12 +178,10 @@ def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, mode
     prompts = []
     if protocol in ("paper", "both"):
         prompts += [C.paper_messages(contexts.features[f]) for f in features]
-    if protocol in ("detection", "both"):
-        for f in features:
-            sample = contexts.detection[f]  # type: ignore[index]
-            prompts.append(C.explain_messages(sample["explain"]))
-            typical = "x" * 80  # the explanation is not known yet: a typical length
-            prompts.append(C.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
+    for f in features if protocol in ("detection", "both") else []:  # a typical explanation's length
+        sample = contexts.detection[f]  # type: ignore[index]
+        prompts += [C.explain_messages(sample["explain"]),
+                    C.detect_messages("x" * 80, [h["text"] for h in sample["heldout"]])]
     tokens_in, tokens_out = sum(approx_tokens(p) for p in prompts), MAX_TOKENS * len(prompts)
     per = {"paper": "1", "detection": "2", "both": "3"}[protocol]
     prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in prompts[0])
@@ -223,8 +220,8 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
             pool.shutdown(cancel_futures=True)
     u = client.usage
     cost, cost_text = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
-    result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names,
-                                  len(counted), judged, u, cost)
+    result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names, len(counted),
+                                  judged, u, cost)
     json_path, png = write_result(result, out)
     log(f"judge: {u['requests']} requests sent ({u['tokens_in']} tokens in, {u['tokens_out']} out), "
         f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run {cost_text}\n"

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--judge-model", required=True, help="the judge model (Azure: the deployment name)")
     add("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     add("--n-features", type=positive_int, default=100, help="features sampled (paper: 100)")
-    add("--protocol", choices=["paper", "detection", "both"], default="paper", help="paper: the official "
-        "rubric (1 request per feature); detection: explanation + held-out verdicts (2)")
+    add("--protocol", choices=["paper", "detection", "both"], default="paper",
+        help="paper: the official rubric (1 request per feature); detection: explain + held-out verdicts (2)")
     add("--seed", type=int, default=0, help="feature sampling, shuffles and the judge's seed")
     add("--dry-run", action="store_true", help="print one prompt and the request count; send nothing")
 
