@@ -96,15 +96,13 @@ def compute_contexts(sae: Any, model: Any, tokens: torch.Tensor, *, rules: Conte
         seq, pos, feat = torch.nonzero((acts > 0) & keep[..., None], as_tuple=True)
         cols = [seq + start, pos, feat, acts[seq, pos, feat], routed.layer_index[seq, pos]]
         rows.append(torch.stack([c.float() for c in cols], 1).cpu())
-    table = torch.cat(rows) if rows else torch.zeros(0, 5)
-    found = collect.results()
+    table, found = torch.cat(rows), collect.results()
     counted = {f: e.contexts for f, e in found.items() if e.is_feature(rules)}
     strings = [[t if i not in special else "" for t, i in zip(row, ids.tolist(), strict=True)]
                for row, ids in zip(collect.token_strings, tokens, strict=True)]  # special tokens shown as ""
-    shares = {f: layer_shares(table, f, len(hooks)) for f in counted}
-    samples = {f: detection_samples(strings, table, f, detection, seed) for f in counted}
-    return InterpretContexts(hooks, counted, shares, samples, len(found),
-                             {"contexts": asdict(rules), "detection": asdict(detection)})
+    return InterpretContexts(hooks, counted, {f: layer_shares(table, f, len(hooks)) for f in counted},
+                             {f: detection_samples(strings, table, f, detection, seed) for f in counted},
+                             len(found), {"contexts": asdict(rules), "detection": asdict(detection)})
 
 
 def write_contexts(contexts: InterpretContexts, path: str | Path) -> Path:

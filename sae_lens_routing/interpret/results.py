@@ -79,6 +79,7 @@ def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
 def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, Path]:
     """`interpretability.json` and a plot per routed layer: paper categories, mean score, detection."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -87,23 +88,20 @@ def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, P
     json_path = atomic_write_json(Path(out) / FILENAME, data, indent=1)
     x = list(range(len(hook_names)))
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(x) + 4), 3.4), dpi=100)
-    paper, detection = data["summary"].get("paper"), data["summary"].get("detection")
-    if paper:
+    left.set(ylabel="features", title="paper categories per routed layer")
+    right.set(ylim=(0, 5), ylabel="mean paper score (1-5)", title="interpretability per routed layer")
+    if paper := data["summary"].get("paper"):
         layers = [paper["per_layer"][h] for h in hook_names]
-        bottom = [0] * len(x)
-        for cat in CATEGORIES:
-            counts = [layer["categories"][cat]["count"] for layer in layers]
-            left.bar(x, counts, bottom=bottom, label=cat)
-            bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+        counts = np.array([[layer["categories"][c]["count"] for layer in layers] for c in CATEGORIES])
+        for cat, n, below in zip(CATEGORIES, counts, counts.cumsum(0) - counts, strict=True):
+            left.bar(x, n, bottom=below, label=cat)
         left.legend(fontsize=8)
         right.bar(x, [layer["mean_score"] or 0 for layer in layers], label="mean paper score (1-5)")
-    if detection:
+    if detection := data["summary"].get("detection"):
         values = [detection["per_layer"][h]["mean_balanced_accuracy"] for h in hook_names]
         acc = right.twinx() if paper else right
         acc.plot(x, [float("nan") if v is None else v for v in values], "o-", color="C3")
         acc.set(ylim=(0, 1), ylabel="detection balanced accuracy")
-    left.set(ylabel="features", title="paper categories per routed layer")
-    right.set(ylim=(0, 5), ylabel="mean paper score (1-5)", title="interpretability per routed layer")
     for ax in (left, right):
         ax.set_xticks(x, [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names])
         ax.set_xlabel("routed layer (block)")
