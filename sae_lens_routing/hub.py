@@ -18,7 +18,7 @@ from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingf
 from sae_lens_routing.analysis.plots import render_routing_share_chart
 from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
-from sae_lens_routing.interpret.results import card_lines, read_result
+from sae_lens_routing.interpret.results import read_result
 from sae_lens_routing.loading.integrity import read_cfg_json, read_json_object
 from sae_lens_routing.loading.loaders import read_checked_sae_folder
 from sae_lens_routing.saes.config import ARCHITECTURE
@@ -38,7 +38,7 @@ _NOT_METRICS = ("training_tokens", "training_steps", "metrics/total_tokens_evalu
 def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: Sequence[str]) -> list[float]:
     mapping = isinstance(shares, Mapping)
     values = [float(shares.get(h, 0.0)) for h in hook_names] if mapping else [float(s) for s in shares]
-    unknown = sorted(set(shares) - set(hook_names)) if mapping else []
+    unknown = mapping and set(shares) - set(hook_names)
     finite = all(math.isfinite(v) and v >= 0 for v in values)
     if len(values) != len(hook_names) or unknown or not finite or abs(sum(values) - 1.0) > 0.02:
         raise ValueError(f"routing_shares must sum to 1 (fractions >= 0) with one value per routed hook "
@@ -48,13 +48,26 @@ def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: 
 
 def card_metrics(*sources: Mapping[str, Any] | None) -> dict[str, Any]:
     """One row per quantity (`sparsity/l0` is `l0`), later sources winning; shares, tokens shown elsewhere."""
-    merged: dict[str, Any] = {}
-    for source in sources:
-        for key, value in (source or {}).items():
-            if key not in _NOT_METRICS and not key.startswith(SHARE_PREFIX) and value is not None:
-                short = key.rsplit("/", 1)[-1]
-                merged[_ALIASES.get(short, short)] = value
-    return merged
+    return {_ALIASES.get(k.rsplit("/", 1)[-1], k.rsplit("/", 1)[-1]): v for source in sources
+            for k, v in (source or {}).items()
+            if k not in _NOT_METRICS and not k.startswith(SHARE_PREFIX) and v is not None}
+
+
+def card_lines(data: dict[str, Any]) -> list[str]:
+    """Markdown lines summarising an `interpretability.json` (for the Hub model card)."""
+    summary = data["summary"]
+    lines = ["## Interpretability (LLM judge)", "", f"Judge `{data.get('judge_model')}`, "
+             f"{summary.get('n_features', 0)} sampled of {data.get('n_features_counted')} counted features "
+             f"(seed {data.get('seed')}).", ""]
+    for name, key, what in (("paper", "mean_score", "paper rubric: mean score"),
+                            ("detection", "mean_balanced_accuracy", "detection: mean balanced accuracy")):
+        if b := summary.get(name):
+            cats = [f"{c} {v['count']} (mean {v['mean_score']})" for c, v in b.get("categories", {}).items()
+                    if v["count"]]
+            per = ", ".join(f"`{h}` {v[key]} (n={v['n_scored']})" for h, v in b["per_layer"].items())
+            lines += [f"- {what} {b[key]} over {b['n_scored']} features ({b['n_unparsed']} answers unparsed)"
+                      + (f"; {', '.join(cats)}" if cats else ""), f"- {name} per routed layer: {per}"]
+    return lines
 
 
 def write_model_card(folder: str | Path, *, repo_id: str, sae_id: str,

@@ -39,13 +39,6 @@ class JudgeConfig:
     temperature: float = 0.1  # the official code's
     seed: int | None = 0
 
-    def __post_init__(self) -> None:
-        url = urlsplit(self.url)
-        ok = url.scheme in ("http", "https") and url.netloc and self.model.strip() and self.concurrency >= 1
-        if not ok or self.timeout_s <= 0 or self.max_retries < 0:
-            raise ValueError(f"--judge-url an http(s) URL, --judge-model a name, concurrency >= 1, "
-                             f"timeout_s > 0 and max_retries >= 0 expected, got {self}")
-
 
 class JudgeError(ValueError):
     """A ValueError, so the CLI reports a refusal as one `error:` line."""

@@ -111,23 +111,6 @@ def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, P
     return json_path, atomic_write_bytes(Path(out) / PLOT_FILENAME, buf.getvalue())
 
 
-def card_lines(data: dict[str, Any]) -> list[str]:
-    """Markdown lines summarising an `interpretability.json` (for the Hub model card)."""
-    summary = data["summary"]
-    lines = ["## Interpretability (LLM judge)", "", f"Judge `{data.get('judge_model')}`, "
-             f"{summary.get('n_features', 0)} sampled of {data.get('n_features_counted')} counted features "
-             f"(seed {data.get('seed')}).", ""]
-    for name, key, what in (("paper", "mean_score", "paper rubric: mean score"),
-                            ("detection", "mean_balanced_accuracy", "detection: mean balanced accuracy")):
-        if b := summary.get(name):
-            cats = [f"{c} {v['count']} (mean {v['mean_score']})" for c, v in b.get("categories", {}).items()
-                    if v["count"]]
-            per = ", ".join(f"`{h}` {v[key]} (n={v['n_scored']})" for h, v in b["per_layer"].items())
-            lines += [f"- {what} {b[key]} over {b['n_scored']} features ({b['n_unparsed']} answers unparsed)"
-                      + (f"; {', '.join(cats)}" if cats else ""), f"- {name} per routed layer: {per}"]
-    return lines
-
-
 def read_result(path: str | Path) -> dict[str, Any]:
     """An `interpretability.json` (or the folder holding it), checked once here where it is read."""
     path = Path(path) / FILENAME if Path(path).is_dir() else Path(path)
