@@ -16,6 +16,7 @@ import torch
 
 from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
 from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.loading.integrity import read_json_object
 from sae_lens_routing.saes.routed_activations import routed_activations
 
 
@@ -117,9 +118,8 @@ def write_contexts(contexts: InterpretContexts, path: str | Path) -> Path:
 
 def read_contexts(path: str | Path, hook_names: list[str]) -> InterpretContexts:
     """This module's JSON or an evaluate run's `feature_contexts.json` (paper contexts only)."""
-    path = Path(path)
+    data = read_json_object(Path(path))
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         entries = {int(f): e for f, e in data["features"].items() if e.get("is_feature")}
         keys = {"token", "activation", "layer", "context"}
         ok = data.get("hook_names", hook_names) == hook_names and all(

@@ -110,9 +110,8 @@ class Judge:
     def client(self) -> Any:
         import openai
 
-        cfg = self.config
-        key, parts = os.environ.get(cfg.api_key_env), urlsplit(cfg.url)
-        host = parts.hostname or ""
+        cfg, parts = self.config, urlsplit(self.config.url)
+        key, host = os.environ.get(cfg.api_key_env), parts.hostname or ""
         if not key and host not in LOCAL_HOSTS:
             raise ValueError(f"--api-key-env: environment variable {cfg.api_key_env} is not set (the key)")
         common = {"api_key": key or "unused", "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}

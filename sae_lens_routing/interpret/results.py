@@ -4,13 +4,13 @@ give low-level features), as JSON, plot and model-card lines."""
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_json
+from sae_lens_routing.loading.integrity import read_json_object
 
 FILENAME = "interpretability.json"
 PLOT_FILENAME = "interpretability.png"
@@ -114,12 +114,8 @@ def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, P
 def read_result(path: str | Path) -> dict[str, Any]:
     """An `interpretability.json` (or the folder holding it), checked once here where it is read."""
     path = Path(path) / FILENAME if Path(path).is_dir() else Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        ok = isinstance(data["features"], dict) and "summary" in data
-    except (ValueError, KeyError, TypeError):  # JSONDecodeError is a ValueError
-        ok = False
-    if not ok:
+    data = read_json_object(path)
+    if not isinstance(data.get("features"), dict) or "summary" not in data:
         raise ValueError(f"{path} is not an interpretability.json written by `interpret`")
     return data
 
