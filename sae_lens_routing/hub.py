@@ -1,8 +1,5 @@
-"""Publish a routed SAE to the Hugging Face Hub with SAELens's own uploader, plus its model card.
-
-The card (README.md, routing-share chart) is built from the saved folder, so a Hub visitor sees model, hooks,
-size, training, metrics and routing without loading anything; SAELens's uploader sends only the SAE files.
-"""
+"""Publish a routed SAE with SAELens's own uploader, plus a model card built from the saved folder so a Hub
+visitor sees model, hooks, size, training, metrics and routing without loading anything."""
 
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ from sae_lens.training.upload_saes_to_huggingface import upload_saes_to_huggingf
 from sae_lens_routing.analysis.plots import render_routing_share_chart
 from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
-from sae_lens_routing.interpret.results import card_lines, read_result
+from sae_lens_routing.interpret.results import read_result
 from sae_lens_routing.loading.integrity import read_cfg_json, read_json_object
 from sae_lens_routing.loading.loaders import read_checked_sae_folder
 from sae_lens_routing.saes.config import ARCHITECTURE
@@ -34,16 +31,14 @@ CHART_FILENAME = "routing_share.png"
 METRICS_FILENAME = "training_metrics.json"
 CARD_DATA = ModelCardData(library_name="saelens", tags=["sae_lens", "sae-lens-routing", "routesae",
                                                        "sparse-autoencoder"])
-# One row per quantity, whatever its source calls it (cfg.json metadata, training_metrics.json, --metrics)
 _ALIASES = {"num_dead_features": "dead_features", "dead_latents": "dead_features"}
 _NOT_METRICS = ("training_tokens", "training_steps", "metrics/total_tokens_evaluated")
 
 
 def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: Sequence[str]) -> list[float]:
-    """Per-hook shares in hook order: one per routed hook, finite, >= 0, summing to ~1."""
     mapping = isinstance(shares, Mapping)
     values = [float(shares.get(h, 0.0)) for h in hook_names] if mapping else [float(s) for s in shares]
-    unknown = sorted(set(shares) - set(hook_names)) if mapping else []
+    unknown = mapping and set(shares) - set(hook_names)
     finite = all(math.isfinite(v) and v >= 0 for v in values)
     if len(values) != len(hook_names) or unknown or not finite or abs(sum(values) - 1.0) > 0.02:
         raise ValueError(f"routing_shares must sum to 1 (fractions >= 0) with one value per routed hook "
@@ -52,25 +47,35 @@ def normalize_shares(shares: Sequence[float] | Mapping[str, float], hook_names: 
 
 
 def card_metrics(*sources: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Metrics under short names (`sparsity/l0` and `l0` are one row), later sources winning; shares and
-    token counts, shown elsewhere on the card, left out."""
-    merged: dict[str, Any] = {}
-    for source in sources:
-        for key, value in (source or {}).items():
-            if key not in _NOT_METRICS and not key.startswith(SHARE_PREFIX) and value is not None:
-                short = key.rsplit("/", 1)[-1]
-                merged[_ALIASES.get(short, short)] = value
-    return merged
+    """One row per quantity (`sparsity/l0` is `l0`), later sources winning; shares, tokens shown elsewhere."""
+    return {_ALIASES.get(k.rsplit("/", 1)[-1], k.rsplit("/", 1)[-1]): v for source in sources
+            for k, v in (source or {}).items()
+            if k not in _NOT_METRICS and not k.startswith(SHARE_PREFIX) and v is not None}
+
+
+def card_lines(data: dict[str, Any]) -> list[str]:
+    """Markdown lines summarising an `interpretability.json` (for the Hub model card)."""
+    summary = data["summary"]
+    lines = ["## Interpretability (LLM judge)", "", f"Judge `{data.get('judge_model')}`, "
+             f"{summary.get('n_features', 0)} sampled of {data.get('n_features_counted')} counted features "
+             f"(seed {data.get('seed')}).", ""]
+    for name, key, what in (("paper", "mean_score", "paper rubric: mean score"),
+                            ("detection", "mean_balanced_accuracy", "detection: mean balanced accuracy")):
+        if b := summary.get(name):
+            cats = [f"{c} {v['count']} (mean {v['mean_score']})" for c, v in b.get("categories", {}).items()
+                    if v["count"]]
+            per = ", ".join(f"`{h}` {v[key]} (n={v['n_scored']})" for h, v in b["per_layer"].items())
+            lines += [f"- {what} {b[key]} over {b['n_scored']} features ({b['n_unparsed']} answers unparsed)"
+                      + (f"; {', '.join(cats)}" if cats else ""), f"- {name} per routed layer: {per}"]
+    return lines
 
 
 def write_model_card(folder: str | Path, *, repo_id: str, sae_id: str,
                      routing_shares: Sequence[float] | Mapping[str, float] | None = None,
                      metrics: Mapping[str, Any] | None = None, training_tokens: int | None = None,
                      chart_prefix: str = "", write: bool = True) -> tuple[Path, str]:
-    """Write README.md (and routing_share.png when there are shares) into the SAE folder.
-
-    Returns the card's path and the card with its chart linked as `chart_prefix + routing_share.png`.
-    A README.md this package did not write is never replaced; `write=False` (a dry run) only checks."""
+    """Write README.md (and routing_share.png with shares) into the folder, never over one written by hand;
+    returns its path and the card linking `chart_prefix + routing_share.png`. `write=False` only checks."""
     folder = Path(folder)
     cfg = read_cfg_json(folder)
     run = read_json_object(folder / METRICS_FILENAME) if (folder / METRICS_FILENAME).is_file() else {}
@@ -89,12 +94,16 @@ def write_model_card(folder: str | Path, *, repo_id: str, sae_id: str,
     for source in (read_json_object(runner) if runner.is_file() else {}, run):
         if training_tokens is None and isinstance(source.get("training_tokens"), (int, float)):
             training_tokens = int(source["training_tokens"])
-    interp = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
     meta = dict(cfg.get("metadata") or {})
     model = meta.get("model_name") or "unknown"
     final = card_metrics({k: meta.get(k) for k in ("l0", "num_dead_features")}, run, metrics)
     rows = [f"| {k} | {f'{v:.4g}' if isinstance(v, float) else v} |" for k, v in final.items()]
-    head = f"""---
+    chart = "Not recorded." if shares is None else (
+        f"![share of tokens routed to each layer]({CHART_FILENAME})\n\n"
+        + " | ".join(f"`{h}` {100 * s:.1f}%" for h, s in zip(hooks, shares, strict=True)))
+    interp = folder / INTERPRETABILITY_FILENAME  # written there by `interpret --out <the SAE folder>`
+    judged = "\n".join(card_lines(read_result(interp))) + "\n\n" if interp.is_file() else ""
+    text = f"""---
 {CARD_DATA.to_yaml()}
 ---
 
@@ -120,9 +129,9 @@ sae-lens-routing plugin for [SAELens](https://github.com/decoderesearch/SAELens)
 
 ## Routing share
 
-"""
-    tail = f"""
-## Load it
+{chart}
+
+{judged}## Load it
 
 ```python
 import sae_lens_routing  # registers the 'routesae' architecture with SAELens
@@ -134,19 +143,9 @@ out = sae.forward_routed(acts)  # acts: [..., L, d_in], the routed hooks' activa
 
 Or, with integrity checks on load: `sae_lens_routing.load_route_sae("{repo_id}", "{sae_id}")`.
 """
-    judged = []
-    if interp.is_file():
-        judged = ["## Interpretability (LLM judge)", "", *card_lines(read_result(interp)), ""]
-
-    def render(prefix: str) -> str:
-        chart = ["Not recorded."] if shares is None else [
-            f"![share of tokens routed to each layer]({prefix}{CHART_FILENAME})", "",
-            " | ".join(f"`{h}` {100 * s:.1f}%" for h, s in zip(hooks, shares, strict=True))]
-        return head + "\n".join([*chart, "", *judged]) + tail
-
     if write:
-        atomic_write_bytes(card, render("").encode("utf-8"))
-    return card, render(chart_prefix)
+        atomic_write_bytes(card, text.encode("utf-8"))
+    return card, text.replace(f"]({CHART_FILENAME})", f"]({chart_prefix}{CHART_FILENAME})")
 
 
 def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, *, revision: str = "main",
@@ -154,10 +153,8 @@ def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, 
                      metrics: Mapping[str, Any] | None = None, training_tokens: int | None = None,
                      root_card: bool | None = None, show_progress: bool = False,
                      dry_run: bool = False) -> list[str]:
-    """Check the folder, write its model card, upload both; returns the paths written in the repo, sorted.
-
-    `sae_id` defaults to the folder's name; `root_card` None: also the repo's README.md if it has none yet.
-    `dry_run` checks everything, writes and sends nothing (plans the root README unless `root_card` False)."""
+    """Check the folder, write its model card, upload both; returns the repo paths, sorted. `root_card` None:
+    the card is also the repo's README.md if it has none yet. `dry_run` checks, writes and sends nothing."""
     folder = Path(path)
     try:
         sae_id = sae_id if sae_id is not None else folder.resolve(strict=True).name

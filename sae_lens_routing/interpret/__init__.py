@@ -1,8 +1,8 @@
 """Are the features interpretable? An LLM judge scores sampled routed features (paper rubric, detection)."""
 
 from sae_lens_routing.interpret.contexts import InterpretContexts, compute_contexts, read_contexts
-from sae_lens_routing.interpret.judge import DryRunPlan, JudgeConfig, JudgeError, interpret_features
+from sae_lens_routing.interpret.judge import JudgeConfig, JudgeError, interpret_features
 from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult
 
-__all__ = ["DryRunPlan", "FeatureInterpretation", "InterpretContexts", "InterpretationResult", "JudgeConfig",
-           "JudgeError", "compute_contexts", "interpret_features", "read_contexts"]
+__all__ = ["FeatureInterpretation", "InterpretContexts", "InterpretationResult", "JudgeConfig", "JudgeError",
+           "compute_contexts", "interpret_features", "read_contexts"]

@@ -1,8 +1,5 @@
-"""The LLM judge: `openai` chat completions (OpenAI, Azure, any compatible server) on sampled features.
-
-Each answer is stored under a hash of its request as it arrives: a killed run resumes without paying twice.
-openai retries 429/5xx/time-outs itself. An unparsable answer is asked once more, then counted unparsed.
-"""
+"""The LLM judge over `openai` chat completions; each answer is stored under its request's hash as it
+arrives, so a killed run resumes without paying twice (openai itself retries 429/5xx/time-outs)."""
 
 from __future__ import annotations
 
@@ -20,15 +17,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import sae_lens_routing.interpret.contexts as C
-import sae_lens_routing.interpret.prompts as P
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult, write_result
 
-PROTOCOLS = ("paper", "detection", "both")
 MAX_TOKENS = 128  # the official code's answer budget; plenty for a 0/1 list of ~16 excerpts too
 AZURE_API_VERSION = "2024-10-21"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-# USD per million tokens (input, output), for the printed estimate only.
+# USD per million tokens (in, out), for the printed estimate only
 PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),
           "gpt-4.1-mini": (0.4, 1.6), "gpt-4.1-nano": (0.1, 0.4)}
 
@@ -44,30 +39,21 @@ class JudgeConfig:
     temperature: float = 0.1  # the official code's
     seed: int | None = 0
 
-    def __post_init__(self) -> None:
-        url = urlsplit(self.url)
-        ok = url.scheme in ("http", "https") and url.netloc and self.model.strip() and self.concurrency >= 1
-        if not ok or self.timeout_s <= 0 or self.max_retries < 0:
-            raise ValueError(f"--judge-url an http(s) URL, --judge-model a name, concurrency >= 1, "
-                             f"timeout_s > 0 and max_retries >= 0 expected, got {self}")
-
 
 class JudgeError(ValueError):
-    """The judge refused or kept failing: a ValueError, so the CLI reports it as one `error:` line."""
+    """A ValueError, so the CLI reports a refusal as one `error:` line."""
 
 
-def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> float | None:
-    """USD at list price, or None for a model without a known price (a local server, a new model)."""
+def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> tuple[float | None, str]:
+    """USD at list price (None for an unpriced model) and its printed form."""
     price = PRICES.get(model.split("/")[-1])
-    return None if price is None else (tokens_in * price[0] + tokens_out * price[1]) / 1e6
+    if price is None:
+        return None, f"unknown (no price for {model!r})"
+    cost = (tokens_in * price[0] + tokens_out * price[1]) / 1e6
+    return cost, f"${cost:.4f} at {model} list price"
 
 
-def format_cost(model: str, cost: float | None) -> str:
-    return f"${cost:.4f} at {model} list price" if cost is not None else f"unknown (no price for {model!r})"
-
-
-def approx_tokens(messages: list[dict[str, str]]) -> int:
-    """~4 characters a token: an estimate before anything is sent (no tokenizer for a remote model)."""
+def approx_tokens(messages: list[dict[str, str]]) -> int:  # ~4 characters a token: no remote tokenizer
     return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
 
 
@@ -75,10 +61,9 @@ class Judge:
     """Answers from disk when stored, else from the judge; `usage` counts both (cached: paid before)."""
 
     def __init__(self, config: JudgeConfig, cache_dir: str | Path):
-        self.config, self.cache_dir = config, Path(cache_dir)
+        self.config, self.cache_dir, self._lock = config, Path(cache_dir), threading.Lock()
         keys = ("requests", "cached", "tokens_in", "tokens_out", "cached_tokens_in", "cached_tokens_out")
         self.usage = dict.fromkeys(keys, 0)
-        self._lock = threading.Lock()
 
     def ask(self, messages: list[dict[str, str]], parse: Any) -> tuple[Any, str]:
         """The parsed answer (None after a second unparsable one) and the last raw answer."""
@@ -97,64 +82,44 @@ class Judge:
         if stored := path.is_file():
             record = json.loads(path.read_text(encoding="utf-8"))
         else:
-            record = {"model": cfg.model, "messages": messages, **self._send(messages, attempt)}
+            import openai  # a second attempt gets another seed: the same one would repeat the answer
+
+            extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature,
+                     **({} if cfg.seed is None else {"seed": cfg.seed + attempt})}
+            try:
+                reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
+            except openai.APIError as e:
+                why = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else type(e).__name__
+                raise JudgeError(f"the judge at {cfg.url} refused the request with {why} (model "
+                                 f"{cfg.model!r}); check --judge-url, --judge-model and the key in "
+                                 f"${cfg.api_key_env}") from None
+            content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
+            used = reply.usage
+            record = {"model": cfg.model, "messages": messages, "content": content, "usage": {
+                "prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
+                "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
             atomic_write_json(path, record)
-        prefix = "cached_" * stored
+        prefix, used = "cached_" * stored, record["usage"]
         with self._lock:
             self.usage["cached" if stored else "requests"] += 1
-            self.usage[prefix + "tokens_in"] += record["usage"]["prompt_tokens"]
-            self.usage[prefix + "tokens_out"] += record["usage"]["completion_tokens"]
+            self.usage[prefix + "tokens_in"] += used["prompt_tokens"]
+            self.usage[prefix + "tokens_out"] += used["completion_tokens"]
         return record["content"]
 
     @cached_property
     def client(self) -> Any:
         import openai
 
-        cfg = self.config
-        key = os.environ.get(cfg.api_key_env)
-        host = urlsplit(cfg.url).hostname or ""
+        cfg, parts = self.config, urlsplit(self.config.url)
+        key, host = os.environ.get(cfg.api_key_env), parts.hostname or ""
         if not key and host not in LOCAL_HOSTS:
             raise ValueError(f"--api-key-env: environment variable {cfg.api_key_env} is not set (the key)")
         common = {"api_key": key or "unused", "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
         if host.endswith(".openai.azure.com"):
-            parts = urlsplit(cfg.url)
             version = parse_qs(parts.query).get("api-version", [AZURE_API_VERSION])[0]
             endpoint = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
             return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=version, **common)
         return openai.OpenAI(base_url=cfg.url, **common)
-
-    def _send(self, messages: list[dict[str, str]], attempt: int) -> dict[str, Any]:
-        import openai
-
-        cfg = self.config
-        # a second attempt at an unparsable answer gets another seed: the same one would repeat the answer
-        extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature}
-        extra.update({} if cfg.seed is None else {"seed": cfg.seed + attempt})
-        try:
-            reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
-        except openai.APIError as e:
-            why = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else type(e).__name__
-            raise JudgeError(
-                f"the judge at {cfg.url} refused the request with {why} (model {cfg.model!r}); check "
-                f"--judge-url, --judge-model and the key in ${cfg.api_key_env}"
-            ) from None
-        content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
-        used = reply.usage
-        usage = {"prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
-                 "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}
-        return {"content": content, "usage": usage}
-
-
-@dataclass
-class DryRunPlan:
-    """What a run would send: nothing is sent in a dry run."""
-
-    prompt: list[dict[str, str]]
-    n_features: int
-    n_requests: int
-    est_tokens_in: int
-    max_tokens_out: int
-    estimated_cost_usd: float | None
 
 
 def balanced_accuracy(labels: list[int], verdicts: list[int]) -> float:
@@ -174,7 +139,7 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
     shares = contexts.layer_shares[feature]
     r = FeatureInterpretation(feature, shares, contexts.hook_names[shares.index(max(shares))])
     if protocol in ("paper", "both"):
-        parsed, raw = judge.ask(P.paper_messages(contexts.features[feature]), P.parse_paper)
+        parsed, raw = judge.ask(C.paper_messages(contexts.features[feature]), C.parse_paper)
         if parsed:
             r.paper, r.category, r.score, r.explanation = "scored", *parsed.values()
         else:
@@ -185,15 +150,14 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
         labels = [h["label"] for h in heldout]
         r.heldout = {"activating": sum(labels), "non_activating": len(labels) - sum(labels),
                      **Counter(f"quantile_{h['quantile']}" for h in heldout if h["quantile"] is not None)}
-        r.detection_explanation, raw = judge.ask(P.explain_messages(sample["explain"]), P.parse_explanation)
+        r.detection_explanation, raw = judge.ask(C.explain_messages(sample["explain"]), C.parse_explanation)
         if r.detection_explanation is None:
             r.detection, r.unparsed["explanation"] = "unparsed", raw
         elif 0 in (r.heldout["activating"], r.heldout["non_activating"]):
             r.detection = "no_heldout"  # balanced accuracy needs both kinds
         else:
-            texts = [h["text"] for h in heldout]
-            messages = P.detect_messages(r.detection_explanation, texts)
-            verdicts, raw = judge.ask(messages, lambda a: P.parse_detection(a, len(texts)))
+            messages = C.detect_messages(r.detection_explanation, [h["text"] for h in heldout])
+            verdicts, raw = judge.ask(messages, lambda a: C.parse_detection(a, len(heldout)))
             if verdicts:
                 r.detection, r.detection_accuracy = "scored", round(balanced_accuracy(labels, verdicts), 4)
             else:
@@ -201,52 +165,40 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
     return r
 
 
-def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str,
-         log: Any) -> DryRunPlan:
+def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str, log: Any) -> None:
+    """Print one full prompt, the request count and the cost estimate; nothing is sent."""
     prompts = []
     if protocol in ("paper", "both"):
-        prompts += [P.paper_messages(contexts.features[f]) for f in features]
-    if protocol in ("detection", "both"):
-        for f in features:
-            sample = contexts.detection[f]  # type: ignore[index]
-            prompts.append(P.explain_messages(sample["explain"]))
-            typical = "x" * 80  # the explanation is not known yet: a typical length
-            prompts.append(P.detect_messages(typical, [h["text"] for h in sample["heldout"]]))
+        prompts += [C.paper_messages(contexts.features[f]) for f in features]
+    for f in features if protocol in ("detection", "both") else []:  # a typical explanation's length
+        sample = contexts.detection[f]  # type: ignore[index]
+        prompts += [C.explain_messages(sample["explain"]),
+                    C.detect_messages("x" * 80, [h["text"] for h in sample["heldout"]])]
     tokens_in, tokens_out = sum(approx_tokens(p) for p in prompts), MAX_TOKENS * len(prompts)
-    p = DryRunPlan(prompts[0] if prompts else [], len(features), len(prompts), tokens_in, tokens_out,
-                   estimated_cost(model, tokens_in, tokens_out))
     per = {"paper": "1", "detection": "2", "both": "3"}[protocol]
-    prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in p.prompt)
-    log(f"dry run: nothing sent. One full prompt:\n{prompt}\n\nrequests: {p.n_requests} ({p.n_features} "
+    prompt = "\n".join(f"[{m['role']}]\n{m['content']}" for m in prompts[0])
+    log(f"dry run: nothing sent. One full prompt:\n{prompt}\n\nrequests: {len(prompts)} ({len(features)} "
         f"features x {per}; +1 for each unparsable answer)\nestimated tokens: ~{tokens_in} in, "
-        f"<= {tokens_out} out; estimated cost at most {format_cost(model, p.estimated_cost_usd)}")
-    return p
+        f"<= {tokens_out} out; estimated cost at most {estimated_cost(model, tokens_in, tokens_out)[1]}")
 
 
 def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig, out: str | Path,
                        tokens: Any = None, contexts: C.InterpretContexts | str | Path | None = None,
                        n_features: int = 100, protocol: str = "paper", seed: int = 0, dry_run: bool = False,
-                       log: Any = print) -> InterpretationResult | DryRunPlan:
-    """Judge `n_features` counted features sampled with `seed`; write interpretability.json/.png to `out`.
-
-    Contexts: given, read from a JSON (the SAE names the layers) or computed from `sae`, `model`, `tokens`."""
+                       log: Any = print) -> InterpretationResult | None:
+    """Judge `n_features` counted features sampled with `seed` (None in a dry run); `contexts` given, a JSON
+    path (the SAE names the layers) or None: computed from `sae`, `model`, `tokens`."""
     out = Path(out)
     if isinstance(contexts, (str, Path)):
         contexts = C.read_contexts(contexts, list(sae.cfg.hook_names))
     elif contexts is None:
         contexts = C.compute_contexts(sae, model, tokens, seed=seed)
         C.write_contexts(contexts, out / "interpret_contexts.json")
-    n_seen = contexts.n_latents_with_contexts
-    problems = [text for bad, text in (
-        (not contexts.features, f"no latent counts as a feature on these tokens ({n_seen} latents had "
-         "contexts, none > 4 above the activation threshold): nothing to judge"),
-        (protocol not in PROTOCOLS, f"--protocol must be one of {PROTOCOLS}, got {protocol!r}"),
-        (not isinstance(n_features, int) or n_features < 1, f"--n-features must be >= 1, got {n_features!r}"),
-        (protocol != "paper" and contexts.detection is None, "--contexts has no detection excerpts "
-         "(evaluate's feature_contexts.json has the paper's only): use --protocol paper, or omit --contexts"),
-    ) if bad]
-    if problems:
-        raise ValueError("; ".join(problems))
+    if not contexts.features or (protocol != "paper" and contexts.detection is None):
+        raise ValueError("--contexts has no detection excerpts (evaluate's feature_contexts.json has the "
+                         "paper's only): use --protocol paper, or omit --contexts" if contexts.features else
+                         f"no latent counts as a feature on these tokens ({contexts.n_latents_with_contexts} "
+                         "latents had contexts, none > 4 above the activation threshold): nothing to judge")
     counted = sorted(contexts.features)
     features = sorted(random.Random(seed).sample(counted, min(n_features, len(counted))))
     if dry_run:
@@ -259,12 +211,11 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
         finally:  # a refusal stops the run: nothing more is sent
             pool.shutdown(cancel_futures=True)
     u = client.usage
-    cost = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
-    result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names,
-                                  len(counted), judged, u, cost)
+    cost, cost_text = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
+    result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names, len(counted),
+                                  judged, u, cost)
     json_path, png = write_result(result, out)
     log(f"judge: {u['requests']} requests sent ({u['tokens_in']} tokens in, {u['tokens_out']} out), "
-        f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run "
-        f"{format_cost(judge.model, cost)}")
-    log(f"interpretability written to {json_path} and {png}")
+        f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run {cost_text}\n"
+        f"interpretability written to {json_path} and {png}")
     return result

@@ -1,23 +1,20 @@
-"""An interpretation run's results, summary (overall, per category, per routed layer), JSON and plot.
-
-Per routed layer (a feature's dominant one): the paper says shallow layers give low-level features."""
+"""An interpretation run's results and summary, overall and per routed layer (the paper finds shallow layers
+give low-level features), as JSON, plot and model-card lines."""
 
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_json
-from sae_lens_routing.interpret.prompts import CATEGORIES
+from sae_lens_routing.loading.integrity import read_json_object
 
 FILENAME = "interpretability.json"
 PLOT_FILENAME = "interpretability.png"
-SHOWN_FIELDS = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
-                "detection_accuracy")
+CATEGORIES = ("low-level", "high-level", "undiscernible")  # the paper's
 
 
 @dataclass
@@ -80,105 +77,65 @@ def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
 
 
 def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, Path]:
-    """`interpretability.json` (strict JSON) and `interpretability.png` in `out`."""
-    data = result.as_dict()
-    json_path = atomic_write_json(Path(out) / FILENAME, data, indent=1)
-    return json_path, render_plot(data["summary"], result.hook_names, Path(out) / PLOT_FILENAME)
-
-
-def render_plot(summary: dict[str, Any], hook_names: list[str], path: Path) -> Path:
-    """Per routed layer: paper category counts (stacked), mean paper score and detection accuracy."""
+    """`interpretability.json` and a plot per routed layer: paper categories, mean score, detection."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data, hook_names = result.as_dict(), result.hook_names
+    json_path = atomic_write_json(Path(out) / FILENAME, data, indent=1)
     x = list(range(len(hook_names)))
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(x) + 4), 3.4), dpi=100)
-    paper, detection = summary.get("paper"), summary.get("detection")
-    if paper:
+    left.set(ylabel="features", title="paper categories per routed layer")
+    right.set(ylim=(0, 5), ylabel="mean paper score (1-5)", title="interpretability per routed layer")
+    if paper := data["summary"].get("paper"):
         layers = [paper["per_layer"][h] for h in hook_names]
-        bottom = [0] * len(x)
-        for cat in CATEGORIES:
-            counts = [layer["categories"][cat]["count"] for layer in layers]
-            left.bar(x, counts, bottom=bottom, label=cat)
-            bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+        counts = np.array([[layer["categories"][c]["count"] for layer in layers] for c in CATEGORIES])
+        for cat, n, below in zip(CATEGORIES, counts, counts.cumsum(0) - counts, strict=True):
+            left.bar(x, n, bottom=below, label=cat)
         left.legend(fontsize=8)
         right.bar(x, [layer["mean_score"] or 0 for layer in layers], label="mean paper score (1-5)")
-    if detection:
+    if detection := data["summary"].get("detection"):
         values = [detection["per_layer"][h]["mean_balanced_accuracy"] for h in hook_names]
         acc = right.twinx() if paper else right
         acc.plot(x, [float("nan") if v is None else v for v in values], "o-", color="C3")
         acc.set(ylim=(0, 1), ylabel="detection balanced accuracy")
-    labels = [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names]
-    left.set(ylabel="features", title="paper categories per routed layer")
-    right.set(ylim=(0, 5), ylabel="mean paper score (1-5)", title="interpretability per routed layer")
     for ax in (left, right):
-        ax.set_xticks(x, labels)
+        ax.set_xticks(x, [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names])
         ax.set_xlabel("routed layer (block)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf := io.BytesIO(), format="png")
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def card_lines(data: dict[str, Any]) -> list[str]:
-    """Markdown lines summarising an `interpretability.json` (for the Hub model card)."""
-    summary = data.get("summary", {})
-    paper, detection = summary.get("paper"), summary.get("detection")
-    lines = [f"Judge `{data.get('judge_model')}`, {summary.get('n_features', 0)} sampled of "
-             f"{data.get('n_features_counted')} counted features (seed {data.get('seed')}).", ""]
-    if paper:
-        cats = ", ".join(f"{c} {v['count']} (mean {v['mean_score']})" for c, v in paper["categories"].items()
-                         if v["count"])
-        lines.append(f"- paper rubric: mean score {paper['mean_score']} over {paper['n_scored']} features "
-                     f"({paper['n_unparsed']} answers unparsed); {cats}")
-    if detection:
-        lines.append(f"- detection: mean balanced accuracy {detection['mean_balanced_accuracy']} over "
-                     f"{detection['n_scored']} features ({detection['n_unparsed']} unparsed)")
-    for name, key in (("paper", "mean_score"), ("detection", "mean_balanced_accuracy")):
-        if block := summary.get(name):
-            per = ", ".join(f"`{h}` {v[key]} (n={v['n_scored']})" for h, v in block["per_layer"].items())
-            lines.append(f"- {name} per routed layer: {per}")
-    return lines
+    return json_path, atomic_write_bytes(Path(out) / PLOT_FILENAME, buf.getvalue())
 
 
 def read_result(path: str | Path) -> dict[str, Any]:
     """An `interpretability.json` (or the folder holding it), checked once here where it is read."""
-    path = Path(path)
-    path = path / FILENAME if path.is_dir() else path
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        ok = isinstance(data["features"], dict) and "summary" in data
-    except (ValueError, KeyError, TypeError):  # JSONDecodeError is a ValueError
-        ok = False
-    if not ok:
+    path = Path(path) / FILENAME if Path(path).is_dir() else Path(path)
+    data = read_json_object(path)
+    if not isinstance(data.get("features"), dict) or "summary" not in data:
         raise ValueError(f"{path} is not an interpretability.json written by `interpret`")
     return data
 
 
 def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Feature -> what the dashboard shows of it (category, score, explanations, detection accuracy)."""
-    return {int(f): {k: v.get(k) for k in SHOWN_FIELDS} for f, v in data["features"].items()}
+    shown = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
+             "detection_accuracy")
+    return {int(f): {k: v.get(k) for k in shown} for f, v in data["features"].items()}
 
 
-def neuronpedia_explanations(
-    data: dict[str, Any], feature: int, *, model_id: str, np_layer: str
-) -> list[dict[str, Any]]:
+def neuronpedia_explanations(data: dict[str, Any], feature: int, *, model_id: str,
+                             np_layer: str) -> list[dict[str, Any]]:
     """A feature's explanations in Neuronpedia's explanation format (its export's fields, with scores)."""
     entry, judge = data["features"].get(str(feature), {}), data.get("judge_model")
-    out = []
-    for kind, text_key, score_type, score_key in (
-        ("routesae-paper-rubric", "explanation", "routesae-monosemanticity-1-5", "score"),
-        ("detection", "detection_explanation", "detection-balanced-accuracy", "detection_accuracy"),
-    ):
-        if entry.get(text_key):
-            score = entry.get(score_key)
-            scores = [] if score is None else [
-                {"value": score, "explanationScoreTypeName": score_type, "explanationScoreModelName": judge}
-            ]
-            out.append({"modelId": model_id, "layer": np_layer, "index": str(feature),
-                        "description": entry[text_key], "explanationModelName": judge, "typeName": kind,
-                        "scores": scores})
-    return out
+    return [{"modelId": model_id, "layer": np_layer, "index": str(feature), "description": entry[text_key],
+             "explanationModelName": judge, "typeName": kind,
+             "scores": [] if entry.get(score_key) is None else [{"value": entry[score_key],
+                        "explanationScoreTypeName": score_type, "explanationScoreModelName": judge}]}
+            for kind, text_key, score_type, score_key in (
+                ("routesae-paper-rubric", "explanation", "routesae-monosemanticity-1-5", "score"),
+                ("detection", "detection_explanation", "detection-balanced-accuracy", "detection_accuracy"))
+            if entry.get(text_key)]

@@ -12,10 +12,10 @@ from sae_lens_routing.interpret.contexts import (
     DetectionRules,
     compute_contexts,
     detection_samples,
+    explain_messages,
     read_contexts,
     write_contexts,
 )
-from sae_lens_routing.interpret.prompts import explain_messages
 
 
 def test_heldout_excerpts_never_appear_in_the_explanation_prompt():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sae_lens_routing.interpret.prompts import (
+from sae_lens_routing.interpret.contexts import (
     paper_messages,
     parse_detection,
     parse_explanation,

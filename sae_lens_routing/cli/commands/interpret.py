@@ -14,15 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--sae", required=True, help="a saved RouteSAE folder, a named release or a Hub repo id")
     add("--out", required=True, help="folder for interpretability.json/.png and the judge cache")
-    add("--contexts", help="a contexts JSON (this command's interpret_contexts.json or evaluate's "
-        "feature_contexts.json)")
+    add("--contexts", help="this command's interpret_contexts.json or evaluate's feature_contexts.json")
     add("--judge-url", required=True, help="https://api.openai.com/v1, "
         "https://RESOURCE.openai.azure.com/?api-version=V, or a local server's /v1")
     add("--judge-model", required=True, help="the judge model (Azure: the deployment name)")
     add("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     add("--n-features", type=positive_int, default=100, help="features sampled (paper: 100)")
-    add("--protocol", choices=["paper", "detection", "both"], default="paper", help="paper: the official "
-        "rubric (1 request per feature); detection: explanation + held-out verdicts (2)")
+    add("--protocol", choices=["paper", "detection", "both"], default="paper",
+        help="paper: the official rubric (1 request per feature); detection: explain + held-out verdicts (2)")
     add("--seed", type=int, default=0, help="feature sampling, shuffles and the judge's seed")
     add("--dry-run", action="store_true", help="print one prompt and the request count; send nothing")
 
@@ -36,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if args.contexts is None:  # one routed pass over the corpus, on the model the SAE was trained on
         from sae_lens_routing.offline.corpus import corpus_tokens
 
-        ns = argparse.Namespace(sae=args.sae, sae_id=None, model_path=None, device="cpu")
-        sae, model = load_sae_and_model(ns)
+        sae, model = load_sae_and_model(argparse.Namespace(sae=args.sae, sae_id=None, model_path=None,
+                                                           device="cpu"))
         tokens = corpus_tokens(model, "bbcnews", N_SEQUENCES, CONTEXT_SIZE)
     else:  # the contexts are given: the SAE only names the routed layers
         sae = load_route_sae(args.sae, None)

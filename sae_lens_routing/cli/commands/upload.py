@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -13,33 +14,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--sae", type=Path, required=True, help="folder written by save_inference_model / the SAELens runner")
     add("repo_id", help="Hub repo id, 'org/name' (created if missing)")
-    add("--sae-id", default=None, help="folder in the repo (default: the --sae folder's name)")
+    add("--sae-id", help="folder in the repo (default: the --sae folder's name)")
     add("--revision", default="main", help="branch to upload to")
-    add("--routing-shares", default=None, help="share of tokens routed to each hook, comma-separated in hook "
-        "order (e.g. 0.2,0.5,0.3); default: those in the folder's training_metrics.json")
-    add("--metrics", default=None, help="metrics for the card, a JSON object or a .json file (default: the "
-        "folder's training_metrics.json; given ones replace those of the same name)")
-    add("--training-tokens", type=int, default=None, help="tokens trained on (default: runner_cfg.json)")
-    add("--root-card", choices=("auto", "yes", "no"), default="auto",
-        help="also make the card the repo's README.md (auto: only when the repo has none)")
-    add("--dry-run", action="store_true",
-        help="check the folder and its model card, print what would be uploaded; write and send nothing")
+    add("--routing-shares", help="e.g. 0.2,0.5,0.3 in hook order (default: training_metrics.json's)")
+    add("--metrics", help="a JSON object or .json file, replacing training_metrics.json's of the same name")
+    add("--training-tokens", type=int, help="tokens trained on (default: runner_cfg.json's)")
+    add("--root-card", choices=("auto", "yes", "no"), default="auto", help="also the repo's README.md (auto: "
+        "when it has none)")
+    add("--dry-run", action="store_true", help="check everything, print what would be uploaded, send nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.hub import upload_route_sae
 
-    shares = metrics = None
-    text, problems = args.metrics, []
+    text, shares, metrics, problems = args.metrics, None, None, []
     try:
         shares = args.routing_shares and [float(x) for x in args.routing_shares.split(",")]
     except ValueError:
         problems.append(f"--routing-shares must be comma-separated numbers, got {args.routing_shares!r}")
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         is_file = text is not None and text.endswith(".json") and Path(text).is_file()
         metrics = text and json.loads(Path(text).read_text(encoding="utf-8") if is_file else text)
-    except json.JSONDecodeError:
-        metrics = []
     if text is not None and not isinstance(metrics, dict):
         problems.append(f"--metrics must be a JSON object (name -> value) or a .json file, got {text!r}")
     if problems:
