@@ -16,8 +16,6 @@ import torch
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.saes.routed_activations import routed_activations
 
-SENTENCE_END = (".", "!", "?")
-
 
 def relative_threshold(d_in: int) -> float:
     """The paper's threshold at the paper's width, scaled with the standardised token norm sqrt(d_in)."""
@@ -44,11 +42,6 @@ class ContextRules:
         """These rules with the threshold made concrete for an SAE of width `d_in`."""
         return self if self.threshold is not None else replace(self, threshold=relative_threshold(d_in))
 
-    @property
-    def threshold_rule(self) -> str:
-        relative = "relative: 15/sqrt(2048)*sqrt(d_in)"
-        return "absolute (set by the caller)" if self.threshold is not None else relative
-
 
 Activation = namedtuple("Activation", "seq pos feature value layer")
 """One latent's activation on one token: sequence, position, latent, value, routed layer index."""
@@ -72,17 +65,14 @@ class FeatureContexts:
         return Counter(c["layer"] for c in self.contexts).most_common(1)[0][0]
 
 
-def ends_sentence(token: str) -> bool:
-    return "\n" in token or (bool(token.strip()) and token.strip().endswith(SENTENCE_END))
-
-
 def sentence_context(tokens: list[str], pos: int, max_tokens: int) -> str:
     """The sentence around `pos`, clipped to `max_tokens` keeping the preceding tokens first (a causal model's
     activation depends on them), the activating token marked `<<tok>>`."""
+    ends = [t.strip().endswith((".", "!", "?")) or "\n" in t for t in tokens]  # "".endswith(...) is False
     start = end = pos
-    while start > 0 and not ends_sentence(tokens[start - 1]) and pos - start + 1 < max_tokens:
+    while start > 0 and not ends[start - 1] and pos - start + 1 < max_tokens:
         start -= 1
-    while end < len(tokens) - 1 and not ends_sentence(tokens[end]) and end - start + 1 < max_tokens:
+    while end < len(tokens) - 1 and not ends[end] and end - start + 1 < max_tokens:
         end += 1
     marked = (f"<<{t}>>" if i == pos else t for i, t in enumerate(tokens[start : end + 1], start))
     return "".join(marked).strip()
@@ -129,7 +119,6 @@ def feature_metrics(
     return {
         "features/n_counted": count_features(results, rules),
         "features/threshold": rules.threshold,
-        "features/threshold_rule": rules.threshold_rule,
         "features/tokens_read": tokens_read,
         "features/n_latents_with_contexts": len(results),
         **{f"features/n_counted_per_layer/{h}": per_layer.get(h, 0) for h in hook_names},
@@ -137,8 +126,7 @@ def feature_metrics(
 
 
 class FeatureContextCollector:
-    """Collects activations above the threshold from routed batches as they are computed, so an evaluation's
-    routing serves the feature contexts too."""
+    """Collects activations above the threshold from routed batches, so an evaluation's routing serves too."""
 
     def __init__(
         self, model: Any, sae: Any, rules: ContextRules = ContextRules(), exclude_special_tokens: Any = None
@@ -175,11 +163,6 @@ class FeatureContextCollector:
         return write_feature_contexts(self.results(), path, self.rules, **kw)
 
 
-def find_feature_contexts(sae: Any, model: Any, tokens: torch.Tensor, **kwargs: Any) -> dict[int, Any]:
-    """The contexts of `collect_feature_contexts(sae, model, tokens, **kwargs)`."""
-    return collect_feature_contexts(sae, model, tokens, **kwargs).results()
-
-
 @torch.no_grad()
 def collect_feature_contexts(
     sae: Any, model: Any, tokens: torch.Tensor, *, rules: ContextRules = ContextRules(), batch_size: int = 8,
@@ -199,11 +182,10 @@ def write_feature_contexts(
 ) -> dict[str, Any]:  # fmt: skip
     """One JSON: each latent's contexts and whether it counts; the count beside its threshold and tokens."""
     metrics = feature_metrics(results, rules, tokens_read, hook_names)
-    features = {
+    payload = {"rules": asdict(rules), **{k.removeprefix("features/"): v for k, v in metrics.items()}}
+    payload["features"] = {
         str(f): dict(is_feature=e.is_feature(rules), n_token_types=len(e.token_types), contexts=e.contexts)
         for f, e in sorted(results.items())
     }
-    payload = {"rules": asdict(rules), **{k.removeprefix("features/"): v for k, v in metrics.items()}}
-    payload["features"] = features
     atomic_write_json(path, payload, indent=1)
     return payload

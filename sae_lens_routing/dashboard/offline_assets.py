@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from sae_lens_routing.offline.package_data import package_folder
+from sae_lens_routing.offline.local_model import package_folder
 
 D3_CDN_TAG = '<script src="https://d3js.org/d3.v6.min.js"></script>'
 PLOTLY_CDN_TAG = '<script src="https://cdn.plot.ly/plotly-latest.min.js"></script>'

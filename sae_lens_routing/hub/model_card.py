@@ -17,7 +17,7 @@ from typing import Any
 
 from sae_lens.constants import RUNNER_CFG_FILENAME
 
-from sae_lens_routing.analysis.plots import render_routing_share_chart
+from sae_lens_routing.analysis.evals import render_routing_share_chart
 from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
 from sae_lens_routing.interpret.results import card_lines, read_result

