@@ -1,10 +1,9 @@
-"""Routed splicing: each token's residual stream is replaced, at the one layer it is routed to, by the SAE's
-reconstruction. A clean pass inside each forward routes the tokens before the earliest layer is replaced; a
-KV-cached forward sees only new tokens, which cannot be routed, so it is refused."""
+"""Routed splicing and steering: each token's residual stream is replaced, at the one layer it is routed to,
+by the SAE's (maybe edited) reconstruction; a clean pass inside each forward routes the tokens first."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +20,6 @@ ENTRY_HOOK = "blocks.0.hook_resid_pre"
 @dataclass
 class SplicePlan:
     """What the clean pass decided for the current forward: per token, its layer and replacement value."""
-
     layer_index: torch.Tensor  # [batch, pos]
     values: torch.Tensor  # [batch, pos, d_in], raw space
     feature_acts: torch.Tensor  # [batch, pos, d_sae] after `on_features`
@@ -77,9 +75,8 @@ def routed_splice(
     replacement: Literal["sae", "zero"] = "sae", positions: torch.Tensor | None = None,
     plan: SplicePlan | None = None,
 ) -> Iterator[list[SplicePlan]]:  # fmt: skip
-    """Within the block, every forward of `model` is routed-spliced by `sae` (yields each forward's plan);
-    `use_error_term` keeps outputs clean so `on_features` edits act alone; only `positions` (bool [batch,
-    pos]) are spliced, as SAELens leaves BOS clean; a given `plan` (maker-checked) skips the clean pass."""
+    """Within the block, every forward of `model` is routed-spliced (yields each forward's plan); only
+    `positions` (bool [batch, pos]) are spliced; a given `plan` (maker-checked) skips the clean pass."""
     if plan is None:
         check_spliceable(model, sae)
     hooks = list(sae.cfg.hook_names)
@@ -97,11 +94,16 @@ def routed_splice(
         edits = {"use_error_term": use_error_term, "on_features": on_features, "replacement": replacement}
         plans.append(plan_splice(sae, acts, **edits))
 
-    def kv_cache_guard(scores: torch.Tensor, hook: Any) -> None:
-        if not nested[0] and scores.shape[-1] != scores.shape[-2]:
+    def check_forward(scores: torch.Tensor, hook: Any) -> None:  # once per forward, before any splice
+        shape, cached = (scores.shape[0], scores.shape[-1]), scores.shape[-1] != scores.shape[-2]
+        bad = positions is not None and (positions.dtype != torch.bool or tuple(positions.shape) != shape)
+        if not nested[0] and (cached or bad):
             raise ValueError(
                 "routed_splice cannot route a KV-cached forward (it sees only the new tokens); use "
                 "model.generate(..., use_past_kv_cache=False) or sae_lens_routing.routed_generate"
+                if cached
+                else f"positions has shape {tuple(positions.shape)} and dtype {positions.dtype}; it must "
+                f"be a bool tensor [batch, pos] = {shape}"
             )
 
     def replace_hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor | None]:
@@ -110,11 +112,6 @@ def routed_splice(
                 return None
             mask = plans[-1].layer_index == layer
             if positions is not None:
-                if positions.dtype != torch.bool or positions.shape != mask.shape:
-                    raise ValueError(
-                        f"positions has shape {tuple(positions.shape)} and dtype {positions.dtype}; it must "
-                        f"be a bool tensor [batch, pos] = {tuple(mask.shape)} of the positions to splice"
-                    )
                 mask = mask & positions.to(mask.device)
             if not bool(mask.any()):
                 return None
@@ -128,7 +125,7 @@ def routed_splice(
     bridge = plan is None and is_bridge(model)
     fwd_hooks: list[tuple[str, Callable[..., Any]]] = [(h, replace_hook(i)) for i, h in enumerate(hooks)]
     if plan is None:
-        fwd_hooks.append(("blocks.0.attn.hook_attn_scores", kv_cache_guard))
+        fwd_hooks.append(("blocks.0.attn.hook_attn_scores", check_forward))
     if plan is None and not bridge:
         fwd_hooks.append((ENTRY_HOOK, lambda resid, hook: make_plan(resid, start_at_layer=0)))
     bridge_hook = lambda module, args, kwargs: make_plan(args[0] if args else kwargs["input"])  # noqa: E731
@@ -163,3 +160,57 @@ def routed_generate(
             nxt = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator)
         tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
     return tokens, step_logits
+
+
+def feature_steering(
+    features: Mapping[int, float], mode: Literal["add", "multiply"] = "add", d_sae: int | None = None
+) -> FeatureEdit:
+    """An `on_features` edit: feature i += value (add) or feature i *= value (multiply)."""
+    bad = [i for i in features if not isinstance(i, int) or i < 0 or (d_sae is not None and i >= d_sae)]
+    if bad:
+        raise ValueError(f"feature indices must be integers in [0, d_sae={d_sae}), got {bad}")
+    idx, values = torch.tensor(list(features)), torch.tensor([float(v) for v in features.values()])
+
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        v = values.to(acts.device, acts.dtype)
+        acts[..., idx] = acts[..., idx] + v if mode == "add" else acts[..., idx] * v
+        return acts
+
+    return edit
+
+
+@dataclass
+class SteeringResult:
+    prompt: str
+    unsteered: str
+    steered: str
+    unsteered_logits: list[torch.Tensor]
+    steered_logits: list[torch.Tensor]
+
+
+@torch.no_grad()
+def steer(
+    model: Any, sae: Any, prompt: str, features: Mapping[int, float], *, max_new_tokens: int = 20,
+    mode: Literal["add", "multiply"] = "add", temperature: float = 0.0, seed: int = 0,
+) -> SteeringResult:  # fmt: skip
+    """Generate from `prompt` without and with the feature edit (error term kept: the difference is the
+    steering alone); multiplying latents that never fired changes nothing, so it is refused."""
+    steer_edit, idx = feature_steering(features, mode, sae.cfg.d_sae), list(features)
+    fired = torch.zeros(len(idx), dtype=torch.bool)
+
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        fired.logical_or_((acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
+        return steer_edit(acts, routed)
+
+    run = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    base_tokens, base_logits = routed_generate(model, sae, prompt, splice=False, **run)
+    tokens, logits = routed_generate(model, sae, prompt, on_features=edit, **run)
+    silent = [f for f, on in zip(idx, fired.tolist(), strict=True) if not on]
+    if mode == "multiply" and silent:
+        raise ValueError(
+            f"feature(s) {silent} never fired on the prompt {prompt!r} (nor on the generated tokens), so "
+            "multiplying them changes nothing; use mode 'add' (CLI --mode add) to switch them on"
+        )
+    n = model.to_tokens(prompt).shape[1]
+    steered = [model.to_string(t[0, n:]) for t in (base_tokens, tokens)]
+    return SteeringResult(prompt, *steered, base_logits, logits)
