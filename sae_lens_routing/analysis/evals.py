@@ -1,5 +1,4 @@
-"""`run_route_evals`: reconstruction, and how much of the model's behaviour survives the routed splice, with
-SAELens's `run_evals` metric names; special tokens stay unspliced and uncounted, as in SAELens."""
+"""`run_route_evals`: reconstruction and the routed splice's effect, under SAELens's `run_evals` names."""
 
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ def run_route_evals(
     on_routed: Callable[[torch.Tensor, RoutedOutput], None] | None = None,
     features: FeatureContextCollector | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Reconstruction, sparsity, routing, CE/KL and feature-count metrics of `sae` spliced into `model`: one
-    clean forward and one routing per batch serve every metric, `on_routed(tokens, routed)` and `features`."""
+    """All metrics from one clean forward and one routing per batch; special tokens unspliced, uncounted."""
     hooks = list(sae.cfg.hook_names)
     check_spliceable(model, sae)
     given = exclude_special_tokens
@@ -77,8 +75,7 @@ def run_route_evals(
 
 
 class DownstreamMetrics:
-    """Streaming CE/KL of the clean, SAE-spliced and zero-ablated forwards; KL also in the official code's
-    `batchmean` unit (summed over a sequence's positions, averaged over sequences)."""
+    """Streaming CE/KL of the clean, spliced and zero-ablated forwards; KL also in the official batchmean."""
 
     def __init__(self) -> None:
         self.totals = dict.fromkeys(["ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero", "n_ce", "n"], 0.0)
@@ -139,10 +136,8 @@ def write_routing_chart(metrics: dict[str, Any], path: str | Path) -> Path:
 def render_routing_share_chart(shares: Sequence[float], hook_names: Sequence[str], path: str | Path) -> Path:
     """A bar chart of the share of tokens routed to each layer, written atomically as PNG."""
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     labels = [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(labels) + 1.5), 3.0), dpi=100)
     ax.bar(range(len(shares)), [100 * s for s in shares], color="#4C72B0")

@@ -24,9 +24,7 @@ def relative_threshold(d_in: int) -> float:
 
 @dataclass(frozen=True)
 class ContextRules:
-    """`threshold`: activation a context must exceed (None: `relative_threshold(d_in)`; 15.0: the paper's
-    absolute rule); a feature keeps >= `min_contexts` contexts on <= `max_token_types` token types."""
-
+    """`threshold` None: `relative_threshold(d_in)`; 15.0: the paper's absolute rule."""
     threshold: float | None = None
     max_context_tokens: int = 64
     contexts_per_token: int = 2
@@ -66,8 +64,7 @@ class FeatureContexts:
 
 
 def sentence_context(tokens: list[str], pos: int, max_tokens: int) -> str:
-    """The sentence around `pos`, clipped to `max_tokens` keeping the preceding tokens first (a causal model's
-    activation depends on them), the activating token marked `<<tok>>`."""
+    """The sentence around `pos` marked `<<tok>>`, clipped keeping preceding tokens first (causal model)."""
     ends = [t.strip().endswith((".", "!", "?")) or "\n" in t for t in tokens]  # "".endswith(...) is False
     start = end = pos
     while start > 0 and not ends[start - 1] and pos - start + 1 < max_tokens:
@@ -82,8 +79,7 @@ def contexts_from_activations(
     token_strings: list[list[str]], activations: Iterable[Activation], hook_names: list[str],
     rules: ContextRules = ContextRules(),
 ) -> dict[int, FeatureContexts]:  # fmt: skip
-    """Keep the top `contexts_per_token` contexts per (latent, token type) above the threshold; a token's type
-    is its stripped, lower-cased text, as the official code keys it."""
+    """The top contexts per (latent, stripped lower-cased token) above the threshold, as the official code."""
     if rules.threshold is None:
         raise ValueError("ContextRules.threshold is None: call rules.resolved(sae.cfg.d_in) first")
     best: dict[tuple[int, str], list[Activation]] = {}

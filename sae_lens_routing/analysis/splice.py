@@ -1,5 +1,4 @@
-"""Routed splicing and steering: each token's residual stream is replaced, at the one layer it is routed to,
-by the SAE's (maybe edited) reconstruction; a clean pass inside each forward routes the tokens first."""
+"""Routed splicing and steering: each token's residual replaced at its routed layer by the reconstruction."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ class SplicePlan:
 
 
 def check_spliceable(model: Any, sae: Any) -> None:
-    """A soft-routed SAE reconstructs a mix of layers (no single one to replace); the SAE runs inside the
-    model's forward, so both must share a device ('cuda' and 'cuda:0' are one when 0 is current)."""
+    """Hard routing (a soft mix has no single layer to replace) and one device ('cuda' is the current one)."""
     check_hooks_in_model(model, [*sae.cfg.hook_names, ENTRY_HOOK])
     model_device = next(model.parameters()).device
     devices = [torch.device(d) for d in (model_device, sae.device)]
@@ -75,8 +73,7 @@ def routed_splice(
     replacement: Literal["sae", "zero"] = "sae", positions: torch.Tensor | None = None,
     plan: SplicePlan | None = None,
 ) -> Iterator[list[SplicePlan]]:  # fmt: skip
-    """Within the block, every forward of `model` is routed-spliced (yields each forward's plan); only
-    `positions` (bool [batch, pos]) are spliced; a given `plan` (maker-checked) skips the clean pass."""
+    """Every forward in the block is routed-spliced (at `positions`); a given `plan` skips the clean pass."""
     if plan is None:
         check_spliceable(model, sae)
     hooks = list(sae.cfg.hook_names)
@@ -118,9 +115,7 @@ def routed_splice(
             act = act.clone()
             act[mask] = plans[-1].values[mask].to(act.dtype)
             return act
-
         return hook_fn
-
     # a bridge cannot start a forward from the residual stream: its clean pass reruns the forward's input
     bridge = plan is None and is_bridge(model)
     fwd_hooks: list[tuple[str, Callable[..., Any]]] = [(h, replace_hook(i)) for i, h in enumerate(hooks)]
@@ -144,8 +139,7 @@ def routed_generate(
     on_features: FeatureEdit | None = None, use_error_term: bool = True, splice: bool = True,
     temperature: float = 0.0, seed: int = 0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
-    """Generate with the routed splice at every step (re-running the whole sequence, so generated tokens are
-    routed and steered too). Returns (tokens [1, n], next-token logits of each step)."""
+    """(tokens [1, n], step logits); each step reruns the whole sequence, so new tokens are routed too."""
     tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt
     generator = torch.Generator(device="cpu").manual_seed(seed)
     step_logits: list[torch.Tensor] = []
@@ -175,7 +169,6 @@ def feature_steering(
         v = values.to(acts.device, acts.dtype)
         acts[..., idx] = acts[..., idx] + v if mode == "add" else acts[..., idx] * v
         return acts
-
     return edit
 
 
@@ -193,15 +186,13 @@ def steer(
     model: Any, sae: Any, prompt: str, features: Mapping[int, float], *, max_new_tokens: int = 20,
     mode: Literal["add", "multiply"] = "add", temperature: float = 0.0, seed: int = 0,
 ) -> SteeringResult:  # fmt: skip
-    """Generate from `prompt` without and with the feature edit (error term kept: the difference is the
-    steering alone); multiplying latents that never fired changes nothing, so it is refused."""
+    """Unsteered and steered continuations (error term kept, so they differ by the steering alone)."""
     steer_edit, idx = feature_steering(features, mode, sae.cfg.d_sae), list(features)
     fired = torch.zeros(len(idx), dtype=torch.bool)
 
     def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
         fired.logical_or_((acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
         return steer_edit(acts, routed)
-
     run = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     base_tokens, base_logits = routed_generate(model, sae, prompt, splice=False, **run)
     tokens, logits = routed_generate(model, sae, prompt, on_features=edit, **run)

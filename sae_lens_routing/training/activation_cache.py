@@ -38,7 +38,6 @@ _REBUILD = "rebuild it with `python -m sae_lens_routing cache-activations --over
 @dataclass
 class CacheMetadata:
     """`routed_cache.json`; `special_token_ids` serve `exclude_special_tokens: true` without the model."""
-
     model_name: str
     hook_names: list[str]
     d_in: int
@@ -87,8 +86,7 @@ def cache_routed_activations(
     override_dataset: HfDataset | None = None, n_tokens: int | None = None, model_path: str | None = None,
     overwrite: bool = False,
 ) -> CacheMetadata:  # fmt: skip
-    """Write every position's routed layers to `path` until `n_tokens` non-special tokens (default: training
-    tokens plus the held-out evaluation sequences) are stored or the dataset ends."""
+    """Write routed layers until `n_tokens` non-special tokens (default: training + held-out) are stored."""
     from sae_lens_routing.training.validation import validate_route_run
     if str(cfg.dtype) not in _STORABLE:
         raise ValueError(f"dtype must be one of {sorted(_STORABLE)} for an activation cache, got {cfg.dtype}")
@@ -149,9 +147,7 @@ def cache_routed_activations(
 
 
 class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
-    """Reads a routed cache instead of running the model: seeded, shuffled blocks of `n_batches_in_buffer`
-    sequences (rank r of N takes every N-th), the last evaluation sequences held out."""
-
+    """Reads seeded, shuffled blocks of a routed cache (rank r of N: every N-th), eval sequences held out."""
     meta: CacheMetadata
     read_position: int = 0  # tokens of this rank's training stream consumed (what a checkpoint stores)
 
