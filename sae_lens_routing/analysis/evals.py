@@ -66,7 +66,7 @@ def run_route_evals(
         features(tokens, out)
         spliced = []
         for replacement, positions in (("sae", keep), ("zero", None)):  # the ablation zeroes every position
-            plan = plan_from_routed(sae, out, replacement=replacement).to(acts.dtype)
+            plan = plan_from_routed(sae, out, replacement=replacement)
             with routed_splice(model, sae, positions=positions, plan=plan):
                 x = model(extra[entry], start_at_layer=first, tokens=tokens) if resumed else model(tokens)
             spliced.append(x)

@@ -1,6 +1,5 @@
-"""The paper's feature contexts and counting (the official `application.py` rules): a latent is a feature
-when it keeps more than 4 contexts above the threshold on at most 32 token types. The default threshold
-scales the paper's 15 (at d_in 2048) with the standardised token norm sqrt(d_in)."""
+"""The paper's feature contexts and counting (official `application.py` rules): a latent is a feature when it
+keeps more than 4 contexts above the threshold on at most 32 token types."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ class ContextRules:
         return self if self.threshold is not None else replace(self, threshold=relative_threshold(d_in))
 
 
-Activation = namedtuple("Activation", "seq pos feature value layer")
-"""One latent's activation on one token: sequence, position, latent, value, routed layer index."""
+Activation = namedtuple("Activation", "seq pos feature value layer")  # layer: the routed layer's index
 
 
 @dataclass
@@ -155,8 +153,8 @@ class FeatureContextCollector:
         return feature_metrics(self.results(), self.rules, self.tokens_read, self.hook_names)
 
     def write(self, path: str | Path) -> dict[str, Any]:
-        kw = {"tokens_read": self.tokens_read, "hook_names": self.hook_names}
-        return write_feature_contexts(self.results(), path, self.rules, **kw)
+        return write_feature_contexts(self.results(), path, self.rules, tokens_read=self.tokens_read,
+                                      hook_names=self.hook_names)
 
 
 @torch.no_grad()

@@ -18,13 +18,10 @@ ENTRY_HOOK = "blocks.0.hook_resid_pre"
 
 @dataclass
 class SplicePlan:
-    """What the clean pass decided for the current forward: per token, its layer and replacement value."""
+    """The clean pass's decision per token: its layer and replacement (cast to the model's dtype at use)."""
     layer_index: torch.Tensor  # [batch, pos]
     values: torch.Tensor  # [batch, pos, d_in], raw space
     feature_acts: torch.Tensor  # [batch, pos, d_sae] after `on_features`
-
-    def to(self, dtype: torch.dtype) -> SplicePlan:
-        return SplicePlan(self.layer_index, self.values.to(dtype), self.feature_acts)
 
 
 def check_spliceable(model: Any, sae: Any) -> None:
@@ -41,13 +38,6 @@ def check_spliceable(model: Any, sae: Any) -> None:
             else f"sae is on {sae.device} but the model is on {model_device}: routed splicing runs the SAE "
             f"inside the model's forward; move one of them, e.g. sae.to({str(model_device)!r})"
         )
-
-
-@torch.no_grad()
-def plan_splice(sae: Any, routed_acts: torch.Tensor, **plan_kwargs: Any) -> SplicePlan:
-    """A plan (`plan_from_routed`'s keywords) from clean activations [batch, pos, L, d_in], in their dtype."""
-    out = sae.forward_routed(routed_acts.to(sae.dtype))
-    return plan_from_routed(sae, out, **plan_kwargs).to(routed_acts.dtype)
 
 
 @torch.no_grad()
@@ -89,7 +79,7 @@ def routed_splice(
         finally:
             nested[0] = False
         edits = {"use_error_term": use_error_term, "on_features": on_features, "replacement": replacement}
-        plans.append(plan_splice(sae, acts, **edits))
+        plans.append(plan_from_routed(sae, sae.forward_routed(acts.to(sae.dtype)), **edits))
 
     def check_forward(scores: torch.Tensor, hook: Any) -> None:  # once per forward, before any splice
         shape, cached = (scores.shape[0], scores.shape[-1]), scores.shape[-1] != scores.shape[-2]

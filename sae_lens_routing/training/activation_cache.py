@@ -1,5 +1,4 @@
-"""Cache once, train many: a model's routed layers on disk in SAELens's cache layout, so a sweep trains
-without the model; a batch is a pure function of (cache, seed, read position), so resumes are exact."""
+"""Cache once, train many: the routed layers in SAELens's cache layout; resumes are exact."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def test_routed_activations_equal_hf_hidden_states(granite):
 def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     from sae_lens_routing.analysis.evals import run_route_evals
     from sae_lens_routing.analysis.feature_contexts import ContextRules, collect_feature_contexts
-    from sae_lens_routing.analysis.splice import plan_splice, routed_splice, steer
+    from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice, steer
     from sae_lens_routing.dashboard.latent_stats import scan_tokens
     from sae_lens_routing.dashboard.report import dashboard_data
     from sae_lens_routing.saes.routed_activations import routed_activations
@@ -95,7 +95,7 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     assert len(plans) == 1 and plans[0].layer_index.shape == (2, 12)
     with routed_splice(bridge, sae):
         spliced = bridge(tokens)
-    plan = plan_splice(sae, routed_activations(bridge, tokens, HOOKS)[0])
+    plan = plan_from_routed(sae, sae.forward_routed(routed_activations(bridge, tokens, HOOKS)[0]))
     with routed_splice(bridge, sae, plan=plan):  # the clean pass inside the forward == one made beforehand
         torch.testing.assert_close(bridge(tokens), spliced, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(spliced, clean, atol=1e-3)
