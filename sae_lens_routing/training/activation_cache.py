@@ -1,6 +1,4 @@
-"""Cache once, train many: a model's routed layers over a corpus, on disk in SAELens's cache layout, so a
-sweep trains without the model. A batch is a pure function of (cache, seed, read position): resumes are exact.
-"""
+"""Cache once, train many: the routed layers in SAELens's cache layout; resumes are exact."""
 
 from __future__ import annotations
 
@@ -11,6 +9,7 @@ import logging
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,7 @@ _REBUILD = "rebuild it with `python -m sae_lens_routing cache-activations --over
 
 @dataclass
 class CacheMetadata:
-    """`routed_cache.json`, checked against every run that reads the cache. `special_token_ids` lets
-    `exclude_special_tokens: true` work without the model; a checkpoint remembers `cache_id`."""
-
+    """`routed_cache.json`; `special_token_ids` serve `exclude_special_tokens: true` without the model."""
     model_name: str
     hook_names: list[str]
     d_in: int
@@ -66,12 +63,10 @@ class CacheMetadata:
 
 
 def read_cache_metadata(path: str | Path) -> CacheMetadata:
-    """The metadata of the routed cache at `path`; FileNotFoundError if there is none, ValueError if the
-    folder is something else (a single-hook SAELens cache, another format)."""
-    meta_path = Path(path) / METADATA_FILENAME
+    """FileNotFoundError if `path` is missing, ValueError if it is another kind of folder."""
+    meta_path, missing = Path(path) / METADATA_FILENAME, not Path(path).is_dir()
     data = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if data.get("format_version") != FORMAT_VERSION:
-        missing = not Path(path).is_dir()
         why = "does not exist" if missing else f"has no {METADATA_FILENAME} (format_version {FORMAT_VERSION})"
         raise (FileNotFoundError if missing else ValueError)(
             f"cached_activations_path {str(path)!r} {why}: it is not a routed activation cache; build one "
@@ -90,11 +85,8 @@ def cache_routed_activations(
     override_dataset: HfDataset | None = None, n_tokens: int | None = None, model_path: str | None = None,
     overwrite: bool = False,
 ) -> CacheMetadata:  # fmt: skip
-    """Run `model` once over the run's dataset, writing every position's routed layers to `path` (default
-    `cfg.cached_activations_path`) until `n_tokens` non-special tokens (default: the run's training tokens
-    plus its held-out evaluation sequences) are stored or the dataset ends."""
+    """Write routed layers until `n_tokens` non-special tokens (default: training + held-out) are stored."""
     from sae_lens_routing.training.validation import validate_route_run
-
     if str(cfg.dtype) not in _STORABLE:
         raise ValueError(f"dtype must be one of {sorted(_STORABLE)} for an activation cache, got {cfg.dtype}")
     validate_route_run(cfg, model)
@@ -117,19 +109,16 @@ def cache_routed_activations(
     shard_index = itertools.count()
     with atomic.atomic_directory(out) as tmp:
         shards = tmp / ".tmp_shards"
-
         def write_shard() -> None:  # SAELens's shard layout, about _SHARD_BYTES each
             acts, ids = (torch.cat(t) for t in zip(*pending, strict=True))
             data = {**{h: acts[:, :, j].numpy() for j, h in enumerate(hooks)}, "token_ids": ids.numpy()}
             shard = Dataset.from_dict(data, features=features)
             shard.save_to_disk(str(shards / f"shard_{next(shard_index):05d}"), num_shards=1)
             pending.clear()
-
         while n_kept < target:
             try:
                 tokens = store.get_batch_tokens(raise_at_epoch_end=True)
             except StopIteration:
-                logger.warning("the dataset ended after %d sequences (%d tokens kept)", n_rows, n_kept)
                 break
             acts = store.get_multi_layer_activations(tokens).cpu()  # [b, ctx, L, d_in]
             ids = tokens[:, slice(*cfg.seqpos_slice)].to("cpu", torch.int32)
@@ -152,36 +141,25 @@ def cache_routed_activations(
         del ds
         atomic.atomic_write_text(tmp / METADATA_FILENAME, json.dumps(asdict(meta), indent=2))
     if n_kept < target:
-        logger.warning("cached %d tokens, fewer than the %d asked for (the dataset ended)", n_kept, target)
+        logger.warning("the dataset ended after %d tokens, fewer than the %d asked for", n_kept, target)
     return meta
 
 
 class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
-    """`MultiLayerActivationsStore` reading a routed activation cache instead of running the model: one
-    seeded, shuffled block of `n_batches_in_buffer` sequences at a time; the last evaluation sequences held
-    out; under torchrun rank r takes every N-th block."""
-
+    """Reads seeded, shuffled blocks of a routed cache (rank r of N: every N-th), eval sequences held out."""
     meta: CacheMetadata
-    read_position: int = 0
-    """Tokens of this rank's training stream consumed so far (what a checkpoint stores)."""
+    read_position: int = 0  # tokens of this rank's training stream consumed (what a checkpoint stores)
 
     @classmethod
     def from_cache_config(
         cls, cfg: LanguageModelSAERunnerConfig[Any], model: Any = None, rank: int = 0, world_size: int = 1
     ) -> CachedMultiLayerActivationsStore:
-        """The store of a `use_cached_activations` run, `cfg` being this rank's config; refuses a cache made
-        for another run, a damaged one, or one too small."""
+        """This rank's store; refuses a cache made for another run, a damaged one, or one too small."""
         path = str(cfg.cached_activations_path)
         meta = read_cache_metadata(path)
-        checks = [
-            ("model_name", meta.model_name, cfg.model_name),
-            ("sae.hook_names", list(meta.hook_names), list(cfg.sae.hook_names)),
-            ("sae.d_in", meta.d_in, cfg.sae.d_in),
-            ("dtype", meta.dtype, str(cfg.dtype)),
-            ("context_size", meta.context_size, cfg.context_size),
-            ("seqpos_slice", list(meta.seqpos_slice), list(cfg.seqpos_slice)),
-            ("prepend_bos", meta.prepend_bos, cfg.prepend_bos),
-        ]
+        names = "model_name sae.hook_names sae.d_in dtype context_size seqpos_slice prepend_bos".split()
+        pairs = [(n, getattr(meta, n.removeprefix("sae.")), attrgetter(n)(cfg)) for n in names]
+        checks = [(n, c, list(w) if isinstance(w, tuple | list) else w) for n, c, w in pairs]
         wrong = [f"was made with {n}={c!r}, but this run has {n}={w!r}" for n, c, w in checks if c != w]
         problem = wrong[0] + "; use a matching cache or build one with `cache-activations`" if wrong else None
         if problem is None:
@@ -206,7 +184,7 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         return store
 
     def load_cached_activation_dataset(self) -> Any:
-        """Open the cache memory-mapped (SAELens's constructor calls it); `load_problem` says why it can't."""
+        """Opened memory-mapped by SAELens's constructor; `load_problem` says why it can't be."""
         self.load_problem = None
         try:
             return load_from_disk(self.cached_activations_path).with_format("numpy")
@@ -219,8 +197,7 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         return ~torch.isin(ids, excluded) if excluded is not None else ids >= 0
 
     def _plan(self, cfg: LanguageModelSAERunnerConfig[Any], rank: int, world_size: int) -> str | None:
-        """Blocks of `n_batches_in_buffer` sequences in a seeded order, this rank's share; what is wrong with
-        the cache's size, if anything."""
+        """This rank's share of the seeded block order; what is wrong with the cache's size, if anything."""
         assert self.cached_activation_dataset is not None
         n_seq, n_eval = self.meta.n_sequences, _eval_sequences(cfg)
         n_train = max(0, n_seq - n_eval)
@@ -247,7 +224,6 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
 
     def _read_rows(self, start: int, stop: int, shuffle_seed: int | None) -> torch.Tensor:
         """Rows [start, stop) -> [kept tokens, L, d_in] in the store's dtype and device, maybe shuffled."""
-        assert self.cached_activation_dataset is not None
         rows = self.cached_activation_dataset[start:stop]
         idx = self._keep(torch.from_numpy(rows["token_ids"]).long().reshape(-1)).nonzero().squeeze(1)
         if shuffle_seed is not None:
@@ -261,7 +237,7 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         return out.to(self.device)
 
     def get_data_loader(self) -> Iterator[torch.Tensor]:
-        """Training batches from token `read_position` of this rank's stream (a pure function of it)."""
+        """Training batches from token `read_position` of this rank's stream."""
         batch, skip = self.train_batch_size_tokens, self.read_position
         pending: torch.Tensor | None = None
         for (a, b), n_kept in zip(self.blocks, self.block_kept, strict=True):
@@ -289,7 +265,7 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         return {"n_dataset_processed": torch.tensor(0), "cache_read_position": position, "cache_id": cache_id}
 
     def load(self, file_path: str) -> None:
-        """Resume at the checkpoint's read position (not from a live run's or another cache's checkpoint)."""
+        """Resume at the checkpoint's read position (not a live run's or another cache's checkpoint)."""
         state = load_file(file_path)
         if int(state.get("cache_id", -1)) != self.meta.cache_id:
             raise ValueError(

@@ -21,8 +21,8 @@ from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import SAEMetadata
 from typeguard import CollectionCheckStrategy, TypeCheckError, check_type
 
-from sae_lens_routing.offline.bridge import is_bridge_class, require_bridge
 from sae_lens_routing.offline.corpus import CORPORA
+from sae_lens_routing.offline.local_model import is_bridge_class, require_bridge
 from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig
 from sae_lens_routing.saes.layers import paper_hook_names
 from sae_lens_routing.training.validation import validate_route_config
@@ -262,7 +262,7 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
     cfg = run.runner
     device = rank_device(str(cfg.llm_device), init_distributed(str(cfg.device)))
     if is_bridge_class(cfg.model_class_name):
-        from sae_lens_routing.offline.bridge import load_bridge
+        from sae_lens_routing.offline.local_model import load_bridge
 
         model = load_bridge(cfg.model_name, run.model_path, device=device)
     elif run.model_path is not None:

@@ -1,5 +1,4 @@
-"""`MultiLayerActivationsStore`: SAELens's multi-hook `ActivationsStore`, yielding all L routed layers of each
-token from one model forward that stops after the last routed block."""
+"""SAELens's multi-hook `ActivationsStore` yielding all L routed layers per token from one forward."""
 
 from __future__ import annotations
 
@@ -16,23 +15,18 @@ from transformer_lens.hook_points import HookedRootModule
 
 from sae_lens_routing.training.compiled_forward import compiled_resid_post_forward, supports_compiled_forward
 
-MAX_EMPTY_BATCHES = 100
-"""Batches of prompts in a row with no token left after exclusion before the store gives up."""
-SAME_NAMED_FIELDS = (
-    "streaming", "context_size", "n_batches_in_buffer", "store_batch_size_prompts", "train_batch_size_tokens",
-    "prepend_bos", "dtype", "model_kwargs", "autocast_lm", "dataset_trust_remote_code", "seqpos_slice",
-    "disable_concat_sequences", "sequence_separator_token", "activations_mixing_fraction",
-    "use_chat_formatting",
-)  # fmt: skip
-"""`ActivationsStore.from_config_multi_hook` arguments named as the runner config's fields."""
+MAX_EMPTY_BATCHES = 100  # batches in a row with no token left after exclusion before the store gives up
+SAME_NAMED_FIELDS = tuple(  # `ActivationsStore.from_config_multi_hook` arguments named as config fields
+    "streaming context_size n_batches_in_buffer store_batch_size_prompts train_batch_size_tokens prepend_bos "
+    "dtype model_kwargs autocast_lm dataset_trust_remote_code seqpos_slice disable_concat_sequences "
+    "sequence_separator_token activations_mixing_fraction use_chat_formatting".split()
+)
 
 
 class MultiLayerActivationsStore(ActivationsStore):
     """Yields shuffled training batches [train_batch_size_tokens, L, d_in] in the routed hooks' order."""
-
     _hook_names: list[str]
-    compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
-    """Set by `compile_llm=True` when the hooks allow it; replaces run_with_cache."""
+    compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # replaces run_with_cache
 
     @classmethod
     def from_route_config(
@@ -46,9 +40,8 @@ class MultiLayerActivationsStore(ActivationsStore):
         device = torch.device(str(cfg.act_store_device))
         if isinstance(override_dataset, Dataset):  # SAELens sets its format: keep the caller's
             override_dataset = override_dataset.with_format(**override_dataset.format)
-        special = excluded_token_ids(
-            cfg.exclude_special_tokens, get_special_token_ids(getattr(model, "tokenizer", None)), device
-        )
+        special_ids = get_special_token_ids(getattr(model, "tokenizer", None))
+        special = excluded_token_ids(cfg.exclude_special_tokens, special_ids, device)
         dataset = override_dataset if override_dataset is not None else cfg.dataset_path
         store = cls.from_config_multi_hook(
             model, dataset=dataset, hook_names=hook_names, hook_d_ins=dict.fromkeys(hook_names, cfg.sae.d_in),
@@ -90,8 +83,7 @@ class MultiLayerActivationsStore(ActivationsStore):
         return acts[~torch.isin(token_ids, self.exclude_special_tokens)]
 
     def _iterate_multi_layer_batches(self) -> Iterator[torch.Tensor]:
-        """Fill batches forever (new epoch at the dataset's end), each checked finite once; refuses after
-        `MAX_EMPTY_BATCHES` batches in a row left empty by special-token exclusion (it would never end)."""
+        """Batches forever, each checked finite once; refuses `MAX_EMPTY_BATCHES` empty ones in a row."""
         empty = 0
         while True:
             try:

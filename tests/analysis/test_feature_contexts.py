@@ -16,7 +16,6 @@ from sae_lens_routing.analysis.feature_contexts import (
     contexts_from_activations,
     count_features,
     feature_metrics,
-    find_feature_contexts,
     relative_threshold,
     sentence_context,
     write_feature_contexts,
@@ -99,7 +98,7 @@ def test_find_feature_contexts_on_a_model(tmp_path):
     torch.manual_seed(0)
     sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=64, k=8, hook_names=HOOKS))
     tokens = torch.randint(3, 300, (6, 16), generator=torch.Generator().manual_seed(0))
-    results = find_feature_contexts(sae, model, tokens, rules=ContextRules(threshold=0.5))
+    results = collect_feature_contexts(sae, model, tokens, rules=ContextRules(threshold=0.5)).results()
     assert results, "a low threshold must collect contexts"
     out = sae.forward_routed(
         torch.stack([model.run_with_cache(tokens, names_filter=HOOKS)[1][h] for h in HOOKS], -2)

@@ -8,8 +8,7 @@ from helpers import SPLICE_HOOKS as HOOKS
 from helpers import exact_sae, make_sae, tiny_model
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
-from sae_lens_routing.analysis.splice import routed_generate, routed_splice
-from sae_lens_routing.analysis.steering import feature_steering, steer
+from sae_lens_routing.analysis.splice import feature_steering, routed_generate, routed_splice, steer
 
 
 @pytest.fixture(scope="module")

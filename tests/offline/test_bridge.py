@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import tiny_hf_llama_folder, write_config
 
-from sae_lens_routing.offline.bridge import require_bridge
+from sae_lens_routing.offline.local_model import require_bridge
 from sae_lens_routing.training.run_config import load_run_config
 
 try:
@@ -37,7 +37,7 @@ def test_bridge_refused_on_transformer_lens_2(tmp_path):
 def granite(tmp_path_factory):
     from transformers import GraniteConfig
 
-    from sae_lens_routing.offline.bridge import load_bridge
+    from sae_lens_routing.offline.local_model import load_bridge
 
     folder = tiny_hf_llama_folder(tmp_path_factory.mktemp("granite"), config_class=GraniteConfig)
     return folder, load_bridge(model_path=folder)
@@ -66,9 +66,8 @@ def test_routed_activations_equal_hf_hidden_states(granite):
 @needs_bridge
 def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     from sae_lens_routing.analysis.evals import run_route_evals
-    from sae_lens_routing.analysis.feature_contexts import ContextRules, find_feature_contexts
-    from sae_lens_routing.analysis.splice import plan_splice, routed_splice
-    from sae_lens_routing.analysis.steering import steer
+    from sae_lens_routing.analysis.feature_contexts import ContextRules, collect_feature_contexts
+    from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice, steer
     from sae_lens_routing.dashboard.latent_stats import scan_tokens
     from sae_lens_routing.dashboard.report import dashboard_data
     from sae_lens_routing.saes.routed_activations import routed_activations
@@ -96,7 +95,7 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     assert len(plans) == 1 and plans[0].layer_index.shape == (2, 12)
     with routed_splice(bridge, sae):
         spliced = bridge(tokens)
-    plan = plan_splice(sae, routed_activations(bridge, tokens, HOOKS)[0])
+    plan = plan_from_routed(sae, sae.forward_routed(routed_activations(bridge, tokens, HOOKS)[0]))
     with routed_splice(bridge, sae, plan=plan):  # the clean pass inside the forward == one made beforehand
         torch.testing.assert_close(bridge(tokens), spliced, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(spliced, clean, atol=1e-3)
@@ -106,7 +105,8 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
         torch.nn.functional.cross_entropy(spliced[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()).item(),
         rel=1e-4,
     )
-    assert find_feature_contexts(sae, bridge, tokens, rules=ContextRules(threshold=0.0, min_contexts=1))
+    rules = ContextRules(threshold=0.0, min_contexts=1)
+    assert collect_feature_contexts(sae, bridge, tokens, rules=rules).results()
     assert scan_tokens(sae, bridge, tokens).layer_index.shape == tokens.shape
     with pytest.raises(ValueError, match="^dashboards need a HookedTransformer model"):
         dashboard_data(sae, bridge, tokens)

@@ -13,7 +13,7 @@ from sae_lens.load_model import load_model
 
 from sae_lens_routing.loading.releases import load_route_sae
 from sae_lens_routing.offline import local_model
-from sae_lens_routing.offline.bridge import is_bridge_class, load_bridge
+from sae_lens_routing.offline.local_model import is_bridge_class, load_bridge
 
 
 def checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from sae_lens_routing.analysis.steering import steer
+from sae_lens_routing.analysis.splice import steer
 from sae_lens_routing.cli.commands._common import (
     add_sae_and_model_arguments,
     checked,
