@@ -13,10 +13,10 @@ from sae_lens.registry import (
 
 from sae_lens_routing.hub.model_card import write_model_card
 from sae_lens_routing.hub.upload import upload_route_sae
-from sae_lens_routing.loading.integrity import IntegrityError
+from sae_lens_routing.loading.loaders import IntegrityError
 from sae_lens_routing.loading.loaders import route_sae_disk_loader, route_sae_huggingface_loader
 from sae_lens_routing.loading.official import load_official_checkpoint
-from sae_lens_routing.loading.official_hub import official_disk_loader, official_huggingface_loader
+from sae_lens_routing.loading.official import official_disk_loader, official_huggingface_loader
 from sae_lens_routing.loading.releases import (
     get_routed_saes_directory,
     load_route_sae,

@@ -1,58 +1,85 @@
-"""Validating SAELens converters for SAEs saved in SAELens's own format (cfg.json + sae_weights.safetensors).
-
-They implement the disk and Hugging Face protocols of `sae_lens.loading.pretrained_sae_loaders`, so they plug
-into SAELens's unchanged entry points::
+"""SAELens converters for SAELens-format folders that check them once on load, naming the file and the field::
 
     SAE.load_from_disk(path, converter=route_sae_disk_loader)
     SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)
-
-They read the same files as SAELens's default loaders, but check them first (`sae_lens_routing.loading.integrity`): a
-missing cfg.json, an unregistered architecture, a truncated or corrupted safetensors file, weights whose keys or
-shapes disagree with the config, NaN weights, or a sparsity file of the wrong size each fail with a message
-naming the file and the field.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
 from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
-from sae_lens.util import str_to_dtype
+from sae_lens.loading.pretrained_sae_loaders import load_safetensors_weights, sae_lens_disk_loader
+from sae_lens.registry import get_sae_class
+from safetensors import SafetensorError
 
-from sae_lens_routing.loading.integrity import (
-    IntegrityError,
-    check_architecture,
-    check_route_cfg_and_weights,
-    check_sparsity,
-    read_cfg_json,
-    read_safetensors,
-)
-from sae_lens_routing.saes.config import ARCHITECTURE
+from sae_lens_routing.saes.config import ARCHITECTURE, CheckedState, IntegrityError, check_route_state_dict
+
+__all__ = ["IntegrityError", "read_cfg_json", "read_checked_sae_folder", "route_sae_disk_loader"]
+
+
+def _cfg_problem(cfg: dict[str, Any], cfg_file: Path) -> str | None:
+    arch = cfg.get("architecture")
+    try:
+        get_sae_class(arch)  # type: ignore[arg-type]
+    except (KeyError, TypeError):
+        return (
+            f"{cfg_file}: architecture {arch!r} is not registered with SAELens. For routed SAEs run `import "
+            "sae_lens_routing` first (it registers 'routesae')"
+        )
+    if "hook_names" in cfg and arch != ARCHITECTURE:
+        return f"{cfg_file}: cfg has hook_names (a routed SAE's layers) but architecture {arch!r}, not 'routesae'"
+    missing = [f for f in ("d_in", "d_sae", "k", "hook_names") if f not in cfg]
+    if arch == ARCHITECTURE and missing:
+        return f"{cfg_file}: missing field {', '.join(missing)} (needed for architecture 'routesae')"
+    return None
+
+
+def read_cfg_json(folder: str | Path) -> dict[str, Any]:
+    """The folder's cfg.json, as SAELens reads it."""
+    return read_checked_sae_folder(folder, weights=False)[0]
 
 
 def read_checked_sae_folder(
-    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
+    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None, weights: bool = True
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
-    """cfg dict, state dict and log-sparsity (None without a sparsity file) of a checked SAE folder."""
+    """cfg, weights and log-sparsity (None without the file) of a folder, read by SAELens's disk loader and
+    checked once; `weights=False` reads and checks only the cfg."""
     path = Path(path)
-    cfg = {**read_cfg_json(path), "device": device, **(cfg_overrides or {})}
-    arch = check_architecture(cfg, str(path))
-    weights_path = path / SAE_WEIGHTS_FILENAME
-    dtype = str_to_dtype(cfg.get("dtype", "float32"))
-    state = read_safetensors(weights_path, device=device, dtype=dtype)
-    if arch == ARCHITECTURE:
-        check_route_cfg_and_weights(cfg, state, str(path / SAE_CFG_FILENAME), str(weights_path))
-    sparsity = None
-    sparsity_path = path / SPARSITY_FILENAME
-    if sparsity_path.is_file():
-        tensors = read_safetensors(sparsity_path, device=device)
-        if "sparsity" not in tensors:
-            raise IntegrityError(f"{sparsity_path} has no 'sparsity' tensor (keys: {sorted(tensors)})")
-        sparsity = tensors["sparsity"]
-        check_sparsity(sparsity, int(cfg["d_sae"]), str(sparsity_path))
+    cfg_file, weights_file, sparsity_file = (path / n for n in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME))
+    cfg: dict[str, Any] = {}
+    state, sparsity, problem, error = CheckedState(), None, None, None
+    missing = next((f for f in (cfg_file, weights_file)[: 1 + weights] if not f.is_file()), None)
+    try:
+        if missing:
+            problem = f"{missing} is missing: a SAE folder holds {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME}"
+        elif not weights:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        else:
+            cfg, loaded = sae_lens_disk_loader(path, device, cfg_overrides)
+            state.update(loaded)
+            if sparsity_file.is_file():
+                sparsity = load_safetensors_weights(sparsity_file, device)["sparsity"]
+    except (ValueError, SafetensorError, KeyError) as e:  # JSONDecodeError is a ValueError
+        bad = {KeyError: sparsity_file, SafetensorError: weights_file}.get(type(e), cfg_file)
+        error = e
+        pickled = bad.read_bytes()[:4].startswith((b"PK\x03\x04", b"\x80"))
+        problem = (
+            f"{bad} is not a safetensors file: it looks like a torch.save/pickle file, which is never unpickled here"
+            if pickled and bad == weights_file
+            else f"{bad} is truncated or corrupted (not a valid file): {e}"
+        )
+    problem = problem or _cfg_problem(cfg, cfg_file)
+    if weights and not problem and cfg["architecture"] == ARCHITECTURE:
+        check_route_state_dict(state, cfg["d_in"], cfg["d_sae"], len(cfg["hook_names"]), str(weights_file))
+    if not problem and sparsity is not None and tuple(sparsity.shape) != (cfg["d_sae"],):
+        problem = f"{sparsity_file}: sparsity has shape {tuple(sparsity.shape)}, expected ({cfg['d_sae']},)"
+    if problem:
+        raise IntegrityError(problem) from error
     return cfg, state, sparsity
 
 
@@ -60,39 +87,19 @@ def route_sae_disk_loader(
     path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """SAELens disk-protocol converter: `SAE.load_from_disk(path, converter=route_sae_disk_loader)`."""
-    cfg, state, _ = read_checked_sae_folder(path, device, cfg_overrides)
-    return cfg, state
+    return read_checked_sae_folder(path, device, cfg_overrides)[:2]  # type: ignore[return-value]
 
 
 def download_hub_files(
-    repo_id: str,
-    folder_name: str,
-    required: tuple[str, ...],
-    optional: tuple[str, ...] = (),
-    *,
-    force_download: bool = False,
-    revision: str | None = None,
+    repo_id: str, folder: str, required: tuple[str, ...], optional: tuple[str, ...] = (), **kwargs: Any
 ) -> Path:
-    """The local copy of `folder_name` in a Hub repo with the named files fetched: the one Hub download of the
-    plugin, through `snapshot_download` (so huggingface_hub's cache, offline mode and revisions apply).
-
-    A required file that is absent (from the repo, or from the cache when offline) fails naming it.
-    """
-    prefix = f"{folder_name.strip('/')}/" if folder_name.strip("/") else ""
-    snapshot = Path(
-        snapshot_download(
-            repo_id,
-            allow_patterns=[prefix + name for name in (*required, *optional)],
-            revision=revision,
-            force_download=force_download,
-        )
-    )
-    for name in required:
-        if not (snapshot / prefix / name).is_file():
-            raise IntegrityError(
-                f"{repo_id}: {prefix + name} not found (in the Hub repo, or in the local cache when offline)"
-            )
-    return snapshot / prefix
+    """The local copy of `folder` of a Hub repo, through `snapshot_download` (its cache, offline mode and
+    revisions apply); a required file that is absent fails naming it."""
+    prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
+    local = Path(snapshot_download(repo_id, allow_patterns=[prefix + n for n in (*required, *optional)], **kwargs))
+    if missing := [n for n in required if not (local / prefix / n).is_file()]:
+        raise IntegrityError(f"{repo_id}: {prefix + missing[0]} not found (in the Hub repo, or the cache offline)")
+    return local / prefix
 
 
 def route_sae_huggingface_loader(
@@ -103,8 +110,7 @@ def route_sae_huggingface_loader(
     cfg_overrides: dict[str, Any] | None = None,
     revision: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
-    """SAELens Hugging Face-protocol converter:
-    `SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)`."""
+    """SAELens Hugging Face-protocol converter: `SAE.from_pretrained(repo_id, sae_id, converter=...)`."""
     local = download_hub_files(
         repo_id, folder_name, (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME), (SPARSITY_FILENAME,),
         force_download=force_download, revision=revision,

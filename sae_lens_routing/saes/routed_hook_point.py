@@ -1,8 +1,5 @@
-"""A RouteSAE read as one hook point: `blocks.N.hook_resid_routed` carries the L routed layers stacked.
-
-Tools that read one hook (sae-dashboard, SAELens's stock training runner) see the routed input there;
-`RouteSAE.encode` routes that stack, so they see exactly the features of `forward_routed`.
-"""
+"""A RouteSAE read as one hook point: `blocks.N.hook_resid_routed` carries the L routed layers stacked, so tools
+that read one hook (sae-dashboard, SAELens's stock runner) see exactly the input `RouteSAE.encode` routes."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from typing import Any
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from sae_lens_routing.saes.config import hook_layer
+from sae_lens_routing.saes.routed_activations import check_hooks_in_model, routed_block_range
 
 PSEUDO_HOOK = "hook_resid_routed"
 
@@ -22,19 +19,14 @@ PSEUDO_HOOK = "hook_resid_routed"
 def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
     """Temporarily add `blocks.N.hook_resid_routed`, whose value is the routed layers stacked [b, p, L*d_in]."""
     hooks = list(sae.cfg.hook_names)
-    layers = [hook_layer(h) for h in hooks]
-    if any(layer is None for layer in layers):
+    block_range = routed_block_range(hooks)
+    if block_range is None:
         raise ValueError(f"dashboards need routed hooks inside transformer blocks, got {hooks}")
-    missing = [h for h in hooks if h not in model.hook_dict]
-    if missing:
-        raise ValueError(f"sae.cfg.hook_names {missing} are not hook points of the model")
-    block_index = max(layers)  # type: ignore[type-var]
+    check_hooks_in_model(model, hooks)
+    block_index = block_range[1] - 1
     block = model.blocks[block_index]
-    if hasattr(block, PSEUDO_HOOK):
-        raise ValueError(f"blocks.{block_index} already has a {PSEUDO_HOOK} (nested routed_hook_point?)")
     block.add_module(PSEUDO_HOOK, HookPoint())
     model.setup()  # registers the new hook point in model.hook_dict under its module name
-    name = f"blocks.{block_index}.{PSEUDO_HOOK}"
     collected: dict[int, torch.Tensor] = {}
     pseudo: HookPoint = getattr(block, PSEUDO_HOOK)
 
@@ -49,7 +41,7 @@ def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
 
     handles = [model.hook_dict[h].register_forward_hook(collect(i)) for i, h in enumerate(hooks)]
     try:
-        yield name
+        yield f"blocks.{block_index}.{PSEUDO_HOOK}"
     finally:
         for handle in handles:
             handle.remove()

@@ -1,10 +1,5 @@
-"""One streaming accumulator for the reconstruction, sparsity and routing metrics of a RouteSAE.
-
-Training (final and periodic evaluations) and `run_route_evals` report the same quantities, so they share this
-class and SAELens's names (`reconstruction_quality/...`, `sparsity/...`, as in SAELens's `run_evals`), plus
-`routing/...` for what only a routed SAE has. It keeps sums, never per-token values, so any number of batches
-fits, and the sums (not the finished ratios) are what ranks add up under torchrun.
-"""
+"""One streaming accumulator of a RouteSAE's reconstruction, sparsity and routing metrics, named as SAELens's
+`run_evals` names them; it keeps sums, so any number of batches fits and torchrun ranks add up."""
 
 from __future__ import annotations
 
@@ -15,8 +10,7 @@ import torch.distributed as dist
 
 from sae_lens_routing.saes.router import routing_entropy_bits
 
-DENSE_THRESHOLD = 0.1
-"""A latent firing on more than 10% of tokens counts as dense."""
+DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
 SHARE_PREFIX = "routing/share/"
 
 
@@ -75,8 +69,6 @@ class RoutedMetrics:
 
     def compute(self) -> dict[str, Any]:
         n, sq_err, nmse, l0 = self.scalars.tolist()
-        if n == 0:
-            raise ValueError("no tokens to evaluate (every batch was empty or excluded)")
         total_var = (self.sum_in_sq - self.sum_in.pow(2) / n).sum().item()
         freq = self.fired / n
         metrics: dict[str, Any] = {

@@ -1,13 +1,5 @@
-"""What a RouteSAE says when a SAELens or sae-dashboard tool uses it the single-layer way, and what to use instead.
-
-Those tools read one hook point (`cfg.metadata.hook_name`) and hand the SAE that hook's activations
-`[..., d_in]`. A RouteSAE cannot route one layer: the router picks, per token, one of L layers from all L of them.
-Encoding the one layer anyway gives plausible, unrouted, wrong numbers (the failure issue 12 measured: CE 12.0 vs
-4.2 in `run_with_saes`, explained variance -0.66 in `run_evals`). So every single-layer entry into the SAE
-(`encode`, `decode` without its `encode`, `forward`, the training step) raises `SingleLayerInputError`, naming
-the routed equivalents in this package. The message is built here, once, so every refusal names the same
-equivalents as the README table "Using SAELens's own tools on a routed SAE".
-"""
+"""What a RouteSAE says when a SAELens or sae-dashboard tool uses it the single-layer way: one layer cannot be
+routed, and encoding it unrouted gives plausible wrong numbers, so every refusal names the routed equivalents."""
 
 from __future__ import annotations
 
@@ -30,7 +22,8 @@ ROUTED_EQUIVALENTS: tuple[tuple[str, str], ...] = (
     ),
     (
         "sae-dashboard SaeVisRunner / NeuronpediaRunner",
-        "sae_lens_routing.dashboard.report.routed_dashboard (CLI: python -m sae_lens_routing dashboard / neuronpedia)",
+        "sae_lens_routing.dashboard.report.routed_dashboard "
+        "(CLI: python -m sae_lens_routing dashboard / neuronpedia)",
     ),
     (
         "LanguageModelSAETrainingRunner / MultiSAETrainingRunner",
@@ -47,9 +40,7 @@ def routed_equivalents_text() -> str:
     return "\n".join(f"  - {tool}: use {routed}" for tool, routed in ROUTED_EQUIVALENTS)
 
 
-def single_layer_input_error(
-    method: str, shape: Sequence[int], n_layers: int, d_in: int
-) -> SingleLayerInputError:
+def single_layer_input_error(method: str, shape: Sequence[int], n_layers: int, d_in: int) -> SingleLayerInputError:
     """The refusal for one layer's activations `[..., d_in]` reaching `method` of a RouteSAE."""
     shape = tuple(shape)
     ambiguous = ""
@@ -60,7 +51,8 @@ def single_layer_input_error(
             "x.reshape(n, L * d_in) or x[:, None] as [batch, seq, L, d_in])"
         )
     return SingleLayerInputError(
-        f"RouteSAE.{method} got one layer's activations, shape {shape} = [..., d_in={d_in}]{ambiguous}. A routed "
+        f"RouteSAE.{method} got one layer's activations, shape {shape} = [..., d_in={d_in}]{ambiguous}. "
+        "A routed "
         f"SAE picks, per token, one of its L={n_layers} layers (cfg.hook_names) from all of them, so one layer "
         "cannot be routed, and encoding it unrouted would be a silently wrong answer. Pass the routed layers "
         f"stacked, [batch, seq, L={n_layers}, d_in] or [..., L*d_in={n_layers * d_in}], or use the routed "
