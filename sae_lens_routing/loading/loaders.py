@@ -1,86 +1,90 @@
-"""SAELens converters for SAELens-format folders that check them once on load, naming the file and the field::
-
-    SAE.load_from_disk(path, converter=route_sae_disk_loader)
-    SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)
-"""
+"""SAELens's own loaders for SAELens-format folders, checked once on load (naming the file and the field):
+`SAE.load_from_disk(path, converter=route_sae_disk_loader)`,
+`SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
 from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
-from sae_lens.loading.pretrained_sae_loaders import load_safetensors_weights, sae_lens_disk_loader
+from sae_lens.loading.pretrained_sae_loaders import (
+    get_sae_lens_config_from_disk,
+    load_safetensors_weights,
+    sae_lens_disk_loader,
+)
 from sae_lens.registry import get_sae_class
 from safetensors import SafetensorError
 
 from sae_lens_routing.saes.config import ARCHITECTURE, CheckedState, IntegrityError, check_route_state_dict
 
 __all__ = ["IntegrityError", "read_cfg_json", "read_checked_sae_folder", "route_sae_disk_loader"]
+FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME)
 
 
 def _cfg_problem(cfg: dict[str, Any], cfg_file: Path) -> str | None:
     arch = cfg.get("architecture")
-    try:
-        get_sae_class(arch)  # type: ignore[arg-type]
-    except (KeyError, TypeError):
+    if not _registered(arch):
         return (
-            f"{cfg_file}: architecture {arch!r} is not registered with SAELens. For routed SAEs run `import "
-            "sae_lens_routing` first (it registers 'routesae')"
+            f"{cfg_file}: architecture {arch!r} is not registered with SAELens. For routed SAEs run "
+            "`import sae_lens_routing` first (it registers 'routesae')"
         )
     if "hook_names" in cfg and arch != ARCHITECTURE:
-        return f"{cfg_file}: cfg has hook_names (a routed SAE's layers) but architecture {arch!r}, not 'routesae'"
+        return f"{cfg_file}: cfg has hook_names (a routed SAE's) but architecture {arch!r}, not 'routesae'"
     missing = [f for f in ("d_in", "d_sae", "k", "hook_names") if f not in cfg]
     if arch == ARCHITECTURE and missing:
         return f"{cfg_file}: missing field {', '.join(missing)} (needed for architecture 'routesae')"
     return None
 
 
-def read_cfg_json(folder: str | Path) -> dict[str, Any]:
-    """The folder's cfg.json, as SAELens reads it."""
-    return read_checked_sae_folder(folder, weights=False)[0]
+def _registered(arch: Any) -> bool:
+    try:
+        return bool(get_sae_class(arch))
+    except (KeyError, TypeError):
+        return False
 
 
 def read_checked_sae_folder(
     path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None, weights: bool = True
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
-    """cfg, weights and log-sparsity (None without the file) of a folder, read by SAELens's disk loader and
-    checked once; `weights=False` reads and checks only the cfg."""
-    path = Path(path)
-    cfg_file, weights_file, sparsity_file = (path / n for n in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME))
-    cfg: dict[str, Any] = {}
-    state, sparsity, problem, error = CheckedState(), None, None, None
-    missing = next((f for f in (cfg_file, weights_file)[: 1 + weights] if not f.is_file()), None)
+    """cfg, weights and log-sparsity (None without its file) of a folder, read by SAELens's disk loader and
+    checked once; `weights=False` reads and checks the cfg alone."""
+    cfg_file, weights_file, sparsity_file = map(Path(path).joinpath, FILES)
+    cfg, state, sparsity, problem, error = {}, CheckedState(), None, None, None
     try:
-        if missing:
-            problem = f"{missing} is missing: a SAE folder holds {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME}"
+        if missing := [f for f in (cfg_file, weights_file)[: 1 + weights] if not f.is_file()]:
+            problem = f"{missing[0]} is missing: a SAE folder holds {' and '.join(FILES[:2])}"
         elif not weights:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+            cfg = get_sae_lens_config_from_disk(path, device, cfg_overrides)
         else:
             cfg, loaded = sae_lens_disk_loader(path, device, cfg_overrides)
             state.update(loaded)
             if sparsity_file.is_file():
                 sparsity = load_safetensors_weights(sparsity_file, device)["sparsity"]
     except (ValueError, SafetensorError, KeyError) as e:  # JSONDecodeError is a ValueError
-        bad = {KeyError: sparsity_file, SafetensorError: weights_file}.get(type(e), cfg_file)
-        error = e
-        pickled = bad.read_bytes()[:4].startswith((b"PK\x03\x04", b"\x80"))
-        problem = (
-            f"{bad} is not a safetensors file: it looks like a torch.save/pickle file, which is never unpickled here"
-            if pickled and bad == weights_file
-            else f"{bad} is truncated or corrupted (not a valid file): {e}"
+        error, bad = e, {KeyError: sparsity_file, SafetensorError: weights_file}.get(type(e), cfg_file)
+        with bad.open("rb") as f:
+            pickled = bad == weights_file and f.read(4).startswith((b"PK\x03\x04", b"\x80"))
+        problem = f"{bad} is " + (
+            "not a safetensors file: it looks like a torch.save/pickle file, which is never unpickled here"
+            if pickled
+            else f"truncated or corrupted (not a valid file): {e}"
         )
     problem = problem or _cfg_problem(cfg, cfg_file)
-    if weights and not problem and cfg["architecture"] == ARCHITECTURE:
+    if not problem and weights and cfg["architecture"] == ARCHITECTURE:
         check_route_state_dict(state, cfg["d_in"], cfg["d_sae"], len(cfg["hook_names"]), str(weights_file))
     if not problem and sparsity is not None and tuple(sparsity.shape) != (cfg["d_sae"],):
         problem = f"{sparsity_file}: sparsity has shape {tuple(sparsity.shape)}, expected ({cfg['d_sae']},)"
     if problem:
         raise IntegrityError(problem) from error
     return cfg, state, sparsity
+
+
+def read_cfg_json(folder: str | Path) -> dict[str, Any]:
+    """The folder's checked cfg.json."""
+    return read_checked_sae_folder(folder, weights=False)[0]
 
 
 def route_sae_disk_loader(
@@ -96,10 +100,11 @@ def download_hub_files(
     """The local copy of `folder` of a Hub repo, through `snapshot_download` (its cache, offline mode and
     revisions apply); a required file that is absent fails naming it."""
     prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
-    local = Path(snapshot_download(repo_id, allow_patterns=[prefix + n for n in (*required, *optional)], **kwargs))
-    if missing := [n for n in required if not (local / prefix / n).is_file()]:
-        raise IntegrityError(f"{repo_id}: {prefix + missing[0]} not found (in the Hub repo, or the cache offline)")
-    return local / prefix
+    patterns = [prefix + name for name in (*required, *optional)]
+    local = Path(snapshot_download(repo_id, allow_patterns=patterns, **kwargs)) / prefix
+    if missing := [name for name in required if not (local / name).is_file()]:
+        raise IntegrityError(f"{repo_id}: {prefix + missing[0]} not found (in the repo or offline cache)")
+    return local
 
 
 def route_sae_huggingface_loader(
@@ -111,8 +116,6 @@ def route_sae_huggingface_loader(
     revision: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
     """SAELens Hugging Face-protocol converter: `SAE.from_pretrained(repo_id, sae_id, converter=...)`."""
-    local = download_hub_files(
-        repo_id, folder_name, (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME), (SPARSITY_FILENAME,),
-        force_download=force_download, revision=revision,
-    )  # fmt: skip
+    kwargs = {"force_download": force_download, "revision": revision}
+    local = download_hub_files(repo_id, folder_name, FILES[:2], FILES[2:], **kwargs)
     return read_checked_sae_folder(local, device, cfg_overrides)

@@ -1,7 +1,6 @@
-"""Checkpoints of the official RouteSAE code (github.com/swei2001/RouteSAEs): a bare `torch.save(state_dict)`, read
-with `weights_only=True`, plus a sidecar `routesae_official.json` for what the official code keeps on its command
-line, e.g. {"checkpoint": "RouteSAE_1B_k64.pt", "k": 64, "n_layers": 16} (or `hook_names`; `routing`,
-`router_input`, `topk_relu`, `model_name` optional). Sidecar fields in `cfg_overrides` win over the file."""
+"""Checkpoints of the official RouteSAE code (github.com/swei2001/RouteSAEs): a bare `torch.save(state_dict)`
+read with `weights_only=True`, beside a sidecar `routesae_official.json` giving what the official command line
+kept, e.g. {"checkpoint": "RouteSAE_1B_k64.pt", "k": 64, "n_layers": 16}; `cfg_overrides` win over it."""
 
 from __future__ import annotations
 
@@ -22,27 +21,24 @@ from sae_lens_routing.saes.layers import paper_hook_names
 from sae_lens_routing.saes.route_sae import RouteSAE
 
 OFFICIAL_SIDECAR_FILENAME = "routesae_official.json"
-SIDECAR_FIELDS = ("checkpoint", "k", "n_layers", "hook_names", "routing", "router_input", "topk_relu", "model_name")
-OFFICIAL_KEYS = {  # official name -> ours (the official Linear weights are transposed)
-    "router.weight": "W_router",
-    "sae.pre_bias": "b_dec",
-    "sae.latent_bias": "b_enc",
-    "sae.encoder.weight": "W_enc",
-    "sae.decoder.weight": "W_dec",
-}
+SIDECAR_FIELDS = "checkpoint k n_layers hook_names routing router_input topk_relu model_name".split()
+OFFICIAL_KEYS = {  # official name -> ours; the official Linear weights are transposed
+    "router.weight": "W_router", "sae.pre_bias": "b_dec", "sae.latent_bias": "b_enc",
+    "sae.encoder.weight": "W_enc", "sae.decoder.weight": "W_dec",
+}  # fmt: skip
 
 
 def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """An official `.pt` read without unpickling anything but tensors, with exactly the RouteSAE keys."""
-    error = None
+    """An official `.pt`, unpickling nothing but tensors, with exactly the official float weights."""
+    state, error = None, None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        state, error = None, e
+        error = e
     if isinstance(error, pickle.UnpicklingError):
         problem = (
-            " is not a weights-only checkpoint (it pickles non-tensor objects); refusing to unpickle it. Re-save "
-            f"it as a plain state_dict of tensors. ({str(error).splitlines()[0]})"
+            " is not a weights-only checkpoint (it pickles non-tensor objects); refusing to unpickle it. "
+            f"Re-save it as a plain state_dict of tensors. ({str(error).splitlines()[0]})"
         )
     elif error:
         problem = f" is truncated or not a torch checkpoint: {error}"
@@ -51,9 +47,9 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     elif set(state) != set(OFFICIAL_KEYS):
         missing, extra = sorted(set(OFFICIAL_KEYS) - set(state)), sorted(set(state) - set(OFFICIAL_KEYS))
         problem = f" is not an official RouteSAE checkpoint: missing keys {missing}, unexpected keys {extra}"
-    elif bad := {k: str(getattr(v, "dtype", type(v).__name__)) for k, v in state.items()
+    elif bad := {k: str(getattr(v, "dtype", type(v))) for k, v in state.items()
                  if not (isinstance(v, torch.Tensor) and v.is_floating_point())}:  # fmt: skip
-        problem = f": entries {bad} are not float tensors; an official RouteSAE checkpoint holds float weights"
+        problem = f": entries {bad} are not float tensors, as the weights of an official RouteSAE are"
     else:
         return state
     raise ValueError(f"{path}{problem}") from error
@@ -62,27 +58,26 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _load_official(
     folder: Path, device: str, cfg_overrides: dict[str, Any] | None, fetch: Callable[..., Path] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """cfg dict and checked SAELens-named weights of an official folder; `fetch` downloads the files first."""
+    """cfg dict and checked SAELens-named weights of an official folder; `fetch` downloads its files first."""
     overrides = dict(cfg_overrides or {})
-    side = {k: overrides.pop(k) for k in SIDECAR_FIELDS if k in overrides}
-    sidecar_file = OFFICIAL_SIDECAR_FILENAME
+    sidecar = {k: overrides.pop(k) for k in SIDECAR_FIELDS if k in overrides}
+    name = OFFICIAL_SIDECAR_FILENAME
     if fetch:
-        folder = fetch((), (sidecar_file,)) if "checkpoint" in side else fetch((sidecar_file,))
-    sidecar = json.loads((folder / sidecar_file).read_text()) if (folder / sidecar_file).is_file() else {}
-    sidecar.update(side)
-    checkpoint = sidecar.get("checkpoint")
-    problem = None
+        folder = fetch((), (name,)) if "checkpoint" in sidecar else fetch((name,))
+    if (folder / name).is_file():
+        sidecar = {**json.loads((folder / name).read_text(encoding="utf-8")), **sidecar}
+    checkpoint, problem = sidecar.get("checkpoint"), None
     if not sidecar:
-        problem = f"{folder / sidecar_file} is missing (it names the .pt and gives k and the routed layers)"
+        problem = f"{folder / name} is missing (it names the .pt and gives k and the routed layers)"
     elif unknown := sorted(set(sidecar) - set(SIDECAR_FIELDS)):
-        problem = f"unknown sidecar fields {unknown}; allowed: {list(SIDECAR_FIELDS)}"
+        problem = f"{folder}: unknown sidecar fields {unknown}; allowed: {SIDECAR_FIELDS}"
     elif not isinstance(checkpoint, str) or not checkpoint.endswith(".pt") or "/" in checkpoint:
-        problem = f"'checkpoint' must name the .pt file in the same folder, got {checkpoint!r}"
+        problem = f"{folder}: 'checkpoint' must name the .pt file in the same folder, got {checkpoint!r}"
     elif ("hook_names" in sidecar) == ("n_layers" in sidecar):
-        problem = "give exactly one of 'hook_names' (the routed hooks) or 'n_layers' (the official --n_layers)"
+        problem = f"{folder}: give exactly one of 'hook_names' (the routed hooks) or 'n_layers' (the model's)"
     if problem:
-        raise IntegrityError(f"{folder}: {problem}" if sidecar else problem)
-    path = fetch((checkpoint,)) / checkpoint if fetch else folder / checkpoint
+        raise IntegrityError(problem)
+    path = (fetch((checkpoint,)) if fetch else folder) / checkpoint
     hooks = list(sidecar.get("hook_names") or paper_hook_names(sidecar["n_layers"]))
     state = read_official_state_dict(path)
     weights = CheckedState({ours: state[theirs].T.contiguous() for theirs, ours in OFFICIAL_KEYS.items()})
@@ -119,20 +114,20 @@ def official_huggingface_loader(
     cfg_overrides: dict[str, Any] | None = None,
     revision: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], None]:
-    """SAELens Hugging Face-protocol converter for official checkpoints (the official code keeps no sparsity)."""
-    fetch = functools.partial(
-        download_hub_files, repo_id, folder_name, force_download=force_download, revision=revision
-    )
+    """SAELens Hugging Face-protocol converter for official checkpoints (which keep no sparsity)."""
+    kwargs = {"force_download": force_download, "revision": revision}
+    fetch = functools.partial(download_hub_files, repo_id, folder_name, **kwargs)
     return (*_load_official(Path(folder_name), device, cfg_overrides, fetch), None)
 
 
 def load_official_checkpoint(
     path: str | Path, *, device: str = "cpu", dtype: str = "float32", **sidecar: Any
 ) -> RouteSAE:
-    """A `RouteSAE` computing exactly what the official model does; `sidecar` gives the fields the official file
-    lacks (`hook_names`, e.g. `paper_hook_names(n_layers)`, and `k`; `routing`, `router_input`... optional)."""
+    """A `RouteSAE` computing what the official model does; `sidecar` fields give what the `.pt` lacks: `k`,
+    `hook_names` (e.g. `paper_hook_names(n_layers)`), optionally `routing`, `router_input`, `topk_relu`."""
     fields = {**sidecar, "checkpoint": Path(path).name}
-    return SAE.load_from_disk(  # type: ignore[return-value]
-        Path(path).parent, device, dtype,
-        converter=lambda folder, device, cfg_overrides: official_disk_loader(folder, device, {**fields, **cfg_overrides}),
-    )  # fmt: skip
+
+    def converter(folder: Path, device: str, cfg_overrides: dict[str, Any] | None) -> Any:
+        return official_disk_loader(folder, device, {**fields, **(cfg_overrides or {})})
+
+    return SAE.load_from_disk(Path(path).parent, device, dtype, converter)  # type: ignore[return-value]

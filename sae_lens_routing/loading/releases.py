@@ -1,7 +1,6 @@
 """Named releases of routed SAEs, and `load_route_sae`: one call for a release, a Hub repo or a local folder.
-
-The plugin's registry `pretrained_routed_saes.yaml` has the shape of SAELens's `pretrained_saes.yaml`; SAELens's
-directory has no registration hook, so releases resolve here and load through SAELens's `converter=` parameter."""
+The registry `pretrained_routed_saes.yaml` has the shape of SAELens's `pretrained_saes.yaml`, whose directory has
+no registration hook, so releases resolve here and load through SAELens's `converter=` parameter."""
 
 from __future__ import annotations
 
@@ -30,30 +29,36 @@ HF_CONVERTERS: dict[str, Callable[..., Any]] = {
 }
 
 
+def _lookup(release: str, value: Any) -> PretrainedSAELookup | str:
+    """The release's SAELens record, or what is wrong with its entry."""
+    value = value if isinstance(value, dict) else {}
+    conversion, saes = value.get("conversion_func") or "sae_lens", value.get("saes")
+    if "repo_id" not in value or not isinstance(saes, list):
+        return "needs 'repo_id' and 'saes' fields"
+    if conversion not in HF_CONVERTERS:
+        return f"has conversion_func {conversion!r}; expected one of {sorted(HF_CONVERTERS)}"
+    if not all(isinstance(s, dict) and "id" in s and "path" in s for s in saes):
+        return "'saes' must be a list of {id, path} entries"
+    return PretrainedSAELookup(
+        release=release, repo_id=value["repo_id"], model=value.get("model", ""), conversion_func=conversion,
+        saes_map={s["id"]: str(s["path"]) for s in saes},
+        expected_var_explained={s["id"]: s.get("variance_explained", 1.0) for s in saes},
+        expected_l0={s["id"]: s.get("l0", 0.0) for s in saes},
+        neuronpedia_id={s["id"]: s.get("neuronpedia") for s in saes},
+        norm_scaling_factor={}, config_overrides=value.get("config_overrides"),
+    )  # fmt: skip
+
+
 def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, PretrainedSAELookup]:
     """Releases of routed SAEs (SAELens's `PretrainedSAELookup` records) from the plugin's YAML or `registry`."""
     source = Path(registry) if registry is not None else files("sae_lens_routing").joinpath(RELEASES_FILENAME)
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    directory = {}
-    for release, value in data.items() if isinstance(data, dict) else [("?", None)]:
-        conversion = (value or {}).get("conversion_func") or "sae_lens" if isinstance(value, dict) else None
-        saes = value.get("saes") if isinstance(value, dict) else None
-        if not isinstance(saes, list) or not all(isinstance(s, dict) and {"id", "path"} <= set(s) for s in saes):
-            problem = "needs 'repo_id' and 'saes', a list of {id, path} entries"
-        elif conversion not in HF_CONVERTERS or "repo_id" not in value:  # type: ignore[operator]
-            problem = f"needs 'repo_id' and has conversion_func {conversion!r}; expected one of {sorted(HF_CONVERTERS)}"
-        else:
-            directory[release] = PretrainedSAELookup(
-                release=release, repo_id=value["repo_id"], model=value.get("model", ""),  # type: ignore[union-attr]
-                conversion_func=conversion, saes_map={s["id"]: str(s["path"]) for s in saes},
-                expected_var_explained={s["id"]: s.get("variance_explained", 1.0) for s in saes},
-                expected_l0={s["id"]: s.get("l0", 0.0) for s in saes},
-                neuronpedia_id={s["id"]: s.get("neuronpedia") for s in saes}, norm_scaling_factor={},
-                config_overrides=value.get("config_overrides"),  # type: ignore[union-attr]
-            )  # fmt: skip
-            continue
+    not_mapping = {"(top level)": "must be a mapping of release name -> release"}
+    entries = {r: _lookup(r, v) for r, v in data.items()} if isinstance(data, dict) else not_mapping
+    if bad := {r: e for r, e in entries.items() if isinstance(e, str)}:
+        release, problem = next(iter(bad.items()))
         raise ValueError(f"{source}: release {release!r} {problem}")
-    return directory
+    return entries  # type: ignore[return-value]
 
 
 def load_route_sae_with_cfg_and_sparsity(
@@ -69,18 +74,17 @@ def load_route_sae_with_cfg_and_sparsity(
 ) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:
     """(sae, cfg dict, log-sparsity or None), checked on load. `release_or_path` is, in this order: a local folder
     (SAELens format, or an official `.pt` with its sidecar; `sae_id` names a subfolder), a release of the routed
-    registry, or a Hub repo "org/name" with `sae_id` the folder in it; `revision` picks the Hub branch/tag/commit."""
+    registry, or a Hub repo "org/name" with `sae_id` the folder in it; `revision` picks its branch/tag/commit."""
     local = Path(release_or_path) / (sae_id or "")
     if local.is_dir():
         if (local / OFFICIAL_SIDECAR_FILENAME).is_file():
             sae = SAE.load_from_disk(local, device=device, dtype=dtype, converter=official_disk_loader)
             return sae, sae.cfg.to_dict(), None
         cfg, state, sparsity = read_checked_sae_folder(local, device, {"dtype": dtype})
-        sae = SAE.load_from_disk(local, device, dtype, converter=lambda *_a, **_k: (cfg, state))
+        sae = SAE.load_from_disk(local, device, dtype, converter=lambda *_, **__: (cfg, state))
         return sae, sae.cfg.to_dict(), sparsity
     release, directory = str(release_or_path), get_routed_saes_directory(registry)
-    lookup = directory.get(release)
-    problem = None
+    lookup, problem = directory.get(release), None
     if lookup is not None and sae_id not in lookup.saes_map:
         problem = f"sae_id {sae_id!r} not found in release {release!r}; valid ids: {sorted(lookup.saes_map)}"
     elif lookup is None and release.count("/") != 1:
@@ -94,18 +98,18 @@ def load_route_sae_with_cfg_and_sparsity(
         problem = f"conversion_func must be one of {sorted(HF_CONVERTERS)}, got {conversion_func!r}"
     if problem:
         raise ValueError(problem)
+    repo_id, folder, overrides = release, sae_id, {}
     if lookup is not None:
         conversion_func, overrides = lookup.conversion_func or "sae_lens", dict(lookup.config_overrides or {})
         repo_id, folder = lookup.repo_id, lookup.saes_map[sae_id]  # type: ignore[index]
-    else:
-        overrides, repo_id, folder = {}, release, sae_id
+    loader = HF_CONVERTERS[conversion_func]
 
-    @functools.wraps(HF_CONVERTERS[conversion_func])
+    @functools.wraps(loader)
     def converter(repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
                   cfg_overrides: dict[str, Any] | None = None) -> Any:  # fmt: skip
-        """The Hub converter with the revision bound and the release's overrides under the caller's."""
+        """The loader with the revision bound and the release's overrides under the caller's."""
         merged = {**overrides, **(cfg_overrides or {})}
-        return HF_CONVERTERS[conversion_func](repo_id, folder_name, device, force_download, merged, revision=revision)
+        return loader(repo_id, folder_name, device, force_download, merged, revision=revision)
 
     return SAE.from_pretrained_with_cfg_and_sparsity(
         repo_id, folder, device=device, dtype=dtype, force_download=force_download, converter=converter

@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,27 +31,38 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({'a string' if isinstance(value, str) else type(value).__name__})"
 
 
-def _field_problem(cfg: Any, name: str, kind: str, low: float = 1, expected: str = "") -> str | None:
-    """What is wrong with one int/number/bool field, or None (bool is no int: `k=True` would mean k=1)."""
-    value = getattr(cfg, name)
-    is_num = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = {
-        "int": isinstance(value, int) and is_num and value >= low,
-        "int?": value is None or (isinstance(value, int) and is_num and value >= low),
-        "num": is_num and value >= low and not math.isnan(value),
-        "pos": is_num and value > 0,
-        "pos?": value is None or (is_num and value > 0),
-        "bool": isinstance(value, bool),
-    }[kind]
-    expected = expected or {
-        "int": "a positive integer" if low == 1 else "an integer >= 0",
-        "int?": "a positive integer or None",
-        "num": "a number >= 0",
-        "pos": "a number > 0",
-        "pos?": "a number > 0 or None",
-        "bool": "a bool (True/False)",
-    }[kind]
-    return None if ok else f"{name} must be {expected}, got {name}={_describe(value)}"
+def _int(low: int) -> Callable[[Any], bool]:  # bool is refused: `k=True` would silently mean k=1
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _num(strict: bool = False, none_ok: bool = False) -> Callable[[Any], bool]:  # NaN fails both comparisons
+    real = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    return lambda v: (v is None and none_ok) or (real(v) and (v > 0 if strict else v >= 0))
+
+
+_BOOL = (lambda v: isinstance(v, bool), "a bool (True/False)")
+_NONE = (lambda v: v == "none", "'none' for RouteSAE")
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(("d_in", "d_sae", "k"), (_int(1), "a positive integer")),
+    "routing": (lambda v: v in ROUTING_MODES, f"one of {ROUTING_MODES}"),
+    "router_input": (lambda v: v in ROUTER_INPUTS, f"one of {ROUTER_INPUTS}"),
+    "standardize_eps": (_num(strict=True), "a number > 0"),
+    **dict.fromkeys(
+        ("standardize", "topk_relu", "rescale_acts_by_decoder_norm", "apply_b_dec_to_input"), _BOOL
+    ),
+    "normalize_activations": _NONE,
+    "reshape_activations": _NONE,
+}
+_TRAINING_FIELDS = {
+    "dead_feature_window_tokens": (lambda v: v is None or _int(1)(v), "a positive integer or None"),
+    "unit_norm_decoder_every": (_int(0), "an integer >= 0 (0 = never)"),
+    "aux_loss_coefficient": (_num(), "a number >= 0"),
+    "decoder_init_norm": (_num(strict=True, none_ok=True), "a number > 0 or None"),
+    "use_sparse_activations": _BOOL,
+    "end_to_end_tokens": (_int(0), "an integer >= 0 (0 = no end-to-end phase)"),
+    "end_to_end_lr": (_num(strict=True), "a number > 0"),
+    "end_to_end_mse_coefficient": (_num(), "a number >= 0"),
+}
 
 
 def _hook_names_problem(hooks: Any) -> str | None:
@@ -73,33 +83,15 @@ def _hook_names_problem(hooks: Any) -> str | None:
 
 def validate_route_fields(cfg: Any, training: bool = False) -> None:
     """The one meaning check of a routed config; the message names the field and what it expects."""
-    checks: list[str | None] = [_field_problem(cfg, n, "int") for n in ("d_in", "d_sae", "k")]
-    checks += [
-        _hook_names_problem(cfg.hook_names),
-        _field_problem(cfg, "standardize_eps", "pos"),
-        *(_field_problem(cfg, n, "bool") for n in ("standardize", "topk_relu", "rescale_acts_by_decoder_norm")),
-        _field_problem(cfg, "apply_b_dec_to_input", "bool"),
+    fields = {**_FIELDS, **(_TRAINING_FIELDS if training else {})}
+    problems = [
+        f"{name} must be {expected}, got {name}={_describe(getattr(cfg, name))}"
+        for name, (ok, expected) in fields.items()
+        if not ok(getattr(cfg, name))
     ]
-    if training:
-        checks += [
-            _field_problem(cfg, "dead_feature_window_tokens", "int?"),
-            _field_problem(cfg, "unit_norm_decoder_every", "int", 0, "an integer >= 0 (0 = never)"),
-            _field_problem(cfg, "aux_loss_coefficient", "num", low=0),
-            _field_problem(cfg, "decoder_init_norm", "pos?"),
-            _field_problem(cfg, "use_sparse_activations", "bool"),
-            _field_problem(cfg, "end_to_end_tokens", "int", 0, "an integer >= 0 (0 = no end-to-end phase)"),
-            _field_problem(cfg, "end_to_end_lr", "pos"),
-            _field_problem(cfg, "end_to_end_mse_coefficient", "num", low=0),
-        ]
-    if not checks[2] and not checks[1]:
-        checks.append(f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}" if cfg.k > cfg.d_sae else None)
-    for name, allowed in (("routing", ROUTING_MODES), ("router_input", ROUTER_INPUTS)):
-        value = getattr(cfg, name)
-        checks.append(None if value in allowed else f"{name} must be one of {allowed}, got {name}={value!r}")
-    for name in ("normalize_activations", "reshape_activations"):
-        value = getattr(cfg, name)
-        checks.append(None if value == "none" else f"{name} must be 'none' for RouteSAE, got {value!r}")
-    problem = next((c for c in checks if c), None)
+    problem = (problems or [_hook_names_problem(cfg.hook_names)])[0]
+    if not problem and cfg.k > cfg.d_sae:
+        problem = f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}"
     if problem:
         raise ValueError(problem)
     cfg.hook_names = list(cfg.hook_names)
@@ -122,7 +114,7 @@ def check_route_state_dict(
     wrong = [k for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
     problem = None
     if missing or extra:
-        problem = f"RouteSAE weights must be exactly {sorted(expected)}; missing {missing}, unexpected {extra}"
+        problem = f"RouteSAE weights must be {sorted(expected)}; missing {missing}, unexpected {extra}"
     elif wrong:
         k = wrong[0]
         problem = (
@@ -163,17 +155,14 @@ class RouteSAEConfig(_RoutedConfigMixin, TopKSAEConfig):
     """Inference config of a routed SAE (architecture ``"routesae"``)."""
 
     k: int = 64
-    hook_names: list[str] = field(default_factory=list)
-    """Routed hook points in layer order; L = len(hook_names) >= 2."""
-    routing: Literal["hard", "soft"] = "hard"
-    """hard: one layer per token, scaled by its router weight (the paper's method); soft: the weighted sum."""
-    router_input: Literal["sum", "mean"] = "sum"
-    """How the L standardised layers are pooled into the router's input."""
-    standardize: bool = True
-    """Standardise each layer per token, (h - mean) / (std + eps), as the paper does."""
+    hook_names: list[str] = field(default_factory=list)  # routed hook points in layer order, L >= 2
+    routing: Literal["hard", "soft"] = (
+        "hard"  # hard: one layer per token times its router weight; soft: the mix
+    )
+    router_input: Literal["sum", "mean"] = "sum"  # how the L standardised layers are pooled for the router
+    standardize: bool = True  # (h - mean) / (std + eps) per layer and token, as the paper does
     standardize_eps: float = 1e-6
-    topk_relu: bool = True
-    """ReLU the kept TopK values (SAELens does; the official RouteSAE does not)."""
+    topk_relu: bool = True  # ReLU the kept TopK values (SAELens does; the official RouteSAE does not)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -182,28 +171,25 @@ class RouteSAEConfig(_RoutedConfigMixin, TopKSAEConfig):
 
 @dataclass
 class RouteTrainingSAEConfig(_RoutedConfigMixin, TopKTrainingSAEConfig):
-    """Training config of a routed SAE; pass it as ``sae=`` of a ``LanguageModelSAERunnerConfig``."""
+    """Training config of a routed SAE (fields as `RouteSAEConfig`, plus the training recipe)."""
 
     k: int = 64
-    hook_names: list[str] = field(default_factory=list)
-    """Routed hook points in layer order; `paper_layers(model)` gives the paper's choice."""
+    hook_names: list[str] = field(default_factory=list)  # `paper_layers(model)` gives the paper's choice
     routing: Literal["hard", "soft"] = "hard"
     router_input: Literal["sum", "mean"] = "sum"
     standardize: bool = True
     standardize_eps: float = 1e-6
     topk_relu: bool = True
-    decoder_init_norm: float | None = 1.0
-    """Decoder row norm at init, encoder tied to its transpose (the official init; SAELens's 0.1 trains worse)."""
-    aux_loss_coefficient: float = 1 / 32
-    """Weight of SAELens's TopK dead-latent aux loss, normalised like the main loss (the paper uses none)."""
-    dead_feature_window_tokens: int | None = 80_000
-    """Tokens a latent may stay silent before it counts as dead; None: the runner's `dead_feature_window`."""
-    unit_norm_decoder_every: int = 0
-    """Project decoder rows to unit norm every N optimizer steps (the official code: 10); 0 = never."""
-    use_sparse_activations: bool = False
-    """Decode the k active latents with a gather instead of a dense matmul."""
-    end_to_end_tokens: int = 0
-    """Tokens of a final phase training through the routed splice on the model's KL (0 = none)."""
+    decoder_init_norm: float | None = (
+        1.0  # tied, unit-norm init as the official code (SAELens's 0.1 trains worse)
+    )
+    aux_loss_coefficient: float = 1 / 32  # SAELens's TopK dead-latent loss, normalised like the main loss
+    dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`
+    unit_norm_decoder_every: int = (
+        0  # project decoder rows to unit norm every N steps (official: 10); 0 = never
+    )
+    use_sparse_activations: bool = False  # decode the k active latents with a gather, not a dense matmul
+    end_to_end_tokens: int = 0  # tokens of a final phase trained through the routed splice on the model's KL
     end_to_end_lr: float = 1e-4
     end_to_end_mse_coefficient: float = 1.0
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 from sae_lens.saes.sae import TrainStepInput, TrainStepOutput, _disable_hooks
 from sae_lens.saes.topk_sae import TopKSAE, TopKTrainingSAE, act_times_W_dec, calculate_topk_aux_acts
 from torch import nn
@@ -63,19 +64,19 @@ class RoutedOutput:
 
 @dataclass
 class DecodeStats:
-    """What `decode` needs from the `encode` call that made the features: the routed layer's per-token mean and
-    std and the router weight (None for soft routing, whose input is no layer's raw space)."""
+    """What `decode` needs from the `encode` call that made the features: the routed layer's per-token std and
+    mean and the router weight, [..., 1] each (None for soft routing, whose input is no layer's raw space)."""
 
     batch_shape: tuple[int, ...]
     dtype: torch.dtype
-    std: torch.Tensor | None  # [..., 1]
-    mean: torch.Tensor | None  # [..., 1]
-    weight: torch.Tensor | None  # [..., 1]
+    std: torch.Tensor | None = None
+    mean: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
 
 
+# features returned by `encode` -> (weak ref to the SAE, DecodeStats), dying with the features; not on the module,
+# where a second encode (another batch or thread) would give the first batch's features its stats
 _ENCODED: WeakIdKeyDictionary = WeakIdKeyDictionary()
-"""Features returned by `encode` -> (weak ref to the SAE, `DecodeStats`); an entry dies with its features. Not on
-the module: a second encode (another batch or thread) would give the first batch's features its stats."""
 _ENCODED_LOCK = threading.Lock()
 
 
@@ -119,11 +120,8 @@ class _RoutedSAEMixin:
     def check_routed_acts(self, acts: torch.Tensor, check_finite: bool = True) -> None:
         """The boundary check of routed input: a finite float [..., L, d_in] tensor."""
         n, d = self.n_layers, self.cfg.d_in
-        shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else None
-        problem = None
-        if shape is None:
-            problem = f"acts must be a torch.Tensor of shape [..., L={n}, d_in={d}]"
-        elif not acts.is_floating_point():
+        shape, problem = tuple(acts.shape), None
+        if not acts.is_floating_point():
             problem = f"acts must be float activations (RouteSAE standardises them per token), got dtype {acts.dtype}"
         elif len(shape) == 2 and shape[1] == d and shape[0] != n:
             problem = (
@@ -139,7 +137,7 @@ class _RoutedSAEMixin:
             raise ValueError(problem)
 
     def route_acts(self, acts: torch.Tensor) -> tuple[Standardized, Any]:
-        """Standardise raw [..., L, d_in] activations and route each token."""
+        """Standardise and route raw [..., L, d_in] activations."""
         std = standardize(acts, self.cfg.standardize_eps, self.cfg.standardize)
         std.x = std.x.to(self.dtype)
         logits = router_input(std.x, self.cfg.router_input) @ self.W_router
@@ -148,7 +146,7 @@ class _RoutedSAEMixin:
     def forward_routed(self, acts: torch.Tensor, check_inputs: bool = True) -> RoutedOutput:
         """Route raw activations of the L hooks, [..., L, d_in], then encode and decode the routed input.
         `check_inputs=False` skips only the finiteness check (a device sync)."""
-        self.check_routed_acts(acts, check_finite=check_inputs)
+        self.check_routed_acts(acts, check_inputs)
         std, routing = self.route_acts(acts)
         feature_acts, hidden_pre = self._encode_standardized(routing.sae_in)
         sae_out = self._decode_standardized(feature_acts, hidden_pre, routing.sae_in)
@@ -198,7 +196,7 @@ class _RoutedSAEMixin:
         self.check_routed_acts(acts)
         std, routing = self.route_acts(acts)
         feature_acts, hidden_pre = self._encode_standardized(routing.sae_in)
-        stats = DecodeStats(tuple(routing.layer_index.shape), x.dtype, None, None, None)
+        stats = DecodeStats(tuple(routing.layer_index.shape), x.dtype)
         if self.cfg.routing == "hard":
             idx = routing.layer_index[..., None, None]
             stats.std, stats.mean = std.std.gather(-2, idx).squeeze(-2), std.mean.gather(-2, idx).squeeze(-2)
@@ -253,7 +251,9 @@ class _RoutedSAEMixin:
         """Standardisation removes a constant input scale, so the exact fold changes nothing; without it the
         router's softmax is not scale-invariant and no fold exists."""
         if not self.cfg.standardize and scaling_factor != 1.0:
-            _refuse_fold("an activation scaling factor with standardize=False", "the router is not scale-invariant")
+            _refuse_fold(
+                "an activation scaling factor with standardize=False", "the router is not scale-invariant"
+            )
         self.cfg.normalize_activations = "none"
 
     def fold_activation_whitening(self, *args: Any, **kwargs: Any) -> None:
@@ -264,7 +264,9 @@ class _RoutedSAEMixin:
         """Unit-norm decoder rows, outputs unchanged: exact with decoder-norm rescaling (then switched off); allowed
         without it only when rows are already unit-norm (sae-dashboard calls this unconditionally)."""
         norms = self.W_dec.norm(dim=-1)
-        if not self.cfg.rescale_acts_by_decoder_norm and not torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
+        if not self.cfg.rescale_acts_by_decoder_norm and not torch.allclose(
+            norms, torch.ones_like(norms), atol=1e-4
+        ):
             _refuse_fold("W_dec norms", "rows are not unit-norm and rescale_acts_by_decoder_norm is False")
         self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
         self.cfg.rescale_acts_by_decoder_norm = False
@@ -274,6 +276,19 @@ class RouteSAE(_RoutedSAEMixin, TopKSAE):
     """Inference RouteSAE; load with `SAE.load_from_disk` / `SAE.from_pretrained` after `import sae_lens_routing`."""
 
     cfg: RouteSAEConfig  # type: ignore[assignment]
+
+    @classmethod
+    def from_pretrained_with_cfg_and_sparsity(  # type: ignore[override]
+        cls, release: str, sae_id: str, *args: Any, **kwargs: Any
+    ) -> tuple[Any, dict[str, Any], torch.Tensor | None]:
+        """SAELens's loader; a name neither in its release list nor a Hub repo id is most likely one of this
+        plugin's releases, which SAELens cannot read (it has no registration hook)."""
+        if "/" not in release and release not in get_pretrained_saes_directory():
+            raise ValueError(
+                f"release {release!r} is not in SAELens's pretrained SAEs directory nor a Hub repo id; routed "
+                f"SAE releases load with sae_lens_routing.load_route_sae({release!r}, {sae_id!r})"
+            )
+        return super().from_pretrained_with_cfg_and_sparsity(release, sae_id, *args, **kwargs)
 
 
 def normalized_mse(sae_out: torch.Tensor, sae_in: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -293,7 +308,11 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
 
     @override
     def calculate_aux_loss(
-        self, step_input: TrainStepInput, feature_acts: torch.Tensor, hidden_pre: torch.Tensor, sae_out: torch.Tensor
+        self,
+        step_input: TrainStepInput,
+        feature_acts: torch.Tensor,
+        hidden_pre: torch.Tensor,
+        sae_out: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """SAELens's TopK aux loss with each token's error divided by ||sae_in||^2, the main loss's scale; the
         normaliser stays in the graph, so the router gets the gradient of the normalised loss too."""

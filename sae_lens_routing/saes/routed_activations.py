@@ -9,12 +9,17 @@ import torch
 from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 
 
-def check_hooks_in_model(model: Any, hook_names: list[str], field: str = "sae.cfg.hook_names") -> None:
-    """Raise a ValueError naming `field` when a routed hook is not a hook point of `model`."""
+def check_hooks_in_model(
+    model: Any, hook_names: list[str], field: str = "sae.cfg.hook_names", in_blocks: bool = False
+) -> None:
+    """The one hook check: a ValueError naming `field` when a routed hook is not a hook point of `model` (or,
+    with `in_blocks`, not inside a transformer block)."""
     hook_dict = getattr(model, "hook_dict", None) or {}
-    if missing := [h for h in hook_names if h not in hook_dict]:
+    stops = [extract_stop_at_layer_from_tlens_hook_name(h) if in_blocks else 0 for h in hook_names]
+    if missing := [h for h, stop in zip(hook_names, stops) if h not in hook_dict or stop is None]:
         sample = [h for h in hook_dict if h.endswith("hook_resid_post")][:3] or list(hook_dict)[:3]
-        raise ValueError(f"{field} {missing} are not hook points of the model (e.g. {sample})")
+        where = " inside its transformer blocks" if in_blocks else ""
+        raise ValueError(f"{field} {missing} are not hook points of the model{where} (e.g. {sample})")
 
 
 def is_bridge(model: Any) -> bool:

@@ -19,11 +19,8 @@ PSEUDO_HOOK = "hook_resid_routed"
 def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
     """Temporarily add `blocks.N.hook_resid_routed`, whose value is the routed layers stacked [b, p, L*d_in]."""
     hooks = list(sae.cfg.hook_names)
-    block_range = routed_block_range(hooks)
-    if block_range is None:
-        raise ValueError(f"dashboards need routed hooks inside transformer blocks, got {hooks}")
-    check_hooks_in_model(model, hooks)
-    block_index = block_range[1] - 1
+    check_hooks_in_model(model, hooks, in_blocks=True)
+    block_index = routed_block_range(hooks)[1] - 1  # type: ignore[index]
     block = model.blocks[block_index]
     block.add_module(PSEUDO_HOOK, HookPoint())
     model.setup()  # registers the new hook point in model.hook_dict under its module name

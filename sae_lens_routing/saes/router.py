@@ -59,7 +59,9 @@ def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing
     router_weights = torch.softmax(router_logits.float(), dim=-1).to(x.dtype)
     max_weight, layer_index = router_weights.max(dim=-1)
     if routing == "soft":
-        return Routing(router_weights, router_weights, layer_index, (x * router_weights[..., None]).sum(dim=-2))
+        return Routing(
+            router_weights, router_weights, layer_index, (x * router_weights[..., None]).sum(dim=-2)
+        )
     picked = x.gather(-2, layer_index[..., None, None].expand(*x.shape[:-2], 1, x.shape[-1])).squeeze(-2)
     one_hot = torch.nn.functional.one_hot(layer_index, x.shape[-2]).to(x.dtype)
     return Routing(router_weights, one_hot, layer_index, picked * max_weight[..., None])
