@@ -1,6 +1,7 @@
-"""Named releases of routed SAEs, and `load_route_sae`: one call for a release, a Hub repo or a local folder.
-The registry `pretrained_routed_saes.yaml` has the shape of SAELens's `pretrained_saes.yaml`, whose directory has
-no registration hook, so releases resolve here and load through SAELens's `converter=` parameter."""
+"""Named releases of routed SAEs, and `load_route_sae`: one call for a release, a Hub repo or a local
+folder. The registry `pretrained_routed_saes.yaml` has the shape of SAELens's `pretrained_saes.yaml`, whose
+directory has no registration hook, so releases resolve here and load through SAELens's `converter=`
+parameter."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def _lookup(release: str, value: Any) -> PretrainedSAELookup | str:
 
 
 def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, PretrainedSAELookup]:
-    """Releases of routed SAEs (SAELens's `PretrainedSAELookup` records) from the plugin's YAML or `registry`."""
+    """Releases of routed SAEs (SAELens's `PretrainedSAELookup` records) from the plugin's YAML or
+    `registry`."""
     source = Path(registry) if registry is not None else files("sae_lens_routing").joinpath(RELEASES_FILENAME)
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     not_mapping = {"(top level)": "must be a mapping of release name -> release"}
@@ -72,9 +74,10 @@ def load_route_sae_with_cfg_and_sparsity(
     registry: str | Path | None = None,
     revision: str | None = None,
 ) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:
-    """(sae, cfg dict, log-sparsity or None), checked on load. `release_or_path` is, in this order: a local folder
-    (SAELens format, or an official `.pt` with its sidecar; `sae_id` names a subfolder), a release of the routed
-    registry, or a Hub repo "org/name" with `sae_id` the folder in it; `revision` picks its branch/tag/commit."""
+    """(sae, cfg dict, log-sparsity or None), checked on load. `release_or_path` is, in this order: a local
+    folder (SAELens format, or an official `.pt` with its sidecar; `sae_id` names a subfolder), a release
+    of the routed registry, or a Hub repo "org/name" with `sae_id` the folder in it; `revision` picks its
+    branch/tag/commit."""
     local = Path(release_or_path) / (sae_id or "")
     if local.is_dir():
         if (local / OFFICIAL_SIDECAR_FILENAME).is_file():

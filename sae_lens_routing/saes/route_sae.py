@@ -1,10 +1,11 @@
-"""`RouteSAE` and `RouteTrainingSAE`: one TopK SAE (SAELens's) behind a layer router, computing in the per-token
-standardised space. `forward_routed` takes the L routed layers; SAELens's `encode`/`decode`/`forward` take them
-stacked and map back to the raw space; one layer's activations are refused (`sae_lens_guards`)."""
+"""`RouteSAE` and `RouteTrainingSAE`: SAELens's TopK SAE behind a layer router, computing in the per-token
+standardised space. `forward_routed` takes the L routed layers; SAELens's `encode`/`decode`/`forward` take
+them stacked and return to the raw space; one layer's activations are refused (`sae_lens_guards`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import weakref
@@ -20,20 +21,14 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 from typing_extensions import override
 
+from sae_lens_routing.saes import router
 from sae_lens_routing.saes.config import (
     CheckedState,
     RouteSAEConfig,
     RouteTrainingSAEConfig,
     check_route_state_dict,
 )
-from sae_lens_routing.saes.router import (
-    RoutedTopK,
-    Standardized,
-    route,
-    router_input,
-    routing_entropy_bits,
-    standardize,
-)
+from sae_lens_routing.saes.router import RoutedTopK, Standardized, routing_entropy_bits
 from sae_lens_routing.saes.sae_lens_guards import single_layer_input_error
 
 
@@ -58,14 +53,18 @@ class RoutedOutput:
 
     def routed_layer_input(self) -> torch.Tensor:
         """Raw activation at each token's routed layer (what a splice replaces)."""
-        idx = self.layer_index[..., None, None].expand(*self.layer_index.shape, 1, self.sae_in.shape[-1])
-        return self.standardized.undo(self.standardized.x.gather(-2, idx).squeeze(-2), self.layer_index)
+        return self.standardized.undo(_at_layer(self.standardized.x, self.layer_index), self.layer_index)
+
+
+def _at_layer(x: torch.Tensor, layer_index: torch.Tensor) -> torch.Tensor:
+    """x [..., L, d] at each token's layer: [..., d]."""
+    return x.gather(-2, layer_index[..., None, None].expand(*layer_index.shape, 1, x.shape[-1])).squeeze(-2)
 
 
 @dataclass
 class DecodeStats:
     """What `decode` needs from the `encode` call that made the features: the routed layer's per-token std and
-    mean and the router weight, [..., 1] each (None for soft routing, whose input is no layer's raw space)."""
+    mean and the router weight, [..., 1] (None for soft routing, whose input is no layer's raw space)."""
 
     batch_shape: tuple[int, ...]
     dtype: torch.dtype
@@ -74,8 +73,8 @@ class DecodeStats:
     weight: torch.Tensor | None = None
 
 
-# features returned by `encode` -> (weak ref to the SAE, DecodeStats), dying with the features; not on the module,
-# where a second encode (another batch or thread) would give the first batch's features its stats
+# features returned by `encode` -> (weak ref to the SAE, DecodeStats), dying with the features; not on the
+# module, where a second encode (another batch or thread) would hand the first batch's features its stats
 _ENCODED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _ENCODED_LOCK = threading.Lock()
 
@@ -85,7 +84,7 @@ def _refuse_fold(what: str, why: str) -> None:
 
 
 class _RoutedSAEMixin:
-    """Routing in front of SAELens's TopK SAE (mixed in before `TopKSAE` / `TopKTrainingSAE`): router and
+    """Routing in front of SAELens's TopK SAE (mixed in before `TopKSAE` / `TopKTrainingSAE`): the router and
     standardisation before its encode, and its single-layer API on stacked routed input."""
 
     cfg: RouteSAEConfig | RouteTrainingSAEConfig
@@ -103,30 +102,27 @@ class _RoutedSAEMixin:
         super().initialize_weights()  # type: ignore[misc]
         bound = 1.0 / math.sqrt(self.cfg.d_in)  # nn.Linear's init, as the official (bias-free) router gets
         w = torch.empty(self.cfg.d_in, self.n_layers, dtype=self.dtype, device=self.device)
-        if w.device.type != "meta":
-            nn.init.uniform_(w, -bound, bound)
-        self.W_router = nn.Parameter(w)
+        self.W_router = nn.Parameter(w if w.device.type == "meta" else nn.init.uniform_(w, -bound, bound))
 
     def get_activation_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return RoutedTopK(self.cfg.k, relu=self.cfg.topk_relu)
 
     def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
-        """Every SAELens load path calls this first: the weights are checked here once, unless the plugin's
-        loaders already checked them against their file."""
+        """Every SAELens load path calls this: the weights are checked here, once, unless a plugin loader
+        already checked them against their file."""
         if not isinstance(state_dict, CheckedState):
             check_route_state_dict(state_dict, self.cfg.d_in, self.cfg.d_sae, self.n_layers)
         super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
 
     def check_routed_acts(self, acts: torch.Tensor, check_finite: bool = True) -> None:
         """The boundary check of routed input: a finite float [..., L, d_in] tensor."""
-        n, d = self.n_layers, self.cfg.d_in
-        shape, problem = tuple(acts.shape), None
+        n, d, shape, problem = self.n_layers, self.cfg.d_in, tuple(acts.shape), None
         if not acts.is_floating_point():
-            problem = f"acts must be float activations (RouteSAE standardises them per token), got dtype {acts.dtype}"
+            problem = f"acts must be float activations (RouteSAE standardises them), got dtype {acts.dtype}"
         elif len(shape) == 2 and shape[1] == d and shape[0] != n:
             problem = (
-                f"RouteSAE got acts of shape {shape}, one d_in-vector per token (one hook's activations); it needs "
-                f"all L={n} routed layers, [..., L={n}, d_in={d}]. Train it with "
+                f"RouteSAE got acts of shape {shape}, one d_in-vector per token (one hook's activations); it "
+                f"needs all L={n} routed layers, [..., L={n}, d_in={d}]. Train it with "
                 "sae_lens_routing.RouteSAETrainingRunner (SAELens's runner's store reads one hook)."
             )
         elif shape[-2:] != (n, d):
@@ -136,47 +132,43 @@ class _RoutedSAEMixin:
         if problem:
             raise ValueError(problem)
 
-    def route_acts(self, acts: torch.Tensor) -> tuple[Standardized, Any]:
+    def route_acts(self, acts: torch.Tensor) -> tuple[Standardized, router.Routing]:
         """Standardise and route raw [..., L, d_in] activations."""
-        std = standardize(acts, self.cfg.standardize_eps, self.cfg.standardize)
+        std = router.standardize(acts, self.cfg.standardize_eps, self.cfg.standardize)
         std.x = std.x.to(self.dtype)
-        logits = router_input(std.x, self.cfg.router_input) @ self.W_router
-        return std, route(std.x, logits, self.cfg.routing)
+        logits = router.router_input(std.x, self.cfg.router_input) @ self.W_router
+        return std, router.route(std.x, logits, self.cfg.routing)
 
     def forward_routed(self, acts: torch.Tensor, check_inputs: bool = True) -> RoutedOutput:
-        """Route raw activations of the L hooks, [..., L, d_in], then encode and decode the routed input.
+        """Route raw activations of the L hooks, [..., L, d_in], then encode and decode the routed input;
         `check_inputs=False` skips only the finiteness check (a device sync)."""
         self.check_routed_acts(acts, check_inputs)
-        std, routing = self.route_acts(acts)
-        feature_acts, hidden_pre = self._encode_standardized(routing.sae_in)
-        sae_out = self._decode_standardized(feature_acts, hidden_pre, routing.sae_in)
-        return RoutedOutput(
-            routing.router_weights, routing.layer_weights, routing.layer_index, routing.sae_in,
-            feature_acts, sae_out, hidden_pre, std,
-        )  # fmt: skip
+        std, r = self.route_acts(acts)
+        feature_acts, hidden_pre = self._encode_standardized(r.sae_in)
+        if getattr(self.cfg, "use_sparse_activations", False):  # decode the k kept latents with a gather
+            values, indices = self.activation_fn.topk(hidden_pre)
+            if self.cfg.rescale_acts_by_decoder_norm:
+                values = values / self.W_dec.norm(dim=-1)[indices]
+            flat_idx, flat_val = indices.reshape(-1, indices.shape[-1]), values.reshape(-1, values.shape[-1])
+            bag = nn.functional.embedding_bag
+            decoded = bag(flat_idx, self.W_dec, mode="sum", per_sample_weights=flat_val)
+            sae_out = decoded.reshape(r.sae_in.shape) + self.b_dec  # type: ignore[attr-defined]
+            sae_out = self.hook_sae_recons(sae_out)  # type: ignore[attr-defined]
+        else:
+            sae_out = self.decode_standardized(feature_acts)
+        routed = (r.router_weights, r.layer_weights, r.layer_index, r.sae_in)
+        return RoutedOutput(*routed, feature_acts, sae_out, hidden_pre, std)
 
     def _encode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAELens's TopK encode of a standardised input, with the pre-activations (it uses nothing training-only,
-        so the inference class calls it too)."""
+        """SAELens's TopK encode of a standardised input, with the pre-activations; nothing in it is
+        training-only, so the inference class uses it too."""
         return TopKTrainingSAE.encode_with_hidden_pre(self, z)  # type: ignore[arg-type]
 
-    def _decode_standardized(self, feature_acts: torch.Tensor, hidden_pre: torch.Tensor, z: torch.Tensor):
-        """The reconstruction; the sparse option decodes only the k kept latents (embedding_bag)."""
-        if not getattr(self.cfg, "use_sparse_activations", False):
-            return self.decode_standardized(feature_acts)
-        values, indices = self.activation_fn.topk(hidden_pre)
-        if self.cfg.rescale_acts_by_decoder_norm:
-            values = values / self.W_dec.norm(dim=-1)[indices]
-        flat_idx, flat_val = indices.reshape(-1, indices.shape[-1]), values.reshape(-1, values.shape[-1])
-        decoded = nn.functional.embedding_bag(flat_idx, self.W_dec, per_sample_weights=flat_val, mode="sum")
-        sae_out = decoded.reshape(*z.shape[:-1], self.cfg.d_in) + self.b_dec  # type: ignore[attr-defined]
-        return self.hook_sae_recons(sae_out)  # type: ignore[attr-defined]
-
     def routed_acts_view(self, x: torch.Tensor, method: str = "encode") -> torch.Tensor:
-        """`x` as [..., L, d_in] when its shape says so: [..., L*d_in] (sae-dashboard's stacked hook) or 4-D and up.
-        Anything else ending in d_in is one layer, including [n, L, d_in] (it could be [batch, seq=L, d_in])."""
-        n, d = self.n_layers, self.cfg.d_in
-        shape = tuple(getattr(x, "shape", ()))
+        """`x` as [..., L, d_in] when its shape says so: [..., L*d_in] (sae-dashboard's stacked hook) or
+        4-D and up. Anything else ending in d_in is one layer, [n, L, d_in] included (it may be [batch,
+        seq=L, d_in])."""
+        n, d, shape = self.n_layers, self.cfg.d_in, tuple(getattr(x, "shape", ()))
         if shape and shape[-1] == n * d:
             return x.reshape(*shape[:-1], n, d)
         if len(shape) >= 4 and shape[-2:] == (n, d):
@@ -191,16 +183,17 @@ class _RoutedSAEMixin:
         )
 
     def _encode_routed(self, x: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(feature_acts, hidden_pre) of stacked raw input; the features carry their tokens' stats for `decode`."""
+        """(feature_acts, hidden_pre) of stacked raw input; the features carry their tokens' stats for
+        `decode`."""
         acts = self.routed_acts_view(x, method)
         self.check_routed_acts(acts)
-        std, routing = self.route_acts(acts)
-        feature_acts, hidden_pre = self._encode_standardized(routing.sae_in)
-        stats = DecodeStats(tuple(routing.layer_index.shape), x.dtype)
+        std, r = self.route_acts(acts)
+        feature_acts, hidden_pre = self._encode_standardized(r.sae_in)
+        stats = DecodeStats(tuple(r.layer_index.shape), x.dtype)
         if self.cfg.routing == "hard":
-            idx = routing.layer_index[..., None, None]
+            idx = r.layer_index[..., None, None]
             stats.std, stats.mean = std.std.gather(-2, idx).squeeze(-2), std.mean.gather(-2, idx).squeeze(-2)
-            stats.weight = routing.router_weights.gather(-1, routing.layer_index[..., None])
+            stats.weight = r.router_weights.gather(-1, r.layer_index[..., None])
         with _ENCODED_LOCK:
             _ENCODED[feature_acts] = (weakref.ref(self), stats)
         return feature_acts, hidden_pre
@@ -211,38 +204,39 @@ class _RoutedSAEMixin:
         return self._encode_routed(x, "encode")[0]
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        """Back to the raw space of each token's routed layer, with the stats of the `encode` call that returned
-        `feature_acts` (in-place edits are fine); other tensors have none: use `decode_standardized`."""
+        """Back to the raw space of each token's routed layer, with the stats of the `encode` call that
+        returned `feature_acts` (in-place edits are fine); other tensors have none: use
+        `decode_standardized`."""
         with _ENCODED_LOCK:
             found = _ENCODED.get(feature_acts) if isinstance(feature_acts, torch.Tensor) else None
         owner, stats = (found[0](), found[1]) if found else (None, None)
         if owner is not self or stats.batch_shape != tuple(feature_acts.shape[:-1]) or stats.std is None:
             got = "a tensor not returned by this SAE's encode" if owner is not self else "a reshaped tensor"
             raise ValueError(
-                "RouteSAE.decode: a soft-routed SAE reconstructs a mix of the L standardised layers, which is no "
-                "layer's raw space; use decode_standardized(feature_acts)"
+                "RouteSAE.decode: a soft-routed SAE reconstructs a mix of the L standardised layers, "
+                "which is no layer's raw space; use decode_standardized(feature_acts)"
                 if owner is self and stats.std is None
                 else "RouteSAE.decode maps features back to raw activations with the per-token stats of the "
-                f"encode call that returned them; got {got} of shape {tuple(feature_acts.shape)}. Decode what "
-                "encode returned, or use decode_standardized(feature_acts) for the standardised space."
+                f"encode call that returned them; got {got} of shape {tuple(feature_acts.shape)}. Decode "
+                "what encode returned, or use decode_standardized(feature_acts) for the standardised space."
             )
         standardized = self.decode_standardized(feature_acts)
         return (standardized / stats.weight * stats.std + stats.mean).to(stats.dtype)
 
     def decode_standardized(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        """Reconstruction in the standardised space (that of `forward_routed(...).sae_in`): SAELens's TopK decode."""
+        """Reconstruction in the standardised space (that of `forward_routed(...).sae_in`): SAELens's
+        decode."""
         return super().decode(feature_acts)  # type: ignore[misc]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`decode(encode(x))`. With `use_error_term` the output is the routed layer's raw input; the error is
-        computed without hooks, as SAELens's `SAE.forward` does, so hook edits act as a pure intervention."""
+        computed without hooks, as in SAELens's `SAE.forward`, so hook edits act as a pure intervention."""
         sae_out = self.decode(self.encode(x))
         if self.use_error_term:  # type: ignore[attr-defined]
             acts = self.routed_acts_view(x, "forward")
             with torch.no_grad(), _disable_hooks(self):  # type: ignore[arg-type]
                 clean = self.forward_routed(acts, check_inputs=False)  # encode checked them
-            idx = clean.layer_index[..., None, None].expand(*clean.layer_index.shape, 1, acts.shape[-1])
-            error = acts.gather(-2, idx).squeeze(-2) - clean.routed_layer_reconstruction().to(x.dtype)
+            error = _at_layer(acts, clean.layer_index) - clean.routed_layer_reconstruction().to(x.dtype)
             sae_out = sae_out + self.hook_sae_error(error.to(sae_out.dtype))  # type: ignore[attr-defined]
         return self.hook_sae_output(sae_out)  # type: ignore[attr-defined]
 
@@ -251,9 +245,7 @@ class _RoutedSAEMixin:
         """Standardisation removes a constant input scale, so the exact fold changes nothing; without it the
         router's softmax is not scale-invariant and no fold exists."""
         if not self.cfg.standardize and scaling_factor != 1.0:
-            _refuse_fold(
-                "an activation scaling factor with standardize=False", "the router is not scale-invariant"
-            )
+            _refuse_fold("an activation scale with standardize=False", "the router is not scale-invariant")
         self.cfg.normalize_activations = "none"
 
     def fold_activation_whitening(self, *args: Any, **kwargs: Any) -> None:
@@ -261,19 +253,20 @@ class _RoutedSAEMixin:
 
     @torch.no_grad()
     def fold_W_dec_norm(self) -> None:
-        """Unit-norm decoder rows, outputs unchanged: exact with decoder-norm rescaling (then switched off); allowed
-        without it only when rows are already unit-norm (sae-dashboard calls this unconditionally)."""
+        """Unit-norm decoder rows, outputs unchanged: exact with decoder-norm rescaling (then switched
+        off), and allowed without it when rows are already unit-norm (sae-dashboard calls this
+        unconditionally)."""
         norms = self.W_dec.norm(dim=-1)
-        if not self.cfg.rescale_acts_by_decoder_norm and not torch.allclose(
-            norms, torch.ones_like(norms), atol=1e-4
-        ):
+        unit = torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+        if not self.cfg.rescale_acts_by_decoder_norm and not unit:
             _refuse_fold("W_dec norms", "rows are not unit-norm and rescale_acts_by_decoder_norm is False")
         self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
         self.cfg.rescale_acts_by_decoder_norm = False
 
 
 class RouteSAE(_RoutedSAEMixin, TopKSAE):
-    """Inference RouteSAE; load with `SAE.load_from_disk` / `SAE.from_pretrained` after `import sae_lens_routing`."""
+    """Inference RouteSAE; load with `SAE.load_from_disk` / `SAE.from_pretrained` after `import
+    sae_lens_routing`."""
 
     cfg: RouteSAEConfig  # type: ignore[assignment]
 
@@ -285,8 +278,8 @@ class RouteSAE(_RoutedSAEMixin, TopKSAE):
         plugin's releases, which SAELens cannot read (it has no registration hook)."""
         if "/" not in release and release not in get_pretrained_saes_directory():
             raise ValueError(
-                f"release {release!r} is not in SAELens's pretrained SAEs directory nor a Hub repo id; routed "
-                f"SAE releases load with sae_lens_routing.load_route_sae({release!r}, {sae_id!r})"
+                f"release {release!r} is not in SAELens's pretrained SAEs directory nor a Hub repo id; "
+                f"routed SAE releases load with sae_lens_routing.load_route_sae({release!r}, {sae_id!r})"
             )
         return super().from_pretrained_with_cfg_and_sparsity(release, sae_id, *args, **kwargs)
 
@@ -308,22 +301,16 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
 
     @override
     def calculate_aux_loss(
-        self,
-        step_input: TrainStepInput,
-        feature_acts: torch.Tensor,
-        hidden_pre: torch.Tensor,
-        sae_out: torch.Tensor,
+        self, step_input: TrainStepInput, feature_acts: Any, hidden_pre: torch.Tensor, sae_out: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """SAELens's TopK aux loss with each token's error divided by ||sae_in||^2, the main loss's scale; the
         normaliser stays in the graph, so the router gets the gradient of the normalised loss too."""
-        mask = step_input.dead_neuron_mask
+        mask, sae_in = step_input.dead_neuron_mask, step_input.sae_in
         if self.cfg.aux_loss_coefficient <= 0:
             return {}
         if mask is None or (num_dead := int(mask.sum())) == 0:
             return {"auxiliary_reconstruction_loss": sae_out.new_tensor(0.0)}
-        sae_in = step_input.sae_in
-        k_aux = min(sae_in.shape[-1] // 2, num_dead)
-        scale = min(num_dead / (sae_in.shape[-1] // 2), 1.0)
+        k_aux, scale = min(sae_in.shape[-1] // 2, num_dead), min(num_dead / (sae_in.shape[-1] // 2), 1.0)
         aux_acts = calculate_topk_aux_acts(k_aux=k_aux, hidden_pre=hidden_pre, dead_neuron_mask=mask)
         recons = act_times_W_dec(aux_acts, self.W_dec, self.cfg.rescale_acts_by_decoder_norm)
         err = (recons.float() - (sae_in - sae_out).detach().float()).pow(2).sum(-1)
@@ -339,19 +326,13 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
         losses.update(self.calculate_aux_loss(routed_input, out.feature_acts, out.hidden_pre, out.sae_out))
         return TrainStepOutput(
             sae_in=out.sae_in, sae_out=out.sae_out, feature_acts=out.feature_acts, hidden_pre=out.hidden_pre,
-            loss=sum(losses.values()), losses=losses, metrics=self._routing_metrics(out),  # type: ignore[arg-type]
-        )  # fmt: skip
+            loss=sum(losses.values()), losses=losses, metrics=self._routing_metrics(out),
+        )  # type: ignore[arg-type]  # fmt: skip
 
     def _routing_metrics(self, out: RoutedOutput) -> dict[str, Any]:
-        """Lazy (callable) metrics, so nothing syncs with the device unless the trainer logs this step."""
+        """Lazy (callable) metrics: nothing syncs with the device unless the trainer logs this step."""
         share = out.layer_weights.detach().reshape(-1, self.n_layers)
-        cache: dict[str, torch.Tensor] = {}
-
-        def mean_share() -> torch.Tensor:  # one device->host copy, shared by every share/entropy metric
-            if "mean" not in cache:
-                cache["mean"] = share.float().mean(0).cpu()
-            return cache["mean"]
-
+        mean_share = functools.cache(lambda: share.float().mean(0).cpu())  # one device->host copy for all
         metrics: dict[str, Any] = {
             "mse_loss": lambda: (out.sae_out.detach() - out.sae_in.detach()).pow(2).sum(-1).mean(),
             "routing/entropy_bits": lambda: routing_entropy_bits(mean_share()),
@@ -362,5 +343,6 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
 
     @torch.no_grad()
     def project_decoder_to_unit_norm(self) -> None:
-        """Scale decoder rows to unit norm (the official `unit_norm_decoder`): a training constraint, not a fold."""
+        """Scale decoder rows to unit norm (the official `unit_norm_decoder`): a training constraint, no
+        fold."""
         self.W_dec.data /= self.W_dec.data.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -1,4 +1,4 @@
-"""Per-token standardisation, layer routing and routed TopK: the part of RouteSAE that is not SAELens's TopK SAE.
+"""Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE.
 
 Pure functions on tensors, so the SAE classes, the splice and the store share one definition.
 """
@@ -28,8 +28,8 @@ class Standardized:
 
 
 def standardize(acts: torch.Tensor, eps: float, enabled: bool = True) -> Standardized:
-    """(h - mean) / (std + eps) over the last dim, unbiased std, as the official code does; in at least float32,
-    since bf16 activations of large models lose the mean otherwise."""
+    """(h - mean) / (std + eps) over the last dim, unbiased std, as the official code does; in at least
+    float32, since bf16 activations of large models lose the mean otherwise."""
     work = acts.float() if acts.dtype in (torch.float16, torch.bfloat16) else acts
     if not enabled:
         ones = torch.ones_like(work[..., :1])
@@ -68,8 +68,8 @@ def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing
 
 
 def routing_entropy_bits(share: torch.Tensor) -> float:
-    """Entropy (bits) of the share of tokens routed to each layer: log2(L) when spread evenly, 0 when the router
-    has collapsed onto one layer, which NormMSE hides."""
+    """Entropy (bits) of the share of tokens routed to each layer: log2(L) when spread evenly, 0 when the
+    router has collapsed onto one layer, which NormMSE hides."""
     p = share.double().clamp_min(0)
     p = p / p.sum().clamp_min(1e-12)
     nz = p[p > 0]
@@ -77,8 +77,8 @@ def routing_entropy_bits(share: torch.Tensor) -> float:
 
 
 class RoutedTopK(TopK):
-    """SAELens's TopK (so tools that special-case it treat a RouteSAE like one), with the ReLU on the kept values
-    optional: the official RouteSAE has none."""
+    """SAELens's TopK (so tools that special-case it treat a RouteSAE like one), with the ReLU on the kept
+    values optional: the official RouteSAE has none."""
 
     def __init__(self, k: int, relu: bool = True):
         super().__init__(k, use_sparse_activations=False)
