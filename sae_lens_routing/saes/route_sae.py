@@ -28,7 +28,7 @@ from sae_lens_routing.saes.config import (
     RouteTrainingSAEConfig,
     check_route_state_dict,
 )
-from sae_lens_routing.saes.router import RoutedTopK, Standardized, routing_entropy_bits
+from sae_lens_routing.saes.router import RoutedTopK, Standardized, at_layer, routing_entropy_bits
 from sae_lens_routing.saes.sae_lens_guards import single_layer_input_error
 
 
@@ -53,18 +53,13 @@ class RoutedOutput:
 
     def routed_layer_input(self) -> torch.Tensor:
         """Raw activation at each token's routed layer (what a splice replaces)."""
-        return self.standardized.undo(_at_layer(self.standardized.x, self.layer_index), self.layer_index)
-
-
-def _at_layer(x: torch.Tensor, layer_index: torch.Tensor) -> torch.Tensor:
-    """x [..., L, d] at each token's layer: [..., d]."""
-    return x.gather(-2, layer_index[..., None, None].expand(*layer_index.shape, 1, x.shape[-1])).squeeze(-2)
+        return self.standardized.undo(at_layer(self.standardized.x, self.layer_index), self.layer_index)
 
 
 @dataclass
 class DecodeStats:
-    """What `decode` needs from the `encode` call that made the features: the routed layer's per-token std and
-    mean and the router weight, [..., 1] (None for soft routing, whose input is no layer's raw space)."""
+    """Per token, the routed layer's std and mean and the router weight, [..., 1], that `decode` needs (None
+    for soft routing, whose input is no layer's raw space)."""
 
     batch_shape: tuple[int, ...]
     dtype: torch.dtype
@@ -160,14 +155,12 @@ class _RoutedSAEMixin:
         return RoutedOutput(*routed, feature_acts, sae_out, hidden_pre, std)
 
     def _encode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAELens's TopK encode of a standardised input, with the pre-activations; nothing in it is
-        training-only, so the inference class uses it too."""
+        """SAELens's TopK encode with the pre-activations (nothing training-only: inference uses it too)."""
         return TopKTrainingSAE.encode_with_hidden_pre(self, z)  # type: ignore[arg-type]
 
     def routed_acts_view(self, x: torch.Tensor, method: str = "encode") -> torch.Tensor:
-        """`x` as [..., L, d_in] when its shape says so: [..., L*d_in] (sae-dashboard's stacked hook) or
-        4-D and up. Anything else ending in d_in is one layer, [n, L, d_in] included (it may be [batch,
-        seq=L, d_in])."""
+        """`x` as [..., L, d_in] when its shape says so, [..., L*d_in] or 4-D and up; anything else ending in
+        d_in is one layer, [n, L, d_in] included (it may be [batch, seq=L, d_in])."""
         n, d, shape = self.n_layers, self.cfg.d_in, tuple(getattr(x, "shape", ()))
         if shape and shape[-1] == n * d:
             return x.reshape(*shape[:-1], n, d)
@@ -183,16 +176,14 @@ class _RoutedSAEMixin:
         )
 
     def _encode_routed(self, x: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(feature_acts, hidden_pre) of stacked raw input; the features carry their tokens' stats for
-        `decode`."""
+        """(feature_acts, hidden_pre) of stacked raw input; the features carry their stats for `decode`."""
         acts = self.routed_acts_view(x, method)
         self.check_routed_acts(acts)
         std, r = self.route_acts(acts)
         feature_acts, hidden_pre = self._encode_standardized(r.sae_in)
         stats = DecodeStats(tuple(r.layer_index.shape), x.dtype)
         if self.cfg.routing == "hard":
-            idx = r.layer_index[..., None, None]
-            stats.std, stats.mean = std.std.gather(-2, idx).squeeze(-2), std.mean.gather(-2, idx).squeeze(-2)
+            stats.std, stats.mean = at_layer(std.std, r.layer_index), at_layer(std.mean, r.layer_index)
             stats.weight = r.router_weights.gather(-1, r.layer_index[..., None])
         with _ENCODED_LOCK:
             _ENCODED[feature_acts] = (weakref.ref(self), stats)
@@ -205,27 +196,25 @@ class _RoutedSAEMixin:
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
         """Back to the raw space of each token's routed layer, with the stats of the `encode` call that
-        returned `feature_acts` (in-place edits are fine); other tensors have none: use
-        `decode_standardized`."""
+        returned `feature_acts` (in-place edits are fine); other tensors have none."""
         with _ENCODED_LOCK:
-            found = _ENCODED.get(feature_acts) if isinstance(feature_acts, torch.Tensor) else None
-        owner, stats = (found[0](), found[1]) if found else (None, None)
-        if owner is not self or stats.batch_shape != tuple(feature_acts.shape[:-1]) or stats.std is None:
-            got = "a tensor not returned by this SAE's encode" if owner is not self else "a reshaped tensor"
+            ref, stats = _ENCODED.get(feature_acts, (None, None))
+        mine = ref is not None and ref() is self and stats.batch_shape == tuple(feature_acts.shape[:-1])
+        if not mine or stats.std is None:
             raise ValueError(
                 "RouteSAE.decode: a soft-routed SAE reconstructs a mix of the L standardised layers, "
                 "which is no layer's raw space; use decode_standardized(feature_acts)"
-                if owner is self and stats.std is None
+                if mine
                 else "RouteSAE.decode maps features back to raw activations with the per-token stats of the "
-                f"encode call that returned them; got {got} of shape {tuple(feature_acts.shape)}. Decode "
-                "what encode returned, or use decode_standardized(feature_acts) for the standardised space."
+                "encode call that returned them; got a tensor not returned by this SAE's encode (or reshaped "
+                f"since), of shape {tuple(feature_acts.shape)}. Decode what encode returned, or use "
+                "decode_standardized(feature_acts) for the standardised space."
             )
         standardized = self.decode_standardized(feature_acts)
         return (standardized / stats.weight * stats.std + stats.mean).to(stats.dtype)
 
     def decode_standardized(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        """Reconstruction in the standardised space (that of `forward_routed(...).sae_in`): SAELens's
-        decode."""
+        """SAELens's decode: the reconstruction in the standardised space of `forward_routed(...).sae_in`."""
         return super().decode(feature_acts)  # type: ignore[misc]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +225,7 @@ class _RoutedSAEMixin:
             acts = self.routed_acts_view(x, "forward")
             with torch.no_grad(), _disable_hooks(self):  # type: ignore[arg-type]
                 clean = self.forward_routed(acts, check_inputs=False)  # encode checked them
-            error = _at_layer(acts, clean.layer_index) - clean.routed_layer_reconstruction().to(x.dtype)
+            error = at_layer(acts, clean.layer_index) - clean.routed_layer_reconstruction().to(x.dtype)
             sae_out = sae_out + self.hook_sae_error(error.to(sae_out.dtype))  # type: ignore[attr-defined]
         return self.hook_sae_output(sae_out)  # type: ignore[attr-defined]
 
@@ -253,9 +242,8 @@ class _RoutedSAEMixin:
 
     @torch.no_grad()
     def fold_W_dec_norm(self) -> None:
-        """Unit-norm decoder rows, outputs unchanged: exact with decoder-norm rescaling (then switched
-        off), and allowed without it when rows are already unit-norm (sae-dashboard calls this
-        unconditionally)."""
+        """Unit-norm decoder rows, outputs unchanged: exact with decoder-norm rescaling (then off), allowed
+        without it when rows are unit-norm already (sae-dashboard calls this unconditionally)."""
         norms = self.W_dec.norm(dim=-1)
         unit = torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
         if not self.cfg.rescale_acts_by_decoder_norm and not unit:
@@ -265,8 +253,7 @@ class _RoutedSAEMixin:
 
 
 class RouteSAE(_RoutedSAEMixin, TopKSAE):
-    """Inference RouteSAE; load with `SAE.load_from_disk` / `SAE.from_pretrained` after `import
-    sae_lens_routing`."""
+    """Inference RouteSAE: `SAE.load_from_disk` and `from_pretrained` load it (after the plugin import)."""
 
     cfg: RouteSAEConfig  # type: ignore[assignment]
 
@@ -343,6 +330,5 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
 
     @torch.no_grad()
     def project_decoder_to_unit_norm(self) -> None:
-        """Scale decoder rows to unit norm (the official `unit_norm_decoder`): a training constraint, no
-        fold."""
+        """Decoder rows to unit norm (the official `unit_norm_decoder`): a training constraint, no fold."""
         self.W_dec.data /= self.W_dec.data.norm(dim=-1, keepdim=True).clamp_min(1e-12)

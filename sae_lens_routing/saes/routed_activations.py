@@ -12,8 +12,8 @@ from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name as stop_at_
 def check_hooks_in_model(
     model: Any, hook_names: list[str], field: str = "sae.cfg.hook_names", in_blocks: bool = False
 ) -> None:
-    """The one hook check: a ValueError naming `field` when a routed hook is not a hook point of `model` (or,
-    with `in_blocks`, not inside a transformer block)."""
+    """The one hook check: a ValueError naming `field` when a routed hook is not a hook point of `model`
+    (or, with `in_blocks`, not inside a transformer block)."""
     hook_dict = getattr(model, "hook_dict", None) or {}
     if missing := [h for h in hook_names if h not in hook_dict or in_blocks and stop_at_layer(h) is None]:
         sample = [h for h in hook_dict if h.endswith("hook_resid_post")][:3] or list(hook_dict)[:3]
@@ -22,8 +22,7 @@ def check_hooks_in_model(
 
 
 def is_bridge(model: Any) -> bool:
-    """A TransformerLens 3 `TransformerBridge`: it runs Hugging Face's forward, so it cannot start a
-    forward from the residual stream (`start_at_layer`)."""
+    """A TransformerLens 3 `TransformerBridge`, which cannot start a forward mid-stream (`start_at_layer`)."""
     try:
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:  # transformer-lens 2.x
@@ -50,9 +49,8 @@ def routed_activations(
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
     """(stacked routed activations, logits or None, the `extra_hooks` activations from the same pass).
     Stops after the last routed block unless `full_forward`, which also returns the logits."""
-    block_range = routed_block_range(hook_names)
-    stop = None if full_forward or block_range is None else block_range[1]
+    stop = None if full_forward else (routed_block_range(hook_names) or (None, None))[1]
     names = [*hook_names, *extra_hooks]
     logits, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop, **forward_kwargs)
-    extras = {h: cache[h] for h in extra_hooks}
-    return torch.stack([cache[h] for h in hook_names], dim=-2), (logits if stop is None else None), extras
+    stacked = torch.stack([cache[h] for h in hook_names], dim=-2)
+    return stacked, (logits if stop is None else None), {h: cache[h] for h in extra_hooks}

@@ -1,6 +1,5 @@
-"""A RouteSAE read as one hook point: `blocks.N.hook_resid_routed` carries the L routed layers stacked, so
-tools that read one hook (sae-dashboard, SAELens's stock runner) see exactly the input `RouteSAE.encode`
-routes."""
+"""A RouteSAE read as one hook point, `blocks.N.hook_resid_routed` (the L routed layers stacked), for tools
+that read one hook (sae-dashboard, SAELens's stock runner): `RouteSAE.encode` routes what they pass."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ PSEUDO_HOOK = "hook_resid_routed"
 
 @contextmanager
 def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
-    """Temporarily add `blocks.N.hook_resid_routed`, whose value is the routed layers stacked [b, p,
-    L*d_in]."""
+    """Temporarily add `blocks.N.hook_resid_routed`: the routed layers stacked, [b, p, L*d_in]."""
     hooks = list(sae.cfg.hook_names)
     check_hooks_in_model(model, hooks, in_blocks=True)
     block_index = routed_block_range(hooks)[1] - 1  # type: ignore[index]

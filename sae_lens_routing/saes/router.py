@@ -1,7 +1,5 @@
-"""Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE.
-
-Pure functions on tensors, so the SAE classes, the splice and the store share one definition.
-"""
+"""Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE, as
+functions on tensors that the SAE classes, the splice and the store share."""
 
 from __future__ import annotations
 
@@ -23,8 +21,12 @@ class Standardized:
         """Map standardised [..., d_in] values back to raw ones, with each token's stats at `layer_index`."""
         if layer_index is None:
             return x * self.std + self.mean
-        idx = layer_index[..., None, None]
-        return x * self.std.gather(-2, idx).squeeze(-2) + self.mean.gather(-2, idx).squeeze(-2)
+        return x * at_layer(self.std, layer_index) + at_layer(self.mean, layer_index)
+
+
+def at_layer(x: torch.Tensor, layer_index: torch.Tensor) -> torch.Tensor:
+    """x [..., L, d] at each token's layer: [..., d]."""
+    return x.gather(-2, layer_index[..., None, None].expand(*layer_index.shape, 1, x.shape[-1])).squeeze(-2)
 
 
 def standardize(acts: torch.Tensor, eps: float, enabled: bool = True) -> Standardized:
@@ -59,12 +61,9 @@ def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing
     router_weights = torch.softmax(router_logits.float(), dim=-1).to(x.dtype)
     max_weight, layer_index = router_weights.max(dim=-1)
     if routing == "soft":
-        return Routing(
-            router_weights, router_weights, layer_index, (x * router_weights[..., None]).sum(dim=-2)
-        )
-    picked = x.gather(-2, layer_index[..., None, None].expand(*x.shape[:-2], 1, x.shape[-1])).squeeze(-2)
+        return Routing(router_weights, router_weights, layer_index, (x * router_weights[..., None]).sum(-2))
     one_hot = torch.nn.functional.one_hot(layer_index, x.shape[-2]).to(x.dtype)
-    return Routing(router_weights, one_hot, layer_index, picked * max_weight[..., None])
+    return Routing(router_weights, one_hot, layer_index, at_layer(x, layer_index) * max_weight[..., None])
 
 
 def routing_entropy_bits(share: torch.Tensor) -> float:
