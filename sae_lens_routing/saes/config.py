@@ -1,7 +1,5 @@
-"""RouteSAE configs: SAELens's TopK configs plus the routing fields, checked once in `__post_init__`.
-
-`hook_names` belong to the config: the router's output size is L = len(hook_names).
-"""
+"""RouteSAE configs: SAELens's TopK configs plus the routing fields (the router's output size is
+L = len(hook_names)), checked once in `__post_init__`; and the one check of saved weights."""
 
 from __future__ import annotations
 
@@ -12,11 +10,8 @@ from typing import Any, Literal
 import torch
 from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAEConfig
 from sae_lens.util import extract_layer_from_tlens_hook_name as hook_layer
-from typing_extensions import override
 
 from sae_lens_routing.saes.sae_lens_guards import no_single_hook_layer_error
-
-__all__ = ["ARCHITECTURE", "ROUTER_INPUTS", "ROUTING_MODES", "IntegrityError", "hook_layer"]
 
 ARCHITECTURE = "routesae"
 ROUTING_MODES = ("hard", "soft")
@@ -130,10 +125,21 @@ def check_route_state_dict(
         raise IntegrityError(f"{source}: {problem}")
 
 
-class _RoutedConfigMixin:
-    """What both routed configs answer the same way: L, the refused single hook layer, the architecture."""
+@dataclass
+class _RoutedConfig:
+    """The routing fields and answers both routed configs share (mixed in before SAELens's TopK config)."""
 
-    hook_names: list[str]
+    k: int = 64
+    hook_names: list[str] = field(default_factory=list)  # routed hook points in layer order, L >= 2
+    routing: Literal["hard", "soft"] = "hard"  # one layer per token times its router weight, or the mix
+    router_input: Literal["sum", "mean"] = "sum"  # how the L standardised layers are pooled for the router
+    standardize: bool = True  # (h - mean) / (std + eps) per layer and token, as the paper does
+    standardize_eps: float = 1e-6
+    topk_relu: bool = True  # ReLU the kept TopK values (SAELens does; the official RouteSAE does not)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]
+        validate_route_fields(self, training=isinstance(self, TopKTrainingSAEConfig))
 
     @property
     def n_layers(self) -> int:
@@ -144,55 +150,25 @@ class _RoutedConfigMixin:
         """Refused: sae-dashboard's NeuronpediaRunner asks for one to build a single-layer dashboard."""
         raise no_single_hook_layer_error(self.hook_names)
 
-    @override
     @classmethod
     def architecture(cls) -> str:
         return ARCHITECTURE
 
 
 @dataclass
-class RouteSAEConfig(_RoutedConfigMixin, TopKSAEConfig):
+class RouteSAEConfig(_RoutedConfig, TopKSAEConfig):
     """Inference config of a routed SAE (architecture ``"routesae"``)."""
-
-    k: int = 64
-    hook_names: list[str] = field(default_factory=list)  # routed hook points in layer order, L >= 2
-    routing: Literal["hard", "soft"] = (
-        "hard"  # hard: one layer per token times its router weight; soft: the mix
-    )
-    router_input: Literal["sum", "mean"] = "sum"  # how the L standardised layers are pooled for the router
-    standardize: bool = True  # (h - mean) / (std + eps) per layer and token, as the paper does
-    standardize_eps: float = 1e-6
-    topk_relu: bool = True  # ReLU the kept TopK values (SAELens does; the official RouteSAE does not)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        validate_route_fields(self)
 
 
 @dataclass
-class RouteTrainingSAEConfig(_RoutedConfigMixin, TopKTrainingSAEConfig):
-    """Training config of a routed SAE (fields as `RouteSAEConfig`, plus the training recipe)."""
+class RouteTrainingSAEConfig(_RoutedConfig, TopKTrainingSAEConfig):
+    """Training config of a routed SAE: the routing fields plus this package's training recipe."""
 
-    k: int = 64
-    hook_names: list[str] = field(default_factory=list)  # `paper_layers(model)` gives the paper's choice
-    routing: Literal["hard", "soft"] = "hard"
-    router_input: Literal["sum", "mean"] = "sum"
-    standardize: bool = True
-    standardize_eps: float = 1e-6
-    topk_relu: bool = True
-    decoder_init_norm: float | None = (
-        1.0  # tied, unit-norm init as the official code (SAELens's 0.1 trains worse)
-    )
+    decoder_init_norm: float | None = 1.0  # tied, unit-norm init as the official code (SAELens's 0.1: worse)
     aux_loss_coefficient: float = 1 / 32  # SAELens's TopK dead-latent loss, normalised like the main loss
     dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`
-    unit_norm_decoder_every: int = (
-        0  # project decoder rows to unit norm every N steps (official: 10); 0 = never
-    )
+    unit_norm_decoder_every: int = 0  # project decoder rows to unit norm every N steps (official 10)
     use_sparse_activations: bool = False  # decode the k active latents with a gather, not a dense matmul
     end_to_end_tokens: int = 0  # tokens of a final phase trained through the routed splice on the model's KL
     end_to_end_lr: float = 1e-4
     end_to_end_mse_coefficient: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        validate_route_fields(self, training=True)
