@@ -17,7 +17,7 @@ from sae_lens import SAE
 
 from sae_lens_routing.loading.loaders import download_hub_files
 from sae_lens_routing.saes.config import CheckedState, IntegrityError, check_route_state_dict
-from sae_lens_routing.saes.layers import paper_hook_names
+from sae_lens_routing.saes.config import paper_hook_names
 from sae_lens_routing.saes.route_sae import RouteSAE
 
 OFFICIAL_SIDECAR_FILENAME = "routesae_official.json"
@@ -83,17 +83,13 @@ def _load_official(
     weights = CheckedState({ours: state[theirs].T.contiguous() for theirs, ours in OFFICIAL_KEYS.items()})
     d_in, d_sae = weights["b_dec"].shape[0], weights["b_enc"].shape[0]
     check_route_state_dict(weights, d_in, d_sae, len(hooks), str(path))
+    metadata = {"model_name": sidecar.get("model_name"), "hook_name": hooks[-1], "hook_names": hooks,
+                "sae_lens_version": sae_lens.__version__}  # >= 6: SAELens keeps the cfg as it is
     cfg = {
         "architecture": "routesae", "d_in": d_in, "d_sae": d_sae, "k": sidecar.get("k"), "hook_names": hooks,
         "routing": sidecar.get("routing", "hard"), "router_input": sidecar.get("router_input", "sum"),
         "topk_relu": sidecar.get("topk_relu", False), "rescale_acts_by_decoder_norm": False,
-        "apply_b_dec_to_input": True, "normalize_activations": "none", "device": device, "dtype": "float32",
-        "metadata": {
-            "model_name": sidecar.get("model_name"), "hook_name": hooks[-1], "hook_names": hooks,
-            "sae_lens_version": sae_lens.__version__, "sae_lens_training_version": None,
-            "source": "official RouteSAE checkpoint (github.com/swei2001/RouteSAEs)",
-        },
-        **overrides,
+        "device": device, "dtype": "float32", "metadata": metadata, **overrides,
     }  # fmt: skip
     dtype = getattr(torch, str(cfg["dtype"]).removeprefix("torch."))
     return cfg, CheckedState({k: v.to(device=device, dtype=dtype) for k, v in weights.items()})

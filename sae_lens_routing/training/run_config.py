@@ -29,8 +29,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from sae_lens_routing.offline.bridge import is_bridge_class, require_bridge
 from sae_lens_routing.offline.corpus import CORPORA
-from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig
-from sae_lens_routing.saes.layers import paper_hook_names
+from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig, paper_hook_names
 from sae_lens_routing.training.config_decode import decode_fields, decode_value
 from sae_lens_routing.training.validation import validate_route_config
 
