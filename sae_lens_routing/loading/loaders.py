@@ -15,35 +15,26 @@ from sae_lens.loading.pretrained_sae_loaders import (
     load_safetensors_weights,
     sae_lens_disk_loader,
 )
-from sae_lens.registry import get_sae_class
+from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import SafetensorError
 
 from sae_lens_routing.saes.config import ARCHITECTURE, CheckedState, IntegrityError, check_route_state_dict
 
-__all__ = ["IntegrityError", "read_cfg_json", "read_checked_sae_folder", "route_sae_disk_loader"]
 FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME)
 
 
 def _cfg_problem(cfg: dict[str, Any], cfg_file: Path) -> str | None:
-    arch = cfg.get("architecture")
-    if not _registered(arch):
+    arch, missing = cfg.get("architecture"), [f for f in ("d_in", "d_sae", "k", "hook_names") if f not in cfg]
+    if arch not in SAE_CLASS_REGISTRY:
         return (
             f"{cfg_file}: architecture {arch!r} is not registered with SAELens. For routed SAEs run "
             "`import sae_lens_routing` first (it registers 'routesae')"
         )
     if "hook_names" in cfg and arch != ARCHITECTURE:
         return f"{cfg_file}: cfg has hook_names (a routed SAE's) but architecture {arch!r}, not 'routesae'"
-    missing = [f for f in ("d_in", "d_sae", "k", "hook_names") if f not in cfg]
     if arch == ARCHITECTURE and missing:
         return f"{cfg_file}: missing field {', '.join(missing)} (needed for architecture 'routesae')"
     return None
-
-
-def _registered(arch: Any) -> bool:
-    try:
-        return bool(get_sae_class(arch))
-    except (KeyError, TypeError):
-        return False
 
 
 def read_checked_sae_folder(

@@ -16,8 +16,12 @@ import torch
 from sae_lens import SAE
 
 from sae_lens_routing.loading.loaders import download_hub_files
-from sae_lens_routing.saes.config import CheckedState, IntegrityError, check_route_state_dict
-from sae_lens_routing.saes.config import paper_hook_names
+from sae_lens_routing.saes.config import (
+    CheckedState,
+    IntegrityError,
+    check_route_state_dict,
+    paper_hook_names,
+)
 from sae_lens_routing.saes.route_sae import RouteSAE
 
 OFFICIAL_SIDECAR_FILENAME = "routesae_official.json"

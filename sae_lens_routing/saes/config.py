@@ -61,9 +61,9 @@ _TRAINING_FIELDS = {
 
 
 def paper_hook_names(n_layers: int, hook: str = "hook_resid_post") -> list[str]:
-    """The paper's routed layers, blocks n//4-1 .. 3n//4-1 (Hugging Face `hidden_states[n//4 : 3n//4 + 1]`)."""
+    """The paper's routed layers, blocks n//4-1 .. 3n//4-1 (Hugging Face `hidden_states[n//4 : 3n//4+1]`)."""
     if not isinstance(n_layers, int) or n_layers < 4:
-        raise ValueError(f"n_layers must be an integer >= 4 to route over its middle layers, got {n_layers!r}")
+        raise ValueError(f"n_layers must be an integer >= 4 (its middle layers are routed), got {n_layers!r}")
     return [f"blocks.{i}.{hook}" for i in range(n_layers // 4 - 1, 3 * n_layers // 4)]
 
 
