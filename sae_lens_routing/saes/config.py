@@ -76,11 +76,9 @@ def _hook_names_problem(hooks: Any) -> str | None:
     if isinstance(hooks, str) or not isinstance(hooks, list | tuple):
         got = f"a string {hooks!r}" if isinstance(hooks, str) else _describe(hooks)
         return f"hook_names must be a list of hook names, got {got}"
-    layers = [hook_layer(h) if isinstance(h, str) else None for h in hooks]
+    layers = [hook_layer(str(h)) for h in hooks]
     if len(hooks) < 2:
         return f"hook_names must list at least 2 routed hook points, got {list(hooks)!r}"
-    if not all(isinstance(h, str) and h for h in hooks):
-        return f"hook_names must be non-empty strings, got {list(hooks)!r}"
     if len(set(hooks)) < len(hooks):
         return f"hook_names must not repeat a hook point, got {list(hooks)!r}"
     if None not in layers and layers != sorted(layers):  # type: ignore[type-var]
@@ -113,21 +111,16 @@ def check_route_state_dict(
 ) -> None:
     """Keys, shapes and values of RouteSAE weights, scanned once per load: SAELens loads NaN or an all-zero
     decoder silently, and the first forward then gives NaN or a constant."""
-    expected = {
-        "W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
-        "W_router": (d_in, n_layers),
-    }  # fmt: skip
+    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
+                "W_router": (d_in, n_layers)}  # fmt: skip
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = [k for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
+    wrong = [(k, tuple(state[k].shape), s) for k, s in expected.items() if k in state and state[k].shape != s]
     problem = None
     if missing or extra:
         problem = f"RouteSAE weights must be {sorted(expected)}; missing {missing}, unexpected {extra}"
     elif wrong:
-        k = wrong[0]
-        problem = (
-            f"{k} has shape {tuple(state[k].shape)}, but the config expects {expected[k]} "
-            f"(d_in={d_in}, d_sae={d_sae}, L=len(hook_names)={n_layers})"
-        )
+        problem = "{} has shape {}, but the config expects {}".format(*wrong[0])
+        problem += f" (d_in={d_in}, d_sae={d_sae}, L=len(hook_names)={n_layers})"
     elif bad := {k: n for k, v in state.items() if (n := int((~torch.isfinite(v)).sum()))}:
         k, n = next(iter(bad.items()))
         problem = f"{k} has {n} non-finite value{'s' if n > 1 else ''} (NaN/Inf)"

@@ -84,10 +84,7 @@ class _RoutedSAEMixin:
 
     cfg: RouteSAEConfig | RouteTrainingSAEConfig
     W_dec: nn.Parameter
-    W_router: nn.Parameter
     activation_fn: RoutedTopK
-    dtype: torch.dtype
-    device: torch.device
 
     @property
     def n_layers(self) -> int:
