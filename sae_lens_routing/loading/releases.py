@@ -5,7 +5,6 @@ parameter."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -51,8 +50,7 @@ def _lookup(release: str, value: Any) -> PretrainedSAELookup | str:
 
 
 def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, PretrainedSAELookup]:
-    """Releases of routed SAEs (SAELens's `PretrainedSAELookup` records) from the plugin's YAML or
-    `registry`."""
+    """Releases of routed SAEs (SAELens's `PretrainedSAELookup`s) from the plugin's YAML or `registry`."""
     source = Path(registry) if registry is not None else files("sae_lens_routing").joinpath(RELEASES_FILENAME)
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     not_mapping = {"(top level)": "must be a mapping of release name -> release"}
@@ -74,16 +72,14 @@ def load_route_sae_with_cfg_and_sparsity(
     registry: str | Path | None = None,
     revision: str | None = None,
 ) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:
-    """(sae, cfg dict, log-sparsity or None), checked on load. `release_or_path` is, in this order: a local
-    folder (SAELens format, or an official `.pt` with its sidecar; `sae_id` names a subfolder), a release
-    of the routed registry, or a Hub repo "org/name" with `sae_id` the folder in it; `revision` picks its
-    branch/tag/commit."""
+    """(sae, cfg dict, log-sparsity or None), checked on load, from (in this order) a local folder (`sae_id`:
+    a subfolder), a release of the routed registry, or a Hub repo "org/name" (`sae_id`: the folder in it)."""
     local = Path(release_or_path) / (sae_id or "")
     if local.is_dir():
         if (local / OFFICIAL_SIDECAR_FILENAME).is_file():
-            sae = SAE.load_from_disk(local, device=device, dtype=dtype, converter=official_disk_loader)
-            return sae, sae.cfg.to_dict(), None
-        cfg, state, sparsity = read_checked_sae_folder(local, device, {"dtype": dtype})
+            (cfg, state), sparsity = official_disk_loader(local, device, {"dtype": dtype}), None
+        else:
+            cfg, state, sparsity = read_checked_sae_folder(local, device, {"dtype": dtype})
         sae = SAE.load_from_disk(local, device, dtype, converter=lambda *_, **__: (cfg, state))
         return sae, sae.cfg.to_dict(), sparsity
     release, directory = str(release_or_path), get_routed_saes_directory(registry)
@@ -107,12 +103,10 @@ def load_route_sae_with_cfg_and_sparsity(
         repo_id, folder = lookup.repo_id, lookup.saes_map[sae_id]  # type: ignore[index]
     loader = HF_CONVERTERS[conversion_func]
 
-    @functools.wraps(loader)
-    def converter(repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
-                  cfg_overrides: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    def converter(*args: Any, cfg_overrides: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """The loader with the revision bound and the release's overrides under the caller's."""
         merged = {**overrides, **(cfg_overrides or {})}
-        return loader(repo_id, folder_name, device, force_download, merged, revision=revision)
+        return loader(*args, cfg_overrides=merged, revision=revision, **kwargs)
 
     return SAE.from_pretrained_with_cfg_and_sparsity(
         repo_id, folder, device=device, dtype=dtype, force_download=force_download, converter=converter
