@@ -33,8 +33,7 @@ from sae_lens_routing.dashboard.latent_stats import CONTEXT_AFTER, CONTEXT_BEFOR
 from sae_lens_routing.dashboard.offline_assets import inline_assets
 from sae_lens_routing.dashboard.routing_panel import add_routing_panel
 from sae_lens_routing.dashboard.unembed_fold import final_norm_folded_into_unembed
-from sae_lens_routing.saes.routed_activations import is_bridge
-from sae_lens_routing.saes.routed_hook_point import routed_hook_point
+from sae_lens_routing.saes.routed_activations import is_bridge, routed_hook_point
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
 DEFAULT_FEATURES = "top:24"

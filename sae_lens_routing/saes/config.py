@@ -42,9 +42,8 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "routing": (lambda v: v in ROUTING_MODES, f"one of {ROUTING_MODES}"),
     "router_input": (lambda v: v in ROUTER_INPUTS, f"one of {ROUTER_INPUTS}"),
     "standardize_eps": (_num(strict=True), "a number > 0"),
-    **dict.fromkeys(
-        ("standardize", "topk_relu", "rescale_acts_by_decoder_norm", "apply_b_dec_to_input"), _BOOL
-    ),
+    **dict.fromkeys(("standardize", "topk_relu", "rescale_acts_by_decoder_norm"), _BOOL),
+    "apply_b_dec_to_input": _BOOL,
     "normalize_activations": _NONE,
     "reshape_activations": _NONE,
 }

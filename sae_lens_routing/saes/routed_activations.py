@@ -1,12 +1,15 @@
-"""Tokens -> the L routed layers of each token stacked, [batch, pos, L, d_in]: the one model-side primitive
-every routed path shares (one hook check, one stop rule, one stacking order)."""
+"""The model side of every routed path: one hook check, one stop rule, one stacking order of the L routed
+layers ([batch, pos, L, d_in]), and those layers read as one hook point for tools that read one hook."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name as stop_at_layer
+from transformer_lens.hook_points import HookPoint
 
 
 def check_hooks_in_model(
@@ -54,3 +57,37 @@ def routed_activations(
     logits, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop, **forward_kwargs)
     stacked = torch.stack([cache[h] for h in hook_names], dim=-2)
     return stacked, (logits if stop is None else None), {h: cache[h] for h in extra_hooks}
+
+
+PSEUDO_HOOK = "hook_resid_routed"
+
+
+@contextmanager
+def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
+    """Temporarily add `blocks.N.hook_resid_routed`: the routed layers stacked, [b, p, L*d_in]."""
+    hooks = list(sae.cfg.hook_names)
+    check_hooks_in_model(model, hooks, in_blocks=True)
+    block_index = routed_block_range(hooks)[1] - 1  # type: ignore[index]
+    block = model.blocks[block_index]
+    block.add_module(PSEUDO_HOOK, HookPoint())
+    model.setup()  # registers the new hook point in model.hook_dict under its module name
+    collected: dict[int, torch.Tensor] = {}
+    pseudo: HookPoint = getattr(block, PSEUDO_HOOK)
+
+    def collect(i: int) -> Any:
+        def hook(module: Any, inputs: Any, output: torch.Tensor) -> None:
+            collected[i] = output
+            if len(collected) == len(hooks):
+                pseudo(torch.cat([collected[j] for j in range(len(hooks))], dim=-1))
+                collected.clear()
+
+        return hook
+
+    handles = [model.hook_dict[h].register_forward_hook(collect(i)) for i, h in enumerate(hooks)]
+    try:
+        yield f"blocks.{block_index}.{PSEUDO_HOOK}"
+    finally:
+        for handle in handles:
+            handle.remove()
+        delattr(block, PSEUDO_HOOK)
+        model.setup()
