@@ -1,7 +1,5 @@
-"""Named releases of routed SAEs, and `load_route_sae`: one call for a release, a Hub repo or a local
-folder. The registry `pretrained_routed_saes.yaml` has the shape of SAELens's `pretrained_saes.yaml`, whose
-directory has no registration hook, so releases resolve here and load through SAELens's `converter=`
-parameter."""
+"""Releases of routed SAEs (SAELens's directory has no registration hook: they resolve here and load through
+its `converter=`), and `load_route_sae`: one call for a release, a Hub repo or a local folder."""
 
 from __future__ import annotations
 
@@ -33,12 +31,11 @@ def _lookup(release: str, value: Any) -> PretrainedSAELookup | str:
     """The release's SAELens record, or what is wrong with its entry."""
     value = value if isinstance(value, dict) else {}
     conversion, saes = value.get("conversion_func") or "sae_lens", value.get("saes")
-    if "repo_id" not in value or not isinstance(saes, list):
-        return "needs 'repo_id' and 'saes' fields"
     if conversion not in HF_CONVERTERS:
         return f"has conversion_func {conversion!r}; expected one of {sorted(HF_CONVERTERS)}"
-    if not all(isinstance(s, dict) and "id" in s and "path" in s for s in saes):
-        return "'saes' must be a list of {id, path} entries"
+    ok = isinstance(saes, list) and all(isinstance(s, dict) and {"id", "path"} <= set(s) for s in saes)
+    if "repo_id" not in value or not ok:
+        return "needs 'repo_id' and 'saes', a list of {id, path} entries"
     return PretrainedSAELookup(
         release=release, repo_id=value["repo_id"], model=value.get("model", ""), conversion_func=conversion,
         saes_map={s["id"]: str(s["path"]) for s in saes},

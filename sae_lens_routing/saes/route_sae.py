@@ -1,6 +1,5 @@
-"""`RouteSAE` and `RouteTrainingSAE`: SAELens's TopK SAE behind a layer router, computing in the per-token
-standardised space. `forward_routed` takes the L routed layers; SAELens's `encode`/`decode`/`forward` take
-them stacked and return to the raw space; one layer's activations are refused (`sae_lens_guards`)."""
+"""`RouteSAE` and `RouteTrainingSAE`: SAELens's TopK SAE behind a layer router, in the per-token standardised
+space; SAELens's `encode`/`decode`/`forward` take the L layers stacked and return to the raw space."""
 
 from __future__ import annotations
 
@@ -187,8 +186,7 @@ class _RoutedSAEMixin:
         return feature_acts, hidden_pre
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Routed features of the L layers stacked, [batch, seq, L, d_in] or [..., L*d_in]; equal to
-        `forward_routed(...).feature_acts`."""
+        """`forward_routed(...).feature_acts` of the stacked layers: [batch, seq, L, d_in] or [.., L*d_in]."""
         return self._encode_routed(x, "encode")[0]
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,7 @@ def is_bridge(model: Any) -> bool:
 
 
 def routed_block_range(hook_names: list[str]) -> tuple[int, int] | None:
-    """(first routed block, block after the last), where a splice's forward may start and stop; None if a
-    hook is outside the blocks."""
+    """(first routed block, block after the last): where a forward may start and stop; None outside blocks."""
     stops = [stop_at_layer(h) for h in hook_names]
     return None if None in stops else (min(stops) - 1, max(stops))  # type: ignore[type-var,operator]
 
@@ -50,8 +49,8 @@ def routed_activations(
     full_forward: bool = False,
     **forward_kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-    """(stacked routed activations, logits or None, the `extra_hooks` activations from the same pass).
-    Stops after the last routed block unless `full_forward`, which also returns the logits."""
+    """(stacked routed activations, logits if `full_forward` else None (it stops after the last routed block),
+    the `extra_hooks` activations of the same pass)."""
     stop = None if full_forward else (routed_block_range(hook_names) or (None, None))[1]
     names = [*hook_names, *extra_hooks]
     logits, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop, **forward_kwargs)

@@ -1,6 +1,5 @@
-"""What a RouteSAE says when a SAELens or sae-dashboard tool uses it the single-layer way: one layer cannot
-be routed, and encoding it unrouted gives plausible wrong numbers, so every refusal names the routed
-equivalents."""
+"""What a RouteSAE says when a SAELens or sae-dashboard tool uses it the single-layer way: one layer cannot be
+routed (unrouted, it gives plausible wrong numbers), so every refusal names the routed equivalents."""
 
 from __future__ import annotations
 
