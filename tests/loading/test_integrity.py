@@ -65,7 +65,8 @@ def _garble_header(f):
     (f / W).write_bytes(bytes(data))
 
 
-# (case, mutation, message of the validating loaders, what plain SAE.load_from_disk raises: (type, match) or None)
+# (case, mutation, message of the validating loaders, what plain SAE.load_from_disk raises: (type, match)
+# or None)
 CASES = [
     (
         "missing cfg.json",
@@ -79,9 +80,24 @@ CASES = [
         "sae_weights.safetensors is missing",
         (FileNotFoundError, "sae_weights.safetensors"),
     ),
-    ("truncated data", _cut(-100), f"{W} is truncated or corrupted .*not fully covered", (SafetensorError, "not fully covered")),
-    ("truncated header", _cut(50), f"{W} is truncated or corrupted .*invalid header length", (SafetensorError, "invalid header length")),
-    ("corrupted header", _garble_header, f"{W} is truncated or corrupted .*UTF-8", (SafetensorError, "UTF-8")),
+    (
+        "truncated data",
+        _cut(-100),
+        f"{W} is truncated or corrupted .*not fully covered",
+        (SafetensorError, "not fully covered"),
+    ),
+    (
+        "truncated header",
+        _cut(50),
+        f"{W} is truncated or corrupted .*invalid header length",
+        (SafetensorError, "invalid header length"),
+    ),
+    (
+        "corrupted header",
+        _garble_header,
+        f"{W} is truncated or corrupted .*UTF-8",
+        (SafetensorError, "UTF-8"),
+    ),
     (
         "trailing bytes",
         lambda f: (f / W).write_bytes((f / W).read_bytes() + b"junk"),
@@ -118,7 +134,8 @@ CASES = [
     (
         "unknown architecture",
         _edit_cfg("architecture", "route_sae"),
-        "architecture 'route_sae' is not registered with SAELens. For routed SAEs run `import sae_lens_routing`",
+        "architecture 'route_sae' is not registered with SAELens. For routed SAEs run "
+        "`import sae_lens_routing`",
         (KeyError, "route_sae"),
     ),
     (
