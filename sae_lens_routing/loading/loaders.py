@@ -99,13 +99,9 @@ def download_hub_files(
 
 
 def route_sae_huggingface_loader(
-    repo_id: str,
-    folder_name: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-    revision: str | None = None,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
+    repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None, revision: str | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:  # fmt: skip
     """SAELens Hugging Face-protocol converter: `SAE.from_pretrained(repo_id, sae_id, converter=...)`."""
     kwargs = {"force_download": force_download, "revision": revision}
     local = download_hub_files(repo_id, folder_name, FILES[:2], FILES[2:], **kwargs)

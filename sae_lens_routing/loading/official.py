@@ -107,13 +107,9 @@ def official_disk_loader(
 
 
 def official_huggingface_loader(
-    repo_id: str,
-    folder_name: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-    revision: str | None = None,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], None]:
+    repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None, revision: str | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], None]:  # fmt: skip
     """SAELens Hugging Face-protocol converter for official checkpoints (which keep no sparsity)."""
     kwargs = {"force_download": force_download, "revision": revision}
     fetch = functools.partial(download_hub_files, repo_id, folder_name, **kwargs)

@@ -59,16 +59,10 @@ def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, P
 
 
 def load_route_sae_with_cfg_and_sparsity(
-    release_or_path: str | Path,
-    sae_id: str | None = None,
-    *,
-    device: str = "cpu",
-    dtype: str = "float32",
-    force_download: bool = False,
-    conversion_func: str = "sae_lens",
-    registry: str | Path | None = None,
+    release_or_path: str | Path, sae_id: str | None = None, *, device: str = "cpu", dtype: str = "float32",
+    force_download: bool = False, conversion_func: str = "sae_lens", registry: str | Path | None = None,
     revision: str | None = None,
-) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:
+) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:  # fmt: skip
     """(sae, cfg dict, log-sparsity or None), checked on load, from (in this order) a local folder (`sae_id`:
     a subfolder), a release of the routed registry, or a Hub repo "org/name" (`sae_id`: the folder in it)."""
     local = Path(release_or_path) / (sae_id or "")

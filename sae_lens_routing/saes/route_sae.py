@@ -162,14 +162,10 @@ class _RoutedSAEMixin:
             return x.reshape(*shape[:-1], n, d)
         if len(shape) >= 4 and shape[-2:] == (n, d):
             return x
-        raise (
-            single_layer_input_error(method, shape, n, d)
-            if shape and shape[-1] == d
-            else ValueError(
-                f"{method} expects the routed layers stacked, [batch, seq, L={n}, d_in={d}] or "
-                f"[..., L*d_in={n * d}], got shape {shape} ({type(x).__name__})"
-            )
-        )
+        stacked = f"[batch, seq, L={n}, d_in={d}] or [..., L*d_in={n * d}]"
+        one_layer = bool(shape) and shape[-1] == d
+        raise single_layer_input_error(method, shape, n, d) if one_layer else ValueError(
+            f"{method} expects the routed layers stacked, {stacked}, got shape {shape} ({type(x).__name__})")
 
     def _encode_routed(self, x: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(feature_acts, hidden_pre) of stacked raw input; the features carry their stats for `decode`."""

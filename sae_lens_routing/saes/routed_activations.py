@@ -41,14 +41,9 @@ def routed_block_range(hook_names: list[str]) -> tuple[int, int] | None:
 
 @torch.no_grad()
 def routed_activations(
-    model: Any,
-    tokens: torch.Tensor,
-    hook_names: list[str],
-    *,
-    extra_hooks: tuple[str, ...] = (),
-    full_forward: bool = False,
-    **forward_kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    model: Any, tokens: torch.Tensor, hook_names: list[str], *, extra_hooks: tuple[str, ...] = (),
+    full_forward: bool = False, **forward_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:  # fmt: skip
     """(stacked routed activations, logits if `full_forward` else None (it stops after the last routed block),
     the `extra_hooks` activations of the same pass)."""
     stop = None if full_forward else (routed_block_range(hook_names) or (None, None))[1]
