@@ -20,13 +20,7 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 from typing_extensions import override
 
-from sae_lens_routing.saes import router
-from sae_lens_routing.saes.config import (
-    CheckedState,
-    RouteSAEConfig,
-    RouteTrainingSAEConfig,
-    check_route_state_dict,
-)
+from sae_lens_routing.saes import config, router
 from sae_lens_routing.saes.router import RoutedTopK, Standardized, at_layer, routing_entropy_bits
 from sae_lens_routing.saes.sae_lens_guards import single_layer_input_error
 
@@ -81,7 +75,7 @@ class _RoutedSAEMixin:
     """Routing in front of SAELens's TopK SAE (mixed in before `TopKSAE` / `TopKTrainingSAE`): the router and
     standardisation before its encode, and its single-layer API on stacked routed input."""
 
-    cfg: RouteSAEConfig | RouteTrainingSAEConfig
+    cfg: config.RouteSAEConfig | config.RouteTrainingSAEConfig
     W_dec: nn.Parameter
     activation_fn: RoutedTopK
 
@@ -101,8 +95,8 @@ class _RoutedSAEMixin:
     def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
         """Every SAELens load path calls this: the weights are checked here, once, unless a plugin loader
         already checked them against their file."""
-        if not isinstance(state_dict, CheckedState):
-            check_route_state_dict(state_dict, self.cfg.d_in, self.cfg.d_sae, self.n_layers)
+        if not isinstance(state_dict, config.CheckedState):
+            config.check_route_state_dict(state_dict, self.cfg.d_in, self.cfg.d_sae, self.n_layers)
         super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
 
     def check_routed_acts(self, acts: torch.Tensor, check_finite: bool = True) -> None:
@@ -246,7 +240,7 @@ class _RoutedSAEMixin:
 class RouteSAE(_RoutedSAEMixin, TopKSAE):
     """Inference RouteSAE: `SAE.load_from_disk` and `from_pretrained` load it (after the plugin import)."""
 
-    cfg: RouteSAEConfig  # type: ignore[assignment]
+    cfg: config.RouteSAEConfig  # type: ignore[assignment]
 
     @classmethod
     def from_pretrained_with_cfg_and_sparsity(  # type: ignore[override]
@@ -271,7 +265,7 @@ def normalized_mse(sae_out: torch.Tensor, sae_in: torch.Tensor, eps: float = 1e-
 class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
     """Training RouteSAE: batches are raw [batch, L, d_in]; the loss is the paper's normalised MSE."""
 
-    cfg: RouteTrainingSAEConfig  # type: ignore[assignment]
+    cfg: config.RouteTrainingSAEConfig  # type: ignore[assignment]
 
     @override
     def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -68,16 +69,13 @@ def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
     collected: dict[int, torch.Tensor] = {}
     pseudo: HookPoint = getattr(block, PSEUDO_HOOK)
 
-    def collect(i: int) -> Any:
-        def hook(module: Any, inputs: Any, output: torch.Tensor) -> None:
-            collected[i] = output
-            if len(collected) == len(hooks):
-                pseudo(torch.cat([collected[j] for j in range(len(hooks))], dim=-1))
-                collected.clear()
+    def collect(i: int, module: Any, inputs: Any, output: torch.Tensor) -> None:
+        collected[i] = output
+        if len(collected) == len(hooks):
+            pseudo(torch.cat([collected[j] for j in range(len(hooks))], dim=-1))
+            collected.clear()
 
-        return hook
-
-    handles = [model.hook_dict[h].register_forward_hook(collect(i)) for i, h in enumerate(hooks)]
+    handles = [model.hook_dict[h].register_forward_hook(partial(collect, i)) for i, h in enumerate(hooks)]
     try:
         yield f"blocks.{block_index}.{PSEUDO_HOOK}"
     finally:
