@@ -3,17 +3,28 @@
 from sae_lens import registry
 
 from sae_lens_routing.hub import upload_route_sae, write_model_card
-from sae_lens_routing.loading.integrity import IntegrityError
-from sae_lens_routing.loading.loaders import route_sae_disk_loader, route_sae_huggingface_loader
-from sae_lens_routing.loading.official import load_official_checkpoint
-from sae_lens_routing.loading.official_hub import official_disk_loader, official_huggingface_loader
+from sae_lens_routing.loading.loaders import (
+    IntegrityError,
+    route_sae_disk_loader,
+    route_sae_huggingface_loader,
+)
+from sae_lens_routing.loading.official import (
+    load_official_checkpoint,
+    official_disk_loader,
+    official_huggingface_loader,
+)
 from sae_lens_routing.loading.releases import (
     get_routed_saes_directory,
     load_route_sae,
     load_route_sae_with_cfg_and_sparsity,
 )
-from sae_lens_routing.saes.config import ARCHITECTURE, RouteSAEConfig, RouteTrainingSAEConfig
-from sae_lens_routing.saes.layers import paper_hook_names, paper_layers
+from sae_lens_routing.saes.config import (
+    ARCHITECTURE,
+    RouteSAEConfig,
+    RouteTrainingSAEConfig,
+    paper_hook_names,
+    paper_layers,
+)
 from sae_lens_routing.saes.recipes import OFFICIAL_RECIPE
 from sae_lens_routing.saes.route_sae import RoutedOutput, RouteSAE, RouteTrainingSAE, normalized_mse
 from sae_lens_routing.saes.sae_lens_guards import SingleLayerInputError

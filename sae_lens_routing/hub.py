@@ -19,8 +19,7 @@ from sae_lens_routing.analysis.evals import render_routing_share_chart
 from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
 from sae_lens_routing.interpret.results import read_result
-from sae_lens_routing.loading.integrity import read_cfg_json, read_json_object
-from sae_lens_routing.loading.loaders import read_checked_sae_folder
+from sae_lens_routing.loading.loaders import read_cfg_json, read_checked_sae_folder, read_json_object
 from sae_lens_routing.saes.config import ARCHITECTURE
 from sae_lens_routing.saes.routed_metrics import SHARE_PREFIX
 from sae_lens_routing.saes.routed_metrics import routing_shares as shares_in_metrics

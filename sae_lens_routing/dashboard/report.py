@@ -21,8 +21,7 @@ from sae_lens_routing.dashboard.latent_stats import CONTEXT_AFTER, CONTEXT_BEFOR
 from sae_lens_routing.dashboard.panels import add_panels, inline_assets
 from sae_lens_routing.interpret.results import explanations_by_feature, neuronpedia_explanations
 from sae_lens_routing.saes.config import hook_layer
-from sae_lens_routing.saes.routed_activations import is_bridge
-from sae_lens_routing.saes.routed_hook_point import routed_hook_point
+from sae_lens_routing.saes.routed_activations import is_bridge, routed_hook_point
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
 NEWLINE = "\u21b5"  # ↵

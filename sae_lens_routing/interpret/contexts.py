@@ -16,7 +16,7 @@ import torch
 
 from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
 from sae_lens_routing.atomic import atomic_write_json
-from sae_lens_routing.loading.integrity import read_json_object
+from sae_lens_routing.loading.loaders import read_json_object
 from sae_lens_routing.saes.routed_activations import routed_activations
 
 

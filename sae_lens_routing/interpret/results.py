@@ -10,7 +10,7 @@ from statistics import mean
 from typing import Any
 
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_json
-from sae_lens_routing.loading.integrity import read_json_object
+from sae_lens_routing.loading.loaders import read_json_object
 
 FILENAME = "interpretability.json"
 PLOT_FILENAME = "interpretability.png"

@@ -1,1 +1,1 @@
-"""Loading saved routed SAEs: file integrity checks, SAELens converters, the official format, named releases."""
+"""Loading saved routed SAEs: SAELens converters checked once, the official format, named releases."""

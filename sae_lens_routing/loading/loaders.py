@@ -1,112 +1,120 @@
-"""Validating SAELens converters for SAEs saved in SAELens's own format (cfg.json + sae_weights.safetensors).
-
-They implement the disk and Hugging Face protocols of `sae_lens.loading.pretrained_sae_loaders`, so they plug
-into SAELens's unchanged entry points::
-
-    SAE.load_from_disk(path, converter=route_sae_disk_loader)
-    SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)
-
-They read the same files as SAELens's default loaders, but check them first (`sae_lens_routing.loading.integrity`): a
-missing cfg.json, an unregistered architecture, a truncated or corrupted safetensors file, weights whose keys or
-shapes disagree with the config, NaN weights, or a sparsity file of the wrong size each fail with a message
-naming the file and the field.
-"""
+"""SAELens's own loaders for SAELens-format folders, checked once on load (naming the file and the field):
+`SAE.load_from_disk(path, converter=route_sae_disk_loader)`,
+`SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
 from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
-from sae_lens.util import str_to_dtype
-
-from sae_lens_routing.loading.integrity import (
-    IntegrityError,
-    check_architecture,
-    check_route_cfg_and_weights,
-    check_sparsity,
-    read_cfg_json,
-    read_safetensors,
+from sae_lens.loading.pretrained_sae_loaders import (
+    get_sae_lens_config_from_disk,
+    load_safetensors_weights,
+    sae_lens_disk_loader,
 )
-from sae_lens_routing.saes.config import ARCHITECTURE
+from sae_lens.registry import SAE_CLASS_REGISTRY
+from safetensors import SafetensorError
+
+from sae_lens_routing.saes.config import ARCHITECTURE, CheckedState, IntegrityError, check_route_state_dict
+
+FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME)
+
+
+def _cfg_problem(cfg: dict[str, Any], cfg_file: Path) -> str | None:
+    arch, missing = cfg.get("architecture"), [f for f in ("d_in", "d_sae", "k", "hook_names") if f not in cfg]
+    if arch not in SAE_CLASS_REGISTRY:
+        return (
+            f"{cfg_file}: architecture {arch!r} is not registered with SAELens. For routed SAEs run "
+            "`import sae_lens_routing` first (it registers 'routesae')"
+        )
+    if "hook_names" in cfg and arch != ARCHITECTURE:
+        return f"{cfg_file}: cfg has hook_names (a routed SAE's) but architecture {arch!r}, not 'routesae'"
+    if arch == ARCHITECTURE and missing:
+        return f"{cfg_file}: missing field {', '.join(missing)} (needed for architecture 'routesae')"
+    return None
 
 
 def read_checked_sae_folder(
-    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
+    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None, weights: bool = True
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
-    """cfg dict, state dict and log-sparsity (None without a sparsity file) of a checked SAE folder."""
-    path = Path(path)
-    cfg = {**read_cfg_json(path), "device": device, **(cfg_overrides or {})}
-    arch = check_architecture(cfg, str(path))
-    weights_path = path / SAE_WEIGHTS_FILENAME
-    dtype = str_to_dtype(cfg.get("dtype", "float32"))
-    state = read_safetensors(weights_path, device=device, dtype=dtype)
-    if arch == ARCHITECTURE:
-        check_route_cfg_and_weights(cfg, state, str(path / SAE_CFG_FILENAME), str(weights_path))
-    sparsity = None
-    sparsity_path = path / SPARSITY_FILENAME
-    if sparsity_path.is_file():
-        tensors = read_safetensors(sparsity_path, device=device)
-        if "sparsity" not in tensors:
-            raise IntegrityError(f"{sparsity_path} has no 'sparsity' tensor (keys: {sorted(tensors)})")
-        sparsity = tensors["sparsity"]
-        check_sparsity(sparsity, int(cfg["d_sae"]), str(sparsity_path))
+    """cfg, weights and log-sparsity (None without its file) of a folder, read by SAELens's disk loader and
+    checked once; `weights=False` reads and checks the cfg alone."""
+    cfg_file, weights_file, sparsity_file = map(Path(path).joinpath, FILES)
+    cfg, state, sparsity, problem, error = {}, CheckedState(), None, None, None
+    try:
+        if missing := [f for f in (cfg_file, weights_file)[: 1 + weights] if not f.is_file()]:
+            problem = f"{missing[0]} is missing: a SAE folder holds {' and '.join(FILES[:2])}"
+        elif not weights:
+            cfg = get_sae_lens_config_from_disk(path, device, cfg_overrides)
+        else:
+            cfg, loaded = sae_lens_disk_loader(path, device, cfg_overrides)
+            state.update(loaded)
+            if sparsity_file.is_file():
+                sparsity = load_safetensors_weights(sparsity_file, device)["sparsity"]
+    except (ValueError, SafetensorError, KeyError) as e:  # JSONDecodeError is a ValueError
+        error, bad = e, {KeyError: sparsity_file, SafetensorError: weights_file}.get(type(e), cfg_file)
+        with bad.open("rb") as f:
+            pickled = bad == weights_file and f.read(4).startswith((b"PK\x03\x04", b"\x80"))
+        problem = f"{bad} is " + (
+            "not a safetensors file: it looks like a torch.save/pickle file, which is never unpickled here"
+            if pickled
+            else f"truncated or corrupted (not a valid file): {e}"
+        )
+    problem = problem or _cfg_problem(cfg, cfg_file)
+    if not problem and weights and cfg["architecture"] == ARCHITECTURE:
+        check_route_state_dict(state, cfg["d_in"], cfg["d_sae"], len(cfg["hook_names"]), str(weights_file))
+    if not problem and sparsity is not None and tuple(sparsity.shape) != (cfg["d_sae"],):
+        problem = f"{sparsity_file}: sparsity has shape {tuple(sparsity.shape)}, expected ({cfg['d_sae']},)"
+    if problem:
+        raise IntegrityError(problem) from error
     return cfg, state, sparsity
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; errors name the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"{path} is not valid JSON (corrupted or truncated): {e}") from e
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_cfg_json(folder: str | Path) -> dict[str, Any]:
+    """The folder's checked cfg.json."""
+    return read_checked_sae_folder(folder, weights=False)[0]
 
 
 def route_sae_disk_loader(
     path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """SAELens disk-protocol converter: `SAE.load_from_disk(path, converter=route_sae_disk_loader)`."""
-    cfg, state, _ = read_checked_sae_folder(path, device, cfg_overrides)
-    return cfg, state
+    return read_checked_sae_folder(path, device, cfg_overrides)[:2]  # type: ignore[return-value]
 
 
 def download_hub_files(
-    repo_id: str,
-    folder_name: str,
-    required: tuple[str, ...],
-    optional: tuple[str, ...] = (),
-    *,
-    force_download: bool = False,
-    revision: str | None = None,
+    repo_id: str, folder: str, required: tuple[str, ...], optional: tuple[str, ...] = (), **kwargs: Any
 ) -> Path:
-    """The local copy of `folder_name` in a Hub repo with the named files fetched: the one Hub download of the
-    plugin, through `snapshot_download` (so huggingface_hub's cache, offline mode and revisions apply).
-
-    A required file that is absent (from the repo, or from the cache when offline) fails naming it.
-    """
-    prefix = f"{folder_name.strip('/')}/" if folder_name.strip("/") else ""
-    snapshot = Path(
-        snapshot_download(
-            repo_id,
-            allow_patterns=[prefix + name for name in (*required, *optional)],
-            revision=revision,
-            force_download=force_download,
-        )
-    )
-    for name in required:
-        if not (snapshot / prefix / name).is_file():
-            raise IntegrityError(
-                f"{repo_id}: {prefix + name} not found (in the Hub repo, or in the local cache when offline)"
-            )
-    return snapshot / prefix
+    """The local copy of `folder` of a Hub repo, through `snapshot_download` (its cache, offline mode and
+    revisions apply); a required file that is absent fails naming it."""
+    prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
+    patterns = [prefix + name for name in (*required, *optional)]
+    local = Path(snapshot_download(repo_id, allow_patterns=patterns, **kwargs)) / prefix
+    if missing := [name for name in required if not (local / name).is_file()]:
+        raise IntegrityError(f"{repo_id}: {prefix + missing[0]} not found (in the repo or offline cache)")
+    return local
 
 
 def route_sae_huggingface_loader(
-    repo_id: str,
-    folder_name: str,
-    device: str = "cpu",
-    force_download: bool = False,
-    cfg_overrides: dict[str, Any] | None = None,
-    revision: str | None = None,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
-    """SAELens Hugging Face-protocol converter:
-    `SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)`."""
-    local = download_hub_files(
-        repo_id, folder_name, (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME), (SPARSITY_FILENAME,),
-        force_download=force_download, revision=revision,
-    )  # fmt: skip
+    repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None, revision: str | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:  # fmt: skip
+    """SAELens Hugging Face-protocol converter: `SAE.from_pretrained(repo_id, sae_id, converter=...)`."""
+    kwargs = {"force_download": force_download, "revision": revision}
+    local = download_hub_files(repo_id, folder_name, FILES[:2], FILES[2:], **kwargs)
     return read_checked_sae_folder(local, device, cfg_overrides)

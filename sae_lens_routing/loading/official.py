@@ -1,166 +1,129 @@
-"""Load checkpoints written by the official RouteSAE code (github.com/swei2001/RouteSAEs).
-
-The official format is a plain `torch.save(state_dict)`; it is read with `weights_only=True`, so a file
-that holds anything but tensors is refused instead of unpickled.
-"""
+"""Checkpoints of the official RouteSAE code (github.com/swei2001/RouteSAEs): a bare `torch.save(state_dict)`
+read with `weights_only=True`, beside a sidecar `routesae_official.json` giving what the official command line
+kept, e.g. {"checkpoint": "RouteSAE_1B_k64.pt", "k": 64, "n_layers": 16}; `cfg_overrides` win over it."""
 
 from __future__ import annotations
 
+import functools
+import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sae_lens
 import torch
+from sae_lens import SAE
 
-from sae_lens_routing.saes.config import RouteSAEConfig
+from sae_lens_routing.loading.loaders import download_hub_files
+from sae_lens_routing.saes.config import (
+    CheckedState,
+    IntegrityError,
+    check_route_state_dict,
+    paper_hook_names,
+)
 from sae_lens_routing.saes.route_sae import RouteSAE
 
-OFFICIAL_KEYS = {
-    "router.weight": "W_router",  # [L, d] -> W_router [d, L]
-    "sae.pre_bias": "b_dec",  # [d]
-    "sae.latent_bias": "b_enc",  # [d_sae]
-    "sae.encoder.weight": "W_enc",  # [d_sae, d] -> W_enc [d, d_sae]
-    "sae.decoder.weight": "W_dec",  # [d, d_sae] -> W_dec [d_sae, d]
-}
+OFFICIAL_SIDECAR_FILENAME = "routesae_official.json"
+SIDECAR_FIELDS = "checkpoint k n_layers hook_names routing router_input topk_relu model_name".split()
+OFFICIAL_KEYS = {  # official name -> ours; the official Linear weights are transposed
+    "router.weight": "W_router", "sae.pre_bias": "b_dec", "sae.latent_bias": "b_enc",
+    "sae.encoder.weight": "W_enc", "sae.decoder.weight": "W_dec",
+}  # fmt: skip
 
 
 def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read an official `.pt` file safely and check it has exactly the RouteSAE keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"official RouteSAE checkpoint not found: {path}")
+    """An official `.pt`, unpickling nothing but tensors, with exactly the official float weights."""
+    state, error = None, None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path} is not a weights-only checkpoint (it pickles non-tensor objects); refusing to unpickle "
-            f"it. Re-save it as a plain state_dict of tensors. ({str(e).splitlines()[0]})"
-        ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path} is truncated or not a torch checkpoint: {e}") from e
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} must hold a state_dict (dict of tensors), got {type(state).__name__}")
-    missing = sorted(set(OFFICIAL_KEYS) - set(state))
-    extra = sorted(set(state) - set(OFFICIAL_KEYS))
-    if missing or extra:
-        raise ValueError(
-            f"{path} is not an official RouteSAE checkpoint: missing keys {missing}, unexpected keys {extra}"
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        error = e
+    if isinstance(error, pickle.UnpicklingError):
+        problem = (
+            " is not a weights-only checkpoint (it pickles non-tensor objects); refusing to unpickle it. "
+            f"Re-save it as a plain state_dict of tensors. ({str(error).splitlines()[0]})"
         )
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"{path}: entries {bad} are not tensors")
-    not_float = {k: str(v.dtype) for k, v in state.items() if not v.is_floating_point()}
-    if not_float:
-        raise ValueError(
-            f"{path}: entries {not_float} are not float tensors; an official RouteSAE checkpoint holds float "
-            "weights (re-save the trained model's state_dict)"
-        )
-    return state
+    elif error:
+        problem = f" is truncated or not a torch checkpoint: {error}"
+    elif not isinstance(state, dict):
+        problem = f" must hold a state_dict (dict of tensors), got {type(state).__name__}"
+    elif set(state) != set(OFFICIAL_KEYS):
+        missing, extra = sorted(set(OFFICIAL_KEYS) - set(state)), sorted(set(state) - set(OFFICIAL_KEYS))
+        problem = f" is not an official RouteSAE checkpoint: missing keys {missing}, unexpected keys {extra}"
+    elif bad := {k: str(getattr(v, "dtype", type(v))) for k, v in state.items()
+                 if not (isinstance(v, torch.Tensor) and v.is_floating_point())}:  # fmt: skip
+        problem = f": entries {bad} are not float tensors, as the weights of an official RouteSAE are"
+    else:
+        return state
+    raise ValueError(f"{path}{problem}") from error
 
 
-def convert_official_state_dict(
-    state: dict[str, torch.Tensor], n_layers: int
-) -> tuple[dict[str, torch.Tensor], int, int]:
-    """Map official keys/shapes to SAELens names; returns (state_dict, d_in, d_sae)."""
-    L, d = state["router.weight"].shape
-    d_sae = state["sae.latent_bias"].shape[0]
-    expected = {
-        "router.weight": (n_layers, d),
-        "sae.pre_bias": (d,),
-        "sae.latent_bias": (d_sae,),
-        "sae.encoder.weight": (d_sae, d),
-        "sae.decoder.weight": (d, d_sae),
-    }
-    for key, shape in expected.items():
-        if tuple(state[key].shape) != shape:
-            raise ValueError(
-                f"official checkpoint key {key!r} has shape {tuple(state[key].shape)}, expected {shape} "
-                f"(L=len(hook_names)={n_layers}, d_in={d}, d_sae={d_sae})"
-            )
-    converted = {
-        "W_router": state["router.weight"].T.contiguous(),
-        "b_dec": state["sae.pre_bias"].clone(),
-        "b_enc": state["sae.latent_bias"].clone(),
-        "W_enc": state["sae.encoder.weight"].T.contiguous(),
-        "W_dec": state["sae.decoder.weight"].T.contiguous(),
-    }
-    return converted, d, d_sae
+def _load_official(
+    folder: Path, device: str, cfg_overrides: dict[str, Any] | None, fetch: Callable[..., Path] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """cfg dict and checked SAELens-named weights of an official folder; `fetch` downloads its files first."""
+    overrides = dict(cfg_overrides or {})
+    sidecar = {k: overrides.pop(k) for k in SIDECAR_FIELDS if k in overrides}
+    name = OFFICIAL_SIDECAR_FILENAME
+    if fetch:
+        folder = fetch((), (name,)) if "checkpoint" in sidecar else fetch((name,))
+    if (folder / name).is_file():
+        sidecar = {**json.loads((folder / name).read_text(encoding="utf-8")), **sidecar}
+    checkpoint, problem = sidecar.get("checkpoint"), None
+    if not sidecar:
+        problem = f"{folder / name} is missing (it names the .pt and gives k and the routed layers)"
+    elif unknown := sorted(set(sidecar) - set(SIDECAR_FIELDS)):
+        problem = f"{folder}: unknown sidecar fields {unknown}; allowed: {SIDECAR_FIELDS}"
+    elif not isinstance(checkpoint, str) or not checkpoint.endswith(".pt") or "/" in checkpoint:
+        problem = f"{folder}: 'checkpoint' must name the .pt file in the same folder, got {checkpoint!r}"
+    elif ("hook_names" in sidecar) == ("n_layers" in sidecar):
+        problem = f"{folder}: give exactly one of 'hook_names' (the routed hooks) or 'n_layers' (the model's)"
+    if problem:
+        raise IntegrityError(problem)
+    path = (fetch((checkpoint,)) if fetch else folder) / checkpoint
+    hooks = list(sidecar.get("hook_names") or paper_hook_names(sidecar["n_layers"]))
+    state = read_official_state_dict(path)
+    weights = CheckedState({ours: state[theirs].T.contiguous() for theirs, ours in OFFICIAL_KEYS.items()})
+    d_in, d_sae = weights["b_dec"].shape[0], weights["b_enc"].shape[0]
+    check_route_state_dict(weights, d_in, d_sae, len(hooks), str(path))
+    metadata = {"model_name": sidecar.get("model_name"), "hook_name": hooks[-1], "hook_names": hooks,
+                "sae_lens_version": sae_lens.__version__}  # >= 6: SAELens keeps the cfg as it is
+    cfg = {
+        "architecture": "routesae", "d_in": d_in, "d_sae": d_sae, "k": sidecar.get("k"), "hook_names": hooks,
+        "routing": sidecar.get("routing", "hard"), "router_input": sidecar.get("router_input", "sum"),
+        "topk_relu": sidecar.get("topk_relu", False), "rescale_acts_by_decoder_norm": False,
+        "device": device, "dtype": "float32", "metadata": metadata, **overrides,
+    }  # fmt: skip
+    dtype = getattr(torch, str(cfg["dtype"]).removeprefix("torch."))
+    return cfg, CheckedState({k: v.to(device=device, dtype=dtype) for k, v in weights.items()})
 
 
-def official_cfg_dict(
-    *,
-    d_in: int,
-    d_sae: int,
-    hook_names: list[str],
-    k: int,
-    routing: str = "hard",
-    router_input: str = "sum",
-    topk_relu: bool = False,
-    device: str = "cpu",
-    dtype: str = "float32",
-    model_name: str | None = None,
-) -> dict[str, Any]:
-    """A RouteSAE cfg dict with the official semantics (TopK without ReLU, no decoder-norm rescaling)."""
-    import sae_lens
+def official_disk_loader(
+    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """SAELens disk-protocol converter for a folder holding an official `.pt` and its sidecar."""
+    return _load_official(Path(path), device, cfg_overrides)
 
-    return {
-        "architecture": "routesae",
-        "d_in": d_in,
-        "d_sae": d_sae,
-        "k": k,
-        "hook_names": list(hook_names),
-        "routing": routing,
-        "router_input": router_input,
-        "standardize": True,
-        "standardize_eps": 1e-6,
-        "topk_relu": topk_relu,
-        "rescale_acts_by_decoder_norm": False,
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
-        "device": device,
-        "dtype": dtype,
-        "metadata": {
-            "model_name": model_name,
-            "hook_name": hook_names[-1],
-            "hook_names": list(hook_names),
-            "sae_lens_version": sae_lens.__version__,
-            "sae_lens_training_version": None,
-            "source": "official RouteSAE checkpoint (github.com/swei2001/RouteSAEs)",
-        },
-    }
+
+def official_huggingface_loader(
+    repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
+    cfg_overrides: dict[str, Any] | None = None, revision: str | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], None]:  # fmt: skip
+    """SAELens Hugging Face-protocol converter for official checkpoints (which keep no sparsity)."""
+    kwargs = {"force_download": force_download, "revision": revision}
+    fetch = functools.partial(download_hub_files, repo_id, folder_name, **kwargs)
+    return (*_load_official(Path(folder_name), device, cfg_overrides, fetch), None)
 
 
 def load_official_checkpoint(
-    path: str | Path,
-    *,
-    hook_names: list[str],
-    k: int,
-    routing: str = "hard",
-    router_input: str = "sum",
-    topk_relu: bool = False,
-    device: str = "cpu",
-    dtype: str = "float32",
-    model_name: str | None = None,
+    path: str | Path, *, device: str = "cpu", dtype: str = "float32", **sidecar: Any
 ) -> RouteSAE:
-    """A `RouteSAE` from an official `.pt` checkpoint, computing exactly what the official model does.
+    """A `RouteSAE` computing what the official model does; `sidecar` fields give what the `.pt` lacks: `k`,
+    `hook_names` (e.g. `paper_hook_names(n_layers)`), optionally `routing`, `router_input`, `topk_relu`."""
+    fields = {**sidecar, "checkpoint": Path(path).name}
 
-    `hook_names` are the routed layers the checkpoint was trained on, in order (for the paper's choice use
-    `paper_hook_names(n_layers)`); `k`, `routing` and `router_input` are not stored in official files.
-    """
-    state = read_official_state_dict(path)
-    converted, d_in, d_sae = convert_official_state_dict(state, len(hook_names))
-    cfg_dict = official_cfg_dict(
-        d_in=d_in,
-        d_sae=d_sae,
-        hook_names=hook_names,
-        k=k,
-        routing=routing,
-        router_input=router_input,
-        topk_relu=topk_relu,
-        device=device,
-        dtype=dtype,
-        model_name=model_name,
-    )
-    sae = RouteSAE(RouteSAEConfig.from_dict(cfg_dict))
-    sae.load_state_dict(converted)
-    return sae.to(device=device, dtype=getattr(torch, dtype))
+    def converter(folder: Path, device: str, cfg_overrides: dict[str, Any] | None) -> Any:
+        return official_disk_loader(folder, device, {**fields, **(cfg_overrides or {})})
+
+    return SAE.load_from_disk(Path(path).parent, device, dtype, converter)  # type: ignore[return-value]

@@ -1,14 +1,8 @@
-"""Named releases of routed SAEs, and `load_route_sae`: one call for a release, a Hub repo or a local folder.
-
-The plugin keeps its own registry, `pretrained_routed_saes.yaml`, in the shape of SAELens's
-`pretrained_saes.yaml` (release -> repo_id, model, conversion_func, saes: [{id, path, ...}], config_overrides).
-SAELens's directory is a cached module-level function with no registration hook; mutating it would be
-monkeypatching, so releases resolve here and load through SAELens's public `converter=` parameter instead.
-"""
+"""Releases of routed SAEs (SAELens's directory has no registration hook: they resolve here and load through
+its `converter=`), and `load_route_sae`: one call for a release, a Hub repo or a local folder."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -19,9 +13,8 @@ import yaml
 from sae_lens import SAE
 from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup
 
-from sae_lens_routing.loading.integrity import read_safetensors
-from sae_lens_routing.loading.loaders import route_sae_disk_loader, route_sae_huggingface_loader
-from sae_lens_routing.loading.official_hub import (
+from sae_lens_routing.loading.loaders import read_checked_sae_folder, route_sae_huggingface_loader
+from sae_lens_routing.loading.official import (
     OFFICIAL_SIDECAR_FILENAME,
     official_disk_loader,
     official_huggingface_loader,
@@ -34,115 +27,80 @@ HF_CONVERTERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _lookup(release: str, value: Any, source: str) -> PretrainedSAELookup:
-    if not isinstance(value, dict) or "repo_id" not in value or "saes" not in value:
-        raise ValueError(f"{source}: release {release!r} needs 'repo_id' and 'saes' fields")
-    conversion = value.get("conversion_func") or "sae_lens"
+def _lookup(release: str, value: Any) -> PretrainedSAELookup | str:
+    """The release's SAELens record, or what is wrong with its entry."""
+    value = value if isinstance(value, dict) else {}
+    conversion, saes = value.get("conversion_func") or "sae_lens", value.get("saes")
     if conversion not in HF_CONVERTERS:
-        raise ValueError(
-            f"{source}: release {release!r} has conversion_func {conversion!r}; expected one of "
-            f"{sorted(HF_CONVERTERS)}"
-        )
-    saes = value["saes"]
-    if not isinstance(saes, list) or not all(isinstance(s, dict) and "id" in s and "path" in s for s in saes):
-        raise ValueError(f"{source}: release {release!r}: 'saes' must be a list of {{id, path}} entries")
+        return f"has conversion_func {conversion!r}; expected one of {sorted(HF_CONVERTERS)}"
+    ok = isinstance(saes, list) and all(isinstance(s, dict) and {"id", "path"} <= set(s) for s in saes)
+    if "repo_id" not in value or not ok:
+        return "needs 'repo_id' and 'saes', a list of {id, path} entries"
     return PretrainedSAELookup(
-        release=release,
-        repo_id=value["repo_id"],
-        model=value.get("model", ""),
-        conversion_func=conversion,
+        release=release, repo_id=value["repo_id"], model=value.get("model", ""), conversion_func=conversion,
         saes_map={s["id"]: str(s["path"]) for s in saes},
         expected_var_explained={s["id"]: s.get("variance_explained", 1.0) for s in saes},
         expected_l0={s["id"]: s.get("l0", 0.0) for s in saes},
         neuronpedia_id={s["id"]: s.get("neuronpedia") for s in saes},
-        norm_scaling_factor={},
-        config_overrides=value.get("config_overrides"),
-    )
+        norm_scaling_factor={}, config_overrides=value.get("config_overrides"),
+    )  # fmt: skip
 
 
 def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, PretrainedSAELookup]:
-    """Releases of routed SAEs (SAELens's `PretrainedSAELookup` records) from the plugin's YAML, or the
-    `registry` file (the same keyword as `load_route_sae`)."""
+    """Releases of routed SAEs (SAELens's `PretrainedSAELookup`s) from the plugin's YAML or `registry`."""
     source = Path(registry) if registry is not None else files("sae_lens_routing").joinpath(RELEASES_FILENAME)
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: expected a mapping of release name -> release")
-    return {release: _lookup(release, value, str(source)) for release, value in data.items()}
-
-
-def _converter(loader: Callable[..., Any], extra: dict[str, Any], revision: str | None) -> Callable[..., Any]:
-    """A Hub converter with the revision bound and a release's config_overrides merged under the caller's
-    (device/dtype win)."""
-
-    @functools.wraps(loader)
-    def converter(repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
-                  cfg_overrides: dict[str, Any] | None = None) -> Any:  # fmt: skip
-        overrides = {**extra, **(cfg_overrides or {})}
-        return loader(repo_id, folder_name, device, force_download, overrides, revision=revision)
-
-    return converter
+    not_mapping = {"(top level)": "must be a mapping of release name -> release"}
+    entries = {r: _lookup(r, v) for r, v in data.items()} if isinstance(data, dict) else not_mapping
+    if bad := {r: e for r, e in entries.items() if isinstance(e, str)}:
+        release, problem = next(iter(bad.items()))
+        raise ValueError(f"{source}: release {release!r} {problem}")
+    return entries  # type: ignore[return-value]
 
 
 def load_route_sae_with_cfg_and_sparsity(
-    release_or_path: str | Path,
-    sae_id: str | None = None,
-    *,
-    device: str = "cpu",
-    dtype: str = "float32",
-    force_download: bool = False,
-    conversion_func: str = "sae_lens",
-    registry: str | Path | None = None,
+    release_or_path: str | Path, sae_id: str | None = None, *, device: str = "cpu", dtype: str = "float32",
+    force_download: bool = False, conversion_func: str = "sae_lens", registry: str | Path | None = None,
     revision: str | None = None,
-) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:
-    """(sae, cfg dict, log-sparsity or None), validated on load (`sae_lens_routing.loading.integrity`).
-
-    `release_or_path` is, in this order: an existing local folder (SAELens format, or an official `.pt` with
-    its `routesae_official.json` sidecar; `sae_id` then names a subfolder), a release of the routed-SAE registry
-    (`registry` or the packaged YAML), or a Hub repo id "org/name" with `sae_id` the folder in it
-    (`conversion_func` "sae_lens" or "routesae_official"); `revision` picks the Hub branch, tag or commit.
-    """
-    if not isinstance(release_or_path, (str, Path)) or not str(release_or_path):
-        raise ValueError(
-            f"release_or_path must be a folder, a release or an 'org/name' repo id, got {release_or_path!r}"
-        )
+) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:  # fmt: skip
+    """(sae, cfg dict, log-sparsity or None), checked on load, from (in this order) a local folder (`sae_id`:
+    a subfolder), a release of the routed registry, or a Hub repo "org/name" (`sae_id`: the folder in it)."""
     local = Path(release_or_path) / (sae_id or "")
     if local.is_dir():
-        official = (local / OFFICIAL_SIDECAR_FILENAME).is_file()
-        converter = official_disk_loader if official else route_sae_disk_loader
-        sae = SAE.load_from_disk(local, device=device, dtype=dtype, converter=converter)
-        sparsity_file = local / "sparsity.safetensors"
-        sparsity = None
-        if not official and sparsity_file.is_file():
-            sparsity = read_safetensors(sparsity_file, device=device)["sparsity"]
+        if (local / OFFICIAL_SIDECAR_FILENAME).is_file():
+            (cfg, state), sparsity = official_disk_loader(local, device, {"dtype": dtype}), None
+        else:
+            cfg, state, sparsity = read_checked_sae_folder(local, device, {"dtype": dtype})
+        sae = SAE.load_from_disk(local, device, dtype, converter=lambda *_, **__: (cfg, state))
         return sae, sae.cfg.to_dict(), sparsity
-    release = str(release_or_path)
-    directory = get_routed_saes_directory(registry)
-    if release in directory:
-        lookup = directory[release]
-        if sae_id not in lookup.saes_map:
-            raise ValueError(
-                f"sae_id {sae_id!r} not found in release {release!r}; valid ids: {sorted(lookup.saes_map)}"
-            )
+    release, directory = str(release_or_path), get_routed_saes_directory(registry)
+    lookup, problem = directory.get(release), None
+    if lookup is not None and sae_id not in lookup.saes_map:
+        problem = f"sae_id {sae_id!r} not found in release {release!r}; valid ids: {sorted(lookup.saes_map)}"
+    elif lookup is None and release.count("/") != 1:
+        problem = (
+            f"release_or_path {release!r} is not a local folder, not a release in the routed-SAE registry "
+            f"({sorted(directory)}), and not a Hub repo id of the form 'org/name'"
+        )
+    elif lookup is None and not sae_id:
+        problem = f"sae_id is required for the Hub repo {release!r} (the folder that holds the SAE)"
+    elif lookup is None and conversion_func not in HF_CONVERTERS:
+        problem = f"conversion_func must be one of {sorted(HF_CONVERTERS)}, got {conversion_func!r}"
+    if problem:
+        raise ValueError(problem)
+    repo_id, folder, overrides = release, sae_id, {}
+    if lookup is not None:
         conversion_func, overrides = lookup.conversion_func or "sae_lens", dict(lookup.config_overrides or {})
-        repo_id, folder = lookup.repo_id, lookup.saes_map[sae_id]
-    else:
-        if "/" not in release or release.count("/") != 1:
-            raise ValueError(
-                f"release_or_path {release!r} is not a local folder, not a release in the routed-SAE registry "
-                f"({sorted(directory)}), and not a Hub repo id of the form 'org/name'"
-            )
-        if not sae_id:
-            raise ValueError(
-                f"sae_id is required for the Hub repo {release!r} (the folder that holds the SAE)"
-            )
-        if conversion_func not in HF_CONVERTERS:
-            raise ValueError(
-                f"conversion_func must be one of {sorted(HF_CONVERTERS)}, got {conversion_func!r}"
-            )
-        overrides, repo_id, folder = {}, release, sae_id
-    loader = _converter(HF_CONVERTERS[conversion_func], overrides, revision)
+        repo_id, folder = lookup.repo_id, lookup.saes_map[sae_id]  # type: ignore[index]
+    loader = HF_CONVERTERS[conversion_func]
+
+    def converter(*args: Any, cfg_overrides: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """The loader with the revision bound and the release's overrides under the caller's."""
+        merged = {**overrides, **(cfg_overrides or {})}
+        return loader(*args, cfg_overrides=merged, revision=revision, **kwargs)
+
     return SAE.from_pretrained_with_cfg_and_sparsity(
-        repo_id, folder, device=device, dtype=dtype, force_download=force_download, converter=loader
+        repo_id, folder, device=device, dtype=dtype, force_download=force_download, converter=converter
     )
 
 

@@ -1,223 +1,178 @@
-"""Dataclass configs for RouteSAE: SAELens's TopK configs (`sae_lens/saes/topk_sae.py`) plus the routing fields.
-
-The routed hook points live in the config (`hook_names`) because they are part of what the SAE *is*:
-the router's output dimension is `len(hook_names)`, and a saved SAE is useless without knowing which
-residual-stream positions its router chooses between.
-"""
+"""RouteSAE configs: SAELens's TopK configs plus the routing fields (the router's output size is
+L = len(hook_names)), checked once in `__post_init__`; and the one check of saved weights."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from sae_lens.saes.topk_sae import TopKSAEConfig, TopKTrainingSAEConfig
-from typing_extensions import override
+from sae_lens.util import extract_layer_from_tlens_hook_name as hook_layer
 
 from sae_lens_routing.saes.sae_lens_guards import no_single_hook_layer_error
 
 ARCHITECTURE = "routesae"
 ROUTING_MODES = ("hard", "soft")
 ROUTER_INPUTS = ("sum", "mean")
-_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
-def hook_layer(hook_name: str) -> int | None:
-    """Block index of a TransformerLens hook name (`blocks.7.hook_resid_post` -> 7), else None."""
-    m = _BLOCK_RE.match(hook_name)
-    return int(m.group(1)) if m else None
+class IntegrityError(ValueError):
+    """A saved SAE is missing a file, is truncated or corrupted, or does not match its config."""
 
 
-def _type_name(value: Any) -> str:
-    return "a string" if isinstance(value, str) else type(value).__name__
+def _describe(value: Any) -> str:
+    return f"{value!r} ({'a string' if isinstance(value, str) else type(value).__name__})"
 
 
-def check_int(cfg: Any, name: str, minimum: int = 1, expected: str = "a positive integer") -> None:
-    """An integer field (bool is refused: `k=True` would silently mean k=1)."""
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be {expected}, got {name}={value!r} ({_type_name(value)})")
+def _int(low: int) -> Callable[[Any], bool]:  # bool is refused: `k=True` would silently mean k=1
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
-def check_number(cfg: Any, name: str, positive: bool = False, allow_none: bool = False) -> None:
-    """A float field: a real number (int or float, not bool or str), > 0 if `positive`, else >= 0."""
-    value = getattr(cfg, name)
-    if value is None and allow_none:
-        return
-    bound = "> 0" if positive else ">= 0"
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not (value > 0 if positive else value >= 0):
-        expected = f"a number {bound}" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {expected}, got {name}={value!r} ({_type_name(value)})")
+def _num(strict: bool = False, none_ok: bool = False) -> Callable[[Any], bool]:  # NaN fails both comparisons
+    real = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    return lambda v: (v is None and none_ok) or (real(v) and (v > 0 if strict else v >= 0))
 
 
-def check_bools(cfg: Any, *names: str) -> None:
-    """Bool fields: a string such as "false" would silently be truthy."""
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be a bool (True/False), got {name}={value!r} ({_type_name(value)})")
+_BOOL = (lambda v: isinstance(v, bool), "a bool (True/False)")
+_NONE = (lambda v: v == "none", "'none' for RouteSAE")
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(("d_in", "d_sae", "k"), (_int(1), "a positive integer")),
+    "routing": (lambda v: v in ROUTING_MODES, f"one of {ROUTING_MODES}"),
+    "router_input": (lambda v: v in ROUTER_INPUTS, f"one of {ROUTER_INPUTS}"),
+    "standardize_eps": (_num(strict=True), "a number > 0"),
+    **dict.fromkeys(("standardize", "topk_relu", "rescale_acts_by_decoder_norm"), _BOOL),
+    "apply_b_dec_to_input": _BOOL,
+    "normalize_activations": _NONE,
+    "reshape_activations": _NONE,
+}
+_TRAINING_FIELDS = {
+    "dead_feature_window_tokens": (lambda v: v is None or _int(1)(v), "a positive integer or None"),
+    "unit_norm_decoder_every": (_int(0), "an integer >= 0 (0 = never)"),
+    "aux_loss_coefficient": (_num(), "a number >= 0"),
+    "decoder_init_norm": (_num(strict=True, none_ok=True), "a number > 0 or None"),
+    "use_sparse_activations": _BOOL,
+    "end_to_end_tokens": (_int(0), "an integer >= 0 (0 = no end-to-end phase)"),
+    "end_to_end_lr": (_num(strict=True), "a number > 0"),
+    "end_to_end_mse_coefficient": (_num(), "a number >= 0"),
+}
 
 
-def validate_hook_names(hook_names: Any) -> list[str]:
-    """A list (or tuple) of at least 2 distinct hook names in layer order."""
-    if isinstance(hook_names, str):
-        raise ValueError(
-            f"hook_names must be a list of hook names, got a string {hook_names!r}; RouteSAE routes between "
-            f"at least 2 hook points, e.g. hook_names=[{hook_names!r}, ...]"
-        )
-    if not isinstance(hook_names, list | tuple):
-        raise ValueError(f"hook_names must be a list of hook names, got {hook_names!r} ({_type_name(hook_names)})")
-    hook_names = list(hook_names)
-    if len(hook_names) < 2:
-        raise ValueError(
-            f"hook_names must list at least 2 routed hook points (RouteSAE routes between layers), "
-            f"got {len(hook_names)}: {hook_names!r}"
-        )
-    if not all(isinstance(h, str) and h for h in hook_names):
-        raise ValueError(f"hook_names must be non-empty strings, got {hook_names!r}")
-    dupes = sorted({h for h in hook_names if hook_names.count(h) > 1})
-    if dupes:
-        raise ValueError(f"hook_names must not repeat a hook point, duplicated: {dupes!r}")
-    layers = [hook_layer(h) for h in hook_names]
-    if all(layer is not None for layer in layers) and layers != sorted(layers):
-        raise ValueError(f"hook_names must be in layer order (earliest first), got {hook_names!r}")
-    return hook_names
+def paper_hook_names(n_layers: int, hook: str = "hook_resid_post") -> list[str]:
+    """The paper's routed layers, blocks n//4-1 .. 3n//4-1 (Hugging Face `hidden_states[n//4 : 3n//4+1]`)."""
+    if not isinstance(n_layers, int) or n_layers < 4:
+        raise ValueError(f"n_layers must be an integer >= 4 (its middle layers are routed), got {n_layers!r}")
+    return [f"blocks.{i}.{hook}" for i in range(n_layers // 4 - 1, 3 * n_layers // 4)]
 
 
-def validate_route_fields(cfg: Any) -> None:
-    """Checks shared by the inference and training configs; each message names the field and what it expects."""
-    for name in ("d_in", "d_sae", "k"):
-        check_int(cfg, name)
-    if cfg.k > cfg.d_sae:
-        raise ValueError(f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}")
-    cfg.hook_names = validate_hook_names(cfg.hook_names)
-    if cfg.routing not in ROUTING_MODES:
-        raise ValueError(f"routing must be one of {ROUTING_MODES}, got routing={cfg.routing!r}")
-    if cfg.router_input not in ROUTER_INPUTS:
-        raise ValueError(
-            f"router_input must be one of {ROUTER_INPUTS}, got router_input={cfg.router_input!r}"
-        )
-    check_number(cfg, "standardize_eps", positive=True)
-    check_bools(cfg, "standardize", "topk_relu", "rescale_acts_by_decoder_norm", "apply_b_dec_to_input")
-    if cfg.normalize_activations != "none":
-        raise ValueError(
-            "normalize_activations must be 'none' for RouteSAE: activations are already standardised per "
-            f"token (see `standardize`), got normalize_activations={cfg.normalize_activations!r}"
-        )
-    if cfg.reshape_activations != "none":
-        raise ValueError(f"reshape_activations must be 'none' for RouteSAE, got {cfg.reshape_activations!r}")
+def paper_layers(model: Any, hook: str = "hook_resid_post") -> list[str]:
+    """`paper_hook_names` for a HookedTransformer."""
+    return paper_hook_names(int(model.cfg.n_layers), hook)
 
 
-def validate_training_fields(cfg: Any) -> None:
-    """Checks of the training-only recipe fields; each message names the field and what it expects."""
-    if cfg.dead_feature_window_tokens is not None:
-        check_int(cfg, "dead_feature_window_tokens", expected="a positive integer or None")
-    check_int(cfg, "unit_norm_decoder_every", minimum=0, expected="an integer >= 0 (0 = never)")
-    check_number(cfg, "aux_loss_coefficient")
-    check_number(cfg, "decoder_init_norm", positive=True, allow_none=True)
-    check_bools(cfg, "use_sparse_activations")
-    check_int(cfg, "end_to_end_tokens", minimum=0, expected="an integer >= 0 (0 = no end-to-end phase)")
-    check_number(cfg, "end_to_end_lr", positive=True)
-    check_number(cfg, "end_to_end_mse_coefficient")
+def _hook_names_problem(hooks: Any) -> str | None:
+    if isinstance(hooks, str) or not isinstance(hooks, list | tuple):
+        got = f"a string {hooks!r}" if isinstance(hooks, str) else _describe(hooks)
+        return f"hook_names must be a list of hook names, got {got}"
+    layers = [hook_layer(str(h)) for h in hooks]
+    if len(hooks) < 2:
+        return f"hook_names must list at least 2 routed hook points, got {list(hooks)!r}"
+    if len(set(hooks)) < len(hooks):
+        return f"hook_names must not repeat a hook point, got {list(hooks)!r}"
+    if None not in layers and layers != sorted(layers):  # type: ignore[type-var]
+        return f"hook_names must be in layer order (earliest first), got {list(hooks)!r}"
+    return None
 
 
-class _RoutedConfigMixin:
-    """What both routed configs answer the same way: L, the missing single hook layer, the architecture."""
+def validate_route_fields(cfg: Any, training: bool = False) -> None:
+    """The one meaning check of a routed config; the message names the field and what it expects."""
+    fields = {**_FIELDS, **(_TRAINING_FIELDS if training else {})}
+    problems = [
+        f"{name} must be {expected}, got {name}={_describe(getattr(cfg, name))}"
+        for name, (ok, expected) in fields.items()
+        if not ok(getattr(cfg, name))
+    ]
+    problem = (problems or [_hook_names_problem(cfg.hook_names)])[0]
+    if not problem and cfg.k > cfg.d_sae:
+        problem = f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}"
+    if problem:
+        raise ValueError(problem)
+    cfg.hook_names = list(cfg.hook_names)
 
-    hook_names: list[str]
+
+class CheckedState(dict):  # type: ignore[type-arg]
+    """Weights a plugin loader checked against their file: the model does not scan them again."""
+
+
+def check_route_state_dict(
+    state: Mapping[str, torch.Tensor], d_in: int, d_sae: int, n_layers: int, source: str = "RouteSAE weights"
+) -> None:
+    """Keys, shapes and values of RouteSAE weights, scanned once per load: SAELens loads NaN or an all-zero
+    decoder silently, and the first forward then gives NaN or a constant."""
+    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
+                "W_router": (d_in, n_layers)}  # fmt: skip
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [(k, tuple(state[k].shape), s) for k, s in expected.items() if k in state and state[k].shape != s]
+    problem = None
+    if missing or extra:
+        problem = f"RouteSAE weights must be {sorted(expected)}; missing {missing}, unexpected {extra}"
+    elif wrong:
+        problem = "{} has shape {}, but the config expects {}".format(*wrong[0])
+        problem += f" (d_in={d_in}, d_sae={d_sae}, L=len(hook_names)={n_layers})"
+    elif bad := {k: n for k, v in state.items() if (n := int((~torch.isfinite(v)).sum()))}:
+        k, n = next(iter(bad.items()))
+        problem = f"{k} has {n} non-finite value{'s' if n > 1 else ''} (NaN/Inf)"
+    elif not bool(state["W_dec"].any()):
+        problem = "W_dec is all zeros: not a trained RouteSAE"
+    if problem:
+        raise IntegrityError(f"{source}: {problem}")
+
+
+@dataclass
+class _RoutedConfig:
+    """The routing fields and answers both routed configs share (mixed in before SAELens's TopK config)."""
+
+    k: int = 64
+    hook_names: list[str] = field(default_factory=list)  # routed hook points in layer order, L >= 2
+    routing: Literal["hard", "soft"] = "hard"  # one layer per token times its router weight, or the mix
+    router_input: Literal["sum", "mean"] = "sum"  # how the L standardised layers are pooled for the router
+    standardize: bool = True  # (h - mean) / (std + eps) per layer and token, as the paper does
+    standardize_eps: float = 1e-6
+    topk_relu: bool = True  # ReLU the kept TopK values (SAELens does; the official RouteSAE does not)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]
+        validate_route_fields(self, training=isinstance(self, TopKTrainingSAEConfig))
 
     @property
     def n_layers(self) -> int:
-        """Number of routed layers, L."""
         return len(self.hook_names)
 
     @property
     def hook_layer(self) -> int:
-        """Refused: a routed SAE has no single hook layer. SAELens 6 configs have no `hook_layer`; sae-dashboard's
-        NeuronpediaRunner asks for one (before loading the model) to build a single-layer dashboard."""
+        """Refused: sae-dashboard's NeuronpediaRunner asks for one to build a single-layer dashboard."""
         raise no_single_hook_layer_error(self.hook_names)
 
-    @override
     @classmethod
     def architecture(cls) -> str:
         return ARCHITECTURE
 
 
 @dataclass
-class RouteSAEConfig(_RoutedConfigMixin, TopKSAEConfig):
-    """Inference config of a routed SAE (architecture ``"routesae"``); `rescale_acts_by_decoder_norm` is TopK's."""
-
-    k: int = 64
-    """Latents kept per token by TopK."""
-    hook_names: list[str] = field(default_factory=list)
-    """Routed hook points in layer order; L = len(hook_names) >= 2 (router output size)."""
-    routing: Literal["hard", "soft"] = "hard"
-    """hard: each token's SAE input is one layer's activation times its router weight (the paper's
-    main method); soft: the router-weighted sum of all L layers."""
-    router_input: Literal["sum", "mean"] = "sum"
-    """How the L standardised layers are pooled into the router's input."""
-    standardize: bool = True
-    """Standardise each layer's activation per token, (h - mean) / (std + eps), as the paper does."""
-    standardize_eps: float = 1e-6
-    """Epsilon added to the (unbiased) per-token std; 1e-6 in the official code."""
-    topk_relu: bool = True
-    """Apply ReLU to the k kept pre-activations (SAELens's TopK does; the official RouteSAE does not)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        validate_route_fields(self)
+class RouteSAEConfig(_RoutedConfig, TopKSAEConfig):
+    """Inference config of a routed SAE (architecture ``"routesae"``)."""
 
 
 @dataclass
-class RouteTrainingSAEConfig(_RoutedConfigMixin, TopKTrainingSAEConfig):
-    """Training config of a routed SAE; pass it as ``sae=`` of a ``LanguageModelSAERunnerConfig``.
-    `rescale_acts_by_decoder_norm` (default on: TopK selects on pre-acts times decoder norms, so drifting norms
-    cannot change the selection; folded into the weights on save) is TopK's."""
+class RouteTrainingSAEConfig(_RoutedConfig, TopKTrainingSAEConfig):
+    """Training config of a routed SAE: the routing fields plus this package's training recipe."""
 
-    k: int = 64
-    """Latents kept per token by TopK."""
-    hook_names: list[str] = field(default_factory=list)
-    """Routed hook points in layer order; L = len(hook_names) >= 2. `paper_layers(model)` gives the
-    paper's choice (blocks n//4-1 .. 3n//4-1, hook_resid_post)."""
-    routing: Literal["hard", "soft"] = "hard"
-    """hard (the paper's main method) or soft routing."""
-    router_input: Literal["sum", "mean"] = "sum"
-    """How the L standardised layers are pooled into the router's input."""
-    standardize: bool = True
-    """Standardise each layer's activation per token, as the paper does."""
-    standardize_eps: float = 1e-6
-    """Epsilon added to the per-token std (official: 1e-6)."""
-    topk_relu: bool = True
-    """Apply ReLU to the kept TopK values (SAELens: yes; official RouteSAE: no)."""
-    decoder_init_norm: float | None = 1.0
-    """Norm of the decoder rows at init, encoder tied to the decoder's transpose (the official code's tied,
-    unit-norm init). SAELens's TopK default, 0.1, makes every Adam step ~10x larger relative to the weights;
-    on the recipe benchmark it left the SAE with 2.4x the silent latents and twice the KL (benchmarks/recipe.py)."""
-    aux_loss_coefficient: float = 1 / 32
-    """Weight of SAELens's TopK auxiliary dead-latent loss (dead latents learn to reconstruct the residual),
-    normalised like the main loss. The paper trains without one (`recipes.OFFICIAL_RECIPE` sets 0)."""
-    dead_feature_window_tokens: int | None = 80_000
-    """Tokens a latent may stay silent before the trainer counts it dead (feeding the aux loss and the dead
-    count). None falls back to the runner's `dead_feature_window` (in steps, 1000 by default: at 4096-token
-    steps a latent must be silent for 4M tokens, so in a shorter run the aux loss never fires)."""
-    unit_norm_decoder_every: int = 0
-    """Project decoder rows to unit norm after every N-th optimizer step (the official code does every 10,
-    with `rescale_acts_by_decoder_norm` off); 0 = never."""
-    use_sparse_activations: bool = False
-    """Decode the k active latents with a gather (embedding_bag) instead of a dense [batch, d_sae] @ W_dec
-    (SAELens's TopK option builds a sparse COO tensor instead)."""
-    end_to_end_tokens: int = 0
-    """Tokens of a short end-to-end phase after the main one (0 = none): the SAE and router train through the
-    routed splice on the model's KL plus the main loss (`training/end_to_end.py`). It optimises what KL and delta
-    CE measure, which the routed-input NormMSE does not; each of its tokens costs a full model forward and a
-    backward from the first routed block. Needs the live model (not `use_cached_activations`)."""
+    decoder_init_norm: float | None = 1.0  # tied, unit-norm init as the official code (SAELens's 0.1: worse)
+    aux_loss_coefficient: float = 1 / 32  # SAELens's TopK dead-latent loss, normalised like the main loss
+    dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`
+    unit_norm_decoder_every: int = 0  # project decoder rows to unit norm every N steps (official 10)
+    use_sparse_activations: bool = False  # decode the k active latents with a gather, not a dense matmul
+    end_to_end_tokens: int = 0  # tokens of a final phase trained through the routed splice on the model's KL
     end_to_end_lr: float = 1e-4
-    """Adam learning rate of the end-to-end phase, decaying linearly to 0 over it."""
     end_to_end_mse_coefficient: float = 1.0
-    """Weight of the main (normalised MSE) loss beside the KL in the end-to-end phase."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        validate_route_fields(self)
-        validate_training_fields(self)

@@ -1,34 +1,32 @@
-"""Tokens -> the L routed layers of each token, stacked: the one model-side primitive every routed path shares.
-
-Training stores, evals, the splice, feature contexts, the dashboard and the benchmarks all need the same thing
-from the model: the residual stream at the routed hooks, [batch, pos, L, d_in] in the hooks' order, from a
-forward that stops after the last routed block (nothing later can change a routing decision). Keeping it in one
-place keeps one hook check, one stop rule and one stacking order.
-"""
+"""The model side of every routed path: one hook check, one stop rule, one stacking order of the L routed
+layers ([batch, pos, L, d_in]), and those layers read as one hook point for tools that read one hook."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
+from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name as stop_at_layer
+from transformer_lens.hook_points import HookPoint
 
-from sae_lens_routing.saes.config import hook_layer
 
-
-def check_hooks_in_model(model: Any, hook_names: list[str], field: str = "sae.cfg.hook_names") -> None:
-    """Raise a ValueError naming `field` when a routed hook is not a hook point of `model`."""
-    hook_dict = getattr(model, "hook_dict", None)
-    if hook_dict is None:
-        raise ValueError(f"the model has no hook points (hook_dict); {field} need a TransformerLens model")
-    missing = [h for h in hook_names if h not in hook_dict]
-    if missing:
+def check_hooks_in_model(
+    model: Any, hook_names: list[str], field: str = "sae.cfg.hook_names", in_blocks: bool = False
+) -> None:
+    """The one hook check: a ValueError naming `field` when a routed hook is not a hook point of `model`
+    (or, with `in_blocks`, not inside a transformer block)."""
+    hook_dict = getattr(model, "hook_dict", None) or {}
+    if missing := [h for h in hook_names if h not in hook_dict or in_blocks and stop_at_layer(h) is None]:
         sample = [h for h in hook_dict if h.endswith("hook_resid_post")][:3] or list(hook_dict)[:3]
-        raise ValueError(f"{field} {missing} are not hook points of the model (e.g. {sample})")
+        where = " inside its transformer blocks" if in_blocks else ""
+        raise ValueError(f"{field} {missing} are not hook points of the model{where} (e.g. {sample})")
 
 
 def is_bridge(model: Any) -> bool:
-    """A TransformerLens 3 `TransformerBridge`: it runs Hugging Face's own forward, so it cannot start a forward
-    from the residual stream (`start_at_layer`); everything else routed works as on a `HookedTransformer`."""
+    """A TransformerLens 3 `TransformerBridge`, which cannot start a forward mid-stream (`start_at_layer`)."""
     try:
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:  # transformer-lens 2.x
@@ -37,40 +35,51 @@ def is_bridge(model: Any) -> bool:
 
 
 def routed_block_range(hook_names: list[str]) -> tuple[int, int] | None:
-    """(first routed block, block after the last routed block), or None if a hook is outside `blocks.N`.
-
-    A forward may start at the first (everything before it is untouched by a splice) and stop at the second."""
-    layers = [hook_layer(h) for h in hook_names]
-    if any(layer is None for layer in layers):
-        return None
-    return min(layers), max(layers) + 1  # type: ignore[type-var,operator]
-
-
-def stack_routed(cache: Any, hook_names: list[str]) -> torch.Tensor:
-    """[..., L, d_in] from a cache (or dict) keyed by hook name, in `hook_names` order."""
-    return torch.stack([cache[h] for h in hook_names], dim=-2)
+    """(first routed block, block after the last): where a forward may start and stop; None outside blocks."""
+    stops = [stop_at_layer(h) for h in hook_names]
+    return None if None in stops else (min(stops) - 1, max(stops))  # type: ignore[type-var,operator]
 
 
 @torch.no_grad()
 def routed_activations(
-    model: Any,
-    tokens: torch.Tensor,
-    hook_names: list[str],
-    *,
-    extra_hooks: tuple[str, ...] = (),
-    full_forward: bool = False,
-    **forward_kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-    """(stacked routed activations [batch, pos, L, d_in], logits or None, the `extra_hooks` activations).
-
-    Stops after the last routed block unless `full_forward` (which returns the logits too, e.g. the clean pass
-    of an evaluation). `extra_hooks` are cached on the same pass (e.g. the stream entering the first routed
-    block, from which a spliced forward can start)."""
-    block_range = routed_block_range(hook_names)
-    stop = None if full_forward or block_range is None else block_range[1]
+    model: Any, tokens: torch.Tensor, hook_names: list[str], *, extra_hooks: tuple[str, ...] = (),
+    full_forward: bool = False, **forward_kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:  # fmt: skip
+    """(stacked routed activations, logits if `full_forward` else None (it stops after the last routed block),
+    the `extra_hooks` activations of the same pass)."""
+    stop = None if full_forward else (routed_block_range(hook_names) or (None, None))[1]
     names = [*hook_names, *extra_hooks]
-    logits, cache = model.run_with_cache(
-        tokens, names_filter=names, stop_at_layer=stop, **forward_kwargs
-    )
-    extras = {h: cache[h] for h in extra_hooks}
-    return stack_routed(cache, hook_names), (logits if stop is None else None), extras
+    logits, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop, **forward_kwargs)
+    stacked = torch.stack([cache[h] for h in hook_names], dim=-2)
+    return stacked, (logits if stop is None else None), {h: cache[h] for h in extra_hooks}
+
+
+PSEUDO_HOOK = "hook_resid_routed"
+
+
+@contextmanager
+def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
+    """Temporarily add `blocks.N.hook_resid_routed`: the routed layers stacked, [b, p, L*d_in]."""
+    hooks = list(sae.cfg.hook_names)
+    check_hooks_in_model(model, hooks, in_blocks=True)
+    block_index = routed_block_range(hooks)[1] - 1  # type: ignore[index]
+    block = model.blocks[block_index]
+    block.add_module(PSEUDO_HOOK, HookPoint())
+    model.setup()  # registers the new hook point in model.hook_dict under its module name
+    collected: dict[int, torch.Tensor] = {}
+    pseudo: HookPoint = getattr(block, PSEUDO_HOOK)
+
+    def collect(i: int, module: Any, inputs: Any, output: torch.Tensor) -> None:
+        collected[i] = output
+        if len(collected) == len(hooks):
+            pseudo(torch.cat([collected[j] for j in range(len(hooks))], dim=-1))
+            collected.clear()
+
+    handles = [model.hook_dict[h].register_forward_hook(partial(collect, i)) for i, h in enumerate(hooks)]
+    try:
+        yield f"blocks.{block_index}.{PSEUDO_HOOK}"
+    finally:
+        for handle in handles:
+            handle.remove()
+        delattr(block, PSEUDO_HOOK)
+        model.setup()

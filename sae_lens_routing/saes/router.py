@@ -1,13 +1,12 @@
-"""Per-token standardisation and layer routing: the part of RouteSAE that is not a TopK SAE.
-
-Pure functions on tensors, so the SAE classes, splicing and the store can share one definition.
-"""
+"""Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE, as
+functions on tensors that the SAE classes, the splice and the store share."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from sae_lens.saes.topk_sae import TopK
 
 
 @dataclass
@@ -22,17 +21,17 @@ class Standardized:
         """Map standardised [..., d_in] values back to raw ones, with each token's stats at `layer_index`."""
         if layer_index is None:
             return x * self.std + self.mean
-        idx = layer_index[..., None, None]
-        std = self.std.gather(-2, idx).squeeze(-2)
-        mean = self.mean.gather(-2, idx).squeeze(-2)
-        return x * std + mean
+        return x * at_layer(self.std, layer_index) + at_layer(self.mean, layer_index)
+
+
+def at_layer(x: torch.Tensor, layer_index: torch.Tensor) -> torch.Tensor:
+    """x [..., L, d] at each token's layer: [..., d]."""
+    return x.gather(-2, layer_index[..., None, None].expand(*layer_index.shape, 1, x.shape[-1])).squeeze(-2)
 
 
 def standardize(acts: torch.Tensor, eps: float, enabled: bool = True) -> Standardized:
-    """(h - mean) / (std + eps) over the last dim, unbiased std, as the official code does.
-
-    Computed in at least float32: bf16 activations of large models lose the mean otherwise.
-    """
+    """(h - mean) / (std + eps) over the last dim, unbiased std, as the official code does; in at least
+    float32, since bf16 activations of large models lose the mean otherwise."""
     work = acts.float() if acts.dtype in (torch.float16, torch.bfloat16) else acts
     if not enabled:
         ones = torch.ones_like(work[..., :1])
@@ -43,12 +42,8 @@ def standardize(acts: torch.Tensor, eps: float, enabled: bool = True) -> Standar
 
 
 def router_input(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Pool the L standardised layers [..., L, d] into the router's input [..., d]."""
-    if mode == "sum":
-        return x.sum(dim=-2)
-    if mode == "mean":
-        return x.mean(dim=-2)
-    raise ValueError(f"router_input must be 'sum' or 'mean', got {mode!r}")
+    """Pool the L standardised layers [..., L, d] into the router's input [..., d] ("sum" or "mean")."""
+    return x.sum(dim=-2) if mode == "sum" else x.mean(dim=-2)
 
 
 @dataclass
@@ -62,26 +57,37 @@ class Routing:
 
 
 def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing:
-    """Pick (hard) or mix (soft) layers of x [..., L, d] given router logits [..., L]."""
+    """Pick ("hard") or mix ("soft") layers of x [..., L, d] given router logits [..., L]."""
     router_weights = torch.softmax(router_logits.float(), dim=-1).to(x.dtype)
     max_weight, layer_index = router_weights.max(dim=-1)
-    if routing == "hard":
-        picked = x.gather(-2, layer_index[..., None, None].expand(*x.shape[:-2], 1, x.shape[-1])).squeeze(-2)
-        sae_in = picked * max_weight[..., None]
-        layer_weights = torch.nn.functional.one_hot(layer_index, x.shape[-2]).to(x.dtype)
-    elif routing == "soft":
-        sae_in = (x * router_weights[..., None]).sum(dim=-2)
-        layer_weights = router_weights
-    else:
-        raise ValueError(f"routing must be 'hard' or 'soft', got {routing!r}")
-    return Routing(router_weights, layer_weights, layer_index, sae_in)
+    if routing == "soft":
+        return Routing(router_weights, router_weights, layer_index, (x * router_weights[..., None]).sum(-2))
+    one_hot = torch.nn.functional.one_hot(layer_index, x.shape[-2]).to(x.dtype)
+    return Routing(router_weights, one_hot, layer_index, at_layer(x, layer_index) * max_weight[..., None])
 
 
 def routing_entropy_bits(share: torch.Tensor) -> float:
-    """Entropy (bits) of the fraction of tokens routed to each layer: log2(L) when tokens spread evenly over
-    the L layers, 0 when the router has collapsed onto one layer. The router's collapse is easy to miss in
-    NormMSE, so training logs and evals report it."""
+    """Entropy (bits) of the share of tokens routed to each layer: log2(L) when spread evenly, 0 when the
+    router has collapsed onto one layer, which NormMSE hides."""
     p = share.double().clamp_min(0)
     p = p / p.sum().clamp_min(1e-12)
     nz = p[p > 0]
     return float(-(nz * nz.log2()).sum())
+
+
+class RoutedTopK(TopK):
+    """SAELens's TopK (so tools that special-case it treat a RouteSAE like one), with the ReLU on the kept
+    values optional: the official RouteSAE has none."""
+
+    def __init__(self, k: int, relu: bool = True):
+        super().__init__(k, use_sparse_activations=False)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values, indices = self.topk(x)
+        return torch.zeros_like(x).scatter_(-1, indices, values)
+
+    def topk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept (values, indices), for sparse decoding without the dense [.., d_sae] tensor."""
+        values, indices = torch.topk(x, k=self.k, dim=-1, sorted=False)
+        return (values.relu() if self.relu else values), indices

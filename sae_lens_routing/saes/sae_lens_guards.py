@@ -1,78 +1,54 @@
-"""What a RouteSAE says when a SAELens or sae-dashboard tool uses it the single-layer way, and what to use instead.
-
-Those tools read one hook point (`cfg.metadata.hook_name`) and hand the SAE that hook's activations
-`[..., d_in]`. A RouteSAE cannot route one layer: the router picks, per token, one of L layers from all L of them.
-Encoding the one layer anyway gives plausible, unrouted, wrong numbers (the failure issue 12 measured: CE 12.0 vs
-4.2 in `run_with_saes`, explained variance -0.66 in `run_evals`). So every single-layer entry into the SAE
-(`encode`, `decode` without its `encode`, `forward`, the training step) raises `SingleLayerInputError`, naming
-the routed equivalents in this package. The message is built here, once, so every refusal names the same
-equivalents as the README table "Using SAELens's own tools on a routed SAE".
-"""
+"""What a RouteSAE says when a SAELens or sae-dashboard tool uses it the single-layer way: one layer cannot be
+routed (unrouted, it gives plausible wrong numbers), so every refusal names the routed equivalents."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-# (SAELens / sae-dashboard entry point, routed equivalent in this package)
-ROUTED_EQUIVALENTS: tuple[tuple[str, str], ...] = (
-    (
-        "HookedSAETransformer.run_with_saes / add_sae / saes() / run_with_hooks_with_saes",
-        "sae_lens_routing.analysis.splice.routed_splice(model, sae)",
-    ),
-    (
-        "HookedSAETransformer.run_with_cache_with_saes",
-        "sae.forward_routed(stacked [..., L, d_in]).feature_acts, or the plans of "
-        "routed_splice(model, sae, use_error_term=True) (plans[-1].feature_acts; on_features=... edits them)",
-    ),
-    (
-        "sae_lens.evals.run_evals (get_recons_loss, get_sparsity_and_variance_metrics), LLMSaeEvaluator",
-        "sae_lens_routing.analysis.evals.run_route_evals(sae, model, tokens_or_store)",
-    ),
-    (
-        "sae-dashboard SaeVisRunner / NeuronpediaRunner",
-        "sae_lens_routing.dashboard.report.routed_dashboard (CLI: python -m sae_lens_routing dashboard / neuronpedia)",
-    ),
-    (
-        "LanguageModelSAETrainingRunner / MultiSAETrainingRunner",
-        "sae_lens_routing.RouteSAETrainingRunner (its MultiLayerActivationsStore yields [batch, L, d_in])",
-    ),
-)
+ROUTED_EQUIVALENTS = """
+  - HookedSAETransformer.run_with_saes / add_sae / saes() / run_with_hooks_with_saes: use \
+sae_lens_routing.analysis.splice.routed_splice(model, sae)
+  - HookedSAETransformer.run_with_cache_with_saes: use \
+sae.forward_routed(stacked [..., L, d_in]).feature_acts, or the plans of \
+routed_splice(model, sae, use_error_term=True) (plans[-1].feature_acts; on_features=... edits them)
+  - sae_lens.evals.run_evals (get_recons_loss, get_sparsity_and_variance_metrics), LLMSaeEvaluator: use \
+sae_lens_routing.analysis.evals.run_route_evals(sae, model, tokens_or_store)
+  - sae-dashboard SaeVisRunner / NeuronpediaRunner: use sae_lens_routing.dashboard.report.routed_dashboard \
+(CLI: python -m sae_lens_routing dashboard / neuronpedia)
+  - LanguageModelSAETrainingRunner / MultiSAETrainingRunner: use sae_lens_routing.RouteSAETrainingRunner \
+(its MultiLayerActivationsStore yields [batch, L, d_in])"""
 
 
 class SingleLayerInputError(ValueError):
     """A RouteSAE was handed one layer's activations (or asked for its one layer), which it cannot route."""
 
 
-def routed_equivalents_text() -> str:
-    return "\n".join(f"  - {tool}: use {routed}" for tool, routed in ROUTED_EQUIVALENTS)
-
-
 def single_layer_input_error(
     method: str, shape: Sequence[int], n_layers: int, d_in: int
 ) -> SingleLayerInputError:
     """The refusal for one layer's activations `[..., d_in]` reaching `method` of a RouteSAE."""
-    shape = tuple(shape)
-    ambiguous = ""
-    if len(shape) >= 2 and shape[-2] == n_layers:
-        ambiguous = (
-            f" (shape[-2] == L = {n_layers}: if these are the L routed layers stacked as [n, L, d_in], encode "
-            "does not guess between that and [batch, seq=L, d_in]; call sae.forward_routed(x), or pass "
-            "x.reshape(n, L * d_in) or x[:, None] as [batch, seq, L, d_in])"
-        )
+    shape, n = tuple(shape), n_layers
+    ambiguous = (
+        f" (shape[-2] == L = {n}: if these are the L routed layers stacked as [n, L, d_in], encode does not "
+        "guess between that and [batch, seq=L, d_in]; call sae.forward_routed(x), or pass "
+        "x.reshape(n, L * d_in) or x[:, None] as [batch, seq, L, d_in])"
+        if len(shape) >= 2 and shape[-2] == n
+        else ""
+    )
     return SingleLayerInputError(
-        f"RouteSAE.{method} got one layer's activations, shape {shape} = [..., d_in={d_in}]{ambiguous}. A routed "
-        f"SAE picks, per token, one of its L={n_layers} layers (cfg.hook_names) from all of them, so one layer "
-        "cannot be routed, and encoding it unrouted would be a silently wrong answer. Pass the routed layers "
-        f"stacked, [batch, seq, L={n_layers}, d_in] or [..., L*d_in={n_layers * d_in}], or use the routed "
-        f"equivalent of the SAELens tool you are calling:\n{routed_equivalents_text()}"
+        f"RouteSAE.{method} got one layer's activations, shape {shape} = [..., d_in={d_in}]{ambiguous}. A "
+        f"routed SAE picks, per token, one of its L={n} layers (cfg.hook_names), so one layer cannot be "
+        "routed, and encoding it unrouted would be silently wrong. Pass the routed layers stacked, "
+        f"[batch, seq, L={n}, d_in] or [..., L*d_in={n * d_in}], or use the routed equivalent of the SAELens "
+        f"tool:{ROUTED_EQUIVALENTS}"
     )
 
 
 def no_single_hook_layer_error(hook_names: Sequence[str]) -> SingleLayerInputError:
     """The refusal for a tool asking a routed SAE's config for its one hook layer."""
     return SingleLayerInputError(
-        f"a RouteSAE has no single hook layer: it routes each token between {list(hook_names)}. sae-dashboard's "
-        "NeuronpediaRunner asks for one and would build a single-layer (unrouted, wrong) dashboard; use "
-        "sae_lens_routing.dashboard.report.routed_dashboard or `python -m sae_lens_routing neuronpedia` instead. "
-        f"Routed equivalents of SAELens's tools:\n{routed_equivalents_text()}"
+        f"a RouteSAE has no single hook layer: it routes each token between {list(hook_names)}. "
+        "sae-dashboard's NeuronpediaRunner would build a single-layer (unrouted, wrong) dashboard; use "
+        "sae_lens_routing.dashboard.report.routed_dashboard or `python -m sae_lens_routing neuronpedia`. "
+        f"Routed equivalents of SAELens's tools:{ROUTED_EQUIVALENTS}"
     )

@@ -23,8 +23,7 @@ from typeguard import CollectionCheckStrategy, TypeCheckError, check_type
 
 from sae_lens_routing.offline.corpus import CORPORA
 from sae_lens_routing.offline.local_model import is_bridge_class, require_bridge
-from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig
-from sae_lens_routing.saes.layers import paper_hook_names
+from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig, paper_hook_names
 from sae_lens_routing.training.validation import validate_route_config
 
 PAPER = "paper"

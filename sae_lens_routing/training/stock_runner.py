@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from sae_lens_routing.saes.config import RouteSAEConfig, RouteTrainingSAEConfig, hook_layer
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
-from sae_lens_routing.saes.routed_hook_point import PSEUDO_HOOK, routed_hook_point
+from sae_lens_routing.saes.routed_activations import PSEUDO_HOOK, routed_hook_point
 from sae_lens_routing.training.validation import validate_route_config
 
 STACKED_ARCHITECTURE = "routesae_stacked"

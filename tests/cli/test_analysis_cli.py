@@ -160,13 +160,13 @@ def _drop_k(folder):
     [
         (
             _edit_weights(lambda s: s["W_enc"].__setitem__((0, 0), float("nan"))),
-            f"W_enc in .*{W} has 1 non-finite",
+            f"{W}: W_enc has 1 non-finite",
         ),
         (lambda f: (f / W).write_bytes((f / W).read_bytes()[:-100]), f"{W} is truncated or corrupted"),
         (lambda f: torch.save({"W_enc": torch.zeros(2)}, f / W), f"{W} is not a safetensors file: .*pickle"),
         (
             _edit_weights(lambda s: [t.zero_() for t in s.values()]),
-            f"{W}: all weights are zero: not a trained SAE",
+            f"{W}: W_dec is all zeros: not a trained RouteSAE",
         ),
         (_drop_k, "cfg.json: missing field k "),
     ],

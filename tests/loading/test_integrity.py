@@ -65,7 +65,8 @@ def _garble_header(f):
     (f / W).write_bytes(bytes(data))
 
 
-# (case, mutation, message of the validating loaders, what plain SAE.load_from_disk raises: (type, match) or None)
+# (case, mutation, message of the validating loaders, what plain SAE.load_from_disk raises: (type, match)
+# or None)
 CASES = [
     (
         "missing cfg.json",
@@ -79,9 +80,24 @@ CASES = [
         "sae_weights.safetensors is missing",
         (FileNotFoundError, "sae_weights.safetensors"),
     ),
-    ("truncated data", _cut(-100), f"{W} is truncated or corrupted .*not fully covered", (SafetensorError, "not fully covered")),
-    ("truncated header", _cut(50), f"{W} is truncated or corrupted .*invalid header length", (SafetensorError, "invalid header length")),
-    ("corrupted header", _garble_header, f"{W} is truncated or corrupted .*UTF-8", (SafetensorError, "UTF-8")),
+    (
+        "truncated data",
+        _cut(-100),
+        f"{W} is truncated or corrupted .*not fully covered",
+        (SafetensorError, "not fully covered"),
+    ),
+    (
+        "truncated header",
+        _cut(50),
+        f"{W} is truncated or corrupted .*invalid header length",
+        (SafetensorError, "invalid header length"),
+    ),
+    (
+        "corrupted header",
+        _garble_header,
+        f"{W} is truncated or corrupted .*UTF-8",
+        (SafetensorError, "UTF-8"),
+    ),
     (
         "trailing bytes",
         lambda f: (f / W).write_bytes((f / W).read_bytes() + b"junk"),
@@ -118,25 +134,26 @@ CASES = [
     (
         "unknown architecture",
         _edit_cfg("architecture", "route_sae"),
-        "architecture 'route_sae' is not registered with SAELens. For routed SAEs run `import sae_lens_routing`",
+        "architecture 'route_sae' is not registered with SAELens. For routed SAEs run "
+        "`import sae_lens_routing`",
         (KeyError, "route_sae"),
     ),
     (
         "NaN weights",
         lambda f: _edit_weights(f, lambda s: s["W_dec"].__setitem__((0, 0), float("nan"))),
-        rf"W_dec in .*{W} has 1 non-finite value",
-        (IntegrityError, "W_dec contains NaN or Inf"),  # the model's own load check (saes/state_dict.py)
+        rf"{W}: W_dec has 1 non-finite value",
+        (IntegrityError, "RouteSAE weights: W_dec has 1 non-finite value"),  # the model's own load check
     ),
     (
         "Inf weights",
         lambda f: _edit_weights(f, lambda s: s["W_enc"][:2, 0].fill_(float("inf"))),
-        rf"W_enc in .*{W} has 2 non-finite values",
-        None,
+        rf"{W}: W_enc has 2 non-finite values",
+        (IntegrityError, "RouteSAE weights: W_enc has 2 non-finite values"),
     ),
     (
         "all-zero weights",
         lambda f: _edit_weights(f, lambda s: [t.zero_() for t in s.values()]),
-        rf"{W}: all weights are zero: not a trained SAE",
+        rf"{W}: W_dec is all zeros: not a trained RouteSAE",
         (IntegrityError, "W_dec is all zeros"),  # the model's own load check
     ),
     ("cfg without k", _drop_cfg("k"), "cfg.json: missing field k ", None),  # plain SAELens: the default k

@@ -47,7 +47,7 @@ def test_paper_layers():
 
 def test_official_loader_validates(tmp_path):
     state = torch.load(OFFICIAL_CKPT, weights_only=True)
-    with pytest.raises(ValueError, match="router.weight.*shape"):
+    with pytest.raises(ValueError, match=r"W_router has shape .*L=len\(hook_names\)=4"):
         load_official_checkpoint(OFFICIAL_CKPT, hook_names=paper_hook_names(8)[:4], k=8)
     foreign = tmp_path / "foreign.pt"
     torch.save({"encoder.weight": state["sae.encoder.weight"]}, foreign)

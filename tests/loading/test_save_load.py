@@ -41,7 +41,9 @@ def test_roundtrip_in_fresh_process(tmp_path):
             sae = cls.load_from_disk({str(tmp_path / "sae")!r})
             assert type(sae).__name__ == ("RouteSAE" if cls is SAE else "RouteTrainingSAE"), type(sae)
             r = sae.forward_routed(acts)
-            out[cls.__name__] = {{"sae_out": r.sae_out, "feature_acts": r.feature_acts, "layer_index": r.layer_index}}
+            out[cls.__name__] = {{
+                "sae_out": r.sae_out, "feature_acts": r.feature_acts, "layer_index": r.layer_index
+            }}
         torch.save(out, {str(tmp_path / "out.pt")!r})
         """
     )

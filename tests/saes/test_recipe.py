@@ -48,7 +48,9 @@ def synthetic_layers(n: int, seed: int, d: int = 16, n_layers: int = 4, atoms: i
     return layers + 0.05 * torch.randn(layers.shape, generator=gen) + 0.3
 
 
-def train_tiny(seed: int = 0, steps: int = 120, batch: int = 256, **sae_kw) -> tuple[RouteTrainingSAE, RouteSAETrainer]:
+def train_tiny(
+    seed: int = 0, steps: int = 120, batch: int = 256, **sae_kw
+) -> tuple[RouteTrainingSAE, RouteSAETrainer]:
     data = synthetic_layers(steps * batch // 2, seed=10)  # two epochs
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
 
@@ -103,7 +105,9 @@ def test_dead_window_in_tokens_drives_the_aux_loss():
 
 
 def test_unit_norm_projection_every_n_steps():
-    sae = make_training_sae(rescale_acts_by_decoder_norm=False, unit_norm_decoder_every=3, decoder_init_norm=1.0)
+    sae = make_training_sae(
+        rescale_acts_by_decoder_norm=False, unit_norm_decoder_every=3, decoder_init_norm=1.0
+    )
     data = torch.randn(20 * 64, 4, 16) * 2
 
     trainer = trainer_for(sae, iter(data.split(64)), steps=20, batch=64, lr=1e-2)
@@ -113,7 +117,8 @@ def test_unit_norm_projection_every_n_steps():
         norms.append(sae.W_dec.norm(dim=-1))
         trainer.n_training_steps += 1
     one = torch.ones(sae.cfg.d_sae)
-    for step, n in enumerate(norms):  # projected after steps 0, 3, 6, as the official `batch_idx % steps == 0`
+    # projected after steps 0, 3, 6, as the official `batch_idx % steps == 0`
+    for step, n in enumerate(norms):
         if step % 3 == 0:
             torch.testing.assert_close(n, one)
         else:
@@ -151,7 +156,8 @@ def test_routing_entropy():
 
 @pytest.mark.parametrize("folder, cls", [("inference", SAE), ("training", TrainingSAE)])
 def test_sae_saved_before_the_recipe_change_loads_identically(folder, cls):
-    """A folder written by the code before issue 11 (decoder_init_norm 0.1 era) loads with the same outputs."""
+    """A folder written by the code before issue 11 (decoder_init_norm 0.1 era) loads with the same
+    outputs."""
     sae = cls.load_from_disk(SAVED_BEFORE / folder)
     assert isinstance(sae, RouteSAE | RouteTrainingSAE)
     expected = load_file(SAVED_BEFORE / "expected.safetensors")
@@ -164,7 +170,8 @@ def test_official_recipe_spreads_into_the_config():
     from sae_lens_routing import OFFICIAL_RECIPE
 
     cfg = RouteTrainingSAEConfig(d_in=16, d_sae=64, k=4, hook_names=HOOKS, **OFFICIAL_RECIPE)
-    assert (cfg.topk_relu, cfg.rescale_acts_by_decoder_norm, cfg.unit_norm_decoder_every) == (False, False, 10)
+    flags = (cfg.topk_relu, cfg.rescale_acts_by_decoder_norm, cfg.unit_norm_decoder_every)
+    assert flags == (False, False, 10)
     assert cfg.aux_loss_coefficient == 0 and cfg.decoder_init_norm == 1.0
     sae = RouteTrainingSAE(cfg)
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64))  # unit-norm before the first step

@@ -1,4 +1,5 @@
-"""The RouteSAE classes: shapes, single-layer API, training step, folding, SAELens's TopK underneath, bad input."""
+"""The RouteSAE classes: shapes, single-layer API, training step, folding, SAELens's TopK underneath, bad
+input."""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def test_decode_uses_the_stats_of_the_encode_call_that_made_the_features(trainin
     f1 = training_sae.encode(x1)
     f2 = training_sae.encode(x2)
     for f, x in ((f1, x1), (f2, x2)):
-        torch.testing.assert_close(training_sae.decode(f), training_sae.forward_routed(x).routed_layer_reconstruction())
+        want = training_sae.forward_routed(x).routed_layer_reconstruction()
+        torch.testing.assert_close(training_sae.decode(f), want)
     f1[..., 0] = 0  # edited in place: still the encode's tensor
     training_sae.decode(f1)
     other = make_training_sae()
@@ -330,7 +332,8 @@ def test_sae_saved_before_topk_reuse_loads_identically(variant, folder, cls):
     sae = cls.load_from_disk(path)
     assert isinstance(sae, RouteSAE | RouteTrainingSAE)
     saved_cfg = json.loads((path / "cfg.json").read_text())
-    added_since = {"end_to_end_tokens", "end_to_end_lr", "end_to_end_mse_coefficient"}  # training-only, off by default
+    # training-only, off by default
+    added_since = {"end_to_end_tokens", "end_to_end_lr", "end_to_end_mse_coefficient"}
     assert set(sae.cfg.to_dict()) - added_since == set(saved_cfg)
     if folder == "inference":  # what save_inference_model writes now (folded decoder norms) is what it wrote
         assert set(make_training_sae().cfg.get_inference_sae_cfg_dict()) == set(saved_cfg)
@@ -353,9 +356,9 @@ def test_sae_saved_before_topk_reuse_loads_identically(variant, folder, cls):
 
 
 def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
-    """The value is SAELens's TopK aux loss with each token's squared error divided by ||sae_in||^2 (the scale of
-    the normalised MSE), and the SAE's weights, the router's included (through sae_in), get the gradients of
-    exactly that."""
+    """The value is SAELens's TopK aux loss with each token's squared error divided by ||sae_in||^2 (the
+    scale of the normalised MSE), and the SAE's weights, the router's included (through sae_in), get the
+    gradients of exactly that."""
     sae = make_training_sae(aux_loss_coefficient=0.5)
     with torch.no_grad():
         sae.W_dec.mul_(torch.rand(64, 1) + 0.5)  # decoder-norm rescaling matters
@@ -379,7 +382,7 @@ def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
         torch.testing.assert_close(grad, getattr(sae, name).grad, msg=name)
 
 
-# ---- issue 14: bad input ------------------------------------------------------------------------------------
+# ---- bad input ---------------------------------------------------------------------------------------------
 def test_forward_routed_routes_one_token(training_sae):
     acts = torch.randn(5, 4, 16) * 2 + 1
     batch = training_sae.forward_routed(acts)
@@ -391,7 +394,8 @@ def test_forward_routed_routes_one_token(training_sae):
     sparse = make_training_sae(use_sparse_activations=True)
     torch.testing.assert_close(sparse.forward_routed(acts[2]).sae_out, sparse.forward_routed(acts).sae_out[2])
     # [n, d_in] with n != L is one hook's activations: still refused, naming the routed runner
-    with pytest.raises(ValueError, match="acts of shape \\(5, 16\\), one d_in-vector per token.*RouteSAETrainingRunner"):
+    one_hook = "acts of shape \\(5, 16\\), one d_in-vector per token.*RouteSAETrainingRunner"
+    with pytest.raises(ValueError, match=one_hook):
         training_sae.forward_routed(acts[:, 0])
 
 
@@ -431,9 +435,15 @@ def test_config_field_types_are_checked(cls, kwargs, message):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"aux_loss_coefficient": "0.1"}, r"aux_loss_coefficient must be a number >= 0, got .*'0.1' \(a string\)"),
+        (
+            {"aux_loss_coefficient": "0.1"},
+            r"aux_loss_coefficient must be a number >= 0, got .*'0.1' \(a string\)",
+        ),
         ({"aux_loss_coefficient": float("nan")}, r"aux_loss_coefficient must be a number >= 0"),
-        ({"decoder_init_norm": "1"}, r"decoder_init_norm must be a number > 0 or None, got .*'1' \(a string\)"),
+        (
+            {"decoder_init_norm": "1"},
+            r"decoder_init_norm must be a number > 0 or None, got .*'1' \(a string\)",
+        ),
         ({"unit_norm_decoder_every": 2.5}, r"unit_norm_decoder_every must be an integer >= 0 \(0 = never\)"),
         ({"use_sparse_activations": "true"}, r"use_sparse_activations must be a bool"),
     ],
@@ -448,14 +458,15 @@ def test_training_config_field_types_are_checked(kwargs, message):
     ("edit", "message"),
     [
         (lambda w: w.zero_(), "W_dec is all zeros: not a trained RouteSAE"),
-        (lambda w: w.__setitem__((3, 1), float("inf")), "W_dec contains NaN or Inf values"),
-        (lambda w: w.__setitem__((0, 0), float("nan")), "W_dec contains NaN or Inf values"),
+        (lambda w: w.__setitem__((3, 1), float("inf")), r"W_dec has 1 non-finite value \(NaN/Inf\)"),
+        (lambda w: w.__setitem__((0, 0), float("nan")), r"W_dec has 1 non-finite value \(NaN/Inf\)"),
     ],
 )
 @pytest.mark.parametrize("cls", [SAE, TrainingSAE])
 def test_unusable_decoder_is_refused_at_load(tmp_path, cls, rescale, edit, message):
-    """SAELens loads such weights; an all-zero decoder then gives NaN (rescaling divides by its zero norms) or a
-    constant b_dec. Every SAELens load path runs `process_state_dict_for_loading`, which names W_dec instead."""
+    """SAELens loads such weights; an all-zero decoder then gives NaN (rescaling divides by its zero norms)
+    or a constant b_dec. Every SAELens load path runs `process_state_dict_for_loading`, which names W_dec
+    instead."""
     sae = make_training_sae(rescale_acts_by_decoder_norm=rescale)
     with torch.no_grad():
         edit(sae.W_dec)

@@ -1,5 +1,5 @@
-"""SAELens's and sae-dashboard's own tools handed a RouteSAE: the routed result or a refusal that names the routed
-equivalent, before wrong numbers come out (README, "Using SAELens's own tools on a routed SAE")."""
+"""SAELens's and sae-dashboard's own tools handed a RouteSAE: the routed result or a refusal that names the
+routed equivalent, before wrong numbers come out (README, "Using SAELens's own tools on a routed SAE")."""
 
 from __future__ import annotations
 
@@ -85,8 +85,9 @@ def _run_with_cache_with_saes(model, sae, toks):
     ],
 )
 def test_hooked_sae_transformer_refuses_before_any_output(entry, routed):
-    """A routed splice in one forward is impossible (a token's routing needs later layers than some it replaces),
-    so the SAE refuses the one layer the wrapper hands it, before the model computes anything past that hook."""
+    """A routed splice in one forward is impossible (a token's routing needs later layers than some it
+    replaces), so the SAE refuses the one layer the wrapper hands it, before the model computes anything
+    past that hook."""
     model, sae = hooked_sae_transformer(), route_sae()
     clean = model(tokens())
     after_last_hook = []
@@ -117,8 +118,8 @@ def store():
 
 
 def test_activations_store_from_sae_tokens_work_its_activations_are_refused(store):
-    """Works as-is for what it can give a routed SAE (token batches, e.g. for run_route_evals); the activations it
-    reads at metadata.hook_name are one layer's, which the SAE refuses."""
+    """Works as-is for what it can give a routed SAE (token batches, e.g. for run_route_evals); the
+    activations it reads at metadata.hook_name are one layer's, which the SAE refuses."""
     model, sae = tiny_model(), route_sae()
     m = run_route_evals(sae, model, store, n_batches=1, batch_size=2)
     assert m["metrics/total_tokens_evaluated"] == 2 * 16
@@ -174,8 +175,8 @@ def test_llm_sae_evaluator_refuses_naming_run_route_evals(store):
 
 
 def test_sae_vis_runner_at_the_sae_hook_refuses_naming_routed_dashboard():
-    """sae-dashboard at metadata.hook_name would show a plausible last-layer dashboard; routed_dashboard (the same
-    runner at the routed pseudo hook) is tested in test_dashboard.py."""
+    """sae-dashboard at metadata.hook_name would show a plausible last-layer dashboard; routed_dashboard
+    (the same runner at the routed pseudo hook) is tested in test_dashboard.py."""
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
 
@@ -187,8 +188,8 @@ def test_sae_vis_runner_at_the_sae_hook_refuses_naming_routed_dashboard():
 
 
 def test_neuronpedia_runner_refuses_before_loading_the_model(tmp_path):
-    """NeuronpediaRunner asks the config for its one hook layer before it loads the model ("tiny" is no model it
-    could load, so reaching that step would fail differently)."""
+    """NeuronpediaRunner asks the config for its one hook layer before it loads the model ("tiny" is no
+    model it could load, so reaching that step would fail differently)."""
     from sae_dashboard.neuronpedia.neuronpedia_runner import NeuronpediaRunner
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
 
