@@ -1,5 +1,4 @@
-"""`python -m sae_lens_routing [--debug] <command>`: one module per command in `cli/commands/` (each defines
-`HELP`, `add_arguments(parser)` and `run(args) -> int`), discovered, so adding one never touches this file."""
+"""`python -m sae_lens_routing [--debug] COMMAND`: each `cli/commands/` module (HELP, add_arguments, run)."""
 
 from __future__ import annotations
 
@@ -50,9 +49,8 @@ def cli(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, KeyboardInterrupt) as e:
         if args.debug:
             raise
-        if not isinstance(e, KeyboardInterrupt):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        said = str(e) if isinstance(e, RunInterrupted) else "nothing was saved; partial files were removed"
-        print(f"interrupted: {said}", file=sys.stderr)  # training says where it saved progress
-        return 130
+        stop = isinstance(e, KeyboardInterrupt)  # training's RunInterrupted says where it saved progress
+        said = "nothing was saved; partial files were removed"
+        said = e if not stop or isinstance(e, RunInterrupted) else said
+        print(f"{'interrupted' if stop else 'error'}: {said}", file=sys.stderr)
+        return 130 if stop else 2

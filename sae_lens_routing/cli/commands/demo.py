@@ -1,5 +1,4 @@
-"""`python -m sae_lens_routing demo --out out/demo` (`make demo`): train a small RouteSAE on SmolLM2-135M over
-BBC News offline (preset `presets/demo.yaml`), then evaluate it and write its dashboard, all under `--out`."""
+"""`python -m sae_lens_routing demo` (`make demo`): preset `presets/demo.yaml` trained, evaluated, shown."""
 
 from __future__ import annotations
 
