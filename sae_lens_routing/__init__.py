@@ -37,8 +37,7 @@ from sae_lens_routing.training.store import MultiLayerActivationsStore
 from sae_lens_routing.training.sweep import RouteSAESweepRunner, train_sweep_from_config
 from sae_lens_routing.training.trainer import RouteSAETrainer
 
-# Registered once: importlib.reload must not trip SAELens's re-registration guard.
-if ARCHITECTURE not in registry.SAE_CLASS_REGISTRY:
+if ARCHITECTURE not in registry.SAE_CLASS_REGISTRY:  # once: importlib.reload must not trip SAELens's guard
     registry.register_sae_class(ARCHITECTURE, RouteSAE, RouteSAEConfig)
     registry.register_sae_training_class(ARCHITECTURE, RouteTrainingSAE, RouteTrainingSAEConfig)
     _stacked = (StackedRouteTrainingSAE, StackedRouteTrainingSAEConfig)  # stock runner's, saved as "routesae"

@@ -21,11 +21,8 @@ PANEL_JS = """(function () {
   const current = () => (select() ? select().value : String(routing.order[0]));
   const summary = d => [d.paper === 'scored' ? `${d.category} ${d.score}/5` : '',
     d.detection === 'scored' ? `detection ${d.detection_accuracy.toFixed(2)}` : ''].filter(x => x).join(', ');
-  function line(el, label, text) {
-    const p = el.appendChild(document.createElement('p'));
-    p.appendChild(document.createElement('b')).textContent = label + ': ';
-    p.appendChild(document.createTextNode(text));
-  }
+  const line = (el, label, text) => { const p = el.appendChild(document.createElement('p'));
+    p.appendChild(document.createElement('b')).textContent = label + ': '; p.append(text); };
   function render(f) {
     const s = routing.stats[f], body = document.getElementById('interp-panel-body'), d = judged[f];
     const pct = i => (100 * s.top_activation_share[i]).toFixed(1);
@@ -37,8 +34,7 @@ PANEL_JS = """(function () {
       (those &gt; 0); active on ${s.n_active_tokens} tokens in all.</p><table class="routing-table"><tr>
       <th>routed layer</th><th>share of top activations</th><th>active tokens</th>
       <th>mean activation (when active)</th></tr>${rows}</table>`;
-    if (!body) { return; }
-    body.textContent = '';
+    if (!body) { return; } else { body.textContent = ''; }
     if (!d) { return line(body, 'Feature ' + f, 'not among the judged features'); }
     line(body, 'Judge', summary(d) || 'answers unparsed');
     [['Explanation (paper rubric)', d.explanation], ['Explanation (detection)', d.detection_explanation]]

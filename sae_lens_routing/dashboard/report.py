@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from sae_lens_routing.saes.routed_hook_point import routed_hook_point
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
 NEWLINE = "\u21b5"  # ↵
-NEWLINE_PIECES = ("\u010a", "<0x0A>", "\n")  # a line break: byte-level BPE, SentencePiece byte fallback, raw
+NEWLINE_PIECES = re.compile("\u010a|<0x0A>|\n")  # line breaks: byte-level BPE, SentencePiece bytes, raw
 # sae-dashboard's layout: 5 tokens of context each side of a top example, plus one before for the loss effect
 CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5
 
@@ -162,16 +163,13 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
     """Route the tokens once, keep the live latents of `features` most active first, run sae-dashboard."""
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
-
-    if not hasattr(sae, "forward_routed"):
-        raise ValueError(f"sae must be a RouteSAE (architecture 'routesae'), got {type(sae).__name__}")
-    if is_bridge(model):  # the routed hook point is added as a module; a bridge has no public hook rescan
-        raise ValueError("dashboards need a HookedTransformer model (model_class_name or model_path), "
-                         "not a TransformerBridge")
+    if is_bridge(model) or not hasattr(sae, "forward_routed"):  # a bridge has no public hook rescan
+        raise ValueError("dashboards need a HookedTransformer model (not a TransformerBridge) and a RouteSAE"
+                         f", got {type(model).__name__} and {type(sae).__name__}")
     context, d_vocab = CONTEXT_BEFORE + CONTEXT_AFTER, model.cfg.d_vocab
     n, seq_len = tokens.shape if tokens.ndim == 2 else (0, 0)
-    ids_ok = not tokens.is_floating_point() and 0 <= tokens.min() <= tokens.max() < d_vocab
-    if not ids_ok or seq_len <= context or n * (seq_len - context) < TOP_EXAMPLES:  # else fails deep inside
+    bad = seq_len <= context or n * (seq_len - context) < TOP_EXAMPLES or tokens.is_floating_point()
+    if bad or not 0 <= tokens.min() <= tokens.max() < d_vocab:  # else sae-dashboard fails deep inside
         raise ValueError(f"tokens must be an integer tensor [n_sequences, seq_len] with seq_len > {context}, "
                          f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES}, ids in [0, "
                          f"d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}")
@@ -197,10 +195,7 @@ def display_tokens(tokenizer: Any) -> dict[int, str]:
     out: dict[int, str] = {}
     for piece, token_id in tokenizer.get_vocab().items():
         text = tokenizer.convert_tokens_to_string([piece]) if byte_level else piece
-        text = piece if "\ufffd" in text else text
-        for newline in NEWLINE_PIECES:
-            text = text.replace(newline, NEWLINE)
-        out[token_id] = text
+        out[token_id] = NEWLINE_PIECES.sub(NEWLINE, piece if "\ufffd" in text else text)
     return out
 
 
@@ -208,7 +203,6 @@ def write_dashboard_html(data: DashboardData, out_html: str | Path,
                          interpretability: dict[str, Any] | None = None) -> Path:
     """sae-dashboard's page of `data` opening on `features[0]`, plus panels; tokens as `display_tokens`."""
     from sae_dashboard.data_writing_fns import save_feature_centric_vis
-
     # sae-dashboard inverts `tokenizer.vocab.items()`: (text, id) pairs keep two tokens of one text apart
     pairs = [(text, i) for i, text in display_tokens(data.vis_data.model.tokenizer).items()]
     view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=SimpleNamespace(items=lambda: pairs)))
@@ -226,8 +220,7 @@ def write_dashboard_html(data: DashboardData, out_html: str | Path,
 def routed_dashboard(sae: Any, model: Any, tokens: torch.Tensor, features: str | Sequence[int],
                      out_html: str | Path) -> DashboardData:
     """`dashboard_data` written as sae-dashboard's feature-centric HTML, with a routing panel."""
-    data = dashboard_data(sae, model, tokens, features)
-    write_dashboard_html(data, out_html)
+    write_dashboard_html(data := dashboard_data(sae, model, tokens, features), out_html)
     return data
 
 
@@ -235,7 +228,6 @@ def vocab_dict(model: Any) -> dict[int, str]:
     """Token id -> token string as Neuronpedia displays it (sae-dashboard's HTML escapes applied)."""
     from sae_dashboard.neuronpedia.neuronpedia_runner import OUT_OF_RANGE_TOKEN
     from sae_dashboard.utils_fns import HTML_ANOMALIES
-
     out = dict(enumerate(model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))))
     for bad, good in HTML_ANOMALIES.items():
         out = {i: tok.replace(bad, good) for i, tok in out.items()}
@@ -247,7 +239,6 @@ def neuronpedia_batch(data: DashboardData, *, sae_set: str = "routesae", model_i
     """sae-dashboard's Neuronpedia batch plus each feature's `routing` (and judge's `explanations`)."""
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
-
     hooks, model, model_id = data.hook_names, data.vis_data.model, model_id or data.model_name
     np_cfg = NeuronpediaRunnerConfig(sae_set, "", "", model_id=model_id, layer=hook_layer(hooks[-1]))
     np_json = NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))

@@ -36,7 +36,6 @@ device = checked(lambda t: str(torch.device(t)), lambda d: "cuda" not in d or to
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
-    """`--config run.yaml` and repeatable `--set key=value`, as `train` and `cache-activations` read them."""
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
 
@@ -55,8 +54,7 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
         sae = load_route_sae(args.sae, args.sae_id, device=args.device)
     if sae.cfg.architecture() != "routesae":
         raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
-    meta, model = sae.cfg.metadata, None
-    model_path = args.model_path or meta.model_path
+    meta, model, model_path = sae.cfg.metadata, None, args.model_path or sae.cfg.metadata.model_path
     if is_bridge_class(meta.model_class_name):
         model = load_bridge(meta.model_name, model_path, device=args.device)
     elif model_path:  # looked up at call time, so it can be replaced

@@ -42,8 +42,7 @@ def compute(args: argparse.Namespace) -> tuple[report.DashboardData, dict[str, A
 def run(args: argparse.Namespace) -> int:
     outputs = [(f"--{f}", getattr(args, f)) for f in ("out", "screenshot", "neuronpedia")]
     named = [(flag, Path(path).resolve()) for flag, path in outputs if path]
-    same = [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]
-    if same:
+    if same := [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]:
         raise ValueError(f"{same[0]} name the same file; give each output its own path")
     data, judged = compute(args)
     print(f"dashboard written to {report.write_dashboard_html(data, args.out, judged)} ({data.summary()})")

@@ -30,14 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_common.finite_float, default=None, help=threshold)
 
 
-def evaluate(
-    sae: Any, model: Any, out: Path, *, corpus: str, n_sequences: int, context_size: int,
-    threshold: float | None = None, batch_size: int = 4,
-) -> dict[str, Any]:
+def evaluate(sae: Any, model: Any, out: Path, *, corpus: str, n_sequences: int, context_size: int,
+             threshold: float | None = None, batch_size: int = 4) -> dict[str, Any]:
     """Metrics and feature contexts from the same routed passes over held-out text, written under `out`."""
     tokens = corpus_tokens(model, corpus, n_sequences, context_size)
-    tok = model.tokenizer
-    special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
+    special = sorted({getattr(model.tokenizer, f"{t}_token_id") for t in ("bos", "eos", "pad")} - {None})
     collect = FeatureContextCollector(model, sae, ContextRules(threshold=threshold), special)
     kwargs = {"batch_size": batch_size, "exclude_special_tokens": special, "features": collect}
     metrics = run_route_evals(sae, model, tokens, **kwargs)
