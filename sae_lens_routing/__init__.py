@@ -47,15 +47,11 @@ from sae_lens_routing.training.store import MultiLayerActivationsStore
 from sae_lens_routing.training.sweep import RouteSAESweepRunner, train_sweep_from_config
 from sae_lens_routing.training.trainer import RouteSAETrainer
 
-# Registered once: importlib.reload must not trip SAELens's re-registration guard.
-if ARCHITECTURE not in registry.SAE_CLASS_REGISTRY:
+if ARCHITECTURE not in registry.SAE_CLASS_REGISTRY:  # once: importlib.reload must not trip SAELens's guard
     registry.register_sae_class(ARCHITECTURE, RouteSAE, RouteSAEConfig)
-for _name, _classes in [
-    (ARCHITECTURE, (RouteTrainingSAE, RouteTrainingSAEConfig)),
-    (STACKED_ARCHITECTURE, (StackedRouteTrainingSAE, StackedRouteTrainingSAEConfig)),  # saved as "routesae"
-]:
-    if _name not in registry.SAE_TRAINING_CLASS_REGISTRY:
-        registry.register_sae_training_class(_name, *_classes)
+    registry.register_sae_training_class(ARCHITECTURE, RouteTrainingSAE, RouteTrainingSAEConfig)
+    _stacked = (StackedRouteTrainingSAE, StackedRouteTrainingSAEConfig)  # stock runner's, saved as "routesae"
+    registry.register_sae_training_class(STACKED_ARCHITECTURE, *_stacked)
 
 __all__ = [
     "MultiLayerActivationsStore", "CachedMultiLayerActivationsStore", "CacheMetadata",

@@ -12,7 +12,7 @@ sys.modules["sae_dashboard"] = None  # any `import sae_dashboard...` now raises 
 import sae_lens_routing
 import sae_lens_routing.analysis.evals, sae_lens_routing.analysis.feature_contexts
 import sae_lens_routing.analysis.splice
-import sae_lens_routing.dashboard.latent_stats, sae_lens_routing.dashboard.report
+import sae_lens_routing.dashboard.report
 import sae_lens_routing.cli.main, sae_lens_routing.loading.releases, sae_lens_routing.training.run_config
 """
 

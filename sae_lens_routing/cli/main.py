@@ -1,9 +1,9 @@
-"""`python -m sae_lens_routing [--debug] <command>`: one module per command in `cli/commands/` (each defines
-`HELP`, `add_arguments(parser)` and `run(args) -> int`), discovered, so adding one never touches this file."""
+"""`python -m sae_lens_routing [--debug] COMMAND`: each `cli/commands/` module (HELP, add_arguments, run)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import pkgutil
 import sys
@@ -16,7 +16,6 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)  # bad
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default, unless required or its help already says what it means."""
-
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         return text if action.required or "default" in text else super()._get_help_string(action) or text
@@ -35,24 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run a command, letting every exception through (for callers that embed the CLI, and tests)."""
-    args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """The program: a user error is an `error:` line, code 2; an interrupt an `interrupted:` line, 130."""
+def main(argv: list[str] | None = None, *, program: bool = False) -> int:
+    """Run a command: embedded (tests, the demo), every exception goes through; as the `program`, a user error
+    is an `error:` line, code 2, and an interrupt an `interrupted:` line, 130."""
     args = build_parser().parse_args(argv)
     try:
         with interrupts_as_keyboard_interrupt():  # a stop cleans up like Ctrl-C (partial writes removed)
             return int(args._run(args) or 0)
     except (*USER_ERRORS, KeyboardInterrupt) as e:
-        if args.debug:
+        if args.debug or not program:
             raise
-        if not isinstance(e, KeyboardInterrupt):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        said = str(e) if isinstance(e, RunInterrupted) else "nothing was saved; partial files were removed"
-        print(f"interrupted: {said}", file=sys.stderr)  # training says where it saved progress
-        return 130
+        stop = isinstance(e, KeyboardInterrupt)  # training's RunInterrupted says where it saved progress
+        said = "nothing was saved; partial files were removed"
+        said = e if not stop or isinstance(e, RunInterrupted) else said
+        print(f"{'interrupted' if stop else 'error'}: {said}", file=sys.stderr)
+        return 130 if stop else 2
+
+
+cli = functools.partial(main, program=True)  # `python -m sae_lens_routing`

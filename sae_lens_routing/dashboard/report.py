@@ -1,11 +1,11 @@
-"""sae-dashboard's page and Neuronpedia JSON for a RouteSAE: the routed layers stacked on one pseudo hook
-point, so sae-dashboard shows exactly `forward_routed`'s features; one routed scan picks the latents."""
+"""sae-dashboard's page and Neuronpedia JSON for a RouteSAE, its routed layers on one pseudo hook point."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -17,15 +17,82 @@ from typing import Any
 import torch
 
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_text
-from sae_lens_routing.dashboard.latent_stats import CONTEXT_AFTER, CONTEXT_BEFORE, scan_tokens
 from sae_lens_routing.dashboard.panels import add_panels, inline_assets
 from sae_lens_routing.interpret.results import explanations_by_feature, neuronpedia_explanations
 from sae_lens_routing.saes.config import hook_layer
-from sae_lens_routing.saes.routed_activations import is_bridge, routed_hook_point
+from sae_lens_routing.saes.routed_activations import (
+    check_hooks_in_model,
+    is_bridge,
+    routed_activations,
+    routed_hook_point,
+)
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
 NEWLINE = "\u21b5"  # ↵
-NEWLINE_PIECES = ("\u010a", "<0x0A>", "\n")  # a line break: byte-level BPE, SentencePiece byte fallback, raw
+NEWLINE_PIECES = re.compile("\u010a|<0x0A>|\n")  # line breaks: byte-level BPE, SentencePiece bytes, raw
+# sae-dashboard's layout: 5 tokens of context each side of a top example, plus one before for the loss effect
+CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5
+
+
+@dataclasses.dataclass
+class TokenScan:
+    """Every token's top-k latents (values, indices: [n, seq, k]) and routed layer ([n, seq])."""
+    values: torch.Tensor
+    indices: torch.Tensor
+    layer_index: torch.Tensor
+    d_sae: int
+    n_layers: int
+
+    def rank(self, candidates: list[int], limit: int | None, full: int) -> tuple[list[int], list[int]]:
+        """(live candidates in page order, at most `limit`; dead ones), where a top example can show: those
+        filling the `full` top rows first (else rare spiky latents lead), then by peak (not by frequency)."""
+        span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
+        values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
+        values, indices = values[values > 0], indices[values > 0]
+        counts = torch.bincount(indices, minlength=self.d_sae).tolist()
+        maxima = torch.zeros(self.d_sae).scatter_reduce_(0, indices, values, "amax").tolist()
+        order = sorted(candidates, key=lambda f: (counts[f] < full, -maxima[f], -counts[f], f))
+        return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
+
+    def tidy_and_route(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
+        """Drop top rows of activation 0 and each latent from its own correlated features (sae-dashboard's
+        padding, self-correlation); return per feature the routed layers of its top rows and active tokens."""
+        stats: dict[int, dict[str, Any]] = {}
+        for feature in features:
+            data = vis_data.feature_data_dict[feature]
+            acts = torch.where(self.indices == feature, self.values, 0.0).sum(-1)  # [n, seq]
+            top = data.sequence_data.seq_group_data[0]  # "TOP ACTIVATIONS"
+            top.seq_data = [s for s in top.seq_data if acts[s.original_index, s.qualifying_token_index] > 0]
+            tables = data.feature_tables_data
+            keep = [i for i, f in enumerate(tables.correlated_features_indices) if f != feature]
+            for name in (f"correlated_features_{c}" for c in ("indices", "pearson", "cossim")):
+                setattr(tables, name, [getattr(tables, name)[i] for i in keep])
+            top_layers = torch.tensor([int(self.layer_index[s.original_index, s.qualifying_token_index])
+                                       for s in top.seq_data], dtype=torch.long)
+            active = self.layer_index[acts > 0]
+            counts = torch.bincount(active, minlength=self.n_layers)
+            sums = torch.zeros(self.n_layers).double().index_add_(0, active, acts[acts > 0].double())
+            share = torch.bincount(top_layers, minlength=self.n_layers) / max(len(top_layers), 1)
+            share, mean = ([round(x, 4) for x in t.tolist()] for t in (share, sums / counts.clamp_min(1)))
+            stats[feature] = {
+                "top_activation_share": share, "mean_activation": mean, "n_top_activations": len(top_layers),
+                "active_tokens_per_layer": counts.tolist(), "n_active_tokens": int(counts.sum()),
+            }
+        return stats
+
+
+@torch.no_grad()
+def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16) -> TokenScan:
+    """Route every token once; keep its `sae.cfg.k` largest latents (a TopK RouteSAE has no more nonzero)."""
+    hooks, k = list(sae.cfg.hook_names), int(sae.cfg.k)
+    check_hooks_in_model(model, hooks)
+    parts = []
+    for batch in tokens.split(batch_size):
+        out = sae.forward_routed(routed_activations(model, batch, hooks)[0])
+        top = out.feature_acts.float().topk(k, dim=-1)
+        parts.append((top.values.cpu(), top.indices.cpu(), out.layer_index.cpu()))
+    values, indices, layers = (torch.cat(part) for part in zip(*parts, strict=True))
+    return TokenScan(values, indices, layers, sae.cfg.d_sae, len(hooks))
 
 
 def parse_features(spec: str | Sequence[int], d_sae: int) -> tuple[list[int], int | None]:
@@ -43,17 +110,14 @@ def parse_features(spec: str | Sequence[int], d_sae: int) -> tuple[list[int], in
     except ValueError:
         features = []
     if not features or not all(0 <= f < d_sae for f in features):
-        raise ValueError(
-            f"features must be 'top:N' with 1 <= N <= d_sae={d_sae} or latent indices in [0, d_sae={d_sae}) "
-            f"(integers, not booleans), got {spec!r}"
-        )
+        raise ValueError(f"features must be 'top:N' with 1 <= N <= d_sae={d_sae} or latent indices in "
+                         f"[0, d_sae={d_sae}) (integers, not booleans), got {spec!r}")
     return sorted(set(features)), limit
 
 
 @dataclasses.dataclass
 class DashboardData:
     """What both the HTML and the Neuronpedia JSON are written from."""
-
     vis_data: Any  # sae-dashboard's SaeVisData for `features`
     routing: dict[int, dict[str, Any]]  # per feature, see TokenScan.tidy_and_route
     features: list[int]  # in the page's order: it opens on features[0]
@@ -68,63 +132,51 @@ class DashboardData:
         fired, n_dead = self.n_candidates - len(self.dead_latents), len(self.dead_latents)
         found = f"{fired} fired and are shown; {n_dead} never fired on these tokens"
         if self.requested.startswith("top:"):
-            found = (
-                f"the {len(self.features)} most active of the {fired} latents that fired on these tokens "
-                f"(those with {TOP_EXAMPLES}+ activating examples first); {n_dead} of the SAE's "
-                f"{self.n_candidates} latents never fired"
-            )
+            found = (f"the {len(self.features)} most active of the {fired} latents that fired on these "
+                     f"tokens (those with {TOP_EXAMPLES}+ activating examples first); {n_dead} of the SAE's "
+                     f"{self.n_candidates} latents never fired")
         return f"{self.requested} requested: {found}; opens on latent {self.features[0]}"
 
 
 @contextmanager
 def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
-    """Within the block `W_U` includes `ln_final`'s gain (`b_U` its bias), as sae-dashboard's logit effects
-    `W_dec @ W_U` assume (`fold_ln=True`); exact, restored bit for bit after. Yields whether it folded."""
+    """`ln_final` folded into `W_U`, `b_U` for the block, as sae-dashboard's `W_dec @ W_U` assumes; restored
+    bit for bit after. Yields whether it folded."""
     ln_final, unembed = getattr(model, "ln_final", None), model.unembed
     gain, bias = getattr(ln_final, "w", None), getattr(ln_final, "b", None)
-    if not isinstance(gain, torch.Tensor):  # already folded, or no final norm
-        yield False
-        return
-    params = [unembed.W_U, unembed.b_U, gain] + ([bias] if isinstance(bias, torch.Tensor) else [])
+    folds = isinstance(gain, torch.Tensor)  # else already folded, or no final norm
+    params = [p for p in (unembed.W_U, unembed.b_U, gain, bias) if folds and isinstance(p, torch.Tensor)]
     saved = [p.detach().clone() for p in params]
     try:
         with torch.no_grad():
-            if isinstance(bias, torch.Tensor):
+            if folds and isinstance(bias, torch.Tensor):
                 unembed.b_U.add_(bias.to(unembed.W_U.dtype) @ unembed.W_U)
                 bias.zero_()
-            unembed.W_U.mul_(gain.to(unembed.W_U.dtype)[:, None])
-            gain.fill_(1.0)
-        yield True
+            if folds:
+                unembed.W_U.mul_(gain.to(unembed.W_U.dtype)[:, None])
+                gain.fill_(1.0)
+        yield folds
     finally:
         with torch.no_grad():
             for param, value in zip(params, saved, strict=True):
                 param.copy_(value)
 
 
-def dashboard_data(
-    sae: Any, model: Any, tokens: torch.Tensor, features: str | Sequence[int] = "top:24"
-) -> DashboardData:
+def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
+                   features: str | Sequence[int] = "top:24") -> DashboardData:
     """Route the tokens once, keep the live latents of `features` most active first, run sae-dashboard."""
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
-
-    if not hasattr(sae, "forward_routed"):
-        raise ValueError(f"sae must be a RouteSAE (architecture 'routesae'), got {type(sae).__name__}")
-    if is_bridge(model):  # the routed hook point is added as a module; a bridge has no public hook rescan
-        raise ValueError(
-            "dashboards need a HookedTransformer model (model_class_name: HookedTransformer or model_path); "
-            "a TransformerBridge model gives the routed latent statistics (latent_stats.scan_tokens) only"
-        )
+    if is_bridge(model) or not hasattr(sae, "forward_routed"):  # a bridge has no public hook rescan
+        raise ValueError("dashboards need a HookedTransformer model (not a TransformerBridge) and a RouteSAE"
+                         f", got {type(model).__name__} and {type(sae).__name__}")
     context, d_vocab = CONTEXT_BEFORE + CONTEXT_AFTER, model.cfg.d_vocab
     n, seq_len = tokens.shape if tokens.ndim == 2 else (0, 0)
-    if tokens.is_floating_point() or n * (seq_len - context) < TOP_EXAMPLES or seq_len <= context or not (
-        0 <= tokens.min() <= tokens.max() < d_vocab
-    ):  # sae-dashboard would fail deep inside, or silently show nothing
-        raise ValueError(
-            f"tokens must be an integer tensor [n_sequences, seq_len] with seq_len > {context}, "
-            f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES} (sae-dashboard's context, top examples), "
-            f"ids in [0, d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}"
-        )
+    bad = seq_len <= context or n * (seq_len - context) < TOP_EXAMPLES or tokens.is_floating_point()
+    if bad or not 0 <= tokens.min() <= tokens.max() < d_vocab:  # else sae-dashboard fails deep inside
+        raise ValueError(f"tokens must be an integer tensor [n_sequences, seq_len] with seq_len > {context}, "
+                         f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES}, ids in [0, "
+                         f"d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}")
     candidates, limit = parse_features(features, sae.cfg.d_sae)
     scan = scan_tokens(sae, model, tokens, batch_size=16)
     shown, dead = scan.rank(candidates, limit, full=TOP_EXAMPLES)
@@ -147,19 +199,14 @@ def display_tokens(tokenizer: Any) -> dict[int, str]:
     out: dict[int, str] = {}
     for piece, token_id in tokenizer.get_vocab().items():
         text = tokenizer.convert_tokens_to_string([piece]) if byte_level else piece
-        text = piece if "\ufffd" in text else text
-        for newline in NEWLINE_PIECES:
-            text = text.replace(newline, NEWLINE)
-        out[token_id] = text
+        out[token_id] = NEWLINE_PIECES.sub(NEWLINE, piece if "\ufffd" in text else text)
     return out
 
 
-def write_dashboard_html(
-    data: DashboardData, out_html: str | Path, interpretability: dict[str, Any] | None = None
-) -> Path:
+def write_dashboard_html(data: DashboardData, out_html: str | Path,
+                         interpretability: dict[str, Any] | None = None) -> Path:
     """sae-dashboard's page of `data` opening on `features[0]`, plus panels; tokens as `display_tokens`."""
     from sae_dashboard.data_writing_fns import save_feature_centric_vis
-
     # sae-dashboard inverts `tokenizer.vocab.items()`: (text, id) pairs keep two tokens of one text apart
     pairs = [(text, i) for i, text in display_tokens(data.vis_data.model.tokenizer).items()]
     view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=SimpleNamespace(items=lambda: pairs)))
@@ -174,12 +221,10 @@ def write_dashboard_html(
     return atomic_write_text(out_html, inline_assets(add_panels(html, routing, data.summary(), judged)))
 
 
-def routed_dashboard(
-    sae: Any, model: Any, tokens: torch.Tensor, features: str | Sequence[int], out_html: str | Path
-) -> DashboardData:
+def routed_dashboard(sae: Any, model: Any, tokens: torch.Tensor, features: str | Sequence[int],
+                     out_html: str | Path) -> DashboardData:
     """`dashboard_data` written as sae-dashboard's feature-centric HTML, with a routing panel."""
-    data = dashboard_data(sae, model, tokens, features)
-    write_dashboard_html(data, out_html)
+    write_dashboard_html(data := dashboard_data(sae, model, tokens, features), out_html)
     return data
 
 
@@ -187,22 +232,17 @@ def vocab_dict(model: Any) -> dict[int, str]:
     """Token id -> token string as Neuronpedia displays it (sae-dashboard's HTML escapes applied)."""
     from sae_dashboard.neuronpedia.neuronpedia_runner import OUT_OF_RANGE_TOKEN
     from sae_dashboard.utils_fns import HTML_ANOMALIES
-
     out = dict(enumerate(model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))))
     for bad, good in HTML_ANOMALIES.items():
         out = {i: tok.replace(bad, good) for i, tok in out.items()}
     return out | {i: OUT_OF_RANGE_TOKEN for i in range(len(out), model.cfg.d_vocab)}
 
 
-def neuronpedia_batch(
-    data: DashboardData, *, sae_set: str = "routesae", model_id: str | None = None,
-    interpretability: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """sae-dashboard's Neuronpedia batch, each feature with its `routing` (and, given interpretability.json's
-    content, `explanations` in Neuronpedia's format), the batch with `routed_hook_names`, `dead_latents`."""
+def neuronpedia_batch(data: DashboardData, *, sae_set: str = "routesae", model_id: str | None = None,
+                      interpretability: dict[str, Any] | None = None) -> dict[str, Any]:
+    """sae-dashboard's Neuronpedia batch plus each feature's `routing` (and judge's `explanations`)."""
     from sae_dashboard.neuronpedia.neuronpedia_converter import NeuronpediaConverter
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
-
     hooks, model, model_id = data.hook_names, data.vis_data.model, model_id or data.model_name
     np_cfg = NeuronpediaRunnerConfig(sae_set, "", "", model_id=model_id, layer=hook_layer(hooks[-1]))
     np_json = NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
@@ -211,9 +251,8 @@ def neuronpedia_batch(
         index = int(feature["feature_index"])
         feature["routing"] = {"hook_names": hooks, **data.routing[index]}
         if interpretability is not None:
-            feature["explanations"] = neuronpedia_explanations(
-                interpretability, index, model_id=model_id, np_layer=np_layer
-            )
+            feature["explanations"] = neuronpedia_explanations(interpretability, index, model_id=model_id,
+                                                               np_layer=np_layer)
     return batch | {"routed_hook_names": hooks, "dead_latents": data.dead_latents}
 
 

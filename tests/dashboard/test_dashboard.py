@@ -421,11 +421,11 @@ def test_html_and_json_written_from_one_computation(setup, tmp_path):
     sae-dashboard again (a spy counts both)."""
     from sae_dashboard.sae_vis_runner import SaeVisRunner
 
-    import sae_lens_routing.dashboard.latent_stats as latent_stats
+    import sae_lens_routing.dashboard.report as report
 
     _, model, sae, tokens, _ = setup
     calls = {"run": 0, "route": 0}
-    run, route = SaeVisRunner.run, latent_stats.routed_activations
+    run, route = SaeVisRunner.run, report.routed_activations
 
     def counting(name, fn):
         def spy(*args, **kwargs):
@@ -436,7 +436,7 @@ def test_html_and_json_written_from_one_computation(setup, tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SaeVisRunner, "run", counting("run", run))
-        mp.setattr(latent_stats, "routed_activations", counting("route", route))
+        mp.setattr(report, "routed_activations", counting("route", route))
         data = dashboard_data(sae, model, tokens, "top:3")
         assert calls == {"run": 1, "route": 2}  # 32 sequences in minibatches of 16
         write_dashboard_html(data, tmp_path / "one.html")

@@ -68,8 +68,7 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     from sae_lens_routing.analysis.evals import run_route_evals
     from sae_lens_routing.analysis.feature_contexts import ContextRules, collect_feature_contexts
     from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice, steer
-    from sae_lens_routing.dashboard.latent_stats import scan_tokens
-    from sae_lens_routing.dashboard.report import dashboard_data
+    from sae_lens_routing.dashboard.report import dashboard_data, scan_tokens
     from sae_lens_routing.saes.routed_activations import routed_activations
     from sae_lens_routing.training.run_config import train_from_config
 

@@ -6,6 +6,7 @@ import argparse
 import math
 import warnings
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import torch
@@ -20,13 +21,10 @@ def checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: 
     """An argparse `type=`: `convert`, then refuse what fails it or `ok` ("argument --flag: must be ...")."""
 
     def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except (ValueError, RuntimeError):
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
-        return value
+        with suppress(ValueError, RuntimeError):
+            if ok(value := convert(text)):
+                return value
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
 
     return parse
 
@@ -38,7 +36,6 @@ device = checked(lambda t: str(torch.device(t)), lambda d: "cuda" not in d or to
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
-    """`--config run.yaml` and repeatable `--set key=value`, as `train` and `cache-activations` read them."""
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
 
@@ -51,33 +48,25 @@ def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The SAE (checked on load), then its model loaded as it was trained: a local one unprocessed, a
-    `model_name` one with the SAE's `model_from_pretrained_kwargs` (so SAELens's warning is silenced)."""
+    """The SAE, then its model loaded as it was trained (so SAELens's kwargs warning is moot)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\s*This SAE has non-empty model_from_pretrained_kwargs")
         sae = load_route_sae(args.sae, args.sae_id, device=args.device)
     if sae.cfg.architecture() != "routesae":
         raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
-    meta, model = sae.cfg.metadata, None
-    model_path = args.model_path or meta.model_path
+    meta, model, model_path = sae.cfg.metadata, None, args.model_path or sae.cfg.metadata.model_path
     if is_bridge_class(meta.model_class_name):
         model = load_bridge(meta.model_name, model_path, device=args.device)
     elif model_path:  # looked up at call time, so it can be replaced
         model = local_model.load_local_model(model_path, device=args.device)
-    elif meta.model_name:
+    elif meta.model_name:  # TransformerLens's error lists every official name: say what to pass instead
         kwargs = {"device": args.device, "model_from_pretrained_kwargs": meta.model_from_pretrained_kwargs}
-        try:
+        with suppress(ValueError, OSError):
             model = load_model("HookedTransformer", meta.model_name, **kwargs)
-        except (ValueError, OSError):  # TransformerLens lists every official name; say what to pass instead
-            pass
     if model is None:
-        raise ValueError(
-            f"the SAE records no model_path and its model_name {meta.model_name!r} cannot be loaded here; "
-            "pass --model-path (a GGUF file, a Hugging Face folder or 'smollm2')"
-        )
+        raise ValueError(f"the SAE records no model_path and its model_name {meta.model_name!r} cannot be "
+                         "loaded here; pass --model-path (a GGUF file, a Hugging Face folder or 'smollm2')")
     if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(
-            f"--sae has d_in={sae.cfg.d_in} but the model has d_model={model.cfg.d_model}: it was trained on "
-            "another model; pass the --model-path it was trained on"
-        )
+        raise ValueError(f"--sae has d_in={sae.cfg.d_in} but the model has d_model={model.cfg.d_model}: pass "
+                         "the --model-path it was trained on")
     return sae, model

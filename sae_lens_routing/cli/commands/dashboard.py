@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_lens_routing.atomic import atomic_write_json
-from sae_lens_routing.cli.commands._common import (
-    add_sae_and_model_arguments,
-    load_sae_and_model,
-    positive_int,
-)
+from sae_lens_routing.cli.commands import _common
 from sae_lens_routing.dashboard import report
 from sae_lens_routing.interpret.results import read_result
 from sae_lens_routing.offline.corpus import corpus_tokens
@@ -20,16 +16,13 @@ HELP = "Write sae-dashboard's feature-centric HTML (offline, with a routing pane
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments `dashboard` and `neuronpedia` share: SAE, tokens, features, the judge's file."""
-    add_sae_and_model_arguments(parser)
+    _common.add_sae_and_model_arguments(parser)
     features = "top:N (the N most active latents that fill the page with activating examples) or 0-63, 1,5,9"
     parser.add_argument("--features", default="top:24", help=features)
     parser.add_argument("--corpus", default="bbcnews", help="offline corpus the activations are drawn from")
-    parser.add_argument("--n-sequences", type=positive_int, default=64, help="corpus sequences to scan")
-    parser.add_argument("--context-size", type=positive_int, default=128, help="tokens per sequence")
-    parser.add_argument(
-        "--interpretability", help="show the judge's explanations from an interpretability.json (`interpret`)"
-    )
+    parser.add_argument("--n-sequences", type=_common.positive_int, default=64, help="sequences to scan")
+    parser.add_argument("--context-size", type=_common.positive_int, default=128, help="tokens per sequence")
+    parser.add_argument("--interpretability", help="show the judge's explanations (`interpret`'s JSON)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,18 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compute(args: argparse.Namespace) -> tuple[report.DashboardData, dict[str, Any] | None]:
-    """(the dashboard data of the command line's SAE, tokens and features; the judge's results or None)."""
     judged = read_result(args.interpretability) if args.interpretability else None
-    sae, model = load_sae_and_model(args)
+    sae, model = _common.load_sae_and_model(args)
     tokens = corpus_tokens(model, args.corpus, args.n_sequences, args.context_size)
     return report.dashboard_data(sae, model, tokens, args.features), judged
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = {f"--{f}": getattr(args, f) for f in ("out", "screenshot", "neuronpedia")}
-    named = [(flag, Path(path).resolve()) for flag, path in paths.items() if path]
-    same = [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]
-    if same:
+    outputs = [(f"--{f}", getattr(args, f)) for f in ("out", "screenshot", "neuronpedia")]
+    named = [(flag, Path(path).resolve()) for flag, path in outputs if path]
+    if same := [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]:
         raise ValueError(f"{same[0]} name the same file; give each output its own path")
     data, judged = compute(args)
     print(f"dashboard written to {report.write_dashboard_html(data, args.out, judged)} ({data.summary()})")

@@ -1,5 +1,4 @@
-"""`python -m sae_lens_routing demo --out out/demo` (`make demo`): train a small RouteSAE on SmolLM2-135M over
-BBC News offline (preset `presets/demo.yaml`), then evaluate it and write its dashboard, all under `--out`."""
+"""`python -m sae_lens_routing demo` (`make demo`): preset `presets/demo.yaml` trained, evaluated, shown."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     config = parse_run_config(apply_overrides({**preset, "output_path": str(out / "sae")}, args.set))
     corpus, start = config.corpus or "bbcnews", time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    # a second `make demo` replaces the SAE folder the first wrote; a folder it did not write is refused
-    runner, summary = train_from_config(config, overwrite=True)
+    runner, summary = train_from_config(config, overwrite=True)  # replaces only a folder a demo wrote
     atomic_write_json(out / "summary.json", summary, indent=2)  # the runner printed the summary
     sae, model = runner.sae_for_analysis(), runner.model
     metrics = evaluate(sae, model, out, corpus=corpus, n_sequences=args.eval_sequences, context_size=128)

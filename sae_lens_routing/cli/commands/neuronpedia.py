@@ -14,12 +14,11 @@ HELP = "Export RouteSAE features as a Neuronpedia batch JSON (sae-dashboard's la
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dashboard_arguments(parser)
     parser.add_argument("--out", required=True, help="the JSON file to write")
-    parser.add_argument("--sae-set", default="routesae", help="Neuronpedia SAE set name")
 
 
 def run(args: argparse.Namespace) -> int:
     data, judged = compute(args)
-    batch = neuronpedia_batch(data, sae_set=args.sae_set, interpretability=judged)
+    batch = neuronpedia_batch(data, interpretability=judged)
     atomic_write_json(args.out, batch)
     print(f"Neuronpedia batch with {len(batch['features'])} features written to {args.out}")
     return 0

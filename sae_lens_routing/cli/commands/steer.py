@@ -6,43 +6,32 @@ import argparse
 import math
 
 from sae_lens_routing.analysis.splice import steer
-from sae_lens_routing.cli.commands._common import (
-    add_sae_and_model_arguments,
-    checked,
-    finite_float,
-    load_sae_and_model,
-    positive_int,
-)
+from sae_lens_routing.cli.commands import _common
 
 HELP = "Generate with RouteSAE features added/multiplied at their routed layers; print both continuations."
 
 # INDEX < d_sae is checked once the SAE is loaded; a non-finite VALUE would make the output garbage
-parse_feature = checked(
-    lambda t: (int(t.partition("=")[0]), float(t.partition("=")[2])),
-    lambda v: v[0] >= 0 and math.isfinite(v[1]),
-    "INDEX=VALUE with INDEX a latent index >= 0 and VALUE a finite number",
-)
+parse_feature = _common.checked(lambda t: (int(t.partition("=")[0]), float(t.partition("=")[2])),
+                                lambda v: v[0] >= 0 and math.isfinite(v[1]),
+                                "INDEX=VALUE with INDEX a latent index >= 0 and VALUE a finite number")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_sae_and_model_arguments(parser)
+    _common.add_sae_and_model_arguments(parser)
     parser.add_argument("--prompt", required=True, help="the text to continue")
     feature = {"type": parse_feature, "action": "append", "metavar": "INDEX=VALUE", "required": True}
     parser.add_argument("--feature", **feature, help="a latent and the value to add to or multiply it by")
     mode = "add VALUE to the latent, or multiply it (a latent that never fires cannot be multiplied)"
     parser.add_argument("--mode", choices=["add", "multiply"], default="add", help=mode)
-    parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens to generate")
-    parser.add_argument("--temperature", type=finite_float, default=0.0, help="0: greedy")
+    parser.add_argument("--max-new-tokens", type=_common.positive_int, default=20, help="tokens to generate")
+    parser.add_argument("--temperature", type=_common.finite_float, default=0.0, help="0: greedy")
 
 
 def run(args: argparse.Namespace) -> int:
-    sae, model = load_sae_and_model(args)
+    sae, model = _common.load_sae_and_model(args)
     features = dict(args.feature)
-    out_of_range = [i for i in features if i >= sae.cfg.d_sae]
-    if out_of_range:
-        raise ValueError(
-            f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae} latents"
-        )
+    if out_of_range := [i for i in features if i >= sae.cfg.d_sae]:
+        raise ValueError(f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae}")
     options = {"mode": args.mode, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     result = steer(model, sae, args.prompt, features, **options)
     print(f"prompt:     {result.prompt!r}\nunsteered:  {result.unsteered!r}")
