@@ -18,6 +18,9 @@ def versions(path: str) -> dict[str, str]:
 before, after = versions(sys.argv[1]), versions(sys.argv[2])
 changed = [f"{n} {v} -> {after.get(n, 'removed')}" for n, v in sorted(before.items()) if after.get(n) != v]
 added = sorted(set(after) - set(before))
-print(f"no_downgrade: {len(before)} packages before, {len(added)} added ({', '.join(added)}), {len(changed)} changed")
+print(
+    f"no_downgrade: {len(before)} packages before, {len(added)} added ({', '.join(added)}), "
+    f"{len(changed)} changed"
+)
 if changed:
     sys.exit("changed: " + "; ".join(changed))

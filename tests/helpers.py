@@ -1,5 +1,5 @@
-"""Test helpers (plain functions and constants; fixtures live in conftest.py): small RouteSAE configs, tiny models
-and datasets, the official parity files (copied from the reference run), CLI subprocess helpers."""
+"""Test helpers (plain functions and constants; fixtures live in conftest.py): small RouteSAE configs, tiny
+models and datasets, the official parity files (copied from the reference run), CLI subprocess helpers."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def exact_sae() -> RouteSAE:
 
 
 def refuse_loaders(monkeypatch) -> None:
-    """Make every model and corpus loader of the package raise: a config error must come before any of them."""
+    """Make every model and corpus loader of the package raise: a config error comes before any of them."""
     from sae_lens_routing.training import run_config
 
     def refuse(*args, **kwargs):

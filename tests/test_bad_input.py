@@ -1,5 +1,6 @@
-"""The second round of bad input, one test per row: nothing lost, nothing hangs, nothing silently wrong, and each
-unclear failure one line naming the field or file, what was found and what to do, as early as it can be known.
+"""The second round of bad input, one test per row: nothing lost, nothing hangs, nothing silently wrong, and
+each unclear failure one line naming the field or file, what was found and what to do, as early as it can be
+known.
 
 (Rows about one SAE's encode/decode live in tests/saes/test_route_sae.py, the upload dry run in
 tests/hub/test_hub.py.)"""

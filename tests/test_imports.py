@@ -1,5 +1,5 @@
-"""Training, loading and analysis never need sae-dashboard: it is installed with --no-deps and its pins may not
-hold in a user's environment, so only the `dashboard` command may import it."""
+"""Training, loading and analysis never need sae-dashboard: it is installed with --no-deps and its pins may
+not hold in a user's environment, so only the `dashboard` command may import it."""
 
 from __future__ import annotations
 
