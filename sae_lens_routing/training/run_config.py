@@ -10,17 +10,18 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import SAEMetadata
+from transformer_lens import loading_from_pretrained
+from transformers import AutoConfig
 from typeguard import CollectionCheckStrategy, TypeCheckError, check_type
 
-from sae_lens_routing.offline.bridge import is_bridge_class, require_bridge
-from sae_lens_routing.offline.corpus import CORPORA
+from sae_lens_routing.offline import bridge, local_model
+from sae_lens_routing.offline import corpus as offline_corpus
 from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig
 from sae_lens_routing.saes.layers import paper_hook_names
 from sae_lens_routing.training.validation import refuse, validate_route_config
@@ -29,7 +30,7 @@ PAPER = "paper"
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A validated run: SAELens's runner config plus the offline model and corpus the YAML names."""
 
@@ -153,7 +154,8 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
         sae["hook_names"] = decode_value(raw["hook_names"], list[str] | Literal["paper"], "sae.hook_names")
     cached = fields.get("use_cached_activations")
     refuse([
-        corpus not in (None, *CORPORA) and f"corpus must be one of {CORPORA}, got {corpus!r}",
+        corpus not in (None, *offline_corpus.CORPORA)
+        and f"corpus must be one of {offline_corpus.CORPORA}, got {corpus!r}",
         raw.get("architecture", ARCHITECTURE) != ARCHITECTURE
         and f"sae.architecture must be {ARCHITECTURE!r} (or left out), got {raw.get('architecture')!r}",
         cached and not fields.get("cached_activations_path")
@@ -164,8 +166,8 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
         and "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always "
         f"loaded unprocessed, got {fields.get('model_from_pretrained_kwargs')!r}",
     ])
-    if is_bridge_class(fields.get("model_class_name")):
-        require_bridge(fields["model_class_name"])
+    if bridge.is_bridge_class(fields.get("model_class_name")):
+        bridge.require_bridge(fields["model_class_name"])
     if cached:  # a cached run loads no model: model name, hooks and d_in come from the cache's metadata
         from sae_lens_routing.training.activation_cache import read_cache_metadata
 
@@ -177,9 +179,7 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
         model_path = model_path or meta.model_path
     else:
         if model_path is not None:
-            from sae_lens_routing.offline.local_model import resolve_model_path
-
-            resolve_model_path(model_path)  # a missing file or folder fails here, before anything loads
+            local_model.resolve_model_path(model_path)  # a missing file or folder fails here, before loading
             fields.setdefault("model_name", Path(model_path).stem)
         if sae["hook_names"] == PAPER or "d_in" not in sae:
             n_layers, d_model = _model_shape(fields, model_path)
@@ -196,27 +196,22 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
 def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, int]:
     """(n_layers, d_model) from the model's config alone (a GGUF is first dequantised into its folder)."""
     if model_path is not None:
-        from sae_lens_routing.offline.local_model import gguf_to_hf_folder, resolve_model_path
-
-        path = resolve_model_path(model_path)
-        hf = json.loads(((gguf_to_hf_folder(path) if path.is_file() else path) / "config.json").read_text())
+        path = local_model.resolve_model_path(model_path)
+        folder = local_model.gguf_to_hf_folder(path) if path.is_file() else path
+        hf = json.loads((folder / "config.json").read_text())
         return int(hf["num_hidden_layers"]), int(hf["hidden_size"])
-    bridge = is_bridge_class(fields.get("model_class_name"))
+    is_bridge = bridge.is_bridge_class(fields.get("model_class_name"))
     refuse([
-        (not (bridge or fields.get("model_class_name") in (None, "HookedTransformer"))
+        (not (is_bridge or fields.get("model_class_name") in (None, "HookedTransformer"))
          or "model_name" not in fields)
         and f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give "
         "model_path, or model_name of a HookedTransformer, or list sae.hook_names and give sae.d_in"
     ])
     try:  # offline, or a gated repo: the Hub's multi-line message becomes one line naming the fix
-        if bridge:
-            from transformers import AutoConfig
-
+        if is_bridge:
             text_cfg = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
             return int(text_cfg.num_hidden_layers), int(text_cfg.hidden_size)
-        from transformer_lens.loading_from_pretrained import get_pretrained_model_config
-
-        cfg = get_pretrained_model_config(fields["model_name"])
+        cfg = loading_from_pretrained.get_pretrained_model_config(fields["model_name"])
         return int(cfg.n_layers), int(cfg.d_model)
     except OSError as e:
         raise ValueError(
@@ -233,25 +228,18 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
 
     cfg = run.runner
     device = rank_device(str(cfg.llm_device), init_distributed(str(cfg.device)))
-    if is_bridge_class(cfg.model_class_name):
-        from sae_lens_routing.offline.bridge import load_bridge
-
-        model = load_bridge(cfg.model_name, run.model_path, device=device)
+    if bridge.is_bridge_class(cfg.model_class_name):
+        model = bridge.load_bridge(cfg.model_name, run.model_path, device=device)
     elif run.model_path is not None:
-        from sae_lens_routing.offline.local_model import load_local_model
-
-        model = load_local_model(run.model_path, device=device)
+        model = local_model.load_local_model(run.model_path, device=device)
     else:
         from sae_lens.load_model import load_model
 
         model = load_model(cfg.model_class_name, cfg.model_name, device=device,
                            model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
                            hook_names=list(cfg.sae.hook_names))
-    if run.corpus is None:
-        return model, None
-    from sae_lens_routing.offline.corpus import load_corpus
-
-    return model, load_corpus(run.corpus, split="train")  # evaluation reads the held-out documents
+    # evaluation reads the held-out documents
+    return model, run.corpus and offline_corpus.load_corpus(run.corpus, split="train")
 
 
 def train_from_config(run: RunConfig, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
