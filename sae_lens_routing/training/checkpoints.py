@@ -33,16 +33,12 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped training; the message says where progress was saved, or that nothing was."""
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 @contextmanager
 def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler's stop) handled like Ctrl-C, so `finally` blocks and atomic writes clean up."""
     main = threading.current_thread() is threading.main_thread()  # handlers can only be set from there
     signals = (signal.SIGINT, signal.SIGTERM) if main else ()
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in signals}
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in signals}
     try:
         yield
     finally:

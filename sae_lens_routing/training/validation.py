@@ -93,9 +93,8 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
 def _wandb_can_log() -> bool:
     """An API key, an offline/disabled mode, or a netrc entry (`wandb login`) for the W&B host."""
     env = os.environ
-    if env.get("WANDB_API_KEY") or env.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
-        return True
-    if env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+    if (env.get("WANDB_API_KEY") or env.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun")
+            or env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes")):
         return True
     host = urlsplit(env.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     try:
