@@ -1,6 +1,5 @@
 """All-or-nothing writes: a crash leaves the old file/folder or none. Finished folders carry a manifest, so
-only folders this package wrote are replaced; temporary names carry the writer's pid, so a killed writer's
-leftovers can be removed."""
+only folders this package wrote are replaced; temporary names carry the writer's pid for later cleanup."""
 
 from __future__ import annotations
 
@@ -9,10 +8,11 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,27 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _FULL_MESSAGES = ("unexpected pos", "file write failed", "No space left", "File too large", "StorageFull")
 
 
+@contextmanager
+def _cleaned_on_failure(path: Path, cleanup: Callable[[], Any]) -> Iterator[None]:
+    """Run `cleanup` on any failure; a full disk, quota or file-size limit becomes one `OSError(ENOSPC)`."""
+    try:
+        yield
+    except BaseException as err:
+        cleanup()
+        full = getattr(err, "errno", None) in _FULL_ERRNOS
+        if not (full or isinstance(err, Exception) and any(m in str(err) for m in _FULL_MESSAGES)):
+            raise
+        raise OSError(errno.ENOSPC, f"no space left on {path.parent} (or the file size limit was reached): "
+                      f"{path} could not be written; its partial files were removed. Free space there and "
+                      f"run again ({type(err).__name__}: {err})") from err
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write a temp file beside `path`, fsync, then `os.replace` it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    with _cleaned_on_failure(path, lambda: Path(tmp).unlink(missing_ok=True)):
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared SAE from other users
@@ -40,10 +55,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        _raise_if_disk_full(err, path)
-        raise
     return path
 
 
@@ -68,35 +79,17 @@ def atomic_write_json(path: str | Path, obj: Any, **kwargs: Any) -> Path:
     return atomic_write_text(path, strict_json(obj, **kwargs))
 
 
-def _raise_if_disk_full(err: BaseException, path: Path) -> None:
-    """A write that ran out of disk, quota or file-size limit: one `OSError(ENOSPC)` naming `path`."""
-    full = getattr(err, "errno", None) in _FULL_ERRNOS
-    if full or (isinstance(err, Exception) and any(m in str(err) for m in _FULL_MESSAGES)):
-        raise OSError(
-            errno.ENOSPC,
-            f"no space left on {path.parent} (or the file size limit was reached): {path} could not be "
-            "written; "
-            f"its partial files were removed. Free space there and run again ({type(err).__name__}: {err})",
-        ) from err
-
-
 @contextmanager
 def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside `path` that becomes `path` on success, with the manifest that marks it ours.
-
-    A finished folder that cannot be moved into place is renamed to a visible `NAME.unsaved-*` sibling."""
+    A finished folder that cannot be moved into place is kept as a visible `NAME.unsaved-*` sibling."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    try:
+    with _cleaned_on_failure(path, lambda: shutil.rmtree(tmp, ignore_errors=True)):
         yield tmp
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _raise_if_disk_full(err, path)
-        raise
-    files = sorted(p.name for p in tmp.iterdir())
-    atomic_write_text(tmp / MANIFEST, json.dumps({"written_by": _WRITER, "files": files}, indent=1))
+    atomic_write_text(tmp / MANIFEST, json.dumps({"written_by": _WRITER, "files": sorted(os.listdir(tmp))}))
     try:
         if overwrite and path.exists():
             check_replaceable(path)
@@ -104,9 +97,9 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
             os.replace(path, old)
             try:
                 os.rename(tmp, path)
-            except OSError:
-                os.replace(old, path)  # put the previous content back rather than leave nothing
-                raise
+            finally:
+                if not path.exists():  # put the previous content back rather than leave nothing
+                    os.replace(old, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)  # fails on an existing non-empty folder: never a silent replace
@@ -127,7 +120,7 @@ def check_replaceable(path: str | Path, field: str = "the output", overwrite: bo
     if path.is_symlink() or path.is_file():
         foreign = [path.name]
     elif path.is_dir():
-        entries = sorted(p.name for p in path.iterdir())
+        entries = sorted(os.listdir(path))
         try:
             manifest = json.loads((path / MANIFEST).read_text())
             ours = set(manifest["files"]) if manifest["written_by"] == _WRITER else set()
@@ -137,50 +130,37 @@ def check_replaceable(path: str | Path, field: str = "the output", overwrite: bo
     else:
         return
     shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-    if foreign or (not overwrite and any(path.iterdir())):
+    if foreign or not overwrite and entries:
         raise FileExistsError(
-            (
-                f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write "
-                f"({shown}); "
-                f"it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another "
-                f"{field} or "
-                "move those files away"
-            )
-            if foreign
-            else f"{field}={str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace "
-            f"it, or choose another {field}"
+            f"{field}={str(path)!r} already exists and holds what sae-lens-routing did not write ({shown});"
+            f" it only replaces folders it wrote itself (they hold {MANIFEST}), so choose another {field} or"
+            " move those files away" if foreign else f"{field}={str(path)!r} already exists; pass "
+            f"overwrite=True (CLI: --overwrite) to replace it, or choose another {field}"
         )
 
 
 def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove the `.NAME.tmp-PID-*` / `.NAME.old-PID-*` leftovers (of `name` only, if given) in `folder` whose
     writer is no longer running: a killed save would otherwise keep its disk space forever."""
-    folder = Path(folder)
     removed = []
-    for entry in folder.iterdir() if folder.is_dir() else ():
-        if not entry.name.startswith(f".{name}." if name is not None else "."):
-            continue
-        pid = None
-        for marker in (".tmp-", ".old-"):
-            _, found, rest = entry.name.rpartition(marker)
-            if found and "-" in rest and rest.split("-", 1)[0].isdigit():
-                pid = int(rest.split("-", 1)[0])
-        if pid is None or _is_running(pid):
+    for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        found = re.fullmatch(r"\.(.+)\.(?:tmp|old)-(\d+)-.*", entry.name, re.DOTALL)
+        if not found or name not in (None, found[1]) or _running(int(found[2])):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-        logger.warning("removed %s, a partial write left by a run that was killed (process %d)", entry, pid)
+        logger.warning("removed %s, a partial write left by a run that was killed (pid %s)", entry, found[2])
         removed.append(entry)
     return removed
 
 
-def _is_running(pid: int) -> bool:
+def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's live process
+        pass  # another user's live process
     return True

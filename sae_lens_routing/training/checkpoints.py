@@ -15,19 +15,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from filelock import FileLock, Timeout
+from sae_lens import constants as c
 from sae_lens.config import LanguageModelSAERunnerConfig
-from sae_lens.constants import (
-    ACTIVATION_SCALER_CFG_FILENAME,
-    ACTIVATION_WHITENING_FILENAME,
-    ACTIVATIONS_STORE_STATE_FILENAME,
-    RUNNER_CFG_FILENAME,
-    SAE_CFG_FILENAME,
-    SAE_WEIGHTS_FILENAME,
-    TRAINER_STATE_FILENAME,
-)
 from safetensors import safe_open
 
 from sae_lens_routing.atomic import check_replaceable, remove_stale_temporaries
+from sae_lens_routing.training.validation import refuse
 
 SAE_FIELDS_THAT_MUST_MATCH = ("hook_names", "d_in", "d_sae", "k", "routing", "router_input")
 
@@ -40,17 +33,12 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped training; the message says where progress was saved, or that nothing was."""
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 @contextmanager
 def interrupts_as_keyboard_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler's stop) handled like Ctrl-C, so `finally` blocks and atomic writes clean up."""
-    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
-        yield
-        return
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    main = threading.current_thread() is threading.main_thread()  # handlers can only be set from there
+    signals = (signal.SIGINT, signal.SIGTERM) if main else ()
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in signals}
     try:
         yield
     finally:
@@ -78,8 +66,8 @@ def claim_output(
     cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True, training: bool = False
 ) -> Iterator[None]:
     """Hold `<output_path>.lock` (another run holding it is refused). Before training: refuse an output this
-    run may not replace; when training: remove killed saves' leftovers (beside the output, in the checkpoint
-    folders). Under torchrun every rank raises rank 0's refusal (no rank waits for it alone)."""
+    run may not replace; when training: remove killed saves' leftovers. Under torchrun every rank raises
+    rank 0's refusal (no rank waits for it alone)."""
     with ExitStack() as stack:
         refusal: Exception | None = None
         if is_main and cfg.output_path is not None:
@@ -103,56 +91,58 @@ def claim_output(
             except FileExistsError as err:
                 refusal = err
         if dist.is_available() and dist.is_initialized():
-            message = [None if refusal is None else str(refusal)]
-            dist.broadcast_object_list(message, src=0)
-            refusal = refusal or (RuntimeError(message[0]) if message[0] is not None else None)
+            shared = [refusal]
+            dist.broadcast_object_list(shared, src=0)
+            refusal = shared[0]
         if refusal is not None:
             raise refusal
         if training and is_main:
             if cfg.output_path is not None:
                 remove_stale_temporaries(Path(cfg.output_path).parent, name=Path(cfg.output_path).name)
             resumed = cfg.resume_from_checkpoint and Path(cfg.resume_from_checkpoint).parent
-            for folder in (cfg.checkpoint_path, resumed):
-                if folder:
-                    remove_stale_temporaries(folder)
+            for folder in filter(None, (cfg.checkpoint_path, resumed)):
+                remove_stale_temporaries(folder)
         yield
 
 
 def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerConfig[Any]) -> None:
     """Refuse, before any training, a checkpoint that is damaged or was trained for another SAE than `cfg`."""
     checkpoint = Path(checkpoint)
-    if (checkpoint / SAE_CFG_FILENAME).is_file() and not any(
-        (checkpoint / f).exists() for f in (TRAINER_STATE_FILENAME, ACTIVATIONS_STORE_STATE_FILENAME)
-    ):
-        raise ValueError(
-            f"resume_from_checkpoint={str(checkpoint)!r} is a saved SAE (an output_path), not a training "
-            "checkpoint: resume from a folder under checkpoint_path (<checkpoint_path>/<run id>/<tokens>), "
-            "or "
-            "start a new run from these weights with from_pretrained_path"
-        )
-    names = [SAE_CFG_FILENAME, RUNNER_CFG_FILENAME, ACTIVATION_SCALER_CFG_FILENAME, SAE_WEIGHTS_FILENAME,
-             ACTIVATIONS_STORE_STATE_FILENAME, TRAINER_STATE_FILENAME]
-    if (checkpoint / ACTIVATION_WHITENING_FILENAME).exists():
-        names.append(ACTIVATION_WHITENING_FILENAME)
+    refuse([
+        (checkpoint / c.SAE_CFG_FILENAME).is_file() and not any(
+            (checkpoint / f).exists() for f in (c.TRAINER_STATE_FILENAME, c.ACTIVATIONS_STORE_STATE_FILENAME)
+        ) and f"resume_from_checkpoint={str(checkpoint)!r} is a saved SAE (an output_path), not a training "
+        "checkpoint: resume from a folder under checkpoint_path (<checkpoint_path>/<run id>/<tokens>), or "
+        "start a new run from these weights with from_pretrained_path"
+    ])
+    names = [c.SAE_CFG_FILENAME, c.RUNNER_CFG_FILENAME, c.ACTIVATION_SCALER_CFG_FILENAME,
+             c.SAE_WEIGHTS_FILENAME, c.ACTIVATIONS_STORE_STATE_FILENAME, c.TRAINER_STATE_FILENAME]
+    names += [c.ACTIVATION_WHITENING_FILENAME] * (checkpoint / c.ACTIVATION_WHITENING_FILENAME).exists()
     contents = {}
     for name in names:
         try:
             contents[name] = _read(checkpoint / name)
         except Exception as err:  # noqa: BLE001  (any failure to read means the same thing: damaged)
-            raise DamagedCheckpointError(_damaged_message(checkpoint, name, err)) from err
-    sae_cfg, runner_cfg = contents[SAE_CFG_FILENAME], contents[RUNNER_CFG_FILENAME]
-    pairs = [("model_name", runner_cfg.get("model_name"), cfg.model_name, RUNNER_CFG_FILENAME)]
-    pairs += [(f"sae.{f}", sae_cfg.get(f), getattr(cfg.sae, f, None), SAE_CFG_FILENAME)
+            missing = isinstance(err, FileNotFoundError)
+            problem = "is missing" if missing else f"cannot be read ({type(err).__name__}: {err})"
+            previous = _previous_checkpoint(checkpoint)
+            way_on = (f"resume from the previous checkpoint instead: resume_from_checkpoint={str(previous)!r}"
+                      if previous is not None else f"there is no earlier checkpoint in {checkpoint.parent}; "
+                      "start the run again without resume_from_checkpoint")
+            raise DamagedCheckpointError(
+                f"the checkpoint {checkpoint} is damaged: {checkpoint / name} {problem}; {way_on}"
+            ) from err
+    sae_cfg, runner_cfg = contents[c.SAE_CFG_FILENAME], contents[c.RUNNER_CFG_FILENAME]
+    pairs = [("model_name", runner_cfg.get("model_name"), cfg.model_name, c.RUNNER_CFG_FILENAME)]
+    pairs += [(f"sae.{f}", sae_cfg.get(f), getattr(cfg.sae, f, None), c.SAE_CFG_FILENAME)
               for f in SAE_FIELDS_THAT_MUST_MATCH]
-    for field, saved, wanted, source in pairs:
+    refuse(
+        f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but this run "
+        f"has {field}={wanted!r}; resume with the checkpoint's settings or start a new run"
+        for field, saved, wanted, source in pairs
         if (list(saved) if isinstance(saved, tuple) else saved) != (
-            list(wanted) if isinstance(wanted, tuple) else wanted
-        ):
-            raise ValueError(
-                f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), "
-                f"but this run has {field}={wanted!r}; resume with the checkpoint's settings or start a new "
-                "run"
-            )
+            list(wanted) if isinstance(wanted, tuple) else wanted)  # JSON has no tuples
+    )
 
 
 def _read(path: Path) -> Any:
@@ -167,20 +157,7 @@ def _read(path: Path) -> Any:
     return None
 
 
-def _damaged_message(checkpoint: Path, name: str, err: Exception) -> str:
-    problem = f"cannot be read ({type(err).__name__}: {err})"
-    problem = "is missing" if isinstance(err, FileNotFoundError) else problem
-    previous = previous_checkpoint(checkpoint)
-    way_on = (
-        f"resume from the previous checkpoint instead: resume_from_checkpoint={str(previous)!r}"
-        if previous is not None
-        else f"there is no earlier checkpoint in {checkpoint.parent}; start the run again without "
-        "resume_from_checkpoint"
-    )
-    return f"the checkpoint {checkpoint} is damaged: {checkpoint / name} {problem}; {way_on}"
-
-
-def previous_checkpoint(checkpoint: Path) -> Path | None:
+def _previous_checkpoint(checkpoint: Path) -> Path | None:
     """The latest checkpoint written before `checkpoint` in its run folder (names count training samples)."""
 
     def samples(name: str) -> int | None:
@@ -188,10 +165,9 @@ def previous_checkpoint(checkpoint: Path) -> Path | None:
         return int(digits) if digits.isdigit() else None
 
     own = samples(checkpoint.name)
-    if own is None or not checkpoint.parent.is_dir():
-        return None
+    siblings = checkpoint.parent.iterdir() if own is not None and checkpoint.parent.is_dir() else ()
     earlier = [
-        (n, p) for p in checkpoint.parent.iterdir()
-        if (n := samples(p.name)) is not None and n < own and (p / TRAINER_STATE_FILENAME).exists()
+        (n, p) for p in siblings
+        if (n := samples(p.name)) is not None and n < own and (p / c.TRAINER_STATE_FILENAME).exists()
     ]
     return max(earlier)[1] if earlier else None

@@ -1,6 +1,5 @@
-"""One typed, resolved, validated run config from YAML (`train`, `cache-activations`, `demo`): runner fields,
-`sae:` and `logger:` sections, our `model_path` (a local model) and `corpus` (an offline corpus).
-`parse_run_config` is the one place YAML is decoded and validated; nothing loads before."""
+"""One typed, resolved, validated run config from YAML: runner fields, `sae:` and `logger:` sections, our
+`model_path` (a local model) and `corpus` (an offline corpus). `parse_run_config` decodes and validates."""
 
 from __future__ import annotations
 
@@ -10,27 +9,27 @@ import json
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from sae_lens import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import SAEMetadata
+from transformer_lens import loading_from_pretrained
+from transformers import AutoConfig
 from typeguard import CollectionCheckStrategy, TypeCheckError, check_type
 
-from sae_lens_routing.offline.corpus import CORPORA
-from sae_lens_routing.offline.local_model import is_bridge_class, require_bridge
+from sae_lens_routing.offline import corpus as offline_corpus
+from sae_lens_routing.offline import local_model
 from sae_lens_routing.saes.config import ARCHITECTURE, RouteTrainingSAEConfig, paper_hook_names
-from sae_lens_routing.training.validation import validate_route_config
+from sae_lens_routing.training.validation import refuse, validate_route_config
 
 PAPER = "paper"
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A validated run: SAELens's runner config plus the offline model and corpus the YAML names."""
 
@@ -40,8 +39,7 @@ class RunConfig:
 
 
 def checked_run(cfg: LanguageModelSAERunnerConfig[Any] | RunConfig) -> RunConfig:
-    """A decoded `RunConfig` was validated by `parse_run_config`; a config built in Python is validated
-    here."""
+    """A `RunConfig` was validated when parsed; a config built in Python is validated here."""
     if isinstance(cfg, RunConfig):
         return cfg
     validate_route_config(cfg)
@@ -50,11 +48,9 @@ def checked_run(cfg: LanguageModelSAERunnerConfig[Any] | RunConfig) -> RunConfig
 
 def read_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The YAML file's mapping with the `--set key=value` overrides applied."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    refuse([not Path(path).is_file() and f"config file not found: {path}"], FileNotFoundError)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {_yaml_problem(e)}") from e
     return apply_overrides(decode_value(data, dict, str(path)), overrides)
@@ -65,17 +61,18 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     data = copy.deepcopy(dict(data))
     for item in overrides:
         key, sep, raw = item.partition("=")
-        key, problem = key.strip(), None
+        key = key.strip()
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            problem = f"--set {item!r}: the value is not valid YAML: {_yaml_problem(e)}"
-        if not raw.strip():  # YAML reads an empty value as null: say so instead of unsetting the field
-            problem = f"--set {item!r} has no value; write {key}=null to clear a field"
-        if not sep or not key:
-            problem = f"--set expects key=value, got {item!r}"
-        if problem is not None:
-            raise ValueError(problem)
+            value = e
+        refuse([
+            (not sep or not key) and f"--set expects key=value, got {item!r}",
+            # YAML reads an empty value as null: say so instead of unsetting the field
+            not raw.strip() and f"--set {item!r} has no value; write {key}=null to clear a field",
+            isinstance(value, yaml.YAMLError)
+            and f"--set {item!r}: the value is not valid YAML: {_yaml_problem(value)}",
+        ])
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
@@ -90,14 +87,11 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def decode_fields(cls: type, data: Any, section: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`cls`'s constructor arguments from a YAML mapping: unknown keys and wrongly typed values are
-    refused."""
+    """`cls`'s constructor arguments from a YAML mapping: unknown keys and wrong types are refused."""
     data = decode_value(data, dict, section)
-    hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls) if f.init} - set(skip))
-    if unknown:
-        raise ValueError(f"unknown {section} fields {unknown}; expected {cls.__name__} fields")
-    prefix = "" if section == "config" else f"{section}."
+    refuse([unknown and f"unknown {section} fields {unknown}; expected {cls.__name__} fields"])
+    hints, prefix = typing.get_type_hints(cls), "" if section == "config" else f"{section}."
     return {k: decode_value(v, hints[k], f"{prefix}{k}") for k, v in data.items() if k not in skip}
 
 
@@ -106,9 +100,7 @@ def decode_value(value: Any, hint: Any, name: str) -> Any:
     written as text (`lr: 1e-3` in YAML 1.1) for a float, a mapping for a dataclass. A bool is not an int."""
     arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     plain = [typing.get_origin(a) or a for a in arms]
-    if float in plain and isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
-        value = float(value)
-    elif float in plain and type(value) is int:
+    if float in plain and (type(value) is int or isinstance(value, str) and _FLOAT_TEXT.match(value.strip())):
         value = float(value)
     elif tuple in plain and isinstance(value, list):
         value = tuple(value)
@@ -120,8 +112,8 @@ def decode_value(value: Any, hint: Any, name: str) -> Any:
         check_type(value, hint, collection_check_strategy=CollectionCheckStrategy.ALL_ITEMS)
     except TypeCheckError:
         ok = False
-    if not ok:
-        raise TypeError(f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
+    refuse([not ok and f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"],
+           TypeError)
     return value
 
 
@@ -160,8 +152,9 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
     if "hook_names" in raw:
         sae["hook_names"] = decode_value(raw["hook_names"], list[str] | Literal["paper"], "sae.hook_names")
     cached = fields.get("use_cached_activations")
-    problems = [
-        corpus not in (None, *CORPORA) and f"corpus must be one of {CORPORA}, got {corpus!r}",
+    refuse([
+        corpus not in (None, *offline_corpus.CORPORA)
+        and f"corpus must be one of {offline_corpus.CORPORA}, got {corpus!r}",
         raw.get("architecture", ARCHITECTURE) != ARCHITECTURE
         and f"sae.architecture must be {ARCHITECTURE!r} (or left out), got {raw.get('architecture')!r}",
         cached and not fields.get("cached_activations_path")
@@ -171,12 +164,27 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
         model_path is not None and fields.get("model_from_pretrained_kwargs")  # local models load unprocessed
         and "model_from_pretrained_kwargs apply to model_name loads only; a model_path model is always "
         f"loaded unprocessed, got {fields.get('model_from_pretrained_kwargs')!r}",
-    ]
-    if any(problems):
-        raise ValueError(next(p for p in problems if p))
-    if is_bridge_class(fields.get("model_class_name")):
-        require_bridge(fields["model_class_name"])
-    model_path = (_resolve_from_cache if cached else _resolve_from_model)(fields, sae, model_path)
+    ])
+    if local_model.is_bridge_class(fields.get("model_class_name")):
+        local_model.require_bridge(fields["model_class_name"])
+    if cached:  # a cached run loads no model: model name, hooks and d_in come from the cache's metadata
+        from sae_lens_routing.training.activation_cache import read_cache_metadata
+
+        meta = read_cache_metadata(fields["cached_activations_path"])
+        fields.setdefault("model_name", Path(model_path).stem if model_path else meta.model_name)
+        if sae.get("hook_names") in (None, PAPER):
+            sae["hook_names"] = list(meta.hook_names)
+        sae.setdefault("d_in", meta.d_in)
+        model_path = model_path or meta.model_path
+    else:
+        if model_path is not None:
+            local_model.resolve_model_path(model_path)  # a missing file or folder fails here, before loading
+            fields.setdefault("model_name", Path(model_path).stem)
+        if sae["hook_names"] == PAPER or "d_in" not in sae:
+            n_layers, d_model = _model_shape(fields, model_path)
+            if sae["hook_names"] == PAPER:
+                sae["hook_names"] = paper_hook_names(n_layers)
+            sae.setdefault("d_in", d_model)
     if model_path is not None:
         sae["metadata"] = SAEMetadata(model_path=model_path)
         fields["model_from_pretrained_kwargs"] = {}  # SAELens's default would warn at every later load
@@ -184,70 +192,29 @@ def resolve_run_config(data: Mapping[str, Any]) -> RunConfig:
     return RunConfig(runner=runner, model_path=model_path, corpus=corpus)
 
 
-def _resolve_from_cache(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
-    """A cached run loads no model: model name, hooks and d_in come from the cache's metadata."""
-    from sae_lens_routing.training.activation_cache import read_cache_metadata
-
-    meta = read_cache_metadata(fields["cached_activations_path"])
-    fields.setdefault("model_name", Path(model_path).stem if model_path else meta.model_name)
-    if sae.get("hook_names") in (None, PAPER):
-        sae["hook_names"] = list(meta.hook_names)
-    sae.setdefault("d_in", meta.d_in)
-    return model_path or meta.model_path
-
-
-def _resolve_from_model(fields: dict[str, Any], sae: dict[str, Any], model_path: str | None) -> str | None:
-    """`hook_names: paper` and an omitted `d_in` from the model's config (n_layers, d_model), before
-    weights."""
-    if model_path is not None:
-        from sae_lens_routing.offline.local_model import resolve_model_path
-
-        resolve_model_path(model_path)  # a missing file or folder fails here, before anything loads
-        fields.setdefault("model_name", Path(model_path).stem)
-    if sae["hook_names"] == PAPER or "d_in" not in sae:
-        n_layers, d_model = _model_shape(fields, model_path)
-        if sae["hook_names"] == PAPER:
-            sae["hook_names"] = paper_hook_names(n_layers)
-        sae.setdefault("d_in", d_model)
-    return model_path
-
-
 def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, int]:
-    """(n_layers, d_model) from the model's config alone (a GGUF is first dequantised into its cached
-    folder)."""
+    """(n_layers, d_model) from the model's config alone (a GGUF is first dequantised into its folder)."""
     if model_path is not None:
-        from sae_lens_routing.offline.local_model import gguf_to_hf_folder, resolve_model_path
-
-        path = resolve_model_path(model_path)
-        hf = json.loads(((gguf_to_hf_folder(path) if path.is_file() else path) / "config.json").read_text())
+        path = local_model.resolve_model_path(model_path)
+        folder = local_model.gguf_to_hf_folder(path) if path.is_file() else path
+        hf = json.loads((folder / "config.json").read_text())
         return int(hf["num_hidden_layers"]), int(hf["hidden_size"])
-    if is_bridge_class(fields.get("model_class_name")) and "model_name" in fields:
-        from transformers import AutoConfig
-
-        with _hub_config_errors(fields["model_name"]):
+    is_bridge = local_model.is_bridge_class(fields.get("model_class_name"))
+    refuse([
+        (not (is_bridge or fields.get("model_class_name") in (None, "HookedTransformer"))
+         or "model_name" not in fields)
+        and f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give "
+        "model_path, or model_name of a HookedTransformer, or list sae.hook_names and give sae.d_in"
+    ])
+    try:  # offline, or a gated repo: the Hub's multi-line message becomes one line naming the fix
+        if is_bridge:
             text_cfg = AutoConfig.from_pretrained(fields["model_name"]).get_text_config()
-        return int(text_cfg.num_hidden_layers), int(text_cfg.hidden_size)
-    if "model_name" not in fields or fields.get("model_class_name") not in (None, "HookedTransformer"):
-        raise ValueError(
-            f"sae.hook_names: {PAPER} and an omitted sae.d_in are read from the model's config: give "
-            "model_path, "
-            "or model_name of a HookedTransformer, or list sae.hook_names and give sae.d_in"
-        )
-    from transformer_lens.loading_from_pretrained import get_pretrained_model_config
-
-    with _hub_config_errors(fields["model_name"]):
-        cfg = get_pretrained_model_config(fields["model_name"])
-    return int(cfg.n_layers), int(cfg.d_model)
-
-
-@contextmanager
-def _hub_config_errors(model_name: str) -> Iterator[None]:
-    """Offline, or a gated repo: the Hub's multi-line message, as one line naming the fix."""
-    try:
-        yield
+            return int(text_cfg.num_hidden_layers), int(text_cfg.hidden_size)
+        cfg = loading_from_pretrained.get_pretrained_model_config(fields["model_name"])
+        return int(cfg.n_layers), int(cfg.d_model)
     except OSError as e:
         raise ValueError(
-            f"model_name {model_name!r}: its config could not be read from the Hugging Face Hub "
+            f"model_name {fields['model_name']!r}: its config could not be read from the Hugging Face Hub "
             f"({type(e).__name__}); offline, use model_path (e.g. model_path: smollm2), or give sae.d_in and "
             "list sae.hook_names"
         ) from e
@@ -260,29 +227,18 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
 
     cfg = run.runner
     device = rank_device(str(cfg.llm_device), init_distributed(str(cfg.device)))
-    if is_bridge_class(cfg.model_class_name):
-        from sae_lens_routing.offline.local_model import load_bridge
-
-        model = load_bridge(cfg.model_name, run.model_path, device=device)
+    if local_model.is_bridge_class(cfg.model_class_name):
+        model = local_model.load_bridge(cfg.model_name, run.model_path, device=device)
     elif run.model_path is not None:
-        from sae_lens_routing.offline.local_model import load_local_model
-
-        model = load_local_model(run.model_path, device=device)
+        model = local_model.load_local_model(run.model_path, device=device)
     else:
         from sae_lens.load_model import load_model
 
-        model = load_model(
-            cfg.model_class_name,
-            cfg.model_name,
-            device=device,
-            model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
-            hook_names=list(cfg.sae.hook_names),
-        )
-    if run.corpus is None:
-        return model, None
-    from sae_lens_routing.offline.corpus import load_corpus
-
-    return model, load_corpus(run.corpus, split="train")  # evaluation reads the held-out documents
+        model = load_model(cfg.model_class_name, cfg.model_name, device=device,
+                           model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
+                           hook_names=list(cfg.sae.hook_names))
+    # evaluation reads the held-out documents
+    return model, run.corpus and offline_corpus.load_corpus(run.corpus, split="train")
 
 
 def train_from_config(run: RunConfig, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:

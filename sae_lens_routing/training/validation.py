@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import netrc
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,46 +21,47 @@ _PATH_FIELDS = {"output_path": True, "checkpoint_path": True, "cached_activation
                 "resume_from_checkpoint": False, "from_pretrained_path": False}  # field: written by the run
 
 
+def refuse(problems: Iterable[str | None | bool], error: type[Exception] = ValueError) -> None:
+    """Raise `error` with the first problem (falsy entries are none); a lazy iterable stops there."""
+    problem = next(filter(None, problems), None)
+    if problem:
+        raise error(problem)
+
+
 def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
-    """Raise ValueError for what a run would otherwise hit after loading the model, or mid-training. The SAE
-    config's own fields (k <= d_sae, the hook list...) were checked when it was built."""
-    problem = next(_config_problems(cfg), None)
-    if problem is not None:
-        raise ValueError(problem)
+    """Refuse what a run would otherwise hit after loading the model, or mid-training."""
+    refuse(_config_problems(cfg))
 
 
-def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str]:
-    """The refusals in check order, lazily: the first one found is the one raised."""
+def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str | None]:
     if not isinstance(getattr(cfg, "sae", None), RouteTrainingSAEConfig):
         yield f"cfg.sae must be a RouteTrainingSAEConfig for RouteSAETrainingRunner, got {cfg!r:.80}"
     for name in ("device", "llm_device", "act_store_device"):
-        yield from filter(None, [_device_problem(name, str(getattr(cfg, name)))])
+        value = str(getattr(cfg, name))
+        try:
+            cuda = torch.device(value).type == "cuda"
+        except RuntimeError:
+            yield f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
+            continue
+        if cuda and not torch.cuda.is_available():
+            yield f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
     if cfg.output_path is not None and not str(cfg.output_path).strip():
         yield f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}"
-    positions = range(cfg.context_size)[slice(*cfg.seqpos_slice)]
-    if cfg.n_batches_in_buffer * len(positions) < cfg.train_batch_size_tokens:
-        yield (
-            f"the activation buffer holds n_batches_in_buffer * context_size = "
-            f"{cfg.n_batches_in_buffer * len(positions)} tokens, fewer than train_batch_size_tokens="
-            f"{cfg.train_batch_size_tokens}; raise n_batches_in_buffer to at least "
-            f"{-(-cfg.train_batch_size_tokens // len(positions))}"
-        )
-    if cfg.training_tokens < cfg.train_batch_size_tokens:
-        yield (f"training_tokens={cfg.training_tokens} must be >= train_batch_size_tokens="
-               f"{cfg.train_batch_size_tokens}")
-    if cfg.prepend_bos and list(positions) == [0]:  # every training token would be BOS
-        yield (
-            f"context_size={cfg.context_size} with seqpos_slice={tuple(cfg.seqpos_slice)} and prepend_bos: "
-            "true "
-            "trains only on position 0, which is always the BOS token; raise context_size (e.g. 128) or set "
-            "prepend_bos: false"
-        )
+    positions, batch = range(cfg.context_size)[slice(*cfg.seqpos_slice)], cfg.train_batch_size_tokens
+    if cfg.n_batches_in_buffer * len(positions) < batch:
+        yield (f"the activation buffer holds n_batches_in_buffer * context_size = "
+               f"{cfg.n_batches_in_buffer * len(positions)} tokens, fewer than train_batch_size_tokens="
+               f"{batch}; raise n_batches_in_buffer to at least {-(-batch // len(positions))}")
+    if cfg.training_tokens < batch:
+        yield f"training_tokens={cfg.training_tokens} must be >= train_batch_size_tokens={batch}"
+    if cfg.prepend_bos and list(positions) == [0]:
+        yield (f"context_size={cfg.context_size} with seqpos_slice={tuple(cfg.seqpos_slice)} and "
+               "prepend_bos: true trains only on position 0, which is always the BOS token; raise "
+               "context_size (e.g. 128) or set prepend_bos: false")
     if cfg.logger.log_to_wandb and not _wandb_can_log():
-        yield (
-            "logger.log_to_wandb is true (SAELens's default) but W&B has no API key (WANDB_API_KEY or `wandb "
-            "login`) and WANDB_MODE is not offline: set logger.log_to_wandb: false (YAML; "
-            "LoggingConfig(log_to_wandb=False) in Python), or log in to W&B"
-        )
+        yield ("logger.log_to_wandb is true (SAELens's default) but W&B has no API key (WANDB_API_KEY or "
+               "`wandb login`) and WANDB_MODE is not offline: set logger.log_to_wandb: false (YAML; "
+               "LoggingConfig(log_to_wandb=False) in Python), or log in to W&B")
     paths = run_paths(cfg)
     yield from path_problems(paths)
     for field, path, written in paths:  # outputs are renamed into place: the folder above must be writable
@@ -69,12 +70,9 @@ def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str]:
             yield (f"{field}={path!r} cannot be written: {folder} is read-only for this user; "
                    f"choose another {field}")
     if cfg.sae.end_to_end_tokens and cfg.use_cached_activations:
-        yield (
-            f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices "
-            "the SAE "
-            "into its forward), but use_cached_activations is true: set sae.end_to_end_tokens: 0 or train "
-            "live"
-        )
+        yield (f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices "
+               "the SAE into its forward), but use_cached_activations is true: set sae.end_to_end_tokens: 0 "
+               "or train live")
 
 
 def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None) -> None:
@@ -83,41 +81,20 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
         return
     check_hooks_in_model(model, list(cfg.sae.hook_names), "sae.hook_names")
     d_model, n_ctx = getattr(model.cfg, "d_model", None), getattr(model.cfg, "n_ctx", None)
-    problems = [
-        f"sae.d_in must equal the model's d_model={d_model} for these hooks, got {cfg.sae.d_in}"
-        if d_model is not None and cfg.sae.d_in != d_model
+    refuse([
+        d_model is not None and cfg.sae.d_in != d_model
         and any(h.endswith(_D_MODEL_HOOKS) for h in cfg.sae.hook_names)
-        else None,
-        f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}"
-        if n_ctx is not None and cfg.context_size > n_ctx else None,
-    ]
-    if any(problems):
-        raise ValueError(next(p for p in problems if p))
-
-
-def check_device(name: str, value: str) -> None:
-    """ValueError naming `name` unless `value` is a torch device this machine has."""
-    problem = _device_problem(name, value)
-    if problem is not None:
-        raise ValueError(problem)
-
-
-def _device_problem(name: str, value: str) -> str | None:
-    try:
-        device = torch.device(value)
-    except RuntimeError:
-        return f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
-    return None
+        and f"sae.d_in must equal the model's d_model={d_model} for these hooks, got {cfg.sae.d_in}",
+        n_ctx is not None and cfg.context_size > n_ctx
+        and f"context_size must be <= the model's n_ctx={n_ctx}, got {cfg.context_size}",
+    ])
 
 
 def _wandb_can_log() -> bool:
     """An API key, an offline/disabled mode, or a netrc entry (`wandb login`) for the W&B host."""
     env = os.environ
-    if env.get("WANDB_API_KEY") or env.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
-        return True
-    if env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+    if (env.get("WANDB_API_KEY") or env.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun")
+            or env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes")):
         return True
     host = urlsplit(env.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     try:
@@ -141,10 +118,6 @@ def path_problems(paths: list[tuple[str, str, bool]]) -> Iterator[str]:
                 continue
             inner, outer = (b, a) if a[3] in b[3].parents else (a, b)
             fix = inner if inner[2] else outer
-            yield (
-                f"{inner[0]}={inner[1]!r} {'equals' if a[3] == b[3] else 'lies inside'} "
-                f"{outer[0]}={outer[1]!r}; "
-                f"give {fix[0]} a folder of its own (a run never writes over or into another folder it "
-                "reads or "
-                "writes: replacing it would delete that)"
-            )
+            yield (f"{inner[0]}={inner[1]!r} {'equals' if a[3] == b[3] else 'lies inside'} "
+                   f"{outer[0]}={outer[1]!r}; give {fix[0]} a folder of its own (a run never writes over or "
+                   "into another folder it reads or writes: replacing it would delete that)")

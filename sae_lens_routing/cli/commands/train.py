@@ -1,5 +1,5 @@
 """`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]` (torchrun works too); a `sweep:`
-list in the YAML trains one RouteSAE per variant from one model forward per batch."""
+list trains one RouteSAE per variant from one model forward per batch."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sae_lens_routing.cli.commands._common import add_config_arguments
 from sae_lens_routing.training.run_config import parse_run_config, read_config, train_from_config
 from sae_lens_routing.training.runner import format_summary
 from sae_lens_routing.training.trainer import dist_info
+from sae_lens_routing.training.validation import refuse
 
 HELP = "Train a RouteSAE from a YAML SAELens runner config (with an `sae:` section)."
 
@@ -22,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.summary_json and Path(args.summary_json).is_dir():  # known now, not after training
-        raise ValueError(f"--summary-json {args.summary_json!r} is a folder; give a file path (summary.json)")
+    out = args.summary_json
+    refuse([out and Path(out).is_dir() and f"--summary-json {out!r} is a folder; give a file path"])
     data = read_config(args.config, args.set)
     if "sweep" in data:
         from sae_lens_routing.training.sweep import train_sweep_from_config
@@ -32,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(f"[{name}]\n{format_summary(s)}" for name, s in summary.items()))
     else:  # the runner prints the summary
         _, summary = train_from_config(parse_run_config(data), overwrite=args.overwrite)
-    if args.summary_json and dist_info().is_main:
-        atomic_write_json(args.summary_json, summary, indent=2)
+    if out and dist_info().is_main:
+        atomic_write_json(out, summary, indent=2)
     return 0
