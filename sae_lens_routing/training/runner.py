@@ -61,14 +61,9 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
     final_metrics: dict[str, Any] | None = None
     end_to_end_history: list[dict[str, float]] = []  # noqa: RUF012 (replaced per run, never mutated)
 
-    def __init__(
-        self,
-        cfg: LanguageModelSAERunnerConfig[Any] | run_config.RunConfig,
-        override_dataset: HfDataset | None = None,
-        override_model: HookedRootModule | None = None,
-        override_sae: TrainingSAE[Any] | None = None,
-        overwrite: bool = False,
-    ):
+    def __init__(self, cfg: LanguageModelSAERunnerConfig[Any] | run_config.RunConfig,
+                 override_dataset: HfDataset | None = None, override_model: HookedRootModule | None = None,
+                 override_sae: TrainingSAE[Any] | None = None, overwrite: bool = False):
         """`overwrite` replaces an output folder this package wrote; others are refused before loading."""
         run = run_config.checked_run(cfg)
         self.overwrite = overwrite
@@ -90,9 +85,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.sae = sae.to(self.cfg.device)  # type: ignore[assignment]
         self.evaluator = RoutedTrainingEvaluator(self.activations_store, self.cfg.n_eval_batches)
 
-    def _init_store(
-        self, run: run_config.RunConfig, dataset: HfDataset | None, model: HookedRootModule | None
-    ) -> None:
+    def _init_store(self, run: run_config.RunConfig, dataset: HfDataset | None, model: Any) -> None:
         """Cached runs read the routed cache; live runs load the model and corpus unless given."""
         if self.cfg.use_cached_activations:
             if dataset is not None:
@@ -109,9 +102,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             dataset = loaded if dataset is None else dataset
         validate_route_run(self.cfg, model)
         self.model = model
-        if self.cfg.compile_llm and not supports_compiled_forward(
-            model, list(self.cfg.sae.hook_names), self.cfg.model_kwargs
-        ):
+        hooks = list(self.cfg.sae.hook_names)
+        if self.cfg.compile_llm and not supports_compiled_forward(model, hooks, self.cfg.model_kwargs):
             super()._compile_llm_if_needed()  # the store compiles its own hook-free forward where it can
         if self.dist.enabled:
             from datasets import load_dataset
@@ -123,9 +115,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                     trust_remote_code=self.cfg.dataset_trust_remote_code,  # type: ignore[arg-type]
                 )
             dataset = split_dataset_by_node(dataset, rank=self.dist.rank, world_size=self.dist.world_size)
-        self.activations_store = MultiLayerActivationsStore.from_route_config(
-            model, self.cfg, override_dataset=dataset
-        )
+        self.activations_store = MultiLayerActivationsStore.from_route_config(model, self.cfg, dataset)
 
     def _set_sae_metadata(self) -> None:
         super()._set_sae_metadata()
@@ -196,9 +186,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         metrics["training_steps"] = int(self.trainer.n_training_steps)
         return metrics
 
-    def save_final_sae(
-        self, sae: TrainingSAE[Any], output_path: str, log_feature_sparsity: torch.Tensor | None = None
-    ) -> None:
+    def save_final_sae(self, sae: Any, output_path: str, log_feature_sparsity: Any = None) -> None:
         """The stock output folder plus metrics, atomically: an output that appeared meanwhile stays."""
         with atomic_directory(output_path, overwrite=self.overwrite) as tmp:
             weights_path, cfg_path = sae.save_inference_model(str(tmp))

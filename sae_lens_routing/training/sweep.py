@@ -37,9 +37,7 @@ def _refuse(problems: Iterable[Any]) -> None:
         raise ValueError(problem)
 
 
-def variant_config(
-    base: LanguageModelSAERunnerConfig[Any], overrides: Mapping[str, Any], name: str
-) -> LanguageModelSAERunnerConfig[Any]:
+def variant_config(base: LanguageModelSAERunnerConfig[Any], overrides: Mapping[str, Any], name: str) -> Any:
     """`base` with a variant's overrides (SAE fields under `sae`); its output and checkpoint folders go into a
     subfolder named after the variant unless it sets its own."""
     sae_overrides = dict(overrides.get("sae") or {})
@@ -115,15 +113,10 @@ class RouteSAESweepRunner:
     """Train RouteSAE variants of one runner config on a shared model forward. `variants`: overrides (a list,
     each may carry a `name`, or a {name: overrides} mapping); or pass a list of full configs as `cfg`."""
 
-    def __init__(
-        self,
-        cfg: Config | Sequence[Config],
-        variants: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None = None,
-        names: Sequence[str] | None = None,
-        override_dataset: HfDataset | None = None,
-        override_model: HookedRootModule | None = None,
-        overwrite: bool = False,
-    ):
+    def __init__(self, cfg: Config | Sequence[Config],
+                 variants: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None = None,
+                 names: Sequence[str] | None = None, override_dataset: HfDataset | None = None,
+                 override_model: HookedRootModule | None = None, overwrite: bool = False):
         base = isinstance(cfg, LanguageModelSAERunnerConfig)
         _refuse([base != bool(variants) and "give one base config with at least one variant (e.g. "
                  "[{'sae': {'k': 16}}]), or a list of configs as cfg without variants"])
@@ -166,9 +159,7 @@ def sweep_run_configs(data: Mapping[str, Any]) -> tuple[list[str], list[RunConfi
     return names, runs
 
 
-def train_sweep_from_config(
-    data: Mapping[str, Any], overwrite: bool = False
-) -> tuple[RouteSAESweepRunner, dict[str, dict[str, Any]]]:
+def train_sweep_from_config(data: Mapping[str, Any], overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
     """Train a YAML sweep (see `sweep_run_configs`); returns (sweep runner, {name: training summary})."""
     names, runs = sweep_run_configs(data)
     runner = RouteSAESweepRunner(runs, names=names, overwrite=overwrite)
