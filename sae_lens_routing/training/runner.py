@@ -138,33 +138,26 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         return self.sae
 
     def finish(self, eval_batches: list[torch.Tensor] | None = None) -> None:
-        """After training: the end-to-end phase, the final metrics, the output folder."""
+        """After training: the end-to-end phase (`sae.end_to_end_tokens` of fresh store tokens), the final
+        metrics, the output folder."""
         assert self.trainer is not None
-        self.end_to_end_history = history = self.run_end_to_end_phase(self.sae)
+        n_batches = math.ceil(self.cfg.sae.end_to_end_tokens / (self.cfg.store_batch_size_prompts
+                                                                 * self.cfg.context_size))
+        excluded = self.activations_store.exclude_special_tokens
+        self.end_to_end_history = history = finetune_end_to_end(
+            self.sae, self.model, (self.activations_store.get_batch_tokens() for _ in range(n_batches)),
+            lr=self.cfg.sae.end_to_end_lr, mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
+            exclude_special_tokens=None if excluded is None else excluded.tolist(),
+        ) if n_batches else []
         self.final_metrics = self.evaluate_final(eval_batches)
         if history:
+            logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
+                        history[-1]["kl"])
             self.final_metrics |= {"end_to_end/steps": len(history),
                                    "end_to_end/kl_first_step": history[0]["kl"],
                                    "end_to_end/kl_last_step": history[-1]["kl"]}
         if self.cfg.output_path is not None and self.dist.is_main:
             self.save_final_sae(self.sae, self.cfg.output_path, self.trainer.log_feature_sparsity)
-
-    def run_end_to_end_phase(self, sae: RouteTrainingSAE) -> list[dict[str, float]]:
-        """`sae.end_to_end_tokens` of the end-to-end KL phase on fresh store token batches (none when 0)."""
-        n_tokens = self.cfg.sae.end_to_end_tokens
-        if not n_tokens:
-            return []
-        per_batch = self.cfg.store_batch_size_prompts * self.cfg.context_size
-        batches = (self.activations_store.get_batch_tokens() for _ in range(math.ceil(n_tokens / per_batch)))
-        excluded = self.activations_store.exclude_special_tokens
-        history = finetune_end_to_end(
-            sae, self.model, batches, lr=self.cfg.sae.end_to_end_lr,
-            mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
-            exclude_special_tokens=None if excluded is None else excluded.tolist(),
-        )
-        logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
-                    history[-1]["kl"])
-        return history
 
     def sae_for_analysis(self) -> Any:
         """The trained SAE as an inference `RouteSAE` (loaded from the output folder when there is one)."""
