@@ -1,5 +1,5 @@
-"""A hook-free forward to each routed `blocks.N.hook_resid_post` (block N's output) for `torch.compile`, which
-does not trace `run_with_cache`'s hooks reliably; it compiles as one graph."""
+"""A hook-free forward to each routed `blocks.N.hook_resid_post` for `torch.compile`, which does not trace
+`run_with_cache`'s hooks reliably."""
 
 from __future__ import annotations
 
@@ -22,31 +22,23 @@ def supports_compiled_forward(model: Any, hook_names: list[str], model_kwargs: d
     """The fast path needs resid_post hooks, a single-device HookedTransformer and no extra forward kwargs."""
     from transformer_lens import HookedTransformer
 
-    return (
-        isinstance(model, HookedTransformer)
-        and resid_post_layers(hook_names) is not None
-        and getattr(model.cfg, "n_devices", 1) == 1
-        and not model_kwargs
-    )
+    return (isinstance(model, HookedTransformer) and resid_post_layers(hook_names) is not None
+            and getattr(model.cfg, "n_devices", 1) == 1 and not model_kwargs)
 
 
 def resid_post_forward(model: Any, hook_names: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """tokens [batch, pos] -> residual stream after each routed block [batch, pos, L, d_model], in hook
-    order."""
+    """tokens [batch, pos] -> residual stream after each routed block [batch, pos, L, d_model]."""
     layers = resid_post_layers(hook_names)
     if layers is None:
-        raise ValueError(
-            f"every hook must be blocks.N.hook_resid_post for the compiled forward, got {hook_names}"
-        )
+        raise ValueError(f"the compiled forward needs blocks.N.hook_resid_post hooks, got {hook_names}")
     stop, wanted = max(layers) + 1, set(layers)
 
     def forward(tokens: torch.Tensor) -> torch.Tensor:
         residual, _, shortformer_pos_embed, attention_mask = model.input_to_embed(tokens, prepend_bos=False)
         after: dict[int, torch.Tensor] = {}
         for i in range(stop):
-            residual = model.blocks[i](
-                residual, shortformer_pos_embed=shortformer_pos_embed, attention_mask=attention_mask
-            )
+            residual = model.blocks[i](residual, shortformer_pos_embed=shortformer_pos_embed,
+                                       attention_mask=attention_mask)
             if i in wanted:
                 after[i] = residual
         return torch.stack([after[i] for i in layers], dim=-2)

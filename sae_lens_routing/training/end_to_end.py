@@ -1,6 +1,5 @@
-"""A short end-to-end phase (Braun et al.'s e2e SAEs): each token's reconstruction replaces its routed layer
-in the frozen model and the SAE trains on KL(clean || spliced) plus the main loss, which alone lets the router
-pick the easiest layer whatever the cost downstream."""
+"""A short end-to-end phase (Braun et al.'s e2e SAEs): the SAE trains on KL(clean || spliced model) plus the
+main loss, which alone lets the router pick the easiest layer whatever the cost downstream."""
 
 from __future__ import annotations
 
@@ -13,17 +12,14 @@ from sae_lens_routing.saes.route_sae import normalized_mse
 from sae_lens_routing.saes.routed_activations import routed_activations, routed_block_range
 
 
-def end_to_end_step(
-    sae: Any, model: Any, tokens: torch.Tensor, keep: torch.Tensor, mse_coefficient: float
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """(loss, logged values) of one batch: KL of the spliced model against the clean one over kept tokens,
-    plus `mse_coefficient` x the routed input's NormMSE."""
+def end_to_end_step(sae: Any, model: Any, tokens: torch.Tensor, keep: torch.Tensor, mse_coefficient: float
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss, logged values): KL of spliced vs clean over kept tokens plus `mse_coefficient` x NormMSE."""
     hooks = list(sae.cfg.hook_names)
     first = routed_block_range(hooks)[0]  # type: ignore[index]
     entry = f"blocks.{first}.hook_resid_pre"
-    acts, clean_logits, extras = routed_activations(
-        model, tokens, hooks, full_forward=True, extra_hooks=(entry,)
-    )
+    acts, clean_logits, extras = routed_activations(model, tokens, hooks, full_forward=True,
+                                                    extra_hooks=(entry,))
     out = sae.forward_routed(acts.to(sae.dtype))
     values = out.routed_layer_reconstruction()
 
@@ -42,18 +38,11 @@ def end_to_end_step(
     return kl + mse_coefficient * mse, {"kl": float(kl.detach()), "normalized_mse": float(mse.detach())}
 
 
-def finetune_end_to_end(
-    sae: Any,
-    model: Any,
-    token_batches: Iterable[torch.Tensor],
-    *,
-    lr: float,
-    mse_coefficient: float = 1.0,
-    exclude_special_tokens: list[int] | None = None,
-    log_every: int = 0,
-) -> list[dict[str, float]]:
-    """Adam over the SAE, one step per token batch, lr decaying linearly to 0, the model frozen meanwhile;
-    returns each step's KL and NormMSE."""
+def finetune_end_to_end(sae: Any, model: Any, token_batches: Iterable[torch.Tensor], *, lr: float,
+                        mse_coefficient: float = 1.0, exclude_special_tokens: list[int] | None = None,
+                        log_every: int = 0) -> list[dict[str, float]]:
+    """Adam over the SAE, one step per token batch, lr decaying linearly to 0, the model frozen; returns each
+    step's KL and NormMSE."""
     batches = list(token_batches)
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:

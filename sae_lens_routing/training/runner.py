@@ -1,12 +1,13 @@
-"""`RouteSAETrainingRunner`: the one training path (YAML runs, Python configs, sweep variants). SAELens's
-runner builds its single-hook store, evaluator and trainer inside `__init__`/`run` with no factory to
-override, so this subclass re-implements those two methods with the same steps and config fields."""
+"""`RouteSAETrainingRunner`: the one training path (YAML runs, Python configs, sweeps). SAELens's runner
+builds its single-hook store, evaluator and trainer inside `__init__`/`run`, so this subclass redoes both."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import math
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -60,16 +61,10 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
     final_metrics: dict[str, Any] | None = None
     end_to_end_history: list[dict[str, float]] = []  # noqa: RUF012 (replaced per run, never mutated)
 
-    def __init__(
-        self,
-        cfg: LanguageModelSAERunnerConfig[Any] | run_config.RunConfig,
-        override_dataset: HfDataset | None = None,
-        override_model: HookedRootModule | None = None,
-        override_sae: TrainingSAE[Any] | None = None,
-        overwrite: bool = False,
-    ):
-        """`cfg` is validated here unless it is a decoded `RunConfig` (whose model and corpus load here).
-        `overwrite` replaces an output folder this package wrote; other outputs are refused before loading."""
+    def __init__(self, cfg: LanguageModelSAERunnerConfig[Any] | run_config.RunConfig,
+                 override_dataset: HfDataset | None = None, override_model: HookedRootModule | None = None,
+                 override_sae: TrainingSAE[Any] | None = None, overwrite: bool = False):
+        """`overwrite` replaces an output folder this package wrote; others are refused before loading."""
         run = run_config.checked_run(cfg)
         self.overwrite = overwrite
         self.dist = init_distributed(str(run.runner.device))
@@ -87,23 +82,15 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         elif sae is None:
             sae_cfg = TrainingSAEConfig.from_dict(self.cfg.get_training_sae_cfg_dict())
             sae = TrainingSAE.from_dict(sae_cfg.to_dict())
-        if not isinstance(sae, RouteTrainingSAE):
-            raise ValueError(f"override_sae must be a RouteTrainingSAE, got {type(sae).__name__}")
-        self.sae = sae.to(self.cfg.device)
+        self.sae = sae.to(self.cfg.device)  # type: ignore[assignment]
         self.evaluator = RoutedTrainingEvaluator(self.activations_store, self.cfg.n_eval_batches)
 
-    def _init_store(
-        self, run: run_config.RunConfig, dataset: HfDataset | None, model: HookedRootModule | None
-    ) -> None:
-        """A cached run reads the routed cache (a given model is only checked); a live run loads the model and
-        corpus unless given, and runs the model over the dataset as training goes."""
+    def _init_store(self, run: run_config.RunConfig, dataset: HfDataset | None, model: Any) -> None:
+        """Cached runs read the routed cache; live runs load the model and corpus unless given."""
         if self.cfg.use_cached_activations:
             if dataset is not None:
-                raise ValueError(
-                    "override_dataset cannot be combined with use_cached_activations=True: the tokens come "
-                    "from "
-                    "the cache at cached_activations_path"
-                )
+                raise ValueError("override_dataset cannot be combined with use_cached_activations=True: "
+                                 "the tokens come from the cache at cached_activations_path")
             validate_route_run(self.cfg, model)
             self.model = model  # type: ignore[assignment]
             self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
@@ -128,9 +115,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                     trust_remote_code=self.cfg.dataset_trust_remote_code,  # type: ignore[arg-type]
                 )
             dataset = split_dataset_by_node(dataset, rank=self.dist.rank, world_size=self.dist.world_size)
-        self.activations_store = MultiLayerActivationsStore.from_route_config(
-            model, self.cfg, override_dataset=dataset
-        )
+        self.activations_store = MultiLayerActivationsStore.from_route_config(model, self.cfg, dataset)
 
     def _set_sae_metadata(self) -> None:
         super()._set_sae_metadata()
@@ -140,120 +125,62 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def build_trainer(self, data_provider: Any) -> RouteSAETrainer:
         """Overridable: the trainer this run uses."""
-        return RouteSAETrainer(
-            sae=self.sae,
-            data_provider=data_provider,
-            evaluator=self.evaluator,
-            save_checkpoint_fn=self.save_checkpoint,
-            cfg=self.cfg.to_sae_trainer_config(),
-        )
+        return RouteSAETrainer(sae=self.sae, data_provider=data_provider, evaluator=self.evaluator,
+                               save_checkpoint_fn=self.save_checkpoint, cfg=self.cfg.to_sae_trainer_config())
 
     def run(self) -> RouteTrainingSAE:
         """Train and save, holding the output folder's lock; print the summary if `cfg.verbose`."""
-        with claim_output(self.cfg, self.overwrite, self.dist.is_main, training=True):
-            sae = self._train_and_save()
+        train_together([self])
         summary = format_summary(training_summary(self))
         logger.info(summary)
         if self.cfg.verbose and self.dist.is_main:
             print(summary, flush=True)
-        return sae
-
-    def _train_and_save(self) -> RouteTrainingSAE:
-        self._set_sae_metadata()
-        log = self.cfg.logger
-        if log.log_to_wandb:  # every rank runs the same logging code (metrics all-reduced); rank 0 reports
-            wandb.init(project=log.wandb_project, entity=log.wandb_entity, config=self.global_cfg.to_dict(),
-                       name=log.run_name, id=log.wandb_id, mode=None if self.dist.is_main else "disabled")
-        resume = self.cfg.resume_from_checkpoint
-        if resume is not None:  # the store first: an overlapped producer starts reading as soon as it exists
-            self.activations_store.load_from_checkpoint(resume)
-        data_provider = training_batches(self.activations_store, self.cfg)
-        try:
-            self.trainer = trainer = self.build_trainer(data_provider)
-            if resume is not None:
-                trainer.load_trainer_state(resume)
-                self.sae.load_weights_from_checkpoint(resume)
-            self._compile_sae_if_needed()
-            self.run_trainer_with_interruption_handling(trainer)
-            if isinstance(data_provider, PrefetchingIterator):
-                data_provider.close()  # the final evaluation reads the store from this thread
-            self.finish()
-            if log.log_to_wandb:
-                wandb.finish()
-            return self.sae
-        finally:
-            if isinstance(data_provider, PrefetchingIterator):
-                data_provider.close()
+        return self.sae
 
     def finish(self, eval_batches: list[torch.Tensor] | None = None) -> None:
-        """After training (alone or in a sweep): the end-to-end phase, the final metrics, the output
-        folder."""
+        """After training: the end-to-end phase (`sae.end_to_end_tokens` of fresh store tokens), the final
+        metrics, the output folder."""
         assert self.trainer is not None
-        self.end_to_end_history = history = self.run_end_to_end_phase(self.sae)
+        n_batches = math.ceil(self.cfg.sae.end_to_end_tokens / (self.cfg.store_batch_size_prompts
+                                                                 * self.cfg.context_size))
+        excluded = self.activations_store.exclude_special_tokens
+        self.end_to_end_history = history = finetune_end_to_end(
+            self.sae, self.model, (self.activations_store.get_batch_tokens() for _ in range(n_batches)),
+            lr=self.cfg.sae.end_to_end_lr, mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
+            exclude_special_tokens=None if excluded is None else excluded.tolist(),
+        ) if n_batches else []
         self.final_metrics = self.evaluate_final(eval_batches)
         if history:
+            logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
+                        history[-1]["kl"])
             self.final_metrics |= {"end_to_end/steps": len(history),
                                    "end_to_end/kl_first_step": history[0]["kl"],
                                    "end_to_end/kl_last_step": history[-1]["kl"]}
         if self.cfg.output_path is not None and self.dist.is_main:
             self.save_final_sae(self.sae, self.cfg.output_path, self.trainer.log_feature_sparsity)
 
-    def run_end_to_end_phase(self, sae: RouteTrainingSAE) -> list[dict[str, float]]:
-        """`sae.end_to_end_tokens` of the end-to-end KL phase on fresh store token batches (none when 0)."""
-        n_tokens = self.cfg.sae.end_to_end_tokens
-        if not n_tokens:
-            return []
-        per_batch = self.cfg.store_batch_size_prompts * self.cfg.context_size
-        batches = (self.activations_store.get_batch_tokens() for _ in range(math.ceil(n_tokens / per_batch)))
-        excluded = self.activations_store.exclude_special_tokens
-        history = finetune_end_to_end(
-            sae, self.model, batches, lr=self.cfg.sae.end_to_end_lr,
-            mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
-            exclude_special_tokens=None if excluded is None else excluded.tolist(),
-        )
-        logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
-                    history[-1]["kl"])
-        return history
-
-    def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:  # type: ignore[override]
-        """Ctrl-C / SIGTERM save a full checkpoint and end with `RunInterrupted` naming it (SAELens's handler
-        writes only the store's state, into a folder it never creates)."""
-        with interrupts_as_keyboard_interrupt():
-            try:
-                return trainer.fit()
-            except (KeyboardInterrupt, InterruptedException):
-                raise save_interrupted([trainer]) from None
-
     def sae_for_analysis(self) -> Any:
-        """The trained SAE as an inference `RouteSAE` (loaded back from the output folder when there is
-        one)."""
+        """The trained SAE as an inference `RouteSAE` (loaded from the output folder when there is one)."""
         from sae_lens import SAE
 
         if self.cfg.output_path is not None and Path(self.cfg.output_path, "cfg.json").exists():
             return SAE.load_from_disk(self.cfg.output_path, device=str(self.cfg.device))
         return self.sae
 
-    def final_eval_batches(self) -> list[torch.Tensor]:
-        """Fresh store batches for the final evaluation (a sweep reads them once for all its SAEs)."""
-        return eval_batches(self.activations_store, self.cfg.n_eval_batches)
-
     @torch.no_grad()
     def evaluate_final(self, batches: list[torch.Tensor] | None = None) -> dict[str, Any]:
-        """Routed metrics of the trained SAE (summed over ranks), plus the trainer's dead latents and
-        counts."""
+        """Routed metrics of the trained SAE (summed over ranks), the dead latents and counts."""
         self.sae.eval()
-        metrics = routed_reconstruction_metrics(self.sae, batches or self.final_eval_batches())
+        batches = batches or eval_batches(self.activations_store, self.cfg.n_eval_batches)
+        metrics = routed_reconstruction_metrics(self.sae, batches)
         assert self.trainer is not None
         metrics["sparsity/dead_features"] = int(self.trainer.dead_neurons.sum().item())
         metrics["training_tokens"] = int(self.trainer.n_training_samples * self.dist.world_size)
         metrics["training_steps"] = int(self.trainer.n_training_steps)
         return metrics
 
-    def save_final_sae(
-        self, sae: TrainingSAE[Any], output_path: str, log_feature_sparsity: torch.Tensor | None = None
-    ) -> None:
-        """The stock output folder (cfg.json, weights, sparsity, runner cfg), written atomically: an output
-        that appeared during training is not replaced, and the error names where the SAE was kept."""
+    def save_final_sae(self, sae: Any, output_path: str, log_feature_sparsity: Any = None) -> None:
+        """The stock output folder plus metrics, atomically: an output that appeared meanwhile stays."""
         with atomic_directory(output_path, overwrite=self.overwrite) as tmp:
             weights_path, cfg_path = sae.save_inference_model(str(tmp))
             if log_feature_sparsity is not None:
@@ -264,11 +191,9 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         if self.cfg.logger.log_to_wandb:
             out = Path(output_path)
             self.cfg.logger.log(  # SAELens records `trainer.cfg` as the artifact's metadata: the global one
-                SimpleNamespace(sae=sae, cfg=self.global_cfg),
-                out / Path(weights_path).name,
-                out / Path(cfg_path).name,
+                SimpleNamespace(sae=sae, cfg=self.global_cfg), out / Path(weights_path).name,
+                out / Path(cfg_path).name, wandb_aliases=["final_model"],
                 sparsity_path=out / SPARSITY_FILENAME if log_feature_sparsity is not None else None,
-                wandb_aliases=["final_model"],
             )
 
     def save_checkpoint(self, checkpoint_path: Path | None) -> None:
@@ -280,15 +205,74 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             (Path(checkpoint_path) / RUNNER_CFG_FILENAME).write_text(strict_json(self.global_cfg.to_dict()))
 
 
+def train_together(runners: Sequence[RouteSAETrainingRunner]) -> None:
+    """Train runners sharing the first one's store on the same batches, then finish each. Ctrl-C / SIGTERM
+    save a full checkpoint and end with `RunInterrupted` naming it (SAELens's saves only the store)."""
+    first, log = runners[0], runners[0].cfg.logger
+    resume = first.cfg.resume_from_checkpoint  # a sweep refuses W&B and resuming: only a solo run gets here
+    with ExitStack() as stack:
+        for runner in runners:
+            stack.enter_context(claim_output(runner.cfg, runner.overwrite, runner.dist.is_main, True))
+            runner._set_sae_metadata()
+        if log.log_to_wandb:  # every rank runs the same logging code (metrics all-reduced); rank 0 reports
+            wandb.init(project=log.wandb_project, entity=log.wandb_entity, config=first.global_cfg.to_dict(),
+                       name=log.run_name, id=log.wandb_id, mode=None if first.dist.is_main else "disabled")
+        if resume is not None:  # the store first: an overlapped producer starts reading as soon as it exists
+            first.activations_store.load_from_checkpoint(resume)
+        batches = training_batches(first.activations_store, first.cfg)
+        prefetching = isinstance(batches, PrefetchingIterator)
+        if prefetching:
+            stack.callback(batches.close)
+        for runner in runners:
+            runner.trainer = runner.build_trainer(batches)
+            if resume is not None:
+                runner.trainer.load_trainer_state(resume)
+                runner.sae.load_weights_from_checkpoint(resume)
+            runner._compile_sae_if_needed()
+        trainers = [r.trainer for r in runners if r.trainer is not None]
+        with interrupts_as_keyboard_interrupt():
+            try:
+                trainers[0].fit() if len(trainers) == 1 else fit_in_lockstep(trainers, batches)
+            except (KeyboardInterrupt, InterruptedException):
+                raise save_interrupted(trainers) from None
+        if prefetching:
+            batches.close()  # the final evaluation reads the store from this thread
+        shared = eval_batches(first.activations_store, first.cfg.n_eval_batches) if runners[1:] else None
+        for runner in runners:
+            runner.finish(shared)
+        if log.log_to_wandb:
+            wandb.finish()
+
+
+def fit_in_lockstep(trainers: Sequence[RouteSAETrainer], batches: Any) -> None:
+    """`SAETrainer.fit` for trainers fed the same batches, as SAELens's `MultiSAETrainer` does it."""
+    for trainer in trainers:
+        trainer.sae.to(trainer.cfg.device)
+    while trainers[0].n_training_samples < trainers[0].cfg.total_training_samples:
+        for trainer in trainers:
+            trainer.maybe_reset_sparsity()
+        batch = next(batches)
+        for trainer in trainers:
+            trainer.step(batch)
+            thresholds = trainer.checkpoint_thresholds
+            if thresholds and trainer.n_training_samples > thresholds[0]:
+                trainer.save_checkpoint(checkpoint_name=str(trainer.n_training_samples))
+                thresholds.pop(0)
+            trainer.n_training_steps += 1
+    for trainer in trainers:
+        trainer.set_final_sae_metadata()
+        if trainer.cfg.save_final_checkpoint:
+            trainer.save_checkpoint(checkpoint_name=f"final_{trainer.n_training_samples}")
+
+
 def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> Any:
     """Under torchrun, `train_batch_size_tokens` and `training_tokens` stay global: each rank takes 1/N."""
     if not info.enabled:
         return cfg
-    for name in ("train_batch_size_tokens", "training_tokens"):
-        if getattr(cfg, name) % info.world_size:
-            raise ValueError(
-                f"{name}={getattr(cfg, name)} must be divisible by the number of ranks ({info.world_size})"
-            )
+    bad = [n for n in ("train_batch_size_tokens", "training_tokens") if getattr(cfg, n) % info.world_size]
+    if bad:
+        raise ValueError(f"{bad[0]}={getattr(cfg, bad[0])} must be divisible by the number of ranks "
+                         f"({info.world_size})")
     local = copy.deepcopy(cfg)
     local.train_batch_size_tokens //= info.world_size
     local.training_tokens //= info.world_size
@@ -299,38 +283,32 @@ def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> A
 
 def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:
     """Where the SAE is and how good it is."""
-    metrics = dict(runner.final_metrics or {})
+    m = dict(runner.final_metrics or {})
     return {
         "output_path": runner.cfg.output_path,
-        "normalized_mse": metrics.get("reconstruction_quality/normalized_mse"),
-        "explained_variance": metrics.get("reconstruction_quality/explained_variance"),
-        "l0": metrics.get("sparsity/l0"),
-        "dead_latents": metrics.get("sparsity/dead_features"),
-        "d_sae": runner.cfg.sae.d_sae,
-        "training_tokens": metrics.get("training_tokens"),
-        "routing_share": routing_shares(metrics),
-        "routing_entropy_bits": metrics.get("routing/entropy_bits"),
-        "eval_tokens": metrics.get("metrics/total_tokens_evaluated"),
+        "normalized_mse": m.get("reconstruction_quality/normalized_mse"),
+        "explained_variance": m.get("reconstruction_quality/explained_variance"), "l0": m.get("sparsity/l0"),
+        "dead_latents": m.get("sparsity/dead_features"), "d_sae": runner.cfg.sae.d_sae,
+        "training_tokens": m.get("training_tokens"), "routing_share": routing_shares(m),
+        "routing_entropy_bits": m.get("routing/entropy_bits"),
+        "eval_tokens": m.get("metrics/total_tokens_evaluated"),
     }
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(s: dict[str, Any]) -> str:
     lines = [
-        f"RouteSAE saved to: {summary['output_path']}",
-        f"  measured on {summary.get('eval_tokens') or 'the'} tokens of fresh batches after training; "
+        f"RouteSAE saved to: {s['output_path']}",
+        f"  measured on {s.get('eval_tokens') or 'the'} tokens of fresh batches after training; "
         "x = each token's routed input (its routed layer, standardised, times the router weight)",
-        f"  NormMSE            {summary['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / "
-        "||x||^2 "
+        f"  NormMSE            {s['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / ||x||^2 "
         "(the training loss)",
-        f"  explained variance {summary['explained_variance']:.4f}  1 - sum ||x_hat - x||^2 / sum ||x - "
-        "mean(x)||^2 "
-        "(relative to the spread around the mean input, so below 1 - NormMSE when x has a large mean)",
-        f"  L0                 {summary['l0']:.1f}",
-        f"  dead latents       {summary['dead_latents']} / {summary['d_sae']}",
-        f"  training tokens    {summary['training_tokens']}",
-        f"  routing entropy    {summary['routing_entropy_bits']:.2f} bits "
-        f"(max {math.log2(max(len(summary['routing_share']), 1)):.2f}: spread evenly; 0: one layer)",
+        f"  explained variance {s['explained_variance']:.4f}  1 - sum ||x_hat - x||^2 / sum ||x - mean(x)||^2"
+        " (relative to the spread around the mean input, so below 1 - NormMSE when x has a large mean)",
+        f"  L0                 {s['l0']:.1f}",
+        f"  dead latents       {s['dead_latents']} / {s['d_sae']}",
+        f"  training tokens    {s['training_tokens']}",
+        f"  routing entropy    {s['routing_entropy_bits']:.2f} bits "
+        f"(max {math.log2(max(len(s['routing_share']), 1)):.2f}: spread evenly; 0: one layer)",
         "  routing share per layer:",
     ]
-    lines += [f"    {hook:<28} {share:6.1%}" for hook, share in summary["routing_share"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + [f"    {hook:<28} {share:6.1%}" for hook, share in s["routing_share"].items()])

@@ -1,6 +1,5 @@
-"""RouteSAEs from SAELens's unchanged `LanguageModelSAETrainingRunner`: the model gets a routed hook point
-(the L routed layers concatenated) and the runner a stacked SAE config (`d_in` = L*d_in): `with
-routed_model(model, hooks):` run it on `stock_runner_config(cfg)`."""
+"""RouteSAEs from SAELens's unchanged runner: `with routed_model(model, hooks):` run it on
+`stock_runner_config(cfg)` (a routed hook point of the L layers concatenated, a stacked SAE config)."""
 
 from __future__ import annotations
 
@@ -27,16 +26,13 @@ def routed_hook_name(hook_names: Sequence[str]) -> str:
     """`blocks.N.hook_resid_routed` for routed hooks whose last block is N."""
     layers = [hook_layer(h) for h in hook_names]
     if not layers or any(layer is None for layer in layers):
-        raise ValueError(
-            f"hook_names must all be inside transformer blocks (blocks.N.*), got {list(hook_names)}"
-        )
+        raise ValueError(f"hook_names must all be inside transformer blocks (blocks.N.*), got {hook_names}")
     return f"blocks.{max(layers)}.{PSEUDO_HOOK}"  # type: ignore[type-var]
 
 
 @dataclass
 class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
-    """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in seen by SAELens's single-hook
-    store."""
+    """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in of SAELens's single-hook store."""
 
     @override
     @classmethod
@@ -45,20 +41,15 @@ class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
 
     @override
     def get_inference_config_class(self) -> type[RouteSAEConfig]:
-        """What this trains is an ordinary "routesae" (the stacked form exists only for training)."""
         return RouteSAEConfig
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        n_layers = len(self.hook_names)
-        if self.d_in % n_layers:
-            raise ValueError(
-                f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of {n_layers}, got "
-                f"{self.d_in}"
-            )
+        if self.d_in % len(self.hook_names):
+            raise ValueError(f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of "
+                             f"{len(self.hook_names)}, got {self.d_in}")
 
     def route_config(self) -> RouteTrainingSAEConfig:
-        """The per-layer config of the SAE this trains (what gets saved, architecture "routesae")."""
         data = {**self.to_dict(), "d_in": self.d_in // len(self.hook_names), "architecture": "routesae"}
         return RouteTrainingSAEConfig.from_dict(data)
 
@@ -95,8 +86,7 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
         return super().save_inference_model(path)
 
     def _restore_metadata(self) -> None:
-        """Save the real last routed hook (as `RouteSAETrainingRunner` does), not the stock runner's pseudo
-        hook."""
+        """Save the real last routed hook (as `RouteSAETrainingRunner` does), not the pseudo hook."""
         meta = self.cfg.metadata
         if meta.hook_name is None or meta.hook_name.endswith(PSEUDO_HOOK):
             meta.hook_name = self.cfg.hook_names[-1]
@@ -107,11 +97,8 @@ def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModel
     """A `RouteSAETrainingRunner` config, validated as that runner would, rewritten for the stock runner."""
     validate_route_config(cfg)
     if cfg.use_cached_activations:
-        raise ValueError(
-            "use_cached_activations: SAELens's single-hook cache reader cannot serve routed rows; train "
-            "from a "
-            "routed cache with RouteSAETrainingRunner"
-        )
+        raise ValueError("use_cached_activations: SAELens's single-hook cache reader cannot serve routed "
+                         "rows; train from a routed cache with RouteSAETrainingRunner")
     out = dataclasses.replace(
         cfg,
         sae=StackedRouteTrainingSAEConfig.from_route_config(cfg.sae),
@@ -125,7 +112,6 @@ def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModel
 
 @contextmanager
 def routed_model(model: Any, hook_names: Sequence[str]) -> Iterator[str]:
-    """Add the routed hook point `blocks.N.hook_resid_routed` to `model` while the block runs; yields its
-    name."""
+    """Add the routed hook point `blocks.N.hook_resid_routed` to `model` meanwhile; yields its name."""
     with routed_hook_point(model, SimpleNamespace(cfg=SimpleNamespace(hook_names=list(hook_names)))) as name:
         yield name

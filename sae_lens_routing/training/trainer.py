@@ -27,18 +27,12 @@ from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process sits in the job; world_size 1 means plain single-process training."""
-
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    enabled = property(lambda self: self.world_size > 1)
+    is_main = property(lambda self: self.rank == 0)
 
 
 def dist_info() -> DistInfo:
@@ -49,8 +43,7 @@ def dist_info() -> DistInfo:
 
 
 def init_distributed(device: str) -> DistInfo:
-    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on CUDA (one GPU per local rank), else
-    gloo; a no-op otherwise."""
+    """Join torchrun's process group (WORLD_SIZE > 1): NCCL on CUDA, else gloo; a no-op otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
@@ -66,11 +59,8 @@ def rank_device(device: str, info: DistInfo) -> str:
 
 def all_reduce_mean_scalars(values: dict[str, Any]) -> dict[str, Any]:
     """Every numeric entry averaged over ranks (in sorted key order: every rank passes the same keys)."""
-    keys = sorted(
-        k for k, v in values.items()
-        if not isinstance(v, bool)
-        and (isinstance(v, Number) or (isinstance(v, torch.Tensor) and v.numel() == 1))
-    )
+    keys = sorted(k for k, v in values.items() if not isinstance(v, bool)
+                  and (isinstance(v, Number) or (isinstance(v, torch.Tensor) and v.numel() == 1)))
     if not keys:
         return dict(values)
     packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
@@ -80,8 +70,8 @@ def all_reduce_mean_scalars(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class RouteSAETrainer(SAETrainer):
-    """`SAETrainer` whose gradients, dead-latent statistics, logs and evals are global under torchrun (only
-    rank 0 writes checkpoints); on one process it is `SAETrainer` plus atomic checkpoints."""
+    """`SAETrainer` with global gradients, dead-latent statistics, logs and evals under torchrun, and atomic
+    checkpoints (rank 0 writes)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -106,8 +96,7 @@ class RouteSAETrainer(SAETrainer):
 
     @property
     def dead_feature_window_steps(self) -> int:
-        """`dead_feature_window_tokens` (global tokens: the same on any number of ranks) in steps, when
-        set."""
+        """`dead_feature_window_tokens` (global tokens: the same on any number of ranks) in steps."""
         tokens = getattr(self.sae.cfg, "dead_feature_window_tokens", None)
         if tokens is None:
             return int(self.cfg.dead_feature_window)
@@ -141,8 +130,8 @@ class RouteSAETrainer(SAETrainer):
         return {**all_reduce_mean_scalars(log), "details/n_training_samples": samples}
 
     def save_trainer_state(self, checkpoint_path: Path) -> None:
-        """Record the steps completed: `fit()` checkpoints a step before counting it, so SAELens's count is
-        one behind its optimizer and scheduler state, and a resumed run would end one step short."""
+        """Record the steps completed: `fit()` checkpoints a step before counting it, so a resumed run would
+        end one step short."""
         counted = self.n_training_steps
         self.n_training_steps = max(counted, self._completed_steps)
         try:
@@ -151,16 +140,13 @@ class RouteSAETrainer(SAETrainer):
             self.n_training_steps = counted
 
     def load_trainer_state(self, checkpoint_path: Path | str) -> None:
-        """Thresholds the interrupted run already passed were saved then: not again after resuming."""
+        """Thresholds the interrupted run already passed are not saved again."""
         super().load_trainer_state(checkpoint_path)
         self._completed_steps = self.n_training_steps
         self.checkpoint_thresholds = [t for t in self.checkpoint_thresholds if t >= self.n_training_samples]
 
-    def save_checkpoint(
-        self, checkpoint_name: str, base_path: Path | str | None = None, wandb_aliases: Any = None
-    ) -> None:
-        """Rank 0 writes the whole checkpoint under a hidden name, then renames it: a killed save never leaves
-        a folder that looks complete, and a full disk is reported with the partial files removed."""
+    def save_checkpoint(self, checkpoint_name: str, base_path: Any = None, wandb_aliases: Any = None) -> None:
+        """Rank 0 writes under a hidden name, then renames: a killed save never looks complete."""
         base = base_path if base_path is not None else self.cfg.checkpoint_path
         if self.dist.is_main and base is None:
             super().save_checkpoint(checkpoint_name, base_path=base_path, wandb_aliases=wandb_aliases)
@@ -172,9 +158,8 @@ class RouteSAETrainer(SAETrainer):
 
 
 class OverlappedBatches(PrefetchingIterator[Any]):
-    """SAELens's `PrefetchingIterator` (the model forward for the next batch runs in a thread while the SAE
-    steps) whose producer, on CUDA, also runs on its own stream and delivers each batch already on the SAE's
-    device; the trainer's stream waits on an event, not the host."""
+    """SAELens's `PrefetchingIterator` whose producer, on CUDA, runs on its own stream and delivers batches on
+    the SAE's device; the trainer's stream waits on an event, not the host."""
 
     def __init__(self, source: Iterator[torch.Tensor], device: str | torch.device, prefetch: int = 1):
         self.device = torch.device(device)
@@ -207,8 +192,7 @@ class OverlappedBatches(PrefetchingIterator[Any]):
 
 
 def training_batches(store: Iterator[torch.Tensor], cfg: LanguageModelSAERunnerConfig[Any]) -> Any:
-    """What the trainer pulls: the store, or `OverlappedBatches` over it (`prefetch_llm_batches`). Reseeds the
-    mixing buffer's generator with `cfg.seed` first, so the data order depends on the seed and tokens only."""
+    """The store, or `OverlappedBatches` over it; reseeded: the data order depends on seed and tokens only."""
     torch.manual_seed(cfg.seed)
     value = cfg.prefetch_llm_batches
     depth = (1 if value else 0) if isinstance(value, bool) else int(value)
@@ -221,8 +205,7 @@ def eval_batches(store: Any, n: int) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict[str, Any]:
-    """`RoutedMetrics` (NormMSE, explained variance, L0, routing share...) over raw [n, L, d_in] batches;
-    summed over torchrun ranks when a process group is running."""
+    """`RoutedMetrics` over raw [n, L, d_in] batches, summed over torchrun ranks."""
     metrics = RoutedMetrics(list(sae.cfg.hook_names), sae.cfg.d_sae, sae.cfg.d_in)
     for acts in batches:
         metrics.update(sae.forward_routed(acts.to(sae.device)))
@@ -232,22 +215,19 @@ def routed_reconstruction_metrics(sae: Any, batches: list[torch.Tensor]) -> dict
 
 @dataclass
 class RoutedTrainingEvaluator:
-    """SAELens's in-training evaluation (W&B runs), routed: the stock one would splice a single hook."""
+    """SAELens's in-training evaluation, routed: the stock one would splice a single hook."""
 
     activations_store: Any
     n_eval_batches: int = 2
 
     def __call__(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
-        # A prefetch producer is held meanwhile: the store's token generator cannot run in two threads.
-        prefetching = isinstance(data_provider, PrefetchingIterator)
-        with data_provider.paused() if prefetching else nullcontext():
+        # The store's token generator cannot run in two threads: a prefetch producer waits.
+        with data_provider.paused() if isinstance(data_provider, PrefetchingIterator) else nullcontext():
             batches = eval_batches(self.activations_store, self.n_eval_batches)
         metrics = {f"eval/{k}": v for k, v in routed_reconstruction_metrics(sae, batches).items()}
         if wandb.run is not None and not getattr(wandb.run, "disabled", False):
-            table = wandb.Table(columns=["layer", "share"])
             shares = routing_shares({k.removeprefix("eval/"): v for k, v in metrics.items()})
-            for hook in sae.cfg.hook_names:
-                table.add_data(hook, shares[hook])
-            chart = wandb.plot.bar(table, "layer", "share", title="Routing share per layer")
-            metrics["plots/routing_share"] = chart
+            table = wandb.Table(columns=["layer", "share"], data=[[h, shares[h]] for h in sae.cfg.hook_names])
+            metrics["plots/routing_share"] = wandb.plot.bar(table, "layer", "share",
+                                                            title="Routing share per layer")
         return metrics
