@@ -50,8 +50,7 @@ def run_route_evals(
     special = None if excluded is None else excluded.tolist()
     features = features or FeatureContextCollector(model, sae, ContextRules(), special)
     recon, downstream = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in), DownstreamMetrics()
-    # start at the first routed block; at 0 for a bridge (it cannot start from the residual stream) or a
-    # left-padding tokenizer (a forward started from the residual stream would not see its attention mask)
+    # resume at the first routed block, except for a bridge or left padding (would lose the attention mask)
     layers = [extract_layer_from_tlens_hook_name(h) for h in hooks]
     left_padded = getattr(getattr(model, "tokenizer", None), "padding_side", "right") == "left"
     first = 0 if is_bridge(model) or left_padded or None in layers else min(layers)  # type: ignore[type-var]
@@ -128,23 +127,20 @@ def kl_official_batchmean(clean: torch.Tensor, other: torch.Tensor) -> float:
 
 
 def write_routing_chart(metrics: dict[str, Any], path: str | Path) -> Path:
-    """PNG bar chart of the per-layer routing share in `metrics` (`routing/share/<hook>`)."""
     shares = routing_shares(metrics)
     return render_routing_share_chart(list(shares.values()), list(shares), path)
 
 
 def render_routing_share_chart(shares: Sequence[float], hook_names: Sequence[str], path: str | Path) -> Path:
     """A bar chart of the share of tokens routed to each layer, written atomically as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state
     labels = [h.removesuffix(".hook_resid_post").removeprefix("blocks.") for h in hook_names]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(labels) + 1.5), 3.0), dpi=100)
+    fig = Figure(figsize=(max(4.0, 0.45 * len(labels) + 1.5), 3.0), dpi=100)
+    ax = fig.subplots()
     ax.bar(range(len(shares)), [100 * s for s in shares], color="#4C72B0")
     ax.set_xticks(range(len(labels)), labels, rotation=0 if len(labels) <= 12 else 60)
     ax.set(xlabel="routed layer (block)", ylabel="% of tokens", title="Routing share per layer")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -1,5 +1,4 @@
-"""The paper's feature contexts and counting (official `application.py` rules): a latent is a feature when it
-keeps more than 4 contexts above the threshold on at most 32 token types."""
+"""The paper's feature counting: a feature has > 4 contexts above the threshold on <= 32 token types."""
 
 from __future__ import annotations
 
@@ -36,7 +35,6 @@ class ContextRules:
             raise ValueError(f"threshold must be a finite number >= 0 (None: the relative rule), got {t!r}")
 
     def resolved(self, d_in: int) -> ContextRules:
-        """These rules with the threshold made concrete for an SAE of width `d_in`."""
         return self if self.threshold is not None else replace(self, threshold=relative_threshold(d_in))
 
 
@@ -88,12 +86,8 @@ def contexts_from_activations(
     results: dict[int, FeatureContexts] = {}
     for (feature, token), acts in sorted(best.items(), key=lambda kv: (kv[0][0], -kv[1][0].value)):
         results.setdefault(feature, FeatureContexts(feature)).contexts += [
-            {
-                "token": token,
-                "activation": round(a.value, 4),
-                "layer": hook_names[a.layer],
-                "context": sentence_context(token_strings[a.seq], a.pos, rules.max_context_tokens),
-            }
+            dict(token=token, activation=round(a.value, 4), layer=hook_names[a.layer],
+                 context=sentence_context(token_strings[a.seq], a.pos, rules.max_context_tokens))
             for a in acts
         ]
     for entry in results.values():

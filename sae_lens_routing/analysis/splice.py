@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,12 +25,10 @@ class SplicePlan:
 
 
 def check_spliceable(model: Any, sae: Any) -> None:
-    """Hard routing (a soft mix has no single layer to replace) and one device ('cuda' is the current one)."""
+    """Hard routing (a soft mix has no single layer to replace) and one device."""
     check_hooks_in_model(model, [*sae.cfg.hook_names, ENTRY_HOOK])
     model_device = next(model.parameters()).device
-    devices = [torch.device(d) for d in (model_device, sae.device)]
-    current = torch.cuda.current_device() if any(d.type == "cuda" for d in devices) else None
-    same = len({(d.type, current if d.type == "cuda" and d.index is None else d.index) for d in devices}) == 1
+    same = model_device == torch.empty(0, device=sae.device).device  # resolves a bare 'cuda' to its index
     if sae.cfg.routing != "hard" or not same:
         raise ValueError(
             f"routed splicing needs routing='hard', got routing={sae.cfg.routing!r}"
@@ -113,14 +111,11 @@ def routed_splice(
         fwd_hooks.append(("blocks.0.attn.hook_attn_scores", check_forward))
     if plan is None and not bridge:
         fwd_hooks.append((ENTRY_HOOK, lambda resid, hook: make_plan(resid, start_at_layer=0)))
-    bridge_hook = lambda module, args, kwargs: make_plan(args[0] if args else kwargs["input"])  # noqa: E731
-    handle = model.register_forward_pre_hook(bridge_hook, with_kwargs=True) if bridge else None
-    try:
-        with model.hooks(fwd_hooks=fwd_hooks):
-            yield plans
-    finally:
-        if handle is not None:
-            handle.remove()
+    with ExitStack() as stack, model.hooks(fwd_hooks=fwd_hooks):
+        if bridge:
+            hook = lambda module, args, kwargs: make_plan(args[0] if args else kwargs["input"])  # noqa: E731
+            stack.callback(model.register_forward_pre_hook(hook, with_kwargs=True).remove)
+        yield plans
 
 
 @torch.no_grad()

