@@ -1,6 +1,4 @@
-"""SAELens's own loaders for SAELens-format folders, checked once on load (naming the file and the field):
-`SAE.load_from_disk(path, converter=route_sae_disk_loader)`,
-`SAE.from_pretrained(repo_id, sae_id, converter=route_sae_huggingface_loader)`."""
+"""SAELens's own loaders for SAELens-format folders, checked once on load (naming the file and the field)."""
 
 from __future__ import annotations
 
@@ -41,8 +39,7 @@ def _cfg_problem(cfg: dict[str, Any], cfg_file: Path) -> str | None:
 def read_checked_sae_folder(
     path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None, weights: bool = True
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:
-    """cfg, weights and log-sparsity (None without its file) of a folder, read by SAELens's disk loader and
-    checked once; `weights=False` reads and checks the cfg alone."""
+    """cfg, weights and log-sparsity (or None) of a folder, checked once; `weights=False`: the cfg alone."""
     cfg_file, weights_file, sparsity_file = map(Path(path).joinpath, FILES)
     cfg, state, sparsity, problem, error = {}, CheckedState(), None, None, None
     try:
@@ -100,8 +97,7 @@ def route_sae_disk_loader(
 def download_hub_files(
     repo_id: str, folder: str, required: tuple[str, ...], optional: tuple[str, ...] = (), **kwargs: Any
 ) -> Path:
-    """The local copy of `folder` of a Hub repo, through `snapshot_download` (its cache, offline mode and
-    revisions apply); a required file that is absent fails naming it."""
+    """The local copy of `folder` of a Hub repo via `snapshot_download` (cache, offline mode, revisions)."""
     prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
     patterns = [prefix + name for name in (*required, *optional)]
     local = Path(snapshot_download(repo_id, allow_patterns=patterns, **kwargs)) / prefix

@@ -1,6 +1,5 @@
-"""Checkpoints of the official RouteSAE code (github.com/swei2001/RouteSAEs): a bare `torch.save(state_dict)`
-read with `weights_only=True`, beside a sidecar `routesae_official.json` giving what the official command line
-kept, e.g. {"checkpoint": "RouteSAE_1B_k64.pt", "k": 64, "n_layers": 16}; `cfg_overrides` win over it."""
+"""Official RouteSAE checkpoints (github.com/swei2001/RouteSAEs): a bare state_dict `.pt` beside a sidecar
+`routesae_official.json`, e.g. {"checkpoint": "RouteSAE_1B_k64.pt", "k": 64, "n_layers": 16}."""
 
 from __future__ import annotations
 
@@ -16,12 +15,8 @@ import torch
 from sae_lens import SAE
 
 from sae_lens_routing.loading.loaders import download_hub_files
-from sae_lens_routing.saes.config import (
-    CheckedState,
-    IntegrityError,
-    check_route_state_dict,
-    paper_hook_names,
-)
+from sae_lens_routing.saes.config import CheckedState, IntegrityError, check_route_state_dict
+from sae_lens_routing.saes.config import paper_hook_names as paper_hooks
 from sae_lens_routing.saes.route_sae import RouteSAE
 
 OFFICIAL_SIDECAR_FILENAME = "routesae_official.json"
@@ -82,7 +77,7 @@ def _load_official(
     if problem:
         raise IntegrityError(problem)
     path = (fetch((checkpoint,)) if fetch else folder) / checkpoint
-    hooks = list(sidecar.get("hook_names") or paper_hook_names(sidecar["n_layers"]))
+    hooks = list(sidecar.get("hook_names") or paper_hooks(sidecar["n_layers"]))
     state = read_official_state_dict(path)
     weights = CheckedState({ours: state[theirs].T.contiguous() for theirs, ours in OFFICIAL_KEYS.items()})
     d_in, d_sae = weights["b_dec"].shape[0], weights["b_enc"].shape[0]
@@ -119,8 +114,7 @@ def official_huggingface_loader(
 def load_official_checkpoint(
     path: str | Path, *, device: str = "cpu", dtype: str = "float32", **sidecar: Any
 ) -> RouteSAE:
-    """A `RouteSAE` computing what the official model does; `sidecar` fields give what the `.pt` lacks: `k`,
-    `hook_names` (e.g. `paper_hook_names(n_layers)`), optionally `routing`, `router_input`, `topk_relu`."""
+    """A `RouteSAE` computing what the official model does; `sidecar` gives what the `.pt` lacks (`k`...)."""
     fields = {**sidecar, "checkpoint": Path(path).name}
 
     def converter(folder: Path, device: str, cfg_overrides: dict[str, Any] | None) -> Any:

@@ -1,5 +1,4 @@
-"""Releases of routed SAEs (SAELens's directory has no registration hook: they resolve here and load through
-its `converter=`), and `load_route_sae`: one call for a release, a Hub repo or a local folder."""
+"""Routed SAE releases (SAELens's directory has no registration hook) and `load_route_sae` for any source."""
 
 from __future__ import annotations
 
@@ -14,13 +13,9 @@ from sae_lens import SAE
 from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup
 
 from sae_lens_routing.loading.loaders import read_checked_sae_folder, route_sae_huggingface_loader
-from sae_lens_routing.loading.official import (
-    OFFICIAL_SIDECAR_FILENAME,
-    official_disk_loader,
-    official_huggingface_loader,
-)
+from sae_lens_routing.loading.official import OFFICIAL_SIDECAR_FILENAME as SIDECAR
+from sae_lens_routing.loading.official import official_disk_loader, official_huggingface_loader
 
-RELEASES_FILENAME = "pretrained_routed_saes.yaml"
 HF_CONVERTERS: dict[str, Callable[..., Any]] = {
     "sae_lens": route_sae_huggingface_loader,
     "routesae_official": official_huggingface_loader,
@@ -48,7 +43,7 @@ def _lookup(release: str, value: Any) -> PretrainedSAELookup | str:
 
 def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, PretrainedSAELookup]:
     """Releases of routed SAEs (SAELens's `PretrainedSAELookup`s) from the plugin's YAML or `registry`."""
-    source = Path(registry) if registry is not None else files("sae_lens_routing").joinpath(RELEASES_FILENAME)
+    source = Path(registry or files("sae_lens_routing") / "pretrained_routed_saes.yaml")
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     not_mapping = {"(top level)": "must be a mapping of release name -> release"}
     entries = {r: _lookup(r, v) for r, v in data.items()} if isinstance(data, dict) else not_mapping
@@ -63,11 +58,10 @@ def load_route_sae_with_cfg_and_sparsity(
     force_download: bool = False, conversion_func: str = "sae_lens", registry: str | Path | None = None,
     revision: str | None = None,
 ) -> tuple[SAE[Any], dict[str, Any], torch.Tensor | None]:  # fmt: skip
-    """(sae, cfg dict, log-sparsity or None), checked on load, from (in this order) a local folder (`sae_id`:
-    a subfolder), a release of the routed registry, or a Hub repo "org/name" (`sae_id`: the folder in it)."""
+    """(sae, cfg dict, log-sparsity or None) from a local folder, a routed release or a Hub repo."""
     local = Path(release_or_path) / (sae_id or "")
     if local.is_dir():
-        if (local / OFFICIAL_SIDECAR_FILENAME).is_file():
+        if (local / SIDECAR).is_file():
             (cfg, state), sparsity = official_disk_loader(local, device, {"dtype": dtype}), None
         else:
             cfg, state, sparsity = read_checked_sae_folder(local, device, {"dtype": dtype})
@@ -94,10 +88,8 @@ def load_route_sae_with_cfg_and_sparsity(
         repo_id, folder = lookup.repo_id, lookup.saes_map[sae_id]  # type: ignore[index]
     loader = HF_CONVERTERS[conversion_func]
 
-    def converter(*args: Any, cfg_overrides: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        """The loader with the revision bound and the release's overrides under the caller's."""
-        merged = {**overrides, **(cfg_overrides or {})}
-        return loader(*args, cfg_overrides=merged, revision=revision, **kwargs)
+    def converter(*args: Any, cfg_overrides: dict[str, Any] | None = None, **kw: Any) -> Any:
+        return loader(*args, cfg_overrides={**overrides, **(cfg_overrides or {})}, revision=revision, **kw)
 
     return SAE.from_pretrained_with_cfg_and_sparsity(
         repo_id, folder, device=device, dtype=dtype, force_download=force_download, converter=converter

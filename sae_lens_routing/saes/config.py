@@ -1,5 +1,4 @@
-"""RouteSAE configs: SAELens's TopK configs plus the routing fields (the router's output size is
-L = len(hook_names)), checked once in `__post_init__`; and the one check of saved weights."""
+"""RouteSAE configs: SAELens's TopK configs plus routing fields, checked once; the check of saved weights."""
 
 from __future__ import annotations
 
@@ -108,8 +107,7 @@ class CheckedState(dict):  # type: ignore[type-arg]
 def check_route_state_dict(
     state: Mapping[str, torch.Tensor], d_in: int, d_sae: int, n_layers: int, source: str = "RouteSAE weights"
 ) -> None:
-    """Keys, shapes and values of RouteSAE weights, scanned once per load: SAELens loads NaN or an all-zero
-    decoder silently, and the first forward then gives NaN or a constant."""
+    """Keys, shapes and values, once per load: SAELens loads NaN or an all-zero decoder silently."""
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
                 "W_router": (d_in, n_layers)}  # fmt: skip
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -144,10 +142,6 @@ class _RoutedConfig:
     def __post_init__(self) -> None:
         super().__post_init__()  # type: ignore[misc]
         validate_route_fields(self, training=isinstance(self, TopKTrainingSAEConfig))
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.hook_names)
 
     @property
     def hook_layer(self) -> int:

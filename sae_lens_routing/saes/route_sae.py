@@ -1,11 +1,9 @@
-"""`RouteSAE` and `RouteTrainingSAE`: SAELens's TopK SAE behind a layer router, in the per-token standardised
-space; SAELens's `encode`/`decode`/`forward` take the L layers stacked and return to the raw space."""
+"""`RouteSAE` and `RouteTrainingSAE`: SAELens's TopK SAE behind a layer router, on the L layers stacked."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import threading
 import weakref
 from collections.abc import Callable
@@ -39,8 +37,7 @@ class RoutedOutput:
     standardized: Standardized  # the L standardised layers and their per-token stats
 
     def routed_layer_reconstruction(self) -> torch.Tensor:
-        """Hard routing: the raw reconstruction of each token's routed layer. The SAE was trained on
-        `x[layer] * router_weight`, so its output is divided by that weight before un-standardising."""
+        """Hard routing: the raw reconstruction of each token's layer (the SAE saw `x[layer] * weight`)."""
         max_weight = self.router_weights.gather(-1, self.layer_index[..., None])
         return self.standardized.undo(self.sae_out / max_weight, self.layer_index)
 
@@ -51,8 +48,7 @@ class RoutedOutput:
 
 @dataclass
 class DecodeStats:
-    """Per token, the routed layer's std and mean and the router weight, [..., 1], that `decode` needs (None
-    for soft routing, whose input is no layer's raw space)."""
+    """Per token, the routed layer's std, mean and router weight, [..., 1], for `decode` (None when soft)."""
 
     batch_shape: tuple[int, ...]
     dtype: torch.dtype
@@ -61,8 +57,7 @@ class DecodeStats:
     weight: torch.Tensor | None = None
 
 
-# features returned by `encode` -> (weak ref to the SAE, DecodeStats), dying with the features; not on the
-# module, where a second encode (another batch or thread) would hand the first batch's features its stats
+# encode's features -> (weak ref to the SAE, DecodeStats): not on the module, where another encode would clash
 _ENCODED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _ENCODED_LOCK = threading.Lock()
 
@@ -72,8 +67,7 @@ def _refuse_fold(what: str, why: str) -> None:
 
 
 class _RoutedSAEMixin:
-    """Routing in front of SAELens's TopK SAE (mixed in before `TopKSAE` / `TopKTrainingSAE`): the router and
-    standardisation before its encode, and its single-layer API on stacked routed input."""
+    """Router and standardisation in front of SAELens's TopK SAE, its API on stacked routed input."""
 
     cfg: config.RouteSAEConfig | config.RouteTrainingSAEConfig
     W_dec: nn.Parameter
@@ -85,7 +79,7 @@ class _RoutedSAEMixin:
 
     def initialize_weights(self) -> None:
         super().initialize_weights()  # type: ignore[misc]
-        bound = 1.0 / math.sqrt(self.cfg.d_in)  # nn.Linear's init, as the official (bias-free) router gets
+        bound = self.cfg.d_in**-0.5  # nn.Linear's init, as the official (bias-free) router gets
         w = torch.empty(self.cfg.d_in, self.n_layers, dtype=self.dtype, device=self.device)
         self.W_router = nn.Parameter(w if w.device.type == "meta" else nn.init.uniform_(w, -bound, bound))
 
@@ -93,8 +87,7 @@ class _RoutedSAEMixin:
         return RoutedTopK(self.cfg.k, relu=self.cfg.topk_relu)
 
     def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
-        """Every SAELens load path calls this: the weights are checked here, once, unless a plugin loader
-        already checked them against their file."""
+        """Every SAELens load path calls this: check once, unless a plugin loader already did."""
         if not isinstance(state_dict, config.CheckedState):
             config.check_route_state_dict(state_dict, self.cfg.d_in, self.cfg.d_sae, self.n_layers)
         super().process_state_dict_for_loading(state_dict)  # type: ignore[misc]
@@ -106,9 +99,8 @@ class _RoutedSAEMixin:
             problem = f"acts must be float activations (RouteSAE standardises them), got dtype {acts.dtype}"
         elif len(shape) == 2 and shape[1] == d and shape[0] != n:
             problem = (
-                f"RouteSAE got acts of shape {shape}, one d_in-vector per token (one hook's activations); it "
-                f"needs all L={n} routed layers, [..., L={n}, d_in={d}]. Train it with "
-                "sae_lens_routing.RouteSAETrainingRunner (SAELens's runner's store reads one hook)."
+                f"RouteSAE got acts of shape {shape}, one hook's activations; it needs all L={n} layers, "
+                f"stacked, [..., L={n}, d_in={d}]: train it with sae_lens_routing.RouteSAETrainingRunner"
             )
         elif shape[-2:] != (n, d):
             problem = f"acts must have shape [..., L, d_in] = [..., {n}, {d}], got {shape}"
@@ -121,36 +113,29 @@ class _RoutedSAEMixin:
         """Standardise and route raw [..., L, d_in] activations."""
         std = router.standardize(acts, self.cfg.standardize_eps, self.cfg.standardize)
         std.x = std.x.to(self.dtype)
-        logits = router.router_input(std.x, self.cfg.router_input) @ self.W_router
+        pooled = std.x.sum(dim=-2) if self.cfg.router_input == "sum" else std.x.mean(dim=-2)
+        logits = pooled @ self.W_router
         return std, router.route(std.x, logits, self.cfg.routing)
 
     def forward_routed(self, acts: torch.Tensor, check_inputs: bool = True) -> RoutedOutput:
-        """Route raw activations of the L hooks, [..., L, d_in], then encode and decode the routed input;
-        `check_inputs=False` skips only the finiteness check (a device sync)."""
+        """Route, encode and decode raw [..., L, d_in]; `check_inputs=False` skips the finiteness sync."""
         self.check_routed_acts(acts, check_inputs)
         std, r = self.route_acts(acts)
-        feature_acts, hidden_pre = self._encode_standardized(r.sae_in)
+        feature_acts, hidden_pre = TopKTrainingSAE.encode_with_hidden_pre(self, r.sae_in)  # type: ignore
         if getattr(self.cfg, "use_sparse_activations", False):  # decode the k kept latents with a gather
             values, indices = self.activation_fn.topk(hidden_pre)
             if self.cfg.rescale_acts_by_decoder_norm:
                 values = values / self.W_dec.norm(dim=-1)[indices]
-            flat_idx, flat_val = indices.reshape(-1, indices.shape[-1]), values.reshape(-1, values.shape[-1])
-            bag = nn.functional.embedding_bag
-            decoded = bag(flat_idx, self.W_dec, mode="sum", per_sample_weights=flat_val)
+            idx, val = indices.reshape(-1, indices.shape[-1]), values.reshape(-1, values.shape[-1])
+            decoded = nn.functional.embedding_bag(idx, self.W_dec, mode="sum", per_sample_weights=val)
             sae_out = decoded.reshape(r.sae_in.shape) + self.b_dec  # type: ignore[attr-defined]
             sae_out = self.hook_sae_recons(sae_out)  # type: ignore[attr-defined]
         else:
             sae_out = self.decode_standardized(feature_acts)
-        routed = (r.router_weights, r.layer_weights, r.layer_index, r.sae_in)
-        return RoutedOutput(*routed, feature_acts, sae_out, hidden_pre, std)
-
-    def _encode_standardized(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAELens's TopK encode with the pre-activations (nothing training-only: inference uses it too)."""
-        return TopKTrainingSAE.encode_with_hidden_pre(self, z)  # type: ignore[arg-type]
+        return RoutedOutput(*vars(r).values(), feature_acts, sae_out, hidden_pre, std)  # Routing's 4 fields
 
     def routed_acts_view(self, x: torch.Tensor, method: str = "encode") -> torch.Tensor:
-        """`x` as [..., L, d_in] when its shape says so, [..., L*d_in] or 4-D and up; anything else ending in
-        d_in is one layer, [n, L, d_in] included (it may be [batch, seq=L, d_in])."""
+        """`x` as [..., L, d_in] from [..., L*d_in] or 4-D+; 3-D may be [batch, seq=L, d_in]: refused."""
         n, d, shape = self.n_layers, self.cfg.d_in, tuple(getattr(x, "shape", ()))
         if shape and shape[-1] == n * d:
             return x.reshape(*shape[:-1], n, d)
@@ -166,7 +151,7 @@ class _RoutedSAEMixin:
         acts = self.routed_acts_view(x, method)
         self.check_routed_acts(acts)
         std, r = self.route_acts(acts)
-        feature_acts, hidden_pre = self._encode_standardized(r.sae_in)
+        feature_acts, hidden_pre = TopKTrainingSAE.encode_with_hidden_pre(self, r.sae_in)  # type: ignore
         stats = DecodeStats(tuple(r.layer_index.shape), x.dtype)
         if self.cfg.routing == "hard":
             stats.std, stats.mean = at_layer(std.std, r.layer_index), at_layer(std.mean, r.layer_index)
@@ -180,8 +165,7 @@ class _RoutedSAEMixin:
         return self._encode_routed(x, "encode")[0]
 
     def decode(self, feature_acts: torch.Tensor) -> torch.Tensor:
-        """Back to the raw space of each token's routed layer, with the stats of the `encode` call that
-        returned `feature_acts` (in-place edits are fine); other tensors have none."""
+        """Back to each token's raw routed layer, with the stats of the `encode` that returned them."""
         with _ENCODED_LOCK:
             ref, stats = _ENCODED.get(feature_acts, (None, None))
         mine = ref is not None and ref() is self and stats.batch_shape == tuple(feature_acts.shape[:-1])
@@ -190,10 +174,8 @@ class _RoutedSAEMixin:
                 "RouteSAE.decode: a soft-routed SAE reconstructs a mix of the L standardised layers, "
                 "which is no layer's raw space; use decode_standardized(feature_acts)"
                 if mine
-                else "RouteSAE.decode maps features back to raw activations with the per-token stats of the "
-                "encode call that returned them; got a tensor not returned by this SAE's encode (or reshaped "
-                f"since), of shape {tuple(feature_acts.shape)}. Decode what encode returned, or use "
-                "decode_standardized(feature_acts) for the standardised space."
+                else f"RouteSAE.decode needs encode's stats; got a {tuple(feature_acts.shape)} tensor not "
+                "returned by this SAE's encode (or reshaped since); use decode_standardized(feature_acts)"
             )
         standardized = self.decode_standardized(feature_acts)
         return (standardized / stats.weight * stats.std + stats.mean).to(stats.dtype)
@@ -203,8 +185,7 @@ class _RoutedSAEMixin:
         return super().decode(feature_acts)  # type: ignore[misc]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`decode(encode(x))`. With `use_error_term` the output is the routed layer's raw input; the error is
-        computed without hooks, as in SAELens's `SAE.forward`, so hook edits act as a pure intervention."""
+        """`decode(encode(x))`; the error term is computed without hooks, as SAELens's `SAE.forward` does."""
         sae_out = self.decode(self.encode(x))
         if self.use_error_term:  # type: ignore[attr-defined]
             acts = self.routed_acts_view(x, "forward")
@@ -216,8 +197,7 @@ class _RoutedSAEMixin:
 
     @torch.no_grad()
     def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
-        """Standardisation removes a constant input scale, so the exact fold changes nothing; without it the
-        router's softmax is not scale-invariant and no fold exists."""
+        """Standardisation removes a constant scale (a no-op fold); without it no fold exists."""
         if not self.cfg.standardize and scaling_factor != 1.0:
             _refuse_fold("an activation scale with standardize=False", "the router is not scale-invariant")
         self.cfg.normalize_activations = "none"
@@ -227,8 +207,7 @@ class _RoutedSAEMixin:
 
     @torch.no_grad()
     def fold_W_dec_norm(self) -> None:
-        """Unit-norm decoder rows, outputs unchanged: exact with decoder-norm rescaling (then off), allowed
-        without it when rows are unit-norm already (sae-dashboard calls this unconditionally)."""
+        """Exact with decoder-norm rescaling, a no-op on unit rows (sae-dashboard always calls it)."""
         norms = self.W_dec.norm(dim=-1)
         unit = torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
         if not self.cfg.rescale_acts_by_decoder_norm and not unit:
@@ -246,8 +225,7 @@ class RouteSAE(_RoutedSAEMixin, TopKSAE):
     def from_pretrained_with_cfg_and_sparsity(  # type: ignore[override]
         cls, release: str, sae_id: str, *args: Any, **kwargs: Any
     ) -> tuple[Any, dict[str, Any], torch.Tensor | None]:
-        """SAELens's loader; a name neither in its release list nor a Hub repo id is most likely one of this
-        plugin's releases, which SAELens cannot read (it has no registration hook)."""
+        """SAELens's loader; an unknown non-Hub name is likely a routed release, which SAELens cannot read."""
         if "/" not in release and release not in get_pretrained_saes_directory():
             raise ValueError(
                 f"release {release!r} is not in SAELens's pretrained SAEs directory nor a Hub repo id; "
@@ -275,8 +253,7 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
     def calculate_aux_loss(
         self, step_input: TrainStepInput, feature_acts: Any, hidden_pre: torch.Tensor, sae_out: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """SAELens's TopK aux loss with each token's error divided by ||sae_in||^2, the main loss's scale; the
-        normaliser stays in the graph, so the router gets the gradient of the normalised loss too."""
+        """SAELens's TopK aux loss normalised by ||sae_in||^2 (in the graph) like the main loss."""
         mask, sae_in = step_input.dead_neuron_mask, step_input.sae_in
         if self.cfg.aux_loss_coefficient <= 0:
             return {}
@@ -296,13 +273,7 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
         losses = {"normalized_mse_loss": normalized_mse(out.sae_out, out.sae_in)}
         routed_input = dataclasses.replace(step_input, sae_in=out.sae_in)
         losses.update(self.calculate_aux_loss(routed_input, out.feature_acts, out.hidden_pre, out.sae_out))
-        return TrainStepOutput(
-            sae_in=out.sae_in, sae_out=out.sae_out, feature_acts=out.feature_acts, hidden_pre=out.hidden_pre,
-            loss=sum(losses.values()), losses=losses, metrics=self._routing_metrics(out),
-        )  # type: ignore[arg-type]  # fmt: skip
-
-    def _routing_metrics(self, out: RoutedOutput) -> dict[str, Any]:
-        """Lazy (callable) metrics: nothing syncs with the device unless the trainer logs this step."""
+        # lazy (callable) metrics: nothing syncs with the device unless the trainer logs this step
         share = out.layer_weights.detach().reshape(-1, self.n_layers)
         mean_share = functools.cache(lambda: share.float().mean(0).cpu())  # one device->host copy for all
         metrics: dict[str, Any] = {
@@ -311,7 +282,10 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
         }
         for i, hook in enumerate(self.cfg.hook_names):
             metrics[f"routing/share/{hook}"] = lambda i=i: float(mean_share()[i])
-        return metrics
+        return TrainStepOutput(
+            sae_in=out.sae_in, sae_out=out.sae_out, feature_acts=out.feature_acts, hidden_pre=out.hidden_pre,
+            loss=sum(losses.values()), losses=losses, metrics=metrics,
+        )  # type: ignore[arg-type]  # fmt: skip
 
     @torch.no_grad()
     def project_decoder_to_unit_norm(self) -> None:

@@ -1,5 +1,4 @@
-"""The model side of every routed path: one hook check, one stop rule, one stacking order of the L routed
-layers ([batch, pos, L, d_in]), and those layers read as one hook point for tools that read one hook."""
+"""The model side of every routed path: hook check, stop rule, stacking [batch, pos, L, d_in], pseudo hook."""
 
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ from transformer_lens.hook_points import HookPoint
 def check_hooks_in_model(
     model: Any, hook_names: list[str], field: str = "sae.cfg.hook_names", in_blocks: bool = False
 ) -> None:
-    """The one hook check: a ValueError naming `field` when a routed hook is not a hook point of `model`
-    (or, with `in_blocks`, not inside a transformer block)."""
+    """The one hook check: routed hooks must be hook points of `model` (inside blocks with `in_blocks`)."""
     hook_dict = getattr(model, "hook_dict", None) or {}
     if missing := [h for h in hook_names if h not in hook_dict or in_blocks and stop_at_layer(h) is None]:
         sample = [h for h in hook_dict if h.endswith("hook_resid_post")][:3] or list(hook_dict)[:3]
@@ -45,8 +43,7 @@ def routed_activations(
     model: Any, tokens: torch.Tensor, hook_names: list[str], *, extra_hooks: tuple[str, ...] = (),
     full_forward: bool = False, **forward_kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:  # fmt: skip
-    """(stacked routed activations, logits if `full_forward` else None (it stops after the last routed block),
-    the `extra_hooks` activations of the same pass)."""
+    """(stacked routed activations, logits if `full_forward` else None, the `extra_hooks` activations)."""
     stop = None if full_forward else (routed_block_range(hook_names) or (None, None))[1]
     names = [*hook_names, *extra_hooks]
     logits, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop, **forward_kwargs)
@@ -64,10 +61,9 @@ def routed_hook_point(model: Any, sae: Any) -> Iterator[str]:
     check_hooks_in_model(model, hooks, in_blocks=True)
     block_index = routed_block_range(hooks)[1] - 1  # type: ignore[index]
     block = model.blocks[block_index]
-    block.add_module(PSEUDO_HOOK, HookPoint())
-    model.setup()  # registers the new hook point in model.hook_dict under its module name
+    block.add_module(PSEUDO_HOOK, pseudo := HookPoint())
+    model.setup()
     collected: dict[int, torch.Tensor] = {}
-    pseudo: HookPoint = getattr(block, PSEUDO_HOOK)
 
     def collect(i: int, module: Any, inputs: Any, output: torch.Tensor) -> None:
         collected[i] = output

@@ -1,5 +1,4 @@
-"""One streaming accumulator of a RouteSAE's reconstruction, sparsity and routing metrics, named as SAELens's
-`run_evals` names them; it keeps sums, so any number of batches fits and torchrun ranks add up."""
+"""A streaming accumulator (sums: ranks add up) of RouteSAE metrics, named as SAELens's `run_evals` does."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import torch.distributed as dist
 
 from sae_lens_routing.saes.router import routing_entropy_bits
 
-DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
 SHARE_PREFIX = "routing/share/"
 
 
@@ -54,11 +52,11 @@ class RoutedMetrics:
             "reconstruction_quality/mse": sq_err / (n * self.d_in),
             "sparsity/l0": l0 / n,
             "sparsity/latents_silent_on_eval": int((freq == 0).sum()),
-            "sparsity/dense_latents": int((freq > DENSE_THRESHOLD).sum()),
+            "sparsity/dense_latents": int((freq > 0.1).sum()),  # firing on more than 10% of tokens
             "metrics/total_tokens_evaluated": int(n),
             **{SHARE_PREFIX + h: v for h, v in zip(self.hook_names, (share / n).tolist(), strict=True)},
+            "routing/entropy_bits": routing_entropy_bits(share),
         }
-        metrics["routing/entropy_bits"] = routing_entropy_bits(share)
         return metrics
 
 

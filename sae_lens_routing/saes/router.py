@@ -1,5 +1,4 @@
-"""Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE, as
-functions on tensors that the SAE classes, the splice and the store share."""
+"""Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE."""
 
 from __future__ import annotations
 
@@ -30,8 +29,7 @@ def at_layer(x: torch.Tensor, layer_index: torch.Tensor) -> torch.Tensor:
 
 
 def standardize(acts: torch.Tensor, eps: float, enabled: bool = True) -> Standardized:
-    """(h - mean) / (std + eps) over the last dim, unbiased std, as the official code does; in at least
-    float32, since bf16 activations of large models lose the mean otherwise."""
+    """(h - mean) / (std + eps), unbiased std as the official code; in float32 at least (bf16 loses it)."""
     work = acts.float() if acts.dtype in (torch.float16, torch.bfloat16) else acts
     if not enabled:
         ones = torch.ones_like(work[..., :1])
@@ -41,15 +39,8 @@ def standardize(acts: torch.Tensor, eps: float, enabled: bool = True) -> Standar
     return Standardized((work - mean) / std, mean, std)
 
 
-def router_input(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Pool the L standardised layers [..., L, d] into the router's input [..., d] ("sum" or "mean")."""
-    return x.sum(dim=-2) if mode == "sum" else x.mean(dim=-2)
-
-
 @dataclass
 class Routing:
-    """A routing decision for each token."""
-
     router_weights: torch.Tensor  # [..., L] softmax
     layer_weights: torch.Tensor  # [..., L] one-hot (hard) or softmax (soft)
     layer_index: torch.Tensor  # [...] argmax layer
@@ -67,8 +58,7 @@ def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing
 
 
 def routing_entropy_bits(share: torch.Tensor) -> float:
-    """Entropy (bits) of the share of tokens routed to each layer: log2(L) when spread evenly, 0 when the
-    router has collapsed onto one layer, which NormMSE hides."""
+    """Entropy (bits) of the layer shares: 0 when the router collapsed onto one layer, which NormMSE hides."""
     p = share.double().clamp_min(0)
     p = p / p.sum().clamp_min(1e-12)
     nz = p[p > 0]
@@ -76,8 +66,7 @@ def routing_entropy_bits(share: torch.Tensor) -> float:
 
 
 class RoutedTopK(TopK):
-    """SAELens's TopK (so tools that special-case it treat a RouteSAE like one), with the ReLU on the kept
-    values optional: the official RouteSAE has none."""
+    """SAELens's TopK (tools special-case it), the ReLU optional: the official RouteSAE has none."""
 
     def __init__(self, k: int, relu: bool = True):
         super().__init__(k, use_sparse_activations=False)

@@ -1,5 +1,4 @@
-"""What a RouteSAE says when a SAELens or sae-dashboard tool uses it the single-layer way: one layer cannot be
-routed (unrouted, it gives plausible wrong numbers), so every refusal names the routed equivalents."""
+"""Refusals of single-layer use by SAELens or sae-dashboard tools, each naming the routed equivalents."""
 
 from __future__ import annotations
 
@@ -23,11 +22,9 @@ class SingleLayerInputError(ValueError):
     """A RouteSAE was handed one layer's activations (or asked for its one layer), which it cannot route."""
 
 
-def single_layer_input_error(
-    method: str, shape: Sequence[int], n_layers: int, d_in: int
-) -> SingleLayerInputError:
+def single_layer_input_error(method: str, shape: Sequence[int], n: int, d_in: int) -> SingleLayerInputError:
     """The refusal for one layer's activations `[..., d_in]` reaching `method` of a RouteSAE."""
-    shape, n = tuple(shape), n_layers
+    shape = tuple(shape)
     ambiguous = (
         f" (shape[-2] == L = {n}: if these are the L routed layers stacked as [n, L, d_in], encode does not "
         "guess between that and [batch, seq=L, d_in]; call sae.forward_routed(x), or pass "

@@ -394,7 +394,7 @@ def test_forward_routed_routes_one_token(training_sae):
     sparse = make_training_sae(use_sparse_activations=True)
     torch.testing.assert_close(sparse.forward_routed(acts[2]).sae_out, sparse.forward_routed(acts).sae_out[2])
     # [n, d_in] with n != L is one hook's activations: still refused, naming the routed runner
-    one_hook = "acts of shape \\(5, 16\\), one d_in-vector per token.*RouteSAETrainingRunner"
+    one_hook = "acts of shape \\(5, 16\\), one hook.s activations; it needs all L=.*RouteSAETrainingRunner"
     with pytest.raises(ValueError, match=one_hook):
         training_sae.forward_routed(acts[:, 0])
 
