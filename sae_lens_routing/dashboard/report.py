@@ -30,8 +30,7 @@ from sae_lens_routing.saes.routed_activations import (
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
 NEWLINE = "\u21b5"  # ↵
 NEWLINE_PIECES = re.compile("\u010a|<0x0A>|\n")  # line breaks: byte-level BPE, SentencePiece bytes, raw
-# sae-dashboard's layout: 5 tokens of context each side of a top example, plus one before for the loss effect
-CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5
+CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5  # sae-dashboard's 5 each side of a top example, +1 for the loss effect
 
 
 @dataclasses.dataclass

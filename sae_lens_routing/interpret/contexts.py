@@ -162,11 +162,8 @@ Score: [5/4/3/2/1]
 Explanation: [your brief explanation]"""
 
 _PAPER_ANSWER = re.compile(
-    r"^[ \t]*Feature category:[ \t]*(?P<category>low-level|high-level|undiscernible)[ \t]*\n"
-    r"[ \t]*Score:[ \t]*(?P<score>[1-5])[ \t]*\n"
-    r"[ \t]*Explanation:[ \t]*(?P<explanation>\S.*)",
-    re.IGNORECASE | re.MULTILINE | re.DOTALL,
-)
+    r"(?ims)^[ \t]*Feature category:[ \t]*(?P<category>low-level|high-level|undiscernible)[ \t]*\n"
+    r"[ \t]*Score:[ \t]*(?P<score>[1-5])[ \t]*\n[ \t]*Explanation:[ \t]*(?P<explanation>\S.*)")
 
 
 def chat(user: str) -> list[dict[str, str]]:

@@ -22,8 +22,7 @@ from sae_lens_routing.interpret.results import FeatureInterpretation, Interpreta
 MAX_TOKENS = 128  # the official code's answer budget; plenty for a 0/1 list of ~16 excerpts too
 AZURE_API_VERSION = "2024-10-21"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-# USD per million tokens (in, out), for the printed estimate only
-PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),
+PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),  # USD/1M tokens in, out
           "gpt-4.1-mini": (0.4, 1.6), "gpt-4.1-nano": (0.1, 0.4)}
 
 
