@@ -52,7 +52,6 @@ def card_metrics(*sources: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def card_lines(data: dict[str, Any]) -> list[str]:
-    """Markdown lines summarising an `interpretability.json` (for the Hub model card)."""
     summary = data["summary"]
     lines = ["## Interpretability (LLM judge)", "", f"Judge `{data.get('judge_model')}`, "
              f"{summary.get('n_features', 0)} sampled of {data.get('n_features_counted')} counted features "

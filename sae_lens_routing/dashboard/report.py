@@ -188,12 +188,9 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
 def display_tokens(tokenizer: Any) -> dict[int, str]:
     """Token id -> the text it shows (byte-level "Â£" -> "£", line breaks ↵; half a character: its piece)."""
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-    byte_level = type(decoder).__name__ == "ByteLevel"
-    out: dict[int, str] = {}
-    for piece, token_id in tokenizer.get_vocab().items():
-        text = tokenizer.convert_tokens_to_string([piece]) if byte_level else piece
-        out[token_id] = NEWLINE_PIECES.sub(NEWLINE, piece if "\ufffd" in text else text)
-    return out
+    show = tokenizer.convert_tokens_to_string if type(decoder).__name__ == "ByteLevel" else "".join
+    shown = {i: (p, show([p])) for p, i in tokenizer.get_vocab().items()}
+    return {i: NEWLINE_PIECES.sub(NEWLINE, p if "\ufffd" in t else t) for i, (p, t) in shown.items()}
 
 
 def write_dashboard_html(data: DashboardData, out_html: str | Path,

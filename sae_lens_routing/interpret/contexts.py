@@ -31,8 +31,6 @@ class DetectionRules:
 
 @dataclass
 class InterpretContexts:
-    """Counted features' paper contexts, routed-layer shares and (when computed here) detection excerpts."""
-
     hook_names: list[str]
     features: dict[int, list[dict[str, Any]]]  # feature -> paper contexts (token, activation, layer, context)
     layer_shares: dict[int, list[float]]  # feature -> share of its activations per routed layer

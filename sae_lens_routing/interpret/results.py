@@ -116,7 +116,6 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 
 def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Feature -> what the dashboard shows of it (category, score, explanations, detection accuracy)."""
     shown = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
              "detection_accuracy")
     return {int(f): {k: v.get(k) for k in shown} for f, v in data["features"].items()}
