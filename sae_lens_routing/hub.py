@@ -1,5 +1,4 @@
-"""Publish a routed SAE with SAELens's own uploader, plus a model card built from the saved folder so a Hub
-visitor sees model, hooks, size, training, metrics and routing without loading anything."""
+"""SAELens's uploader plus a model card, so a Hub visitor sees the routing without loading anything."""
 
 from __future__ import annotations
 
@@ -53,7 +52,6 @@ def card_metrics(*sources: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def card_lines(data: dict[str, Any]) -> list[str]:
-    """Markdown lines summarising an `interpretability.json` (for the Hub model card)."""
     summary = data["summary"]
     lines = ["## Interpretability (LLM judge)", "", f"Judge `{data.get('judge_model')}`, "
              f"{summary.get('n_features', 0)} sampled of {data.get('n_features_counted')} counted features "
@@ -73,8 +71,7 @@ def write_model_card(folder: str | Path, *, repo_id: str, sae_id: str,
                      routing_shares: Sequence[float] | Mapping[str, float] | None = None,
                      metrics: Mapping[str, Any] | None = None, training_tokens: int | None = None,
                      chart_prefix: str = "", write: bool = True) -> tuple[Path, str]:
-    """Write README.md (and routing_share.png with shares) into the folder, never over one written by hand;
-    returns its path and the card linking `chart_prefix + routing_share.png`. `write=False` only checks."""
+    """Never over a hand-written README.md; returns its path and the card text for the repo root."""
     folder = Path(folder)
     cfg = read_cfg_json(folder)
     run = read_json_object(folder / METRICS_FILENAME) if (folder / METRICS_FILENAME).is_file() else {}
@@ -152,8 +149,7 @@ def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, 
                      metrics: Mapping[str, Any] | None = None, training_tokens: int | None = None,
                      root_card: bool | None = None, show_progress: bool = False,
                      dry_run: bool = False) -> list[str]:
-    """Check the folder, write its model card, upload both; returns the repo paths, sorted. `root_card` None:
-    the card is also the repo's README.md if it has none yet. `dry_run` checks, writes and sends nothing."""
+    """`root_card` None: the card is also the repo's README.md if it has none yet; returns repo paths."""
     folder = Path(path)
     try:
         sae_id = sae_id if sae_id is not None else folder.resolve(strict=True).name

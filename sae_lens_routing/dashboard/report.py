@@ -30,8 +30,7 @@ from sae_lens_routing.saes.routed_activations import (
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
 NEWLINE = "\u21b5"  # ↵
 NEWLINE_PIECES = re.compile("\u010a|<0x0A>|\n")  # line breaks: byte-level BPE, SentencePiece bytes, raw
-# sae-dashboard's layout: 5 tokens of context each side of a top example, plus one before for the loss effect
-CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5
+CONTEXT_BEFORE, CONTEXT_AFTER = 6, 5  # sae-dashboard's 5 each side of a top example, +1 for the loss effect
 
 
 @dataclasses.dataclass
@@ -44,8 +43,7 @@ class TokenScan:
     n_layers: int
 
     def rank(self, candidates: list[int], limit: int | None, full: int) -> tuple[list[int], list[int]]:
-        """(live candidates in page order, at most `limit`; dead ones), where a top example can show: those
-        filling the `full` top rows first (else rare spiky latents lead), then by peak (not by frequency)."""
+        """(live, dead): those filling the `full` top rows first, else rare spiky latents would lead."""
         span = slice(CONTEXT_BEFORE, self.values.shape[1] - CONTEXT_AFTER)
         values, indices = self.values[:, span].reshape(-1), self.indices[:, span].reshape(-1)
         values, indices = values[values > 0], indices[values > 0]
@@ -55,8 +53,7 @@ class TokenScan:
         return [f for f in order if counts[f]][:limit], sorted(f for f in candidates if not counts[f])
 
     def tidy_and_route(self, vis_data: Any, features: list[int]) -> dict[int, dict[str, Any]]:
-        """Drop top rows of activation 0 and each latent from its own correlated features (sae-dashboard's
-        padding, self-correlation); return per feature the routed layers of its top rows and active tokens."""
+        """Drop sae-dashboard's zero-padding top rows and self-correlation; return per-feature routing."""
         stats: dict[int, dict[str, Any]] = {}
         for feature in features:
             data = vis_data.feature_data_dict[feature]
@@ -74,10 +71,9 @@ class TokenScan:
             sums = torch.zeros(self.n_layers).double().index_add_(0, active, acts[acts > 0].double())
             share = torch.bincount(top_layers, minlength=self.n_layers) / max(len(top_layers), 1)
             share, mean = ([round(x, 4) for x in t.tolist()] for t in (share, sums / counts.clamp_min(1)))
-            stats[feature] = {
-                "top_activation_share": share, "mean_activation": mean, "n_top_activations": len(top_layers),
-                "active_tokens_per_layer": counts.tolist(), "n_active_tokens": int(counts.sum()),
-            }
+            stats[feature] = {"top_activation_share": share, "mean_activation": mean,
+                              "n_top_activations": len(top_layers), "n_active_tokens": int(counts.sum()),
+                              "active_tokens_per_layer": counts.tolist()}
         return stats
 
 
@@ -128,7 +124,6 @@ class DashboardData:
     n_candidates: int  # latents it named (top:N: every latent of the SAE)
 
     def summary(self) -> str:
-        """What was requested and what was found, in one line (the page shows the same)."""
         fired, n_dead = self.n_candidates - len(self.dead_latents), len(self.dead_latents)
         found = f"{fired} fired and are shown; {n_dead} never fired on these tokens"
         if self.requested.startswith("top:"):
@@ -140,8 +135,7 @@ class DashboardData:
 
 @contextmanager
 def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
-    """`ln_final` folded into `W_U`, `b_U` for the block, as sae-dashboard's `W_dec @ W_U` assumes; restored
-    bit for bit after. Yields whether it folded."""
+    """sae-dashboard's `W_dec @ W_U` assumes `ln_final` folded into the unembed; restored bit for bit."""
     ln_final, unembed = getattr(model, "ln_final", None), model.unembed
     gain, bias = getattr(ln_final, "w", None), getattr(ln_final, "b", None)
     folds = isinstance(gain, torch.Tensor)  # else already folded, or no final norm
@@ -157,9 +151,8 @@ def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
                 gain.fill_(1.0)
         yield folds
     finally:
-        with torch.no_grad():
-            for param, value in zip(params, saved, strict=True):
-                param.copy_(value)
+        for param, value in zip(params, saved, strict=True):
+            param.data.copy_(value)
 
 
 def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
@@ -195,12 +188,9 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
 def display_tokens(tokenizer: Any) -> dict[int, str]:
     """Token id -> the text it shows (byte-level "Â£" -> "£", line breaks ↵; half a character: its piece)."""
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-    byte_level = type(decoder).__name__ == "ByteLevel"
-    out: dict[int, str] = {}
-    for piece, token_id in tokenizer.get_vocab().items():
-        text = tokenizer.convert_tokens_to_string([piece]) if byte_level else piece
-        out[token_id] = NEWLINE_PIECES.sub(NEWLINE, piece if "\ufffd" in text else text)
-    return out
+    show = tokenizer.convert_tokens_to_string if type(decoder).__name__ == "ByteLevel" else "".join
+    shown = {i: (p, show([p])) for p, i in tokenizer.get_vocab().items()}
+    return {i: NEWLINE_PIECES.sub(NEWLINE, p if "\ufffd" in t else t) for i, (p, t) in shown.items()}
 
 
 def write_dashboard_html(data: DashboardData, out_html: str | Path,
@@ -258,13 +248,11 @@ def neuronpedia_batch(data: DashboardData, *, sae_set: str = "routesae", model_i
 
 def screenshot(html: str | Path, png: str | Path, width: int = 1400, height: int = 1600) -> Path:
     """A PNG of the page as a person would see it, by headless Chromium (offline, a fresh profile)."""
+    flags = ("--headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking "
+             "--disable-component-update --disable-sync --virtual-time-budget=5000").split()
     with tempfile.TemporaryDirectory() as scratch:
-        flags = "--no-sandbox --disable-gpu --no-first-run --disable-background-networking"
-        flags += " --disable-component-update --disable-sync --virtual-time-budget=5000"
         shot = Path(scratch) / "page.png"
-        subprocess.run(
-            ["chromium", "--headless", *flags.split(), f"--user-data-dir={scratch}/profile",
-             f"--screenshot={shot}", f"--window-size={width},{height}", Path(html).resolve().as_uri()],
-            check=True, capture_output=True, timeout=180,
-        )
+        subprocess.run(["chromium", *flags, f"--user-data-dir={scratch}/profile", f"--screenshot={shot}",
+                        f"--window-size={width},{height}", Path(html).resolve().as_uri()],
+                       check=True, capture_output=True, timeout=180)
         return atomic_write_bytes(Path(png), shot.read_bytes())

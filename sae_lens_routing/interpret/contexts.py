@@ -1,5 +1,4 @@
-"""What the judge is shown: one routed pass's paper contexts and detection excerpts (held out from other
-sequences than the explanation's), the prompts, and strict parsers (anything else is None: unparsed)."""
+"""What the judge sees: one routed pass's contexts and held-out excerpts, the prompts, strict parsers."""
 
 from __future__ import annotations
 
@@ -32,8 +31,6 @@ class DetectionRules:
 
 @dataclass
 class InterpretContexts:
-    """Counted features' paper contexts, routed-layer shares and (when computed here) detection excerpts."""
-
     hook_names: list[str]
     features: dict[int, list[dict[str, Any]]]  # feature -> paper contexts (token, activation, layer, context)
     layer_shares: dict[int, list[float]]  # feature -> share of its activations per routed layer
@@ -49,8 +46,7 @@ def excerpt(tokens: list[str], pos: int, rules: DetectionRules, mark: bool) -> s
 
 def detection_samples(token_strings: list[list[str]], table: torch.Tensor, feature: int,
                       rules: DetectionRules, seed: int) -> dict[str, list[dict[str, Any]]]:
-    """{"explain": top excerpts (marked), "heldout": other sequences' excerpts, labelled 0/1}; `table` rows:
-    (sequence, position, latent, activation, layer). A rare feature keeps half its sequences held out."""
+    """Held-out excerpts come from other sequences than the explanation's, so the judge cannot recall them."""
     rng = random.Random(seed * 1_000_003 + feature)
     best: dict[int, tuple[float, int]] = {}  # sequence -> (its largest activation, where)
     for s, p, _, v, _ in table[table[:, 2] == feature].tolist():
@@ -82,7 +78,6 @@ def layer_shares(table: torch.Tensor, feature: int, n_layers: int) -> list[float
 def compute_contexts(sae: Any, model: Any, tokens: torch.Tensor, *, rules: ContextRules | None = None,
                      detection: DetectionRules | None = None, batch_size: int = 8,
                      seed: int = 0) -> InterpretContexts:
-    """One routed pass over `tokens` feeds both the paper's contexts and the detection excerpts."""
     rules, detection = (rules or ContextRules()).resolved(sae.cfg.d_in), detection or DetectionRules()
     hooks, tok = list(sae.cfg.hook_names), model.tokenizer
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
@@ -165,11 +160,8 @@ Score: [5/4/3/2/1]
 Explanation: [your brief explanation]"""
 
 _PAPER_ANSWER = re.compile(
-    r"^[ \t]*Feature category:[ \t]*(?P<category>low-level|high-level|undiscernible)[ \t]*\n"
-    r"[ \t]*Score:[ \t]*(?P<score>[1-5])[ \t]*\n"
-    r"[ \t]*Explanation:[ \t]*(?P<explanation>\S.*)",
-    re.IGNORECASE | re.MULTILINE | re.DOTALL,
-)
+    r"(?ims)^[ \t]*Feature category:[ \t]*(?P<category>low-level|high-level|undiscernible)[ \t]*\n"
+    r"[ \t]*Score:[ \t]*(?P<score>[1-5])[ \t]*\n[ \t]*Explanation:[ \t]*(?P<explanation>\S.*)")
 
 
 def chat(user: str) -> list[dict[str, str]]:
@@ -226,12 +218,11 @@ def parse_explanation(answer: str) -> str | None:
 
 
 def detect_messages(explanation: str, texts: Sequence[str]) -> list[dict[str, str]]:
-    body = "".join(f"Excerpt {i}: {t}\n" for i, t in enumerate(texts, 1))
-    return chat(DETECT_PROMPT.format(explanation=explanation, n=len(texts), examples=body))
+    return chat(DETECT_PROMPT.format(explanation=explanation, n=len(texts), examples="".join(
+        f"Excerpt {i}: {t}\n" for i, t in enumerate(texts, 1))))
 
 
 def parse_detection(answer: str, n: int) -> list[int] | None:
-    """The single JSON list of exactly `n` 0/1 integers in the answer, else None."""
     found = _LIST.findall(answer)
     with contextlib.suppress(json.JSONDecodeError):
         values = json.loads(found[0]) if len(found) == 1 else None

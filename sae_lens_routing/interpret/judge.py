@@ -1,5 +1,4 @@
-"""The LLM judge over `openai` chat completions; each answer is stored under its request's hash as it
-arrives, so a killed run resumes without paying twice (openai itself retries 429/5xx/time-outs)."""
+"""The LLM judge over `openai`; answers are cached by request hash so a killed run never pays twice."""
 
 from __future__ import annotations
 
@@ -23,8 +22,7 @@ from sae_lens_routing.interpret.results import FeatureInterpretation, Interpreta
 MAX_TOKENS = 128  # the official code's answer budget; plenty for a 0/1 list of ~16 excerpts too
 AZURE_API_VERSION = "2024-10-21"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-# USD per million tokens (in, out), for the printed estimate only
-PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),
+PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),  # USD/1M tokens in, out
           "gpt-4.1-mini": (0.4, 1.6), "gpt-4.1-nano": (0.1, 0.4)}
 
 
@@ -45,7 +43,6 @@ class JudgeError(ValueError):
 
 
 def estimated_cost(model: str, tokens_in: int, tokens_out: int) -> tuple[float | None, str]:
-    """USD at list price (None for an unpriced model) and its printed form."""
     price = PRICES.get(model.split("/")[-1])
     if price is None:
         return None, f"unknown (no price for {model!r})"
@@ -186,8 +183,7 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
                        tokens: Any = None, contexts: C.InterpretContexts | str | Path | None = None,
                        n_features: int = 100, protocol: str = "paper", seed: int = 0, dry_run: bool = False,
                        log: Any = print) -> InterpretationResult | None:
-    """Judge `n_features` counted features sampled with `seed` (None in a dry run); `contexts` given, a JSON
-    path (the SAE names the layers) or None: computed from `sae`, `model`, `tokens`."""
+    """`contexts`: given, a JSON path (the SAE names the layers) or None (computed from `tokens`)."""
     out = Path(out)
     if isinstance(contexts, (str, Path)):
         contexts = C.read_contexts(contexts, list(sae.cfg.hook_names))

@@ -1,5 +1,4 @@
-"""An interpretation run's results and summary, overall and per routed layer (the paper finds shallow layers
-give low-level features), as JSON, plot and model-card lines."""
+"""Results per routed layer, since the paper finds shallow layers give low-level features."""
 
 from __future__ import annotations
 
@@ -65,7 +64,6 @@ def _mean(values: list[Any]) -> float | None:
 
 
 def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
-    """Counts and means of one protocol's verdicts over `features` (all, or one routed layer's)."""
     scored = [f for f in features if getattr(f, name) == "scored"]
     out = {"n_scored": len(scored), "n_unparsed": sum(getattr(f, name) == "unparsed" for f in features)}
     if name == "detection":
@@ -78,16 +76,14 @@ def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
 
 def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, Path]:
     """`interpretability.json` and a plot per routed layer: paper categories, mean score, detection."""
-    import matplotlib
     import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     data, hook_names = result.as_dict(), result.hook_names
     json_path = atomic_write_json(Path(out) / FILENAME, data, indent=1)
     x = list(range(len(hook_names)))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8.0, 0.9 * len(x) + 4), 3.4), dpi=100)
+    fig = Figure(figsize=(max(8.0, 0.9 * len(x) + 4), 3.4), dpi=100)
+    left, right = fig.subplots(1, 2)
     left.set(ylabel="features", title="paper categories per routed layer")
     right.set(ylim=(0, 5), ylabel="mean paper score (1-5)", title="interpretability per routed layer")
     if paper := data["summary"].get("paper"):
@@ -107,7 +103,6 @@ def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, P
         ax.set_xlabel("routed layer (block)")
     fig.tight_layout()
     fig.savefig(buf := io.BytesIO(), format="png")
-    plt.close(fig)
     return json_path, atomic_write_bytes(Path(out) / PLOT_FILENAME, buf.getvalue())
 
 
@@ -121,7 +116,6 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 
 def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Feature -> what the dashboard shows of it (category, score, explanations, detection accuracy)."""
     shown = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
              "detection_accuracy")
     return {int(f): {k: v.get(k) for k in shown} for f, v in data["features"].items()}

@@ -24,22 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="paper: the official rubric (1 request per feature); detection: explain + held-out verdicts (2)")
     add("--seed", type=int, default=0, help="feature sampling, shuffles and the judge's seed")
     add("--dry-run", action="store_true", help="print one prompt and the request count; send nothing")
+    parser.set_defaults(sae_id=None, model_path=None, device="cpu")  # for load_sae_and_model
 
 
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.interpret import JudgeConfig, interpret_features
     from sae_lens_routing.loading.releases import load_route_sae
+    from sae_lens_routing.offline.corpus import corpus_tokens
 
     judge = JudgeConfig(args.judge_url, args.judge_model, args.api_key_env, seed=args.seed)
     model = tokens = None
     if args.contexts is None:  # one routed pass over the corpus, on the model the SAE was trained on
-        from sae_lens_routing.offline.corpus import corpus_tokens
-
-        sae, model = load_sae_and_model(argparse.Namespace(sae=args.sae, sae_id=None, model_path=None,
-                                                           device="cpu"))
+        sae, model = load_sae_and_model(args)
         tokens = corpus_tokens(model, "bbcnews", N_SEQUENCES, CONTEXT_SIZE)
     else:  # the contexts are given: the SAE only names the routed layers
-        sae = load_route_sae(args.sae, None)
+        sae = load_route_sae(args.sae, args.sae_id)
         if sae.cfg.architecture() != "routesae":
             raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
     interpret_features(sae, model, judge=judge, out=args.out, tokens=tokens, contexts=args.contexts,
