@@ -47,23 +47,28 @@ def user_folder(path):
 
 def dead_pid() -> int:
     """The id of a process that has exited (a run killed with kill -9 leaves its pid behind like this)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     return int(proc.stdout)
 
 
-# ---- Data lost ------------------------------------------------------------------------------------------------
+# ---- Data lost ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_overwrite_never_deletes_a_user_folder_and_is_refused_before_the_model_loads(
     tmp_path, monkeypatch, overwrite
 ):
-    """`train --overwrite` (and the demo, which passes overwrite=True) on a folder the package did not write."""
+    """`train --overwrite` (and the demo, which passes overwrite=True) on a folder not written by us."""
     out = user_folder(tmp_path / "mine")
     refuse_loaders(monkeypatch)
     run = RunConfig(runner=route_runner_cfg(tmp_path, output_path=str(out)))
-    with pytest.raises(FileExistsError, match=r"output_path=.*mine.* holds what sae-lens-routing did not "
-                       r"write \(notes.txt, sub\).*choose another output_path"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"output_path=.*mine.* holds what sae-lens-routing did not "
+        r"write \(notes.txt, sub\).*choose another output_path",
+    ):
         train_from_config(run, overwrite=overwrite)
     assert (out / "notes.txt").read_text() == "mine" and (out / "sub" / "data.csv").exists()
 
@@ -113,7 +118,11 @@ def test_demo_never_forces_overwrite_of_a_folder_it_did_not_create(tmp_path, mon
     "paths, message",
     [
         (
-            {"output_path": "{t}/cache", "cached_activations_path": "{t}/cache", "use_cached_activations": True},
+            {
+                "output_path": "{t}/cache",
+                "cached_activations_path": "{t}/cache",
+                "use_cached_activations": True,
+            },
             r"output_path=.*cache' equals cached_activations_path=.*; give output_path a folder of its own",
         ),
         (
@@ -124,9 +133,18 @@ def test_demo_never_forces_overwrite_of_a_folder_it_did_not_create(tmp_path, mon
             {"output_path": "{t}/run", "cached_activations_path": "{t}/run/cache"},
             r"cached_activations_path=.* lies inside output_path=.*give output_path",
         ),
-        ({"output_path": "{t}/out", "checkpoint_path": "{t}/out/checkpoints"}, r"checkpoint_path=.* lies inside"),
-        ({"output_path": "{t}/out", "checkpoint_path": "{t}/out"}, r"checkpoint_path=.* lies inside output_path"),
-        ({"output_path": "{t}/link", "from_pretrained_path": "{t}/real"}, r"output_path=.*equals from_pretrained"),
+        (
+            {"output_path": "{t}/out", "checkpoint_path": "{t}/out/checkpoints"},
+            r"checkpoint_path=.* lies inside",
+        ),
+        (
+            {"output_path": "{t}/out", "checkpoint_path": "{t}/out"},
+            r"checkpoint_path=.* lies inside output_path",
+        ),
+        (
+            {"output_path": "{t}/link", "from_pretrained_path": "{t}/real"},
+            r"output_path=.*equals from_pretrained",
+        ),
     ],
 )
 def test_a_path_nested_in_another_path_of_the_run_is_refused_at_config_time(tmp_path, paths, message):
@@ -157,12 +175,17 @@ def yaml_sweep(tmp_path, variants):
         "output_path": f"{tmp_path}/root",
         "checkpoint_path": None,
         "logger": {"log_to_wandb": False},  # SAELens's default (true) needs a W&B login
-        "sae": {"d_in": 16, "d_sae": 32, "k": 4, "hook_names": ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]},
+        "sae": {
+            "d_in": 16,
+            "d_sae": 32,
+            "k": 4,
+            "hook_names": ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+        },
         "sweep": variants,
     }
 
 
-# ---- Hangs ----------------------------------------------------------------------------------------------------
+# ---- Hangs -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -175,8 +198,11 @@ def yaml_sweep(tmp_path, variants):
 )
 def test_only_bos_positions_are_refused_before_the_model_loads(tmp_path, fields):
     cfg = route_runner_cfg(tmp_path, prepend_bos=True, train_batch_size_tokens=16, **fields)
-    with pytest.raises(ValueError, match=r"context_size=.*prepend_bos: true trains only on position 0, which is "
-                       r"always the BOS token; raise context_size .* or set prepend_bos: false"):
+    with pytest.raises(
+        ValueError,
+        match=r"context_size=.*prepend_bos: true trains only on position 0, which is "
+        r"always the BOS token; raise context_size .* or set prepend_bos: false",
+    ):
         validate_route_config(cfg)
 
 
@@ -185,9 +211,14 @@ def test_a_store_whose_batches_stay_empty_fails_within_a_bounded_number(tmp_path
 
     monkeypatch.setattr(store_module, "MAX_EMPTY_BATCHES", 3)
     cfg = route_runner_cfg(tmp_path, exclude_special_tokens=list(range(50)))  # the whole vocabulary
-    store = MultiLayerActivationsStore.from_route_config(tiny_model(), cfg, override_dataset=token_dataset(64))
-    with pytest.raises(ValueError, match=r"3 batches of prompts in a row had no token left after "
-                       r"exclude_special_tokens \(context_size=16.*raise context_size"):
+    store = MultiLayerActivationsStore.from_route_config(
+        tiny_model(), cfg, override_dataset=token_dataset(64)
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"3 batches of prompts in a row had no token left after "
+        r"exclude_special_tokens \(context_size=16.*raise context_size",
+    ):
         next(store.get_data_loader())
 
 
@@ -203,7 +234,7 @@ def test_cache_rerun_removes_a_killed_runs_temporaries(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
-# ---- Silently wrong -------------------------------------------------------------------------------------------
+# ---- Silently wrong ----------------------------------------------------------------------------------------
 
 
 def test_dashboard_outputs_sharing_a_file_are_refused_before_any_work(tmp_path, monkeypatch):
@@ -225,7 +256,10 @@ def test_sweep_variant_named_dot_or_dotdot_is_refused(tmp_path, name):
     "argv, flag",
     [
         (["evaluate", "--sae", "x", "--out", "o", "--threshold", "nan"], "--threshold"),
-        (["steer", "--sae", "x", "--prompt", "p", "--feature", "1=1", "--temperature", "nan"], "--temperature"),
+        (
+            ["steer", "--sae", "x", "--prompt", "p", "--feature", "1=1", "--temperature", "nan"],
+            "--temperature",
+        ),
         (["evaluate", "--sae", "x", "--out", "o", "--device", "bogus"], "--device"),
     ],
 )
@@ -252,7 +286,7 @@ def test_boolean_features_are_refused():
         parse_features([True, 3], 8)
 
 
-# ---- Unclear -> one line ----------------------------------------------------------------------------------------
+# ---- Unclear -> one line -----------------------------------------------------------------------------------
 
 
 def test_resuming_from_an_sae_output_folder_says_it_is_not_a_checkpoint(tmp_path):
@@ -269,7 +303,9 @@ def test_an_interrupt_mid_run_saves_a_resumable_checkpoint_or_says_nothing_was_s
 ):
     import signal
 
-    cfg = route_runner_cfg(tmp_path, **QUICK, checkpoint_path=str(tmp_path / "ckpt") if with_checkpoints else None)
+    cfg = route_runner_cfg(
+        tmp_path, **QUICK, checkpoint_path=str(tmp_path / "ckpt") if with_checkpoints else None
+    )
     run = RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=tiny_model())
     build = run.build_trainer
 
@@ -319,8 +355,12 @@ def test_damaged_cache_names_the_cache_and_the_fix(tmp_path):
     cfg = route_runner_cfg(tmp_path, training_tokens=256, n_eval_batches=1)
     cache_routed_activations(tiny_model(), cfg, out, override_dataset=token_dataset(32))
     run_cfg = route_runner_cfg(
-        tmp_path, training_tokens=128, n_eval_batches=1, use_cached_activations=True,
-        cached_activations_path=str(out), output_path=str(tmp_path / "sae"),
+        tmp_path,
+        training_tokens=128,
+        n_eval_batches=1,
+        use_cached_activations=True,
+        cached_activations_path=str(out),
+        output_path=str(tmp_path / "sae"),
     )
     meta_path = out / "routed_cache.json"
     meta = json.loads(meta_path.read_text())
@@ -330,7 +370,9 @@ def test_damaged_cache_names_the_cache_and_the_fix(tmp_path):
     meta_path.write_text(json.dumps(meta))
     arrow = next(out.glob("data-00000*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"activation cache at .*cache' cannot be read .*cache-activations --overwrite"):
+    with pytest.raises(
+        ValueError, match=r"activation cache at .*cache' cannot be read .*cache-activations --overwrite"
+    ):
         CachedMultiLayerActivationsStore.from_cache_config(run_cfg)
 
 
@@ -424,13 +466,16 @@ def test_an_atomic_folder_records_what_it_wrote(tmp_path):
 
 
 def _start_and_signal(args, ready, sig):
-    """Run the CLI, wait until `ready()` is true (the run is under way), send `sig`; returns (exit code, stderr)."""
+    """Run the CLI, wait until `ready()` (the run is under way), send `sig`; returns (exit code, stderr)."""
     import signal
     import time
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sae_lens_routing", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "sae_lens_routing", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.time() + 240
@@ -451,7 +496,10 @@ def test_ctrl_c_and_sigterm_from_the_cli(tmp_path):
         ["train", "--config", str(config)], lambda: (tmp_path / "out.lock").exists(), "SIGINT"
     )
     assert rc == 130 and "Traceback" not in err, err[-3000:]
-    assert "interrupted: training was interrupted; progress saved to " in err and "resume_from_checkpoint=" in err
+    assert (
+        "interrupted: training was interrupted; progress saved to " in err
+        and "resume_from_checkpoint=" in err
+    )
     saved = [p for p in (tmp_path / "ckpt").glob("*/*") if not p.name.startswith(".")]
     assert len(saved) == 1 and {"trainer_state.pt", "sae_weights.safetensors"} <= set(os.listdir(saved[0]))
 
