@@ -1,5 +1,4 @@
-"""Run safety: one run per output folder, interrupts that save a checkpoint, a resume checked first (SAELens
-resumes from whatever a folder holds: other layers or a truncated file would train wrong or fail in torch)."""
+"""Run safety: one run per output folder, interrupts that save a checkpoint, a resume checked first."""
 
 from __future__ import annotations
 
@@ -47,7 +46,7 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 
 def save_interrupted(trainers: list[Any]) -> RunInterrupted:
-    """A full checkpoint of each trainer that has a checkpoint_path, as the error naming them (or none)."""
+    """Checkpoint each trainer that has a checkpoint_path; the error names them."""
     saved = []
     for trainer in trainers:
         if trainer.cfg.checkpoint_path is not None:
@@ -65,9 +64,8 @@ def save_interrupted(trainers: list[Any]) -> RunInterrupted:
 def claim_output(
     cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True, training: bool = False
 ) -> Iterator[None]:
-    """Hold `<output_path>.lock` (another run holding it is refused). Before training: refuse an output this
-    run may not replace; when training: remove killed saves' leftovers. Under torchrun every rank raises
-    rank 0's refusal (no rank waits for it alone)."""
+    """Hold `<output_path>.lock`; before training refuse an output not ours to replace, when training remove
+    killed saves' leftovers. Every rank raises rank 0's refusal (no rank waits alone)."""
     with ExitStack() as stack:
         refusal: Exception | None = None
         if is_main and cfg.output_path is not None:

@@ -1,5 +1,4 @@
-"""A hook-free forward to each routed `blocks.N.hook_resid_post` for `torch.compile`, which does not trace
-`run_with_cache`'s hooks reliably."""
+"""A hook-free forward to the routed `hook_resid_post`s: `torch.compile` traces hooks unreliably."""
 
 from __future__ import annotations
 

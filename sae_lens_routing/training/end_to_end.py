@@ -1,5 +1,4 @@
-"""A short end-to-end phase (Braun et al.'s e2e SAEs): the SAE trains on KL(clean || spliced model) plus the
-main loss, which alone lets the router pick the easiest layer whatever the cost downstream."""
+"""An end-to-end phase (KL of the spliced model + main loss): alone, the router picks the easiest layer."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ def end_to_end_step(sae: Any, model: Any, tokens: torch.Tensor, keep: torch.Tens
 def finetune_end_to_end(sae: Any, model: Any, token_batches: Iterable[torch.Tensor], *, lr: float,
                         mse_coefficient: float = 1.0, exclude_special_tokens: list[int] | None = None,
                         log_every: int = 0) -> list[dict[str, float]]:
-    """Adam over the SAE, one step per token batch, lr decaying linearly to 0, the model frozen; returns each
-    step's KL and NormMSE."""
+    """Adam over the SAE, one step per batch, lr decaying to 0, the model frozen; returns KL and NormMSE."""
     batches = list(token_batches)
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:

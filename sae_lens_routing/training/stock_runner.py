@@ -1,5 +1,4 @@
-"""RouteSAEs from SAELens's unchanged runner: `with routed_model(model, hooks):` run it on
-`stock_runner_config(cfg)` (a routed hook point of the L layers concatenated, a stacked SAE config)."""
+"""RouteSAEs from SAELens's unchanged runner: `with routed_model(model, hooks):` on `stock_runner_config`."""
 
 from __future__ import annotations
 
