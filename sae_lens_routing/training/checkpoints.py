@@ -138,8 +138,7 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
         f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but this run "
         f"has {field}={wanted!r}; resume with the checkpoint's settings or start a new run"
         for field, saved, wanted, source in pairs
-        if (list(saved) if isinstance(saved, tuple) else saved) != (
-            list(wanted) if isinstance(wanted, tuple) else wanted)  # JSON has no tuples
+        if saved != json.loads(json.dumps(wanted))  # JSON has no tuples
     )
 
 
@@ -157,7 +156,6 @@ def _read(path: Path) -> Any:
 
 def _previous_checkpoint(checkpoint: Path) -> Path | None:
     """The latest checkpoint written before `checkpoint` in its run folder (names count training samples)."""
-
     def samples(name: str) -> int | None:
         digits = name.removeprefix("final_")
         return int(digits) if digits.isdigit() else None

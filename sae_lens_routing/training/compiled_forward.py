@@ -45,8 +45,7 @@ def resid_post_forward(model: Any, hook_names: list[str]) -> Callable[[torch.Ten
     return forward
 
 
-def compiled_resid_post_forward(
-    model: Any, hook_names: list[str], mode: str | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
+def compiled_resid_post_forward(model: Any, hook_names: list[str], mode: str | None = None
+                                ) -> Callable[[torch.Tensor], torch.Tensor]:
     """`resid_post_forward` under `torch.compile` (compiled lazily, on the first batch)."""
     return torch.compile(resid_post_forward(model, hook_names), mode=mode)

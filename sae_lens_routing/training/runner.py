@@ -123,7 +123,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.sae.cfg.metadata.hook_names = list(self.cfg.sae.hook_names)
 
     def build_trainer(self, data_provider: Any) -> RouteSAETrainer:
-        """Overridable: the trainer this run uses."""
         return RouteSAETrainer(sae=self.sae, data_provider=data_provider, evaluator=self.evaluator,
                                save_checkpoint_fn=self.save_checkpoint, cfg=self.cfg.to_sae_trainer_config())
 

@@ -56,8 +56,7 @@ def variant_config(base: LanguageModelSAERunnerConfig[Any], overrides: Mapping[s
 def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], names: Sequence[str]) -> None:
     """Every variant must see the same activations in the same order, and write folders of its own."""
     first = configs[0]
-    shared = [f.name for f in dataclasses.fields(LanguageModelSAERunnerConfig)]
-    shared = [f for f in shared if f not in VARIANT_FIELDS]
+    shared = [f.name for f in dataclasses.fields(first) if f.name not in VARIANT_FIELDS]
     changes = [
         (name, field, a, b) for cfg, name in zip(configs[1:], names[1:])
         for field, a, b in [(f, getattr(first, f), getattr(cfg, f)) for f in shared]
@@ -120,7 +119,6 @@ class RouteSAESweepRunner:
         self.names = _check_names(names, len(runs))
         self.configs = [r.runner for r in runs]
         check_shared_stream(self.configs, self.names)
-        # Each variant seeds and initialises its SAE exactly as its solo run would.
         first = RouteSAETrainingRunner(runs[0], override_dataset, override_model, overwrite=overwrite)
         self.runners = [first] + [_VariantRunner(r, first, overwrite) for r in runs[1:]]
 

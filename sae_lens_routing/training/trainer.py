@@ -25,7 +25,6 @@ from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process sits in the job; world_size 1 means plain single-process training."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -189,8 +188,7 @@ class OverlappedBatches(PrefetchingIterator[Any]):
 def training_batches(store: Iterator[torch.Tensor], cfg: LanguageModelSAERunnerConfig[Any]) -> Any:
     """The store, or `OverlappedBatches` over it; reseeded: the data order depends on seed and tokens only."""
     torch.manual_seed(cfg.seed)
-    value = cfg.prefetch_llm_batches
-    depth = (1 if value else 0) if isinstance(value, bool) else int(value)
+    depth = int(cfg.prefetch_llm_batches)  # True: 1
     return OverlappedBatches(iter(store), cfg.device, prefetch=depth) if depth else store
 
 
