@@ -54,16 +54,13 @@ def save_interrupted(trainers: list[Any]) -> RunInterrupted:
             saved.append(str(Path(trainer.cfg.checkpoint_path) / str(trainer.n_training_samples)))
     if not saved:
         return RunInterrupted("training was interrupted; nothing was saved (checkpoint_path is null)")
-    return RunInterrupted(
-        f"training was interrupted; progress saved to {', '.join(saved)}: resume with "
-        f"resume_from_checkpoint={saved[0]} (CLI: --set resume_from_checkpoint={saved[0]})"
-    )
+    return RunInterrupted(f"training was interrupted; progress saved to {', '.join(saved)}: resume with "
+                          f"resume_from_checkpoint={saved[0]} (CLI: --set resume_from_checkpoint={saved[0]})")
 
 
 @contextmanager
-def claim_output(
-    cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True, training: bool = False
-) -> Iterator[None]:
+def claim_output(cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True,
+                 training: bool = False) -> Iterator[None]:
     """Hold `<output_path>.lock`; before training refuse an output not ours to replace, when training remove
     killed saves' leftovers. Every rank raises rank 0's refusal (no rank waits alone)."""
     with ExitStack() as stack:
@@ -81,11 +78,10 @@ def claim_output(
                     check_replaceable(cfg.output_path, "output_path", overwrite)
             except Timeout:
                 holder = lock_path.read_text().strip() if lock_path.exists() else ""
-                refusal = RuntimeError(
-                    f"another training run{f' (process {holder})' if holder.isdigit() else ''} is writing "
-                    f"output_path={str(cfg.output_path)!r} (it holds {lock_path}); wait for it to finish or "
-                    "choose another output_path"
-                )
+                who = f" (process {holder})" if holder.isdigit() else ""
+                refusal = RuntimeError(f"another training run{who} is writing output_path="
+                                       f"{str(cfg.output_path)!r} (it holds {lock_path}); wait for it to "
+                                       "finish or choose another output_path")
             except FileExistsError as err:
                 refusal = err
         if dist.is_available() and dist.is_initialized():

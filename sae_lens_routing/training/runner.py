@@ -46,7 +46,7 @@ from sae_lens_routing.training.trainer import (
     routed_reconstruction_metrics,
     training_batches,
 )
-from sae_lens_routing.training.validation import validate_route_run
+from sae_lens_routing.training.validation import refuse, validate_route_run
 
 logger = logging.getLogger(__name__)
 
@@ -250,10 +250,8 @@ def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> A
     """Under torchrun, `train_batch_size_tokens` and `training_tokens` stay global: each rank takes 1/N."""
     if not info.enabled:
         return cfg
-    bad = [n for n in ("train_batch_size_tokens", "training_tokens") if getattr(cfg, n) % info.world_size]
-    if bad:
-        raise ValueError(f"{bad[0]}={getattr(cfg, bad[0])} must be divisible by the number of ranks "
-                         f"({info.world_size})")
+    refuse(f"{n}={getattr(cfg, n)} must be divisible by the number of ranks ({info.world_size})"
+           for n in ("train_batch_size_tokens", "training_tokens") if getattr(cfg, n) % info.world_size)
     local = copy.deepcopy(cfg)
     local.train_batch_size_tokens //= info.world_size
     local.training_tokens //= info.world_size

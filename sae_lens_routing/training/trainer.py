@@ -42,10 +42,9 @@ def dist_info() -> DistInfo:
 def init_distributed(device: str) -> DistInfo:
     """Join torchrun's process group (WORLD_SIZE > 1): NCCL on CUDA, else gloo; a no-op otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        if backend == "nccl":
+        if device.startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return dist_info()
 
 
