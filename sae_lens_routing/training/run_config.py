@@ -46,7 +46,6 @@ def checked_run(cfg: LanguageModelSAERunnerConfig[Any] | RunConfig) -> RunConfig
 
 
 def read_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The YAML file's mapping with the `--set key=value` overrides applied."""
     refuse([not Path(path).is_file() and f"config file not found: {path}"], FileNotFoundError)
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}

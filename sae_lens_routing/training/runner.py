@@ -85,7 +85,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.evaluator = RoutedTrainingEvaluator(self.activations_store, self.cfg.n_eval_batches)
 
     def _init_store(self, run: run_config.RunConfig, dataset: HfDataset | None, model: Any) -> None:
-        """Cached runs read the routed cache; live runs load the model and corpus unless given."""
         if self.cfg.use_cached_activations:
             if dataset is not None:
                 raise ValueError("override_dataset cannot be combined with use_cached_activations=True: "
@@ -127,7 +126,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                                save_checkpoint_fn=self.save_checkpoint, cfg=self.cfg.to_sae_trainer_config())
 
     def run(self) -> RouteTrainingSAE:
-        """Train and save, holding the output folder's lock; print the summary if `cfg.verbose`."""
         train_together([self])
         summary = format_summary(training_summary(self))
         logger.info(summary)

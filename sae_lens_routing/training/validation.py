@@ -90,7 +90,6 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
 
 
 def _wandb_can_log() -> bool:
-    """An API key, an offline/disabled mode, or a netrc entry (`wandb login`) for the W&B host."""
     env = os.environ
     if (env.get("WANDB_API_KEY") or env.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun")
             or env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes")):
