@@ -1,5 +1,4 @@
-"""All-or-nothing writes: a crash leaves the old file/folder or none. Finished folders carry a manifest, so
-only folders this package wrote are replaced; temporary names carry the writer's pid for later cleanup."""
+"""All-or-nothing writes; a manifest marks the folders this package wrote, the only ones it replaces."""
 
 from __future__ import annotations
 
@@ -42,7 +41,6 @@ def _cleaned_on_failure(path: Path, cleanup: Callable[[], Any]) -> Iterator[None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write a temp file beside `path`, fsync, then `os.replace` it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -81,8 +79,7 @@ def atomic_write_json(path: str | Path, obj: Any, **kwargs: Any) -> Path:
 
 @contextmanager
 def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp folder beside `path` that becomes `path` on success, with the manifest that marks it ours.
-    A finished folder that cannot be moved into place is kept as a visible `NAME.unsaved-*` sibling."""
+    """A temp folder that becomes `path` on success; else it stays as `NAME.unsaved-*`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -114,8 +111,7 @@ def atomic_directory(path: str | Path, overwrite: bool = True) -> Iterator[Path]
 
 
 def check_replaceable(path: str | Path, field: str = "the output", overwrite: bool = True) -> None:
-    """Refuse, naming the files it would lose, to replace `path` unless this package wrote all of it;
-    without `overwrite`, refuse any non-empty `path`."""
+    """Refuse to replace `path` unless this package wrote all of it (without `overwrite`: any `path`)."""
     path = Path(path)
     if path.is_symlink() or path.is_file():
         foreign = [path.name]
@@ -140,8 +136,7 @@ def check_replaceable(path: str | Path, field: str = "the output", overwrite: bo
 
 
 def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
-    """Remove the `.NAME.tmp-PID-*` / `.NAME.old-PID-*` leftovers (of `name` only, if given) in `folder` whose
-    writer is no longer running: a killed save would otherwise keep its disk space forever."""
+    """Remove the `.NAME.tmp|old-PID-*` leftovers in `folder` whose writer is gone (killed saves)."""
     removed = []
     for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
         found = re.fullmatch(r"\.(.+)\.(?:tmp|old)-(\d+)-.*", entry.name, re.DOTALL)

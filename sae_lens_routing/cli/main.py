@@ -35,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, *, program: bool = False) -> int:
-    """Run a command: embedded (tests, the demo), every exception goes through; as the `program`, a user error
-    is an `error:` line, code 2, and an interrupt an `interrupted:` line, 130."""
+    """Embedded, exceptions go through; as the `program`, `error:` (2) or `interrupted:` (130) lines."""
     args = build_parser().parse_args(argv)
     try:
         with interrupts_as_keyboard_interrupt():  # a stop cleans up like Ctrl-C (partial writes removed)

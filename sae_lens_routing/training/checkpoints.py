@@ -1,5 +1,4 @@
-"""Run safety: one run per output folder, interrupts that save a checkpoint, a resume checked first (SAELens
-resumes from whatever a folder holds: other layers or a truncated file would train wrong or fail in torch)."""
+"""Run safety: one run per output folder, interrupts that save a checkpoint, a resume checked first."""
 
 from __future__ import annotations
 
@@ -47,7 +46,7 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 
 def save_interrupted(trainers: list[Any]) -> RunInterrupted:
-    """A full checkpoint of each trainer that has a checkpoint_path, as the error naming them (or none)."""
+    """Checkpoint each trainer that has a checkpoint_path; the error names them."""
     saved = []
     for trainer in trainers:
         if trainer.cfg.checkpoint_path is not None:
@@ -55,19 +54,15 @@ def save_interrupted(trainers: list[Any]) -> RunInterrupted:
             saved.append(str(Path(trainer.cfg.checkpoint_path) / str(trainer.n_training_samples)))
     if not saved:
         return RunInterrupted("training was interrupted; nothing was saved (checkpoint_path is null)")
-    return RunInterrupted(
-        f"training was interrupted; progress saved to {', '.join(saved)}: resume with "
-        f"resume_from_checkpoint={saved[0]} (CLI: --set resume_from_checkpoint={saved[0]})"
-    )
+    return RunInterrupted(f"training was interrupted; progress saved to {', '.join(saved)}: resume with "
+                          f"resume_from_checkpoint={saved[0]} (CLI: --set resume_from_checkpoint={saved[0]})")
 
 
 @contextmanager
-def claim_output(
-    cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True, training: bool = False
-) -> Iterator[None]:
-    """Hold `<output_path>.lock` (another run holding it is refused). Before training: refuse an output this
-    run may not replace; when training: remove killed saves' leftovers. Under torchrun every rank raises
-    rank 0's refusal (no rank waits for it alone)."""
+def claim_output(cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_main: bool = True,
+                 training: bool = False) -> Iterator[None]:
+    """Hold `<output_path>.lock`; before training refuse an output not ours to replace, when training remove
+    killed saves' leftovers. Every rank raises rank 0's refusal (no rank waits alone)."""
     with ExitStack() as stack:
         refusal: Exception | None = None
         if is_main and cfg.output_path is not None:
@@ -83,11 +78,10 @@ def claim_output(
                     check_replaceable(cfg.output_path, "output_path", overwrite)
             except Timeout:
                 holder = lock_path.read_text().strip() if lock_path.exists() else ""
-                refusal = RuntimeError(
-                    f"another training run{f' (process {holder})' if holder.isdigit() else ''} is writing "
-                    f"output_path={str(cfg.output_path)!r} (it holds {lock_path}); wait for it to finish or "
-                    "choose another output_path"
-                )
+                who = f" (process {holder})" if holder.isdigit() else ""
+                refusal = RuntimeError(f"another training run{who} is writing output_path="
+                                       f"{str(cfg.output_path)!r} (it holds {lock_path}); wait for it to "
+                                       "finish or choose another output_path")
             except FileExistsError as err:
                 refusal = err
         if dist.is_available() and dist.is_initialized():
@@ -140,8 +134,7 @@ def check_resume_checkpoint(checkpoint: str | Path, cfg: LanguageModelSAERunnerC
         f"cannot resume from {checkpoint}: it was trained with {field}={saved!r} ({source}), but this run "
         f"has {field}={wanted!r}; resume with the checkpoint's settings or start a new run"
         for field, saved, wanted, source in pairs
-        if (list(saved) if isinstance(saved, tuple) else saved) != (
-            list(wanted) if isinstance(wanted, tuple) else wanted)  # JSON has no tuples
+        if saved != json.loads(json.dumps(wanted))  # JSON has no tuples
     )
 
 
@@ -159,7 +152,6 @@ def _read(path: Path) -> Any:
 
 def _previous_checkpoint(checkpoint: Path) -> Path | None:
     """The latest checkpoint written before `checkpoint` in its run folder (names count training samples)."""
-
     def samples(name: str) -> int | None:
         digits = name.removeprefix("final_")
         return int(digits) if digits.isdigit() else None

@@ -1,5 +1,4 @@
-"""A hook-free forward to each routed `blocks.N.hook_resid_post` for `torch.compile`, which does not trace
-`run_with_cache`'s hooks reliably."""
+"""A hook-free forward to the routed `hook_resid_post`s: `torch.compile` traces hooks unreliably."""
 
 from __future__ import annotations
 
@@ -46,8 +45,7 @@ def resid_post_forward(model: Any, hook_names: list[str]) -> Callable[[torch.Ten
     return forward
 
 
-def compiled_resid_post_forward(
-    model: Any, hook_names: list[str], mode: str | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
+def compiled_resid_post_forward(model: Any, hook_names: list[str], mode: str | None = None
+                                ) -> Callable[[torch.Tensor], torch.Tensor]:
     """`resid_post_forward` under `torch.compile` (compiled lazily, on the first batch)."""
     return torch.compile(resid_post_forward(model, hook_names), mode=mode)

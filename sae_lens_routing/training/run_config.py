@@ -1,5 +1,4 @@
-"""One typed, resolved, validated run config from YAML: runner fields, `sae:` and `logger:` sections, our
-`model_path` (a local model) and `corpus` (an offline corpus). `parse_run_config` decodes and validates."""
+"""One typed, resolved, validated run config from YAML (runner fields, `sae:`, `model_path`, `corpus`)."""
 
 from __future__ import annotations
 
@@ -47,7 +46,6 @@ def checked_run(cfg: LanguageModelSAERunnerConfig[Any] | RunConfig) -> RunConfig
 
 
 def read_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The YAML file's mapping with the `--set key=value` overrides applied."""
     refuse([not Path(path).is_file() and f"config file not found: {path}"], FileNotFoundError)
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -96,8 +94,7 @@ def decode_fields(cls: type, data: Any, section: str, skip: tuple[str, ...] = ()
 
 
 def decode_value(value: Any, hint: Any, name: str) -> Any:
-    """`value` checked as type `hint` (typeguard) after YAML's forms are mapped: a list for a tuple, a number
-    written as text (`lr: 1e-3` in YAML 1.1) for a float, a mapping for a dataclass. A bool is not an int."""
+    """`value` checked as `hint` after mapping YAML's forms (list, `1e-3` text, mapping); a bool is no int."""
     arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     plain = [typing.get_origin(a) or a for a in arms]
     if float in plain and (type(value) is int or isinstance(value, str) and _FLOAT_TEXT.match(value.strip())):
@@ -221,8 +218,7 @@ def _model_shape(fields: dict[str, Any], model_path: str | None) -> tuple[int, i
 
 
 def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
-    """The one place a run's model and offline corpus load (dataset None: the store reads `dataset_path`).
-    Under torchrun each rank puts the model on its own GPU."""
+    """The one place a run's model and offline corpus load (dataset None: the store reads `dataset_path`)."""
     from sae_lens_routing.training.trainer import init_distributed, rank_device
 
     cfg = run.runner
@@ -237,7 +233,6 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
         model = load_model(cfg.model_class_name, cfg.model_name, device=device,
                            model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
                            hook_names=list(cfg.sae.hook_names))
-    # evaluation reads the held-out documents
     return model, run.corpus and offline_corpus.load_corpus(run.corpus, split="train")
 
 

@@ -1,5 +1,4 @@
-"""`RouteSAETrainingRunner`: the one training path (YAML runs, Python configs, sweeps). SAELens's runner
-builds its single-hook store, evaluator and trainer inside `__init__`/`run`, so this subclass redoes both."""
+"""The one training path (YAML, Python configs, sweeps): SAELens's runner builds a single-hook store."""
 
 from __future__ import annotations
 
@@ -47,7 +46,7 @@ from sae_lens_routing.training.trainer import (
     routed_reconstruction_metrics,
     training_batches,
 )
-from sae_lens_routing.training.validation import validate_route_run
+from sae_lens_routing.training.validation import refuse, validate_route_run
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +85,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.evaluator = RoutedTrainingEvaluator(self.activations_store, self.cfg.n_eval_batches)
 
     def _init_store(self, run: run_config.RunConfig, dataset: HfDataset | None, model: Any) -> None:
-        """Cached runs read the routed cache; live runs load the model and corpus unless given."""
         if self.cfg.use_cached_activations:
             if dataset is not None:
                 raise ValueError("override_dataset cannot be combined with use_cached_activations=True: "
@@ -124,12 +122,10 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.sae.cfg.metadata.hook_names = list(self.cfg.sae.hook_names)
 
     def build_trainer(self, data_provider: Any) -> RouteSAETrainer:
-        """Overridable: the trainer this run uses."""
         return RouteSAETrainer(sae=self.sae, data_provider=data_provider, evaluator=self.evaluator,
                                save_checkpoint_fn=self.save_checkpoint, cfg=self.cfg.to_sae_trainer_config())
 
     def run(self) -> RouteTrainingSAE:
-        """Train and save, holding the output folder's lock; print the summary if `cfg.verbose`."""
         train_together([self])
         summary = format_summary(training_summary(self))
         logger.info(summary)
@@ -137,9 +133,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             print(summary, flush=True)
         return self.sae
 
-    def finish(self, eval_batches: list[torch.Tensor] | None = None) -> None:
-        """After training: the end-to-end phase (`sae.end_to_end_tokens` of fresh store tokens), the final
-        metrics, the output folder."""
+    def finish(self, batches: list[torch.Tensor] | None = None) -> None:
+        """After training: the end-to-end phase, the final metrics, the output folder."""
         assert self.trainer is not None
         n_batches = math.ceil(self.cfg.sae.end_to_end_tokens / (self.cfg.store_batch_size_prompts
                                                                  * self.cfg.context_size))
@@ -149,7 +144,12 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             lr=self.cfg.sae.end_to_end_lr, mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
             exclude_special_tokens=None if excluded is None else excluded.tolist(),
         ) if n_batches else []
-        self.final_metrics = self.evaluate_final(eval_batches)
+        self.sae.eval()
+        batches = batches or eval_batches(self.activations_store, self.cfg.n_eval_batches)
+        self.final_metrics = routed_reconstruction_metrics(self.sae, batches) | {
+            "sparsity/dead_features": int(self.trainer.dead_neurons.sum().item()),
+            "training_tokens": int(self.trainer.n_training_samples * self.dist.world_size),
+            "training_steps": int(self.trainer.n_training_steps)}
         if history:
             logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
                         history[-1]["kl"])
@@ -158,26 +158,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
                                    "end_to_end/kl_last_step": history[-1]["kl"]}
         if self.cfg.output_path is not None and self.dist.is_main:
             self.save_final_sae(self.sae, self.cfg.output_path, self.trainer.log_feature_sparsity)
-
-    def sae_for_analysis(self) -> Any:
-        """The trained SAE as an inference `RouteSAE` (loaded from the output folder when there is one)."""
-        from sae_lens import SAE
-
-        if self.cfg.output_path is not None and Path(self.cfg.output_path, "cfg.json").exists():
-            return SAE.load_from_disk(self.cfg.output_path, device=str(self.cfg.device))
-        return self.sae
-
-    @torch.no_grad()
-    def evaluate_final(self, batches: list[torch.Tensor] | None = None) -> dict[str, Any]:
-        """Routed metrics of the trained SAE (summed over ranks), the dead latents and counts."""
-        self.sae.eval()
-        batches = batches or eval_batches(self.activations_store, self.cfg.n_eval_batches)
-        metrics = routed_reconstruction_metrics(self.sae, batches)
-        assert self.trainer is not None
-        metrics["sparsity/dead_features"] = int(self.trainer.dead_neurons.sum().item())
-        metrics["training_tokens"] = int(self.trainer.n_training_samples * self.dist.world_size)
-        metrics["training_steps"] = int(self.trainer.n_training_steps)
-        return metrics
 
     def save_final_sae(self, sae: Any, output_path: str, log_feature_sparsity: Any = None) -> None:
         """The stock output folder plus metrics, atomically: an output that appeared meanwhile stays."""
@@ -206,8 +186,7 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
 
 def train_together(runners: Sequence[RouteSAETrainingRunner]) -> None:
-    """Train runners sharing the first one's store on the same batches, then finish each. Ctrl-C / SIGTERM
-    save a full checkpoint and end with `RunInterrupted` naming it (SAELens's saves only the store)."""
+    """Train runners on the first one's batches; an interrupt saves a full checkpoint, not just the store."""
     first, log = runners[0], runners[0].cfg.logger
     resume = first.cfg.resume_from_checkpoint  # a sweep refuses W&B and resuming: only a solo run gets here
     with ExitStack() as stack:
@@ -269,10 +248,8 @@ def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> A
     """Under torchrun, `train_batch_size_tokens` and `training_tokens` stay global: each rank takes 1/N."""
     if not info.enabled:
         return cfg
-    bad = [n for n in ("train_batch_size_tokens", "training_tokens") if getattr(cfg, n) % info.world_size]
-    if bad:
-        raise ValueError(f"{bad[0]}={getattr(cfg, bad[0])} must be divisible by the number of ranks "
-                         f"({info.world_size})")
+    refuse(f"{n}={getattr(cfg, n)} must be divisible by the number of ranks ({info.world_size})"
+           for n in ("train_batch_size_tokens", "training_tokens") if getattr(cfg, n) % info.world_size)
     local = copy.deepcopy(cfg)
     local.train_batch_size_tokens //= info.world_size
     local.training_tokens //= info.world_size
@@ -282,7 +259,6 @@ def per_rank_config(cfg: LanguageModelSAERunnerConfig[Any], info: DistInfo) -> A
 
 
 def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:
-    """Where the SAE is and how good it is."""
     m = dict(runner.final_metrics or {})
     return {
         "output_path": runner.cfg.output_path,

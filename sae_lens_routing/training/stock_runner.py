@@ -1,5 +1,4 @@
-"""RouteSAEs from SAELens's unchanged runner: `with routed_model(model, hooks):` run it on
-`stock_runner_config(cfg)` (a routed hook point of the L layers concatenated, a stacked SAE config)."""
+"""RouteSAEs from SAELens's unchanged runner: `with routed_model(model, hooks):` on `stock_runner_config`."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from typing import Any
 
 from sae_lens.config import LanguageModelSAERunnerConfig
 from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
-from typing_extensions import override
 
 from sae_lens_routing.saes.config import RouteSAEConfig, RouteTrainingSAEConfig, hook_layer
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
@@ -34,12 +32,10 @@ def routed_hook_name(hook_names: Sequence[str]) -> str:
 class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
     """A `RouteTrainingSAEConfig` whose `d_in` is the stacked width L*d_in of SAELens's single-hook store."""
 
-    @override
     @classmethod
     def architecture(cls) -> str:
         return STACKED_ARCHITECTURE
 
-    @override
     def get_inference_config_class(self) -> type[RouteSAEConfig]:
         return RouteSAEConfig
 
@@ -67,7 +63,6 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
             cfg = cfg.route_config()
         super().__init__(cfg, use_error_term)
 
-    @override
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
         x = step_input.sae_in
         n_layers, d_in = len(self.cfg.hook_names), self.cfg.d_in
@@ -75,12 +70,10 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
             step_input = dataclasses.replace(step_input, sae_in=x.reshape(*x.shape[:-1], n_layers, d_in))
         return super().training_forward_pass(step_input)
 
-    @override
     def save_model(self, path: Any) -> Any:
         self._restore_metadata()
         return super().save_model(path)
 
-    @override
     def save_inference_model(self, path: Any) -> Any:
         self._restore_metadata()
         return super().save_inference_model(path)

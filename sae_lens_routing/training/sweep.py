@@ -1,12 +1,11 @@
-"""`RouteSAESweepRunner`: several RouteSAEs from one model forward per batch. Variants differing only on the
-SAE side share the model and store; each keeps its own runner and ends equal to its solo run."""
+"""Several RouteSAEs from one model forward per batch; each variant ends equal to its solo run."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sae_lens.config import HfDataset, LanguageModelSAERunnerConfig
@@ -16,7 +15,7 @@ from sae_lens_routing.saes.config import RouteTrainingSAEConfig
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
 from sae_lens_routing.training.run_config import RunConfig, checked_run, decode_fields, resolve_run_config
 from sae_lens_routing.training.runner import RouteSAETrainingRunner, train_together, training_summary
-from sae_lens_routing.training.validation import path_problems, run_paths, validate_route_config
+from sae_lens_routing.training.validation import path_problems, refuse, run_paths, validate_route_config
 
 # Runner fields a variant may change: they act on the SAE and its optimiser only, not on the shared stream.
 VARIANT_FIELDS = frozenset({
@@ -30,18 +29,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
 Config = LanguageModelSAERunnerConfig[Any] | RunConfig
 
 
-def _refuse(problems: Iterable[Any]) -> None:
-    """Raise the first problem (a falsy entry is none)."""
-    problem = next((p for p in problems if p), None)
-    if problem:
-        raise ValueError(problem)
-
-
 def variant_config(base: LanguageModelSAERunnerConfig[Any], overrides: Mapping[str, Any], name: str) -> Any:
-    """`base` with a variant's overrides (SAE fields under `sae`); its output and checkpoint folders go into a
-    subfolder named after the variant unless it sets its own."""
+    """`base` with a variant's overrides; its output and checkpoint folders default to a subfolder `name`."""
     sae_overrides = dict(overrides.get("sae") or {})
-    _refuse(
+    refuse(
         f"sweep variant {name!r}: unknown {section}fields {unknown}; expected {cls.__name__} fields"
         for section, cls, given in (("", LanguageModelSAERunnerConfig, overrides),
                                     ("sae ", RouteTrainingSAEConfig, sae_overrides))
@@ -65,8 +56,7 @@ def variant_config(base: LanguageModelSAERunnerConfig[Any], overrides: Mapping[s
 def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], names: Sequence[str]) -> None:
     """Every variant must see the same activations in the same order, and write folders of its own."""
     first = configs[0]
-    shared = [f.name for f in dataclasses.fields(LanguageModelSAERunnerConfig)]
-    shared = [f for f in shared if f not in VARIANT_FIELDS]
+    shared = [f.name for f in dataclasses.fields(first) if f.name not in VARIANT_FIELDS]
     changes = [
         (name, field, a, b) for cfg, name in zip(configs[1:], names[1:])
         for field, a, b in [(f, getattr(first, f), getattr(cfg, f)) for f in shared]
@@ -74,7 +64,7 @@ def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], na
         if a != b
     ]
     paths = [p for c, n in zip(configs, names) for p in run_paths(c, f"variant {n!r} ") if p[2]]
-    _refuse([
+    refuse([
         *(f"sweep variant {name!r} changes {field} ({a!r} -> {b!r}): the SAEs of a sweep share one stream of "
           f"activations, so only SAE-side fields may differ ({sorted(VARIANT_FIELDS)}); train it as a "
           "separate run" for name, field, a, b in changes),
@@ -89,7 +79,7 @@ def check_shared_stream(configs: Sequence[LanguageModelSAERunnerConfig[Any]], na
 def _check_names(names: list[str], n_configs: int) -> list[str]:
     unsafe = [n for n in names if not _NAME.match(n) or n in (".", "..")]
     repeated = sorted({n for n in names if names.count(n) > 1})
-    _refuse([
+    refuse([
         unsafe and "sweep variant names must be folder-safe (letters, digits, _ . = + -; not '.' or '..'), "
         f"got {unsafe}",
         repeated and f"sweep variant names must be unique, repeated: {repeated}",
@@ -99,7 +89,7 @@ def _check_names(names: list[str], n_configs: int) -> list[str]:
 
 
 class _VariantRunner(RouteSAETrainingRunner):
-    """A later variant's runner: it adopts the first runner's model and store instead of building its own."""
+    """A later variant's runner: it adopts the first runner's model and store."""
 
     def __init__(self, run: RunConfig, first: RouteSAETrainingRunner, overwrite: bool):
         self._first = first
@@ -110,15 +100,14 @@ class _VariantRunner(RouteSAETrainingRunner):
 
 
 class RouteSAESweepRunner:
-    """Train RouteSAE variants of one runner config on a shared model forward. `variants`: overrides (a list,
-    each may carry a `name`, or a {name: overrides} mapping); or pass a list of full configs as `cfg`."""
+    """Variants (overrides of one `cfg`, or full configs as `cfg`) trained on a shared model forward."""
 
     def __init__(self, cfg: Config | Sequence[Config],
                  variants: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None = None,
                  names: Sequence[str] | None = None, override_dataset: HfDataset | None = None,
                  override_model: HookedRootModule | None = None, overwrite: bool = False):
         base = isinstance(cfg, LanguageModelSAERunnerConfig)
-        _refuse([base != bool(variants) and "give one base config with at least one variant (e.g. "
+        refuse([base != bool(variants) and "give one base config with at least one variant (e.g. "
                  "[{'sae': {'k': 16}}]), or a list of configs as cfg without variants"])
         if base:
             items = list(variants.items()) if isinstance(variants, Mapping) else [  # type: ignore[union-attr]
@@ -130,22 +119,19 @@ class RouteSAESweepRunner:
         self.names = _check_names(names, len(runs))
         self.configs = [r.runner for r in runs]
         check_shared_stream(self.configs, self.names)
-        # Each variant seeds and initialises its SAE exactly as its solo run would.
         first = RouteSAETrainingRunner(runs[0], override_dataset, override_model, overwrite=overwrite)
         self.runners = [first] + [_VariantRunner(r, first, overwrite) for r in runs[1:]]
 
     def run(self) -> dict[str, RouteTrainingSAE]:
-        """Train all variants in lockstep, then evaluate each on the same held-out batches and save it."""
         train_together(self.runners)
         return {name: runner.sae for name, runner in zip(self.names, self.runners)}
 
 
 def sweep_run_configs(data: Mapping[str, Any]) -> tuple[list[str], list[RunConfig]]:
-    """(names, validated `RunConfig`s) of a YAML mapping whose `sweep:` lists variant overrides (each with an
-    optional `name:`), decoded like the base. Loads nothing."""
+    """(names, validated `RunConfig`s) of a YAML mapping whose `sweep:` lists variant overrides."""
     base = resolve_run_config({k: v for k, v in data.items() if k != "sweep"})
     sweep = data.get("sweep")
-    _refuse([(not isinstance(sweep, list) or not sweep or not all(isinstance(v, Mapping) for v in sweep))
+    refuse([(not isinstance(sweep, list) or not sweep or not all(isinstance(v, Mapping) for v in sweep))
              and "sweep: must be a non-empty list of variant mappings (- {name: k16, sae: {k: 16}})"])
     names = _check_names([str(v.get("name", f"variant_{i}")) for i, v in enumerate(sweep)], len(sweep))
     runs = []
@@ -160,7 +146,6 @@ def sweep_run_configs(data: Mapping[str, Any]) -> tuple[list[str], list[RunConfi
 
 
 def train_sweep_from_config(data: Mapping[str, Any], overwrite: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Train a YAML sweep (see `sweep_run_configs`); returns (sweep runner, {name: training summary})."""
     names, runs = sweep_run_configs(data)
     runner = RouteSAESweepRunner(runs, names=names, overwrite=overwrite)
     runner.run()

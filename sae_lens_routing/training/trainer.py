@@ -1,5 +1,4 @@
-"""`RouteSAETrainer`: SAELens's `SAETrainer`, data-parallel under torchrun (gradients averaged in
-post-accumulate hooks: SAELens calls `training_forward_pass`, so DDP's reducer would never arm)."""
+"""SAELens's `SAETrainer`, data-parallel under torchrun via grad hooks (DDP's reducer would never arm)."""
 
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process sits in the job; world_size 1 means plain single-process training."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -36,7 +34,6 @@ class DistInfo:
 
 
 def dist_info() -> DistInfo:
-    """The current process group, if one is initialised."""
     if not (dist.is_available() and dist.is_initialized()):
         return DistInfo()
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
@@ -45,10 +42,9 @@ def dist_info() -> DistInfo:
 def init_distributed(device: str) -> DistInfo:
     """Join torchrun's process group (WORLD_SIZE > 1): NCCL on CUDA, else gloo; a no-op otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        if backend == "nccl":
+        if device.startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return dist_info()
 
 
@@ -70,8 +66,7 @@ def all_reduce_mean_scalars(values: dict[str, Any]) -> dict[str, Any]:
 
 
 class RouteSAETrainer(SAETrainer):
-    """`SAETrainer` with global gradients, dead-latent statistics, logs and evals under torchrun, and atomic
-    checkpoints (rank 0 writes)."""
+    """`SAETrainer` with global gradients, dead latents, logs and evals under torchrun; atomic checkpoints."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,8 +125,7 @@ class RouteSAETrainer(SAETrainer):
         return {**all_reduce_mean_scalars(log), "details/n_training_samples": samples}
 
     def save_trainer_state(self, checkpoint_path: Path) -> None:
-        """Record the steps completed: `fit()` checkpoints a step before counting it, so a resumed run would
-        end one step short."""
+        """Record the steps completed: `fit()` checkpoints a step before counting it."""
         counted = self.n_training_steps
         self.n_training_steps = max(counted, self._completed_steps)
         try:
@@ -158,8 +152,7 @@ class RouteSAETrainer(SAETrainer):
 
 
 class OverlappedBatches(PrefetchingIterator[Any]):
-    """SAELens's `PrefetchingIterator` whose producer, on CUDA, runs on its own stream and delivers batches on
-    the SAE's device; the trainer's stream waits on an event, not the host."""
+    """A `PrefetchingIterator` whose CUDA producer copies on its own stream; the trainer waits on an event."""
 
     def __init__(self, source: Iterator[torch.Tensor], device: str | torch.device, prefetch: int = 1):
         self.device = torch.device(device)
@@ -194,8 +187,7 @@ class OverlappedBatches(PrefetchingIterator[Any]):
 def training_batches(store: Iterator[torch.Tensor], cfg: LanguageModelSAERunnerConfig[Any]) -> Any:
     """The store, or `OverlappedBatches` over it; reseeded: the data order depends on seed and tokens only."""
     torch.manual_seed(cfg.seed)
-    value = cfg.prefetch_llm_batches
-    depth = (1 if value else 0) if isinstance(value, bool) else int(value)
+    depth = int(cfg.prefetch_llm_batches)  # True: 1
     return OverlappedBatches(iter(store), cfg.device, prefetch=depth) if depth else store
 
 

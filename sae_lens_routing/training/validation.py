@@ -1,5 +1,4 @@
-"""What a RouteSAE run is checked for, once, before any model compute; each message names the field.
-`validate_route_config` needs no model; `validate_route_run` checks the loaded model."""
+"""What a RouteSAE run is checked for, once, before any model compute; each message names the field."""
 
 from __future__ import annotations
 
@@ -91,7 +90,6 @@ def validate_route_run(cfg: LanguageModelSAERunnerConfig[Any], model: Any | None
 
 
 def _wandb_can_log() -> bool:
-    """An API key, an offline/disabled mode, or a netrc entry (`wandb login`) for the W&B host."""
     env = os.environ
     if (env.get("WANDB_API_KEY") or env.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun")
             or env.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes")):
@@ -109,8 +107,7 @@ def run_paths(cfg: LanguageModelSAERunnerConfig[Any], prefix: str = "") -> list[
 
 
 def path_problems(paths: list[tuple[str, str, bool]]) -> Iterator[str]:
-    """A written folder must not equal, contain or lie inside another folder of the run (compared resolved:
-    `./a`, `a/` and symlinks alias): replacing it would delete the other."""
+    """A written folder must not equal, hold or lie in another run folder (resolved): it would delete it."""
     resolved = [(f, p, w, Path(p).expanduser().resolve()) for f, p, w in paths]
     for i, a in enumerate(resolved):
         for b in resolved[i + 1 :]:

@@ -1,5 +1,4 @@
-"""`python -m sae_lens_routing cache-activations --config run.yaml [--out PATH] [--tokens N]`: the routed
-layers over the run's corpus, written once to train from (`use_cached_activations: true`)."""
+"""`cache-activations --config run.yaml`: routed layers cached once, to train from."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import yaml
+from sae_lens import SAE
 
 from sae_lens_routing.atomic import atomic_write_json
 from sae_lens_routing.cli.commands._common import positive_int
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runner, summary = train_from_config(config, overwrite=True)  # replaces only a folder a demo wrote
     atomic_write_json(out / "summary.json", summary, indent=2)  # the runner printed the summary
-    sae, model = runner.sae_for_analysis(), runner.model
+    sae, model = SAE.load_from_disk(runner.cfg.output_path, device=str(runner.cfg.device)), runner.model
     metrics = evaluate(sae, model, out, corpus=corpus, n_sequences=args.eval_sequences, context_size=128)
     print(f"evaluation: {out}/eval.json, {out}/routing_share.png, {out}/feature_contexts.json")
     print(format_eval(metrics), flush=True)

@@ -10,7 +10,6 @@ from sae_lens_routing.cli.commands import _common
 
 HELP = "Generate with RouteSAE features added/multiplied at their routed layers; print both continuations."
 
-# INDEX < d_sae is checked once the SAE is loaded; a non-finite VALUE would make the output garbage
 parse_feature = _common.checked(lambda t: (int(t.partition("=")[0]), float(t.partition("=")[2])),
                                 lambda v: v[0] >= 0 and math.isfinite(v[1]),
                                 "INDEX=VALUE with INDEX a latent index >= 0 and VALUE a finite number")

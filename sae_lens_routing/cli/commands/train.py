@@ -1,5 +1,4 @@
-"""`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]` (torchrun works too); a `sweep:`
-list trains one RouteSAE per variant from one model forward per batch."""
+"""`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]`; torchrun and `sweep:` too."""
 
 from __future__ import annotations
 
