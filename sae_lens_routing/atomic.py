@@ -1,7 +1,5 @@
 """All-or-nothing writes; a manifest marks the folders this package wrote, the only ones it replaces."""
 
-from __future__ import annotations
-
 import errno
 import json
 import logging

@@ -1,7 +1,5 @@
 """SAELens's uploader plus a model card, so a Hub visitor sees the routing without loading anything."""
 
-from __future__ import annotations
-
 import math
 import re
 from collections.abc import Mapping, Sequence

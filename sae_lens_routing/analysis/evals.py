@@ -1,7 +1,5 @@
 """`run_route_evals`: reconstruction and the routed splice's effect, under SAELens's `run_evals` names."""
 
-from __future__ import annotations
-
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path

@@ -1,7 +1,5 @@
 """Routed splicing and steering: each token's residual replaced at its routed layer by the reconstruction."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass

@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing [--debug] COMMAND`: each `cli/commands/` module (HELP, add_arguments, run)."""
 
-from __future__ import annotations
-
 import argparse
 import functools
 import importlib

@@ -1,7 +1,5 @@
 """sae-dashboard's page post-processed (it has no extension point): our panels added, d3/plotly inlined."""
 
-from __future__ import annotations
-
 import json
 import os
 import sys

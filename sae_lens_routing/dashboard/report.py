@@ -1,7 +1,5 @@
 """sae-dashboard's page and Neuronpedia JSON for a RouteSAE, its routed layers on one pseudo hook point."""
 
-from __future__ import annotations
-
 import copy
 import dataclasses
 import json

@@ -1,7 +1,5 @@
 """What the judge sees: one routed pass's contexts and held-out excerpts, the prompts, strict parsers."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import random

@@ -1,7 +1,5 @@
 """The LLM judge over `openai`; answers are cached by request hash so a killed run never pays twice."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os

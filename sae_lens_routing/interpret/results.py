@@ -1,7 +1,5 @@
 """Results per routed layer, since the paper finds shallow layers give low-level features."""
 
-from __future__ import annotations
-
 import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -1,7 +1,5 @@
 """SAELens's own loaders for SAELens-format folders, checked once on load (naming the file and the field)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Any

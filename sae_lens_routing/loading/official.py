@@ -1,8 +1,6 @@
 """Official RouteSAE checkpoints (github.com/swei2001/RouteSAEs): a bare state_dict `.pt` beside a sidecar
 `routesae_official.json`, e.g. {"checkpoint": "RouteSAE_1B_k64.pt", "k": 64, "n_layers": 16}."""
 
-from __future__ import annotations
-
 import functools
 import json
 import pickle

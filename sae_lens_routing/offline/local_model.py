@@ -1,7 +1,5 @@
 """Offline models: a Hugging Face folder or GGUF as a `HookedTransformer`, any causal LM as a bridge."""
 
-from __future__ import annotations
-
 import hashlib
 import importlib.metadata
 import os

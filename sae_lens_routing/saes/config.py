@@ -1,7 +1,5 @@
 """RouteSAE configs: SAELens's TopK configs plus routing fields, checked once; the check of saved weights."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal

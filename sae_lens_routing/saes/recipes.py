@@ -1,8 +1,6 @@
 """`OFFICIAL_RECIPE`: the official RouteSAE training rules, as far as SAELens's trainer allows, to spread into
 `RouteTrainingSAEConfig(..., **OFFICIAL_RECIPE)`; the config's own defaults are this package's recipe."""
 
-from __future__ import annotations
-
 from typing import Any
 
 OFFICIAL_RECIPE: dict[str, Any] = {

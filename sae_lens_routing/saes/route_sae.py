@@ -1,7 +1,5 @@
 """`RouteSAE` and `RouteTrainingSAE`: SAELens's TopK SAE behind a layer router, on the L layers stacked."""
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 import threading

@@ -1,7 +1,5 @@
 """The model side of every routed path: hook check, stop rule, stacking [batch, pos, L, d_in], pseudo hook."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial

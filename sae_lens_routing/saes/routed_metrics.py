@@ -1,7 +1,5 @@
 """A streaming accumulator (sums: ranks add up) of RouteSAE metrics, named as SAELens's `run_evals` does."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch

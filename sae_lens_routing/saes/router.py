@@ -1,7 +1,5 @@
 """Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import torch

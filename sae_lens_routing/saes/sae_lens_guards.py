@@ -1,7 +1,5 @@
 """Refusals of single-layer use by SAELens or sae-dashboard tools, each naming the routed equivalents."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 ROUTED_EQUIVALENTS = """

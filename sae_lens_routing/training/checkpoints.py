@@ -1,7 +1,5 @@
 """Run safety: one run per output folder, interrupts that save a checkpoint, a resume checked first."""
 
-from __future__ import annotations
-
 import json
 import os
 import signal

@@ -1,7 +1,5 @@
 """A hook-free forward to the routed `hook_resid_post`s: `torch.compile` traces hooks unreliably."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 

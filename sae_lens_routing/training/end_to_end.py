@@ -1,7 +1,5 @@
 """An end-to-end phase (KL of the spliced model + main loss): alone, the router picks the easiest layer."""
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 from functools import partial
 from typing import Any

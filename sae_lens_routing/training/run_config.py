@@ -1,7 +1,5 @@
 """One typed, resolved, validated run config from YAML (runner fields, `sae:`, `model_path`, `corpus`)."""
 
-from __future__ import annotations
-
 import copy
 import dataclasses
 import json

@@ -1,7 +1,5 @@
 """The one training path (YAML, Python configs, sweeps): SAELens's runner builds a single-hook store."""
 
-from __future__ import annotations
-
 import copy
 import logging
 import math

@@ -1,7 +1,5 @@
 """Several RouteSAEs from one model forward per batch; each variant ends equal to its solo run."""
 
-from __future__ import annotations
-
 import copy
 import dataclasses
 import re

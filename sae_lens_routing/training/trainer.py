@@ -1,7 +1,5 @@
 """SAELens's `SAETrainer`, data-parallel under torchrun via grad hooks (DDP's reducer would never arm)."""
 
-from __future__ import annotations
-
 import math
 import os
 from collections.abc import Iterator

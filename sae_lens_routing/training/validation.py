@@ -1,7 +1,5 @@
 """What a RouteSAE run is checked for, once, before any model compute; each message names the field."""
 
-from __future__ import annotations
-
 import netrc
 import os
 from collections.abc import Iterable, Iterator

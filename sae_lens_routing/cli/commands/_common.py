@@ -1,7 +1,5 @@
 """Argument types and loading shared by the commands: a bad value is refused by argparse, naming the flag."""
 
-from __future__ import annotations
-
 import argparse
 import math
 import warnings

@@ -1,7 +1,5 @@
 """`cache-activations --config run.yaml`: routed layers cached once, to train from."""
 
-from __future__ import annotations
-
 import argparse
 import json
 from dataclasses import asdict

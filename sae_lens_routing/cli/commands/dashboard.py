@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing dashboard --sae PATH [--features top:24] --out a.html [--screenshot a.png]`."""
 
-from __future__ import annotations
-
 import argparse
 from pathlib import Path
 from typing import Any

@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing demo` (`make demo`): preset `presets/demo.yaml` trained, evaluated, shown."""
 
-from __future__ import annotations
-
 import argparse
 import time
 from importlib.resources import files

@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing evaluate --sae PATH --out DIR`: eval.json, routing chart, feature contexts."""
 
-from __future__ import annotations
-
 import argparse
 from pathlib import Path
 from typing import Any

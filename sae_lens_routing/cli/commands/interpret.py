@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing interpret --sae DIR --out DIR --judge-url URL --judge-model NAME [...]`."""
 
-from __future__ import annotations
-
 import argparse
 
 from sae_lens_routing.cli.commands._common import load_sae_and_model, positive_int

@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing neuronpedia --sae PATH [--features top:24] --out batch.json`."""
 
-from __future__ import annotations
-
 import argparse
 
 from sae_lens_routing.atomic import atomic_write_json

@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing steer --sae PATH --prompt "..." --feature 123=8 [--mode multiply]`."""
 
-from __future__ import annotations
-
 import argparse
 import math
 

@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing train --config run.yaml [--set sae.k=32 ...]`; torchrun and `sweep:` too."""
 
-from __future__ import annotations
-
 import argparse
 from pathlib import Path
 

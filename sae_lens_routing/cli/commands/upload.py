@@ -1,7 +1,5 @@
 """`python -m sae_lens_routing upload --sae DIR REPO_ID [--sae-id ID]`: a RouteSAE and its model card."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import json
