@@ -86,7 +86,8 @@ def decode_fields(cls: type, data: Any, section: str, skip: tuple[str, ...] = ()
     """`cls`'s constructor arguments from a YAML mapping: unknown keys and wrong types are refused."""
     data = decode_value(data, dict, section)
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls) if f.init} - set(skip))
-    refuse([unknown and f"unknown {section} fields {unknown}; expected {cls.__name__} fields"])
+    if unknown:
+        raise ValueError(f"unknown {section} fields {unknown}; expected {cls.__name__} fields")
     hints, prefix = typing.get_type_hints(cls), "" if section == "config" else f"{section}."
     return {k: decode_value(v, hints[k], f"{prefix}{k}") for k, v in data.items() if k not in skip}
 
@@ -107,8 +108,8 @@ def decode_value(value: Any, hint: Any, name: str) -> Any:
         check_type(value, hint, collection_check_strategy=CollectionCheckStrategy.ALL_ITEMS)
     except TypeCheckError:
         ok = False
-    refuse([not ok and f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"],
-           TypeError)
+    if not ok:
+        raise TypeError(f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
     return value
 
 
