@@ -154,6 +154,6 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # another user's live process
+    except PermissionError:  # another user's live process
+        return True
     return True
