@@ -64,6 +64,8 @@ K = 32
 N_EVAL_DOCS = 64
 
 OFFICIAL = OFFICIAL_RECIPE
+AUX = {"aux_loss_coefficient": 1 / 32, "dead_feature_window_tokens": 80_000}
+MIDDLE = len(HOOKS) // 2  # topk_middle: blocks.14, the middle routed layer
 OLD_DEFAULT = dict(decoder_init_norm=0.1, rescale_acts_by_decoder_norm=True, aux_loss_coefficient=0.0)
 # name -> (what it tests, RouteTrainingSAEConfig overrides, trainer overrides)
 ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -105,6 +107,32 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "official rules + aux",
         {**OFFICIAL, "aux_loss_coefficient": 1 / 32, "dead_feature_window_tokens": 80_000},
         {},
+    ),
+    "official_noclip": (
+        "official rules, encoder tied at norm 1",
+        {**OFFICIAL, "encoder_init_norm": None},
+        {},
+    ),
+    "official_aux_balance": (
+        "official rules + aux + router load balancing 0.01",
+        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.01},
+        {},
+    ),
+    "official_aux_balance03": (
+        "official rules + aux + router load balancing 0.03",
+        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.03},
+        {},
+    ),
+    "official_aux_balance_e2e": (
+        "official rules + aux + load balancing 0.01 + end-to-end KL phase",
+        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.01},
+        {"e2e": True},
+    ),
+    "official_code": ("the official code's own training loop (--official-src), same batches", {}, {}),
+    "topk_middle": (
+        f"one TopK SAE on {HOOKS[MIDDLE]} (default recipe; router frozen at 0, so every token takes it)",
+        {},
+        {"middle": True},
     ),
     "e2e": ("defaults + end-to-end KL phase (E2E_DOCS documents)", {}, {"e2e": True}),
     "official_e2e": ("official rules + end-to-end KL phase", OFFICIAL, {"e2e": True}),
@@ -165,6 +193,9 @@ def build_cache(model: Any, rows: list[torch.Tensor]) -> np.ndarray:
             break
     if filled < TRAIN_TOKENS:
         raise ValueError(f"only {filled} training tokens available, need {TRAIN_TOKENS}")
+    print(
+        f"cache: {TRAIN_TOKENS / (time.perf_counter() - start):.0f} tokens/s (below ~500: another job runs)"
+    )
     cache.flush()
     del cache
     tmp.replace(path)
@@ -189,24 +220,95 @@ def batches(acts: torch.Tensor, order: list[torch.Tensor]) -> Iterator[torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------- train
+class EpochBatches:
+    """The official loop's dataloader: each `iter` yields the next epoch of `token_order`'s batches."""
+
+    def __init__(self, acts: torch.Tensor, order: list[torch.Tensor]):
+        self.acts, self.order, self.per_epoch = acts, order, len(order) // EPOCHS
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        epoch, self.order = self.order[: self.per_epoch], self.order[self.per_epoch :]
+        return batches(self.acts, epoch)
+
+
+def train_official_code(acts: torch.Tensor, k: int, seed: int, src: Path) -> tuple[Any, dict[str, Any]]:
+    """The official `Trainer.run` (src/utils.py) on the cached batches, loaded back with our converter.
+
+    Only what reads the language model is replaced: `Trainer.__init__` (model and dataloader) is rebuilt
+    with the official classes and its optimiser and schedule, and `get_outputs` returns a cached batch as
+    [1, batch, L, d] (its `hidden_states`); `run()` itself (pre_process, loss, steps, decoder
+    renormalisation, save) is the official code."""
+    import argparse as ap
+    import os
+    import sys
+    import types
+
+    sys.path.insert(0, str(src))
+    sys.modules.setdefault("tiktoken", types.ModuleType("tiktoken"))  # used only by its judge's cost estimate
+    import utils as official  # the official src/utils.py (it imports src/model.py)
+
+    from sae_lens_routing.loading.official import load_official_checkpoint
+
+    order = token_order(seed)
+    official.set_seed(seed)
+    n_layers = 30  # SmolLM2-135M: the official start/end give hidden_states[7:23] = HOOKS
+    cfg = ap.Namespace(model="RouteSAE", hidden_size=acts.shape[-1], n_layers=n_layers, latent_size=D_SAE,
+                       k=k, lr=LR, betas=(0.9, 0.999), num_epochs=EPOCHS, steps=10, aggre="sum",
+                       routing="hard", device="cpu", use_wandb=0)  # fmt: skip
+    trainer = object.__new__(official.Trainer)
+    trainer.cfg, trainer.device = cfg, torch.device("cpu")
+    trainer.dataloader, trainer.language_model = EpochBatches(acts, order), None
+    trainer.title = f"official_k{k}_seed{seed}"
+    trainer.model = official.RouteSAE(cfg.hidden_size, n_layers, D_SAE, k).train()
+    trainer.layer_weights = np.zeros(n_layers // 2 + 1, dtype=float)
+    trainer.optimizer = official.Adam(trainer.model.parameters(), lr=LR, betas=cfg.betas)
+    total = EPOCHS * len(trainer.dataloader)
+    trainer.scheduler = official.LinearWarmupLR(trainer.optimizer, int(total * 0.05), total, LR)
+    official.get_outputs = lambda cfg, batch, lm, device: (None, None, None, batch[None])
+    run_dir = CACHE_DIR / "official_code" / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cwd, start = os.getcwd(), time.perf_counter()
+    os.chdir(run_dir)
+    try:
+        trainer.run()  # saves ../SAE_models/<title>.pt
+    finally:
+        os.chdir(cwd)
+    info = {
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "steps": len(order),
+        "official_src": str(src),
+    }
+    path = run_dir.parent / "SAE_models" / f"{trainer.title}.pt"
+    return load_official_checkpoint(path, k=k, n_layers=n_layers), info
+
+
 def train_row(
     acts: torch.Tensor, sae_overrides: dict[str, Any], trainer_overrides: dict[str, Any], k: int, seed: int
 ) -> tuple[RouteTrainingSAE, dict[str, Any]]:
     order = token_order(seed)
     steps = len(order)
     torch.manual_seed(seed)
+    middle = trainer_overrides.get("middle", False)
+    if middle:  # [mid, mid+1] with a zero router: softmax ties, argmax is the first, so every token takes mid
+        acts = acts[:, MIDDLE : MIDDLE + 2]
     sae = RouteTrainingSAE(
         RouteTrainingSAEConfig(
             d_in=acts.shape[-1],
             d_sae=D_SAE,
             k=k,
-            hook_names=HOOKS,
+            hook_names=HOOKS[MIDDLE : MIDDLE + 2] if middle else HOOKS,
             routing="hard",
             router_input="sum",
             use_sparse_activations=True,  # the same numbers as the dense decode (tested), ~1.5x faster on CPU
             **sae_overrides,
         )
     )
+    if middle:
+        sae.W_router.data.zero_()
+        sae.W_router.requires_grad_(False)
     lr = trainer_overrides.get("lr", LR)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * BATCH,
@@ -328,6 +430,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma separated; a seed sets init and data order")
     parser.add_argument("--summary", action="store_true", help="only print the seed summary of --output")
     parser.add_argument("--output", default=str(RESULTS / "recipe.json"))
+    parser.add_argument("--official-src", type=Path, help="the official repo's src/ (row official_code)")
     args = parser.parse_args()
     if args.summary:
         results = json.loads(Path(args.output).read_text())
@@ -341,9 +444,13 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown --rows/--splits {unknown}; rows: {sorted(ROWS)}, splits: val, test")
 
+    if "official_code" in names and not (args.official_src and (args.official_src / "utils.py").is_file()):
+        raise SystemExit("row official_code needs --official-src: the src/ folder of swei2001/RouteSAEs")
     model = load_local_model("smollm2")
     docs = documents(model)
+    start = time.perf_counter()
     acts = torch.from_numpy(np.array(build_cache(model, docs["train"])))
+    print(f"cache ready in {time.perf_counter() - start:.0f} s", flush=True)
     tok = model.tokenizer
     special = sorted({int(tok.bos_token_id), int(tok.eos_token_id), int(tok.pad_token_id or 0)})
     pad = int(tok.pad_token_id or 0)
@@ -375,7 +482,11 @@ def main() -> None:
         what, sae_over, trainer_over = ROWS[name]
         key = (name if args.k == K else f"{name}@k{args.k}") + f"#seed{seed}"
         print(f"== {key}: {what}", flush=True)
-        sae, info = train_row(acts, sae_over, trainer_over, args.k, seed)
+        row_start = time.perf_counter()
+        if name == "official_code":
+            sae, info = train_official_code(acts, args.k, seed, args.official_src)
+        else:
+            sae, info = train_row(acts, sae_over, trainer_over, args.k, seed)
         if trainer_over.get("e2e"):
             info |= e2e_phase(sae, model, docs["train"], E2E_DOCS, seed, special, pad)
         sae.save_model(CACHE_DIR / "saes" / key)
@@ -407,6 +518,8 @@ def main() -> None:
             print(
                 split, json.dumps({k: v for k, v in row[split].items() if k != "routing_share"}), flush=True
             )
+        row["row_minutes"] = round((time.perf_counter() - row_start) / 60, 2)
+        print(f"{key}: {row['row_minutes']} min", flush=True)
         results["rows"][key] = row
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_path, json.dumps(results, indent=2, default=str))

@@ -77,7 +77,7 @@ def _load_official(
     path = (fetch((checkpoint,)) if fetch else folder) / checkpoint
     hooks = list(sidecar.get("hook_names") or paper_hooks(sidecar["n_layers"]))
     state = read_official_state_dict(path)
-    weights = CheckedState({ours: state[theirs].T.contiguous() for theirs, ours in OFFICIAL_KEYS.items()})
+    weights = CheckedState({ours: state[theirs].t().contiguous() for theirs, ours in OFFICIAL_KEYS.items()})
     d_in, d_sae = weights["b_dec"].shape[0], weights["b_enc"].shape[0]
     check_route_state_dict(weights, d_in, d_sae, len(hooks), str(path))
     metadata = {"model_name": sidecar.get("model_name"), "hook_name": hooks[-1], "hook_names": hooks,

@@ -53,6 +53,9 @@ _TRAINING_FIELDS = {
     "end_to_end_tokens": (_int(0), "an integer >= 0 (0 = no end-to-end phase)"),
     "end_to_end_lr": (_num(strict=True), "a number > 0"),
     "end_to_end_mse_coefficient": (_num(), "a number >= 0"),
+    "encoder_init_norm": (_num(strict=True, none_ok=True), "a number > 0 or None"),
+    "max_grad_norm": (_num(strict=True, none_ok=True), "a number > 0 or None (no clipping)"),
+    "router_balance_coefficient": (_num(), "a number >= 0"),
 }
 
 
@@ -161,6 +164,9 @@ class RouteTrainingSAEConfig(_RoutedConfig, TopKTrainingSAEConfig):
     """Training config of a routed SAE: the routing fields plus this package's training recipe."""
 
     decoder_init_norm: float | None = 1.0  # tied, unit-norm init as the official code (SAELens's 0.1: worse)
+    encoder_init_norm: float | None = None  # None: W_enc = W_dec.T; the official nn.Linear's is ~3**-0.5
+    max_grad_norm: float | None = 1.0  # SAELens's fixed clip; None: none, as the official loop
+    router_balance_coefficient: float = 0.0  # Switch-Transformer load balancing of the routed layers
     aux_loss_coefficient: float = 1 / 32  # SAELens's TopK dead-latent loss, normalised like the main loss
     dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`
     unit_norm_decoder_every: int = 0  # project decoder rows to unit norm every N steps (official 10)

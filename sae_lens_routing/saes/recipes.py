@@ -4,7 +4,9 @@
 from typing import Any
 
 OFFICIAL_RECIPE: dict[str, Any] = {
-    "decoder_init_norm": 1.0,  # tied init, decoder rows unit-norm before the first step
+    "decoder_init_norm": 1.0,  # decoder rows unit-norm before the first step, W_dec = W_enc.T directions
+    "encoder_init_norm": 3**-0.5,  # nn.Linear's U(-d**-0.5, d**-0.5) rows have norm ~3**-0.5
+    "max_grad_norm": None,  # the official loop never clips
     "rescale_acts_by_decoder_norm": False,
     "unit_norm_decoder_every": 10,  # the official `--steps 10`
     "topk_relu": False,  # the official TopK keeps the k largest pre-activations as they are

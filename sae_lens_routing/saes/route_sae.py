@@ -77,6 +77,8 @@ class _RoutedSAEMixin:
 
     def initialize_weights(self) -> None:
         super().initialize_weights()  # type: ignore[misc]
+        if norm := getattr(self.cfg, "encoder_init_norm", None):  # the decoder's directions at this norm
+            self.W_enc.data = self.W_dec.data.T / self.W_dec.data.norm(dim=-1) * norm
         bound = self.cfg.d_in**-0.5  # nn.Linear's init, as the official (bias-free) router gets
         w = torch.empty(self.cfg.d_in, self.n_layers, dtype=self.dtype, device=self.device)
         self.W_router = nn.Parameter(w if w.device.type == "meta" else nn.init.uniform_(w, -bound, bound))
@@ -271,6 +273,11 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
         losses = {"normalized_mse_loss": normalized_mse(out.sae_out, out.sae_in)}
         routed_input = dataclasses.replace(step_input, sae_in=out.sae_in)
         losses.update(self.calculate_aux_loss(routed_input, out.feature_acts, out.hidden_pre, out.sae_out))
+        if self.cfg.router_balance_coefficient > 0:  # L * sum_l (share routed to l) x (mean prob of l)
+            routed = out.layer_weights.detach().reshape(-1, self.n_layers).float().mean(0)
+            prob = out.router_weights.reshape(-1, self.n_layers).float().mean(0)
+            balance = self.n_layers * (routed * prob).sum()
+            losses["router_balance_loss"] = self.cfg.router_balance_coefficient * balance
         # lazy (callable) metrics: nothing syncs with the device unless the trainer logs this step
         share = out.layer_weights.detach().reshape(-1, self.n_layers)
         mean_share = functools.cache(lambda: share.float().mean(0).cpu())  # one device->host copy for all

@@ -70,8 +70,23 @@ class RouteSAETrainer(SAETrainer):
         super().__init__(*args, **kwargs)
         self._completed_steps = 0
         self.dist = dist_info()
-        if not self.dist.enabled:
-            return
+        if self.dist.enabled:
+            self._join_ranks()
+        max_norm = getattr(self.sae.cfg, "max_grad_norm", 1.0)
+        if max_norm != 1.0:  # SAETrainer._train_step clips at 1.0, no option: the step sees the grads before
+            self._unclipped: dict[torch.Tensor, torch.Tensor] = {}
+            for p in self.sae.parameters():  # after the rank averaging hooks
+                p.register_post_accumulate_grad_hook(lambda p: self._unclipped.update({p: p.grad.clone()}))
+            self.optimizer.register_step_pre_hook(lambda *_: self._restore_unclipped(max_norm))
+
+    def _restore_unclipped(self, max_norm: float | None) -> None:
+        for param, grad in self._unclipped.items():
+            param.grad.copy_(grad)  # type: ignore[union-attr]
+        self._unclipped.clear()
+        if max_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), max_norm)
+
+    def _join_ranks(self) -> None:
         with torch.no_grad():  # every rank starts from rank 0's initialisation
             for tensor in [*self.sae.parameters(), *self.sae.buffers()]:
                 dist.broadcast(tensor.data, src=0)
@@ -110,7 +125,8 @@ class RouteSAETrainer(SAETrainer):
             self.n_frac_active_samples += (self.dist.world_size - 1) * self.cfg.train_batch_size_samples
         self._completed_steps = self.n_training_steps + 1  # fit() counts this step after checkpointing it
         every = getattr(self.sae.cfg, "unit_norm_decoder_every", 0)
-        if every and self.n_training_steps % every == 0:  # after the optimizer step, as the official loop
+        last = self.n_training_steps + 1 >= self.cfg.total_training_steps  # the official loop ends projected
+        if every and (self.n_training_steps % every == 0 or last):  # after the optimizer step, as official
             self.sae.project_decoder_to_unit_norm()
         return output
 
