@@ -78,7 +78,7 @@ class _RoutedSAEMixin:
     def initialize_weights(self) -> None:
         super().initialize_weights()  # type: ignore[misc]
         if norm := getattr(self.cfg, "encoder_init_norm", None):  # the decoder's directions at this norm
-            self.W_enc.data = self.W_dec.data.T / self.W_dec.data.norm(dim=-1) * norm
+            self.W_enc.data = (self.W_dec.data.T / self.W_dec.data.norm(dim=-1) * norm).contiguous()
         bound = self.cfg.d_in**-0.5  # nn.Linear's init, as the official (bias-free) router gets
         w = torch.empty(self.cfg.d_in, self.n_layers, dtype=self.dtype, device=self.device)
         self.W_router = nn.Parameter(w if w.device.type == "meta" else nn.init.uniform_(w, -bound, bound))

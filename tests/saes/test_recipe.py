@@ -133,6 +133,9 @@ def test_unit_norm_projection_every_n_steps():
         ({"unit_norm_decoder_every": -1}, "unit_norm_decoder_every"),
         ({"aux_loss_coefficient": -0.1}, "aux_loss_coefficient"),
         ({"decoder_init_norm": 0.0}, "decoder_init_norm"),
+        ({"encoder_init_norm": -1.0}, "encoder_init_norm"),
+        ({"max_grad_norm": 0}, "max_grad_norm"),
+        ({"router_balance_coefficient": -0.01}, "router_balance_coefficient"),
     ],
 )
 def test_recipe_fields_are_checked(kwargs, field):
@@ -172,7 +175,66 @@ def test_official_recipe_spreads_into_the_config():
     cfg = RouteTrainingSAEConfig(d_in=16, d_sae=64, k=4, hook_names=HOOKS, **OFFICIAL_RECIPE)
     flags = (cfg.topk_relu, cfg.rescale_acts_by_decoder_norm, cfg.unit_norm_decoder_every)
     assert flags == (False, False, 10)
-    assert cfg.aux_loss_coefficient == 0 and cfg.decoder_init_norm == 1.0
+    assert cfg.aux_loss_coefficient == 0 and cfg.decoder_init_norm == 1.0 and cfg.max_grad_norm is None
     sae = RouteTrainingSAE(cfg)
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(64))  # unit-norm before the first step
-    torch.testing.assert_close(sae.W_enc, sae.W_dec.T)  # tied
+    # the official encoder is nn.Linear's U(-d**-0.5, d**-0.5), norm ~3**-0.5; the decoder its direction
+    torch.testing.assert_close(sae.W_enc, sae.W_dec.T * 3**-0.5)
+    official_linear = torch.nn.Linear(576, 4608, bias=False).weight.norm(dim=-1)
+    assert abs(official_linear.mean().item() - 3**-0.5) < 0.01
+
+
+@pytest.mark.parametrize("max_grad_norm", [1.0, 0.5, None])
+def test_max_grad_norm_sets_the_clip_sae_lens_fixes_at_one(max_grad_norm):
+    """SAETrainer always clips at 1.0; `max_grad_norm` replaces it (None: the official loop's no clip). Adam's
+    first moment after one step is 0.1 x the gradient it was given."""
+    sae = make_training_sae(max_grad_norm=max_grad_norm)
+    reference = make_training_sae(max_grad_norm=max_grad_norm)
+    batch = torch.randn(64, 4, 16) * 3
+    from sae_lens.saes.sae import TrainStepInput
+
+    step_input = TrainStepInput(sae_in=batch, coefficients={}, dead_neuron_mask=None, n_training_steps=0,
+                                is_logging_step=False)  # fmt: skip
+    reference.training_forward_pass(step_input).loss.backward()
+    grads = [p.grad for p in reference.parameters()]
+    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+    assert norm > 1.0
+    trainer = trainer_for(sae, iter([batch]), steps=10, batch=64)
+    trainer.step(batch)
+    scale = 1.0 if max_grad_norm is None else min(1.0, max_grad_norm / norm)
+    for param, grad in zip(sae.parameters(), grads, strict=True):
+        torch.testing.assert_close(trainer.optimizer.state[param]["exp_avg"], 0.1 * grad * scale,
+                                   rtol=1e-4, atol=1e-7)  # fmt: skip
+
+
+def test_router_balance_loss_spreads_the_routing():
+    """The Switch-Transformer loss L * sum_l f_l P_l: 1 when balanced, L when collapsed; it raises the routing
+    entropy of a tiny run."""
+    sae = make_training_sae(router_balance_coefficient=0.5)
+    from sae_lens.saes.sae import TrainStepInput
+
+    out = sae.training_forward_pass(
+        TrainStepInput(sae_in=torch.randn(256, 4, 16), coefficients={}, dead_neuron_mask=None,
+                       n_training_steps=0, is_logging_step=True)
+    )  # fmt: skip
+    loss = out.losses["router_balance_loss"]
+    assert 0.5 <= loss.item() <= 0.5 * 4
+    loss.backward()
+    assert sae.W_router.grad is not None and sae.W_router.grad.abs().sum() > 0
+
+    def entropy(sae: RouteTrainingSAE) -> float:
+        out = sae.forward_routed(synthetic_layers(4096, seed=99))
+        return routing_entropy_bits(out.layer_weights.mean(0))
+
+    plain = entropy(train_tiny(steps=60)[0])
+    balanced = entropy(train_tiny(steps=60, router_balance_coefficient=1.0)[0])
+    assert balanced > plain + 0.1, (plain, balanced)
+    assert balanced > 1.8, balanced  # of at most 2 bits for 4 layers
+
+
+def test_the_last_step_ends_projected():
+    """The official loop renormalises the decoder once more before saving: so does `unit_norm_decoder_every`."""
+    sae = make_training_sae(rescale_acts_by_decoder_norm=False, unit_norm_decoder_every=3)
+    data = torch.randn(5 * 64, 4, 16) * 2
+    trainer_for(sae, iter(data.split(64)), steps=5, batch=64, lr=1e-2).fit()
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(sae.cfg.d_sae))
