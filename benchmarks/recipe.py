@@ -118,6 +118,11 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {**OFFICIAL, **AUX, "router_balance_coefficient": 0.01},
         {},
     ),
+    "official_aux_balance001": (
+        "official rules + aux + router load balancing 0.001",
+        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.001},
+        {},
+    ),
     "official_aux_balance03": (
         "official rules + aux + router load balancing 0.03",
         {**OFFICIAL, **AUX, "router_balance_coefficient": 0.03},

@@ -24,6 +24,7 @@ def relative_threshold(d_in: int) -> float:
 class ContextRules:
     """`threshold` None: `relative_threshold(d_in)`; 15.0: the paper's absolute rule."""
     threshold: float | None = None
+    threshold_rule: str = "absolute (set by the caller)"  # `resolved` names the width-aware rule it applies
     max_context_tokens: int = 64
     contexts_per_token: int = 2
     min_contexts: int = 5
@@ -35,7 +36,10 @@ class ContextRules:
             raise ValueError(f"threshold must be a finite number >= 0 (None: the relative rule), got {t!r}")
 
     def resolved(self, d_in: int) -> ContextRules:
-        return self if self.threshold is not None else replace(self, threshold=relative_threshold(d_in))
+        if self.threshold is not None:
+            return self
+        rule = f"width-aware: 15 x sqrt(d_in / 2048) with d_in = {d_in} (the paper's 15 at its width)"
+        return replace(self, threshold=relative_threshold(d_in), threshold_rule=rule)
 
 
 Activation = namedtuple("Activation", "seq pos feature value layer")  # layer: the routed layer's index
@@ -107,6 +111,7 @@ def feature_metrics(
     return {
         "features/n_counted": count_features(results, rules),
         "features/threshold": rules.threshold,
+        "features/threshold_rule": rules.threshold_rule,
         "features/tokens_read": tokens_read,
         "features/n_latents_with_contexts": len(results),
         **{f"features/n_counted_per_layer/{h}": per_layer.get(h, 0) for h in hook_names},

@@ -40,6 +40,8 @@ def test_exact_sae_recovers_everything(tmp_path):
     # features counted from the same routing, at the width-relative threshold, over the tokens read
     assert m["features/tokens_read"] == 4 * 11
     assert m["features/threshold"] == pytest.approx(15 / 2048**0.5 * 4)
+    rule = m["features/threshold_rule"]
+    assert rule.startswith("width-aware") and "d_in = 16" in rule
     per_layer = [v for k, v in m.items() if k.startswith("features/n_counted_per_layer/")]
     assert len(per_layer) == len(exact_sae().cfg.hook_names) and sum(per_layer) == m["features/n_counted"]
     png = write_routing_chart(m, tmp_path / "routing.png")

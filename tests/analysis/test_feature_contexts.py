@@ -112,4 +112,5 @@ def test_find_feature_contexts_on_a_model(tmp_path):
     saved = json.loads((tmp_path / "features.json").read_text())
     assert saved["n_counted"] == payload["n_counted"] == count_features(results, ContextRules(threshold=0.5))
     assert saved["threshold"] == 0.5 and saved["tokens_read"] == tokens.numel()
+    assert saved["threshold_rule"] == saved["rules"]["threshold_rule"] == "absolute (set by the caller)"
     assert len(saved["features"]) == len(results)

@@ -64,6 +64,7 @@ def test_evaluate_command(trained, capsys, monkeypatch):
     contexts = json.loads((out / "feature_contexts.json").read_text())
     assert contexts["n_counted"] == metrics["features/n_counted"]
     assert metrics["features/threshold"] == 0.5 and metrics["features/tokens_read"] > 0
+    assert metrics["features/threshold_rule"] == contexts["threshold_rule"] == "absolute (set by the caller)"
     assert "ce_loss_score" in capsys.readouterr().out
 
 

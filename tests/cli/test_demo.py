@@ -25,7 +25,10 @@ def test_demo_preset_runs(tmp_path, capsys):
     assert summary["training_tokens"] == 4096
     sae = SAE.load_from_disk(out / "sae")
     assert isinstance(sae, RouteSAE) and sae.cfg.d_in == 576 and len(sae.cfg.hook_names) == 7
-    assert json.loads((out / "eval.json").read_text())["sparsity/l0"] <= 32
+    evals = json.loads((out / "eval.json").read_text())
+    assert evals["sparsity/l0"] <= 32
+    rule = evals["features/threshold_rule"]  # 7.955 = 15 x sqrt(576 / 2048)
+    assert rule.startswith("width-aware") and "d_in = 576" in rule
     assert "routing-panel" in (out / "dashboard.html").read_text()
     assert "python -m sae_lens_routing interpret --sae" in printed  # the judge command, then its dry run
     assert "dry run: nothing sent" in printed or "interpret dry run: no latent counts" in printed

@@ -190,7 +190,9 @@ def test_max_grad_norm_sets_the_clip_sae_lens_fixes_at_one(max_grad_norm):
     first moment after one step is 0.1 x the gradient it was given."""
     sae = make_training_sae(max_grad_norm=max_grad_norm)
     reference = make_training_sae(max_grad_norm=max_grad_norm)
-    batch = torch.randn(64, 4, 16) * 3
+    for model in (sae, reference):
+        model.W_dec.data *= 30  # a gradient norm well above 1
+    batch = torch.randn(64, 4, 16)
     from sae_lens.saes.sae import TrainStepInput
 
     step_input = TrainStepInput(sae_in=batch, coefficients={}, dead_neuron_mask=None, n_training_steps=0,
@@ -233,7 +235,7 @@ def test_router_balance_loss_spreads_the_routing():
 
 
 def test_the_last_step_ends_projected():
-    """The official loop renormalises the decoder once more before saving: so does `unit_norm_decoder_every`."""
+    """The official loop renormalises the decoder once more before saving; `unit_norm_decoder_every` too."""
     sae = make_training_sae(rescale_acts_by_decoder_norm=False, unit_norm_decoder_every=3)
     data = torch.randn(5 * 64, 4, 16) * 2
     trainer_for(sae, iter(data.split(64)), steps=5, batch=64, lr=1e-2).fit()
