@@ -58,6 +58,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; the message says truthfully what was kept."""
+
+
 def strict_json(obj: Any, **kwargs: Any) -> str:
     """JSON every parser reads: NaN/Inf (a metric undefined on the data) becomes null."""
 
@@ -131,6 +135,17 @@ def check_replaceable(path: str | Path, field: str = "the output", overwrite: bo
             " move those files away" if foreign else f"{field}={str(path)!r} already exists; pass "
             f"overwrite=True (CLI: --overwrite) to replace it, or choose another {field}"
         )
+
+
+def claim_folder(path: str | Path, names: tuple[str, ...], field: str = "--out", create: bool = True) -> Path:
+    """A folder written in place: new, empty or this package's; marked ours (with `names`, what the command
+    will write) before any work, so a run killed half-way may be run again."""
+    check_replaceable(path, field)
+    if create:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        files = sorted((set(names) | set(os.listdir(path))) - {MANIFEST})
+        atomic_write_text(Path(path) / MANIFEST, json.dumps({"written_by": _WRITER, "files": files}))
+    return Path(path)
 
 
 def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:

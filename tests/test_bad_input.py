@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -511,3 +512,156 @@ def test_ctrl_c_and_sigterm_from_the_cli(tmp_path):
     )
     assert rc == 130 and "Traceback" not in err and "interrupted: nothing was saved" in err, err[-2000:]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache")] and not cache.exists()
+
+
+# ---- Third round (issue 33): keys never leak, no endless wait, one line, nothing silently accepted ------
+
+
+SECRET = "sk-proxy-SECRET-0123456789"
+
+
+def judged_run(tmp_path, server_url, *extra, n_features=2, out=None):
+    """`interpret` argv on stored contexts (no model), and the folder it writes."""
+    from helpers import synthetic_contexts
+
+    from sae_lens_routing.interpret.contexts import write_contexts
+
+    sae_dir, ctx, out = tmp_path / "sae", tmp_path / "contexts.json", out or tmp_path / "out"
+    if not sae_dir.exists():
+        make_sae().save_model(sae_dir)
+        write_contexts(synthetic_contexts(n_features), ctx)
+    argv = ["interpret", "--sae", str(sae_dir), "--out", str(out), "--contexts", str(ctx), "--judge-url",
+            server_url, "--judge-model", "judge", "--n-features", str(n_features), *extra]  # fmt: skip
+    return argv, out
+
+
+def test_a_key_in_the_judge_url_is_neither_stored_nor_printed(judge_server, tmp_path, capsys):
+    server = judge_server()
+    url = server.url.replace("http://", f"http://user:{SECRET}@")
+    argv, out = judged_run(tmp_path, url)
+    assert cli(argv) == 0
+    printed = "".join(capsys.readouterr())
+    stored = json.loads((out / "interpretability.json").read_text())
+    assert stored["judge_url"] == server.url  # the user-info stripped
+    assert SECRET not in printed and all(SECRET.encode() not in p.read_bytes() for p in out.rglob("*.*"))
+
+
+def test_a_key_pasted_as_api_key_env_is_refused_without_echoing_it(judge_server, tmp_path, capsys):
+    argv, out = judged_run(tmp_path, judge_server().url, "--api-key-env", SECRET)
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "--api-key-env takes the NAME" in err and SECRET not in err and not out.exists()
+
+
+@pytest.mark.parametrize("retry_after", ["100000", "inf"])
+def test_a_huge_retry_after_never_waits_without_end(judge_server, tmp_path, capsys, retry_after):
+    """openai's client honours a Retry-After of at most 2 minutes; above that it stops (one line) or backs
+    off for seconds; it never sleeps for the header's value or raises OverflowError."""
+    server = judge_server(actions=[{"status": 429, "retry_after": retry_after}])
+    argv, _ = judged_run(tmp_path, server.url)
+    start = time.time()
+    rc = cli(argv)
+    err = capsys.readouterr().err
+    assert time.time() - start < 30
+    assert rc == 0 or (rc == 2 and "HTTP 429" in err and "Traceback" not in err), err
+
+
+@pytest.mark.parametrize("raw, kind", [("<html><body>Please log in</body></html>", "text/html"),
+                                       ('{"choices": [{"message": {"content": "x"}}, ]', "application/json")])
+def test_a_judge_answering_html_or_broken_json_is_one_line(judge_server, tmp_path, capsys, raw, kind):
+    server = judge_server(actions=[{"raw": raw, "type": kind}] * 8)
+    argv, _ = judged_run(tmp_path, server.url, n_features=1)
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: the judge at") and "--judge-url" in err
+
+
+@pytest.mark.parametrize("damage", ["{\"content\": \"1\", \"us", "", '{"content": "x"}'])
+def test_a_damaged_stored_answer_is_named_dropped_and_asked_again(judge_server, tmp_path, capsys, damage):
+    server = judge_server()
+    argv, out = judged_run(tmp_path, server.url, n_features=1)
+    assert cli(argv) == 0
+    stored = next((out / "judge_cache").glob("*.json"))
+    stored.write_text(damage)
+    n_before = len(server.requests())
+    assert cli(argv) == 0
+    assert f"{stored} is damaged" in capsys.readouterr().err
+    assert len(server.requests()) == n_before + 1 and json.loads(stored.read_text())["usage"]
+
+
+def test_a_judge_ignoring_max_tokens_is_stored_cut_to_size(judge_server, tmp_path):
+    from sae_lens_routing.interpret.judge import MAX_ANSWER_CHARS
+
+    server = judge_server(actions=[{"content": "Feature category: Low-level\nScore: 4\n" + "x" * 200_000}])
+    argv, out = judged_run(tmp_path, server.url, n_features=1)
+    assert cli(argv) == 0
+    stored = json.loads(next((out / "judge_cache").glob("*.json")).read_text())
+    assert len(stored["content"]) == MAX_ANSWER_CHARS
+    assert (out / "interpretability.json").stat().st_size < 50_000
+
+
+@pytest.mark.parametrize("command", ["interpret", "evaluate"])
+def test_interpret_and_evaluate_never_replace_a_user_folder(judge_server, tmp_path, capsys, command):
+    folder = user_folder(tmp_path / "mine")
+    argv, _ = judged_run(tmp_path, judge_server().url, out=folder)
+    if command == "evaluate":
+        argv = ["evaluate", "--sae", "never-loaded", "--out", str(folder)]
+    assert cli(argv) == 2
+    assert "--out=" in capsys.readouterr().err  # refused before the SAE or the model loads
+    assert sorted(p.name for p in folder.rglob("*")) == ["data.csv", "notes.txt", "sub"]
+    # a folder the command wrote itself may be written again
+    argv, out = judged_run(tmp_path, judge_server().url, out=tmp_path / "again")
+    assert command == "evaluate" or (cli(argv) == 0 and cli(argv) == 0)
+
+
+def test_interpret_dry_run_writes_nothing(tmp_path, capsys):
+    from helpers import tiny_hf_llama_folder
+
+    from sae_lens_routing import RouteSAE, RouteSAEConfig
+    from sae_lens_routing.interpret import JudgeConfig, interpret_features
+    from sae_lens_routing.offline.corpus import corpus_tokens
+    from sae_lens_routing.offline.local_model import load_local_model
+
+    model, out = load_local_model(tiny_hf_llama_folder(tmp_path / "model")), tmp_path / "out"
+    hooks = [f"blocks.{i}.hook_resid_post" for i in (1, 2, 3)]
+    sae = RouteSAE(RouteSAEConfig(d_in=32, d_sae=32, k=4, hook_names=hooks)).eval()
+    judge = JudgeConfig(url="http://127.0.0.1:9/v1", model="gpt-4o")
+    tokens = corpus_tokens(model, "python-topics", 40, 32)
+    try:
+        interpret_features(sae, model, judge=judge, out=out, tokens=tokens, dry_run=True, n_features=2)
+    except ValueError as e:  # a random SAE may count no feature: refused, and still nothing written
+        assert "nothing to judge" in str(e)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--neuronpedia"])
+def test_dashboard_outputs_that_are_folders_or_existing_files_are_refused_up_front(tmp_path, capsys, flag):
+    folder, existing = user_folder(tmp_path / "mine"), tmp_path / "page.html"
+    existing.write_text("mine")
+    for path in (folder, existing):
+        argv = ["dashboard", "--sae", "never-loaded", "--out", str(tmp_path / "a.html")]
+        argv += [flag, str(path)] if flag != "--out" else []
+        argv[4] = str(path) if flag == "--out" else argv[4]
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{flag}=" in err and ("a folder" in err if path == folder else "--overwrite" in err)
+    assert existing.read_text() == "mine"
+
+
+def test_sigterm_ends_interpret_in_seconds_sending_nothing_new_and_says_what_was_kept(judge_server, tmp_path):
+    server = judge_server(delay=1.0)
+    argv, out = judged_run(tmp_path, server.url, n_features=8)
+    proc = subprocess.Popen([sys.executable, "-m", "sae_lens_routing", *argv, "--protocol", "both"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(list((out / "judge_cache").glob("*.json"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.terminate()
+    stopped = time.time()
+    _, err = proc.communicate(timeout=30)
+    n_sent = len(server.requests())
+    time.sleep(1.5)
+    kept = len(list((out / "judge_cache").glob("*.json")))
+    assert proc.returncode == 130 and time.time() - stopped < 10
+    assert f"{kept} judge answers are kept" in err and "nothing was saved" not in err
+    assert len(server.requests()) == n_sent  # nothing sent after the stop

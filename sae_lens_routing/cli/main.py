@@ -9,7 +9,7 @@ import sys
 from sae_lens_routing.cli import commands
 from sae_lens_routing.training.checkpoints import RunInterrupted, interrupts_as_keyboard_interrupt
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)  # bad input, named in the message
+USER_ERRORS = (ValueError, TypeError, OSError)  # bad input or a path it cannot use, named in the message
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

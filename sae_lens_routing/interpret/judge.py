@@ -2,8 +2,11 @@
 
 import hashlib
 import json
+import logging
 import os
 import random
+import re
+import sys
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +17,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import sae_lens_routing.interpret.contexts as C
-from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.atomic import RunInterrupted, atomic_write_json
 from sae_lens_routing.interpret.results import FeatureInterpretation, InterpretationResult, write_result
 
 MAX_TOKENS = 128  # the official code's answer budget; plenty for a 0/1 list of ~16 excerpts too
+MAX_ANSWER_CHARS = 8 * 4 * MAX_TOKENS  # a judge that ignores max_tokens is cut here, not stored whole
 AZURE_API_VERSION = "2024-10-21"
+USAGE_KEYS = ("prompt_tokens", "completion_tokens")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0),  # USD/1M tokens in, out
           "gpt-4.1-mini": (0.4, 1.6), "gpt-4.1-nano": (0.1, 0.4)}
@@ -30,10 +35,21 @@ class JudgeConfig:
     model: str
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
-    timeout_s: float = 60.0
-    max_retries: int = 6
+    timeout_s: float = 30.0  # per request; with the retries, at most ~2 min on one answer
+    max_retries: int = 3
     temperature: float = 0.1  # the official code's
     seed: int | None = 0
+
+    def __post_init__(self) -> None:  # the value is never echoed: it may be a key pasted in the wrong place
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(self.api_key_env)):
+            raise ValueError("--api-key-env takes the NAME of the environment variable that holds the key "
+                             "(e.g. OPENAI_API_KEY), not the key itself; put the key in that variable")
+
+    @property
+    def public_url(self) -> str:
+        """`url` without user-info (a proxy's `user:KEY@host`): what is stored, shown and uploaded."""
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class JudgeError(ValueError):
@@ -59,6 +75,28 @@ class Judge:
         self.config, self.cache_dir, self._lock = config, Path(cache_dir), threading.Lock()
         keys = ("requests", "cached", "tokens_in", "tokens_out", "cached_tokens_in", "cached_tokens_out")
         self.usage = dict.fromkeys(keys, 0)
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Send nothing new, and drop the requests in flight (their answers would not be kept)."""
+        self.stopped = True
+        logging.getLogger("openai._base_client").setLevel(logging.WARNING)  # no retry lines after the stop
+        if "client" in self.__dict__:
+            self.client.close()
+
+    def stored_answer(self, path: Path) -> dict[str, Any] | None:
+        """A stored answer, or None (a damaged one is named, deleted and asked again)."""
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(record["content"], str) and all(record["usage"][k] >= 0 for k in USAGE_KEYS):
+                return record
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            pass
+        print(f"judge cache: {path} is damaged (not a stored answer); deleted, asking again", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return None
 
     def ask(self, messages: list[dict[str, str]], parse: Any) -> tuple[Any, str]:
         """The parsed answer (None after a second unparsable one) and the last raw answer."""
@@ -70,30 +108,41 @@ class Judge:
 
     def complete(self, messages: list[dict[str, str]], attempt: int = 0) -> str:
         cfg = self.config
-        request = {"url": cfg.url, "model": cfg.model, "messages": messages, "max_tokens": MAX_TOKENS,
+        request = {"url": cfg.public_url, "model": cfg.model, "messages": messages, "max_tokens": MAX_TOKENS,
                    "temperature": cfg.temperature, "seed": cfg.seed, "attempt": attempt}
         key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         path = self.cache_dir / f"{key}.json"
-        if stored := path.is_file():
-            record = json.loads(path.read_text(encoding="utf-8"))
+        record = self.stored_answer(path)
+        if (stored := record is not None) or self.stopped:
+            pass  # a stopped run sends nothing: its caller has moved on
         else:
             import openai  # a second attempt gets another seed: the same one would repeat the answer
 
             extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature,
                      **({} if cfg.seed is None else {"seed": cfg.seed + attempt})}
+            why = None
             try:
                 reply = self.client.chat.completions.create(model=cfg.model, messages=messages, **extra)
-            except openai.APIError as e:
-                why = f"HTTP {e.status_code}" if isinstance(e, openai.APIStatusError) else type(e).__name__
-                raise JudgeError(f"the judge at {cfg.url} refused the request with {why} (model "
-                                 f"{cfg.model!r}); check --judge-url, --judge-model and the key in "
-                                 f"${cfg.api_key_env}") from None
+            except openai.APIStatusError as e:
+                why = f"refused the request with HTTP {e.status_code}"
+            except (openai.APIError, ValueError) as e:  # no connection, a timeout, a body that is not JSON
+                why = f"gave no usable answer ({type(e).__name__})"
+            if why is None and not isinstance(getattr(reply, "choices", None), list):
+                why = "answered with something that is not a chat completion (a login page?)"
+            if why:
+                raise JudgeError(f"the judge at {cfg.public_url} {why} (model {cfg.model!r}); check "
+                                 f"--judge-url, --judge-model and the key in ${cfg.api_key_env}") from None
             content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
+            content = content[:MAX_ANSWER_CHARS]
+            if self.stopped:  # arrived after the stop: not kept, so the count the user was told stays true
+                raise RunInterrupted("the judge run was stopped")
             used = reply.usage
             record = {"model": cfg.model, "messages": messages, "content": content, "usage": {
                 "prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
                 "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
             atomic_write_json(path, record)
+        if record is None:
+            raise RunInterrupted("the judge run was stopped")
         prefix, used = "cached_" * stored, record["usage"]
         with self._lock:
             self.usage["cached" if stored else "requests"] += 1
@@ -108,8 +157,16 @@ class Judge:
         cfg, parts = self.config, urlsplit(self.config.url)
         key, host = os.environ.get(cfg.api_key_env), parts.hostname or ""
         if not key and host not in LOCAL_HOSTS:
-            raise ValueError(f"--api-key-env: environment variable {cfg.api_key_env} is not set (the key)")
+            name = cfg.api_key_env if re.fullmatch(r"[A-Z_][A-Z0-9_]*", cfg.api_key_env) else "it names"
+            raise ValueError(f"--api-key-env: the environment variable {name} is not set (export the key)")
         common = {"api_key": key or "unused", "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
+        retries = logging.getLogger("openai._base_client")  # openai's own retry line: say what a wait is for
+        if not retries.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.addFilter(lambda r: r.getMessage().startswith("Retrying request"))
+            handler.setFormatter(logging.Formatter("judge: %(message)s (a rate limit, timeout or error)"))
+            retries.addHandler(handler)
+            retries.setLevel(logging.INFO)
         if host.endswith(".openai.azure.com"):
             version = parse_qs(parts.query).get("api-version", [AZURE_API_VERSION])[0]
             endpoint = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
@@ -187,7 +244,8 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
         contexts = C.read_contexts(contexts, list(sae.cfg.hook_names))
     elif contexts is None:
         contexts = C.compute_contexts(sae, model, tokens, seed=seed)
-        C.write_contexts(contexts, out / "interpret_contexts.json")
+        if not dry_run:  # a dry run writes nothing
+            C.write_contexts(contexts, out / "interpret_contexts.json")
     if not contexts.features or (protocol != "paper" and contexts.detection is None):
         raise ValueError("--contexts has no detection excerpts (evaluate's feature_contexts.json has the "
                          "paper's only): use --protocol paper, or omit --contexts" if contexts.features else
@@ -198,16 +256,22 @@ def interpret_features(sae: Any = None, model: Any = None, *, judge: JudgeConfig
     if dry_run:
         return plan(contexts, features, protocol, judge.model, log)
     client = Judge(judge, out / "judge_cache")
-    with ThreadPoolExecutor(max_workers=judge.concurrency) as pool:
-        futures = [pool.submit(judge_feature, client, contexts, f, protocol, seed) for f in features]
-        try:
-            judged = [f.result() for f in futures]
-        finally:  # a refusal stops the run: nothing more is sent
-            pool.shutdown(cancel_futures=True)
+    pool = ThreadPoolExecutor(max_workers=judge.concurrency)
+    futures = [pool.submit(judge_feature, client, contexts, f, protocol, seed) for f in features]
+    try:
+        judged = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        client.stop()
+        kept = len(list(client.cache_dir.glob("*.json")))
+        raise RunInterrupted(f"interpret stopped; nothing more was sent. {kept} judge answers are kept in "
+                             f"{client.cache_dir}: the same command resumes without paying again") from None
+    finally:  # a refusal or a stop: nothing more is sent, no wait for the requests in flight
+        client.stopped = True
+        pool.shutdown(wait=False, cancel_futures=True)
     u = client.usage
     cost, cost_text = estimated_cost(judge.model, u["tokens_in"], u["tokens_out"])
-    result = InterpretationResult(protocol, judge.model, judge.url, seed, contexts.hook_names, len(counted),
-                                  judged, u, cost)
+    result = InterpretationResult(protocol, judge.model, judge.public_url, seed, contexts.hook_names,
+                                  len(counted), judged, u, cost)
     json_path, png = write_result(result, out)
     log(f"judge: {u['requests']} requests sent ({u['tokens_in']} tokens in, {u['tokens_out']} out), "
         f"{u['cached']} answers reused from {out / 'judge_cache'}; estimated cost of this run {cost_text}\n"

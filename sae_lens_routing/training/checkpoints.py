@@ -16,7 +16,7 @@ from sae_lens import constants as c
 from sae_lens.config import LanguageModelSAERunnerConfig
 from safetensors import safe_open
 
-from sae_lens_routing.atomic import check_replaceable, remove_stale_temporaries
+from sae_lens_routing.atomic import RunInterrupted, check_replaceable, remove_stale_temporaries
 from sae_lens_routing.training.validation import refuse
 
 SAE_FIELDS_THAT_MUST_MATCH = ("hook_names", "d_in", "d_sae", "k", "routing", "router_input")
@@ -24,10 +24,6 @@ SAE_FIELDS_THAT_MUST_MATCH = ("hook_names", "d_in", "d_sae", "k", "routing", "ro
 
 class DamagedCheckpointError(ValueError):
     """A checkpoint file is missing, truncated or unreadable."""
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped training; the message says where progress was saved, or that nothing was."""
 
 
 @contextmanager

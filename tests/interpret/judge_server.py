@@ -6,7 +6,8 @@ SCRIPT_FILE (JSON): {"actions": [...], "delay": seconds before each default answ
 Requests take the scripted actions in arrival order, then the default: a well-formed answer built from the
 prompt, or, with "model": "smollm2", the bundled SmolLM2-135M-Instruct's own answer (chat template, greedy).
 Actions: {"status": 429, "retry_after": 1}, {"status": 500}, {"sleep": s} (then a normal answer; the client
-has timed out by then), {"content": "..."} (answer with that text). Every request is logged to LOG_FILE as one
+has timed out by then), {"content": "..."} (answer with that text), {"raw": "...", "type": "text/html"} (that
+body with status 200). Every request is logged to LOG_FILE as one
 JSON line (arrival time, hash of the messages, action); the Authorization header is never logged.
 """
 
@@ -91,6 +92,14 @@ class Handler(BaseHTTPRequestHandler):
             if "retry_after" in action:
                 self.send_header("Retry-After", str(action["retry_after"]))
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        if "raw" in action:
+            payload = action["raw"].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", action.get("type", "application/json"))
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

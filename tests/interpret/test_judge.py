@@ -174,7 +174,7 @@ def test_killed_run_resumes_without_repeating_a_stored_request_and_never_writes_
     assert data["usage"]["cached"] == len(stored) and data["usage"]["requests"] == len(resumed)
     files = [p for p in out.rglob("*") if p.is_file()]
     visible = [p for p in files if not p.name.startswith(".")]  # a kill mid-write may leave a hidden temp
-    assert len(visible) == 24 + 2  # the stored answers, interpretability.json and .png
+    assert len(visible) == 24 + 3  # the stored answers, interpretability.json and .png, the manifest
     assert all(p.name.endswith(".tmp") for p in files if p not in visible)
     assert all(json.loads(p.read_text())["content"] for p in cache.glob("*.json"))  # none half-written
     for p in files:

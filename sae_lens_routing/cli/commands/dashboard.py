@@ -21,6 +21,7 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-sequences", type=_common.positive_int, default=64, help="sequences to scan")
     parser.add_argument("--context-size", type=_common.positive_int, default=128, help="tokens per sequence")
     parser.add_argument("--interpretability", help="show the judge's explanations (`interpret`'s JSON)")
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +38,19 @@ def compute(args: argparse.Namespace) -> tuple[report.DashboardData, dict[str, A
     return report.dashboard_data(sae, model, tokens, args.features), judged
 
 
-def run(args: argparse.Namespace) -> int:
-    outputs = [(f"--{f}", getattr(args, f)) for f in ("out", "screenshot", "neuronpedia")]
-    named = [(flag, Path(path).resolve()) for flag, path in outputs if path]
+def check_output_files(args: argparse.Namespace, *flags: str) -> None:
+    """Each output a file path of its own, new or (with --overwrite) replaced: refused before any work."""
+    named = [(f"--{f}", Path(getattr(args, f)).resolve()) for f in flags if getattr(args, f)]
     if same := [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]:
         raise ValueError(f"{same[0]} name the same file; give each output its own path")
+    for flag, path in named:
+        if path.is_dir() or (path.exists() and not args.overwrite):
+            what = "a folder; give a file path" if path.is_dir() else "an existing file; pass --overwrite"
+            raise FileExistsError(f"{flag}={str(path)!r} is {what} (or choose another path)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output_files(args, "out", "screenshot", "neuronpedia")
     data, judged = compute(args)
     print(f"dashboard written to {report.write_dashboard_html(data, args.out, judged)} ({data.summary()})")
     if args.screenshot:

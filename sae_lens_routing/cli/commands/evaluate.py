@@ -6,10 +6,11 @@ from typing import Any
 
 from sae_lens_routing.analysis.evals import run_route_evals, write_routing_chart
 from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
-from sae_lens_routing.atomic import atomic_write_json
+from sae_lens_routing.atomic import atomic_write_json, claim_folder
 from sae_lens_routing.cli.commands import _common
 from sae_lens_routing.offline.corpus import corpus_tokens
 
+OUTPUTS = ("eval.json", "routing_share.png", "feature_contexts.json")
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
 SHOWN = """reconstruction_quality/normalized_mse reconstruction_quality/fvu sparsity/l0
 sparsity/latents_silent_on_eval model_performance_preservation/ce_loss_score features/n_counted
@@ -47,8 +48,9 @@ def format_eval(metrics: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    claim_folder(args.out, OUTPUTS, create=False)  # refused before the model loads
     sae, model = _common.load_sae_and_model(args)
     names = ("corpus", "n_sequences", "context_size", "threshold", "batch_size")
-    metrics = evaluate(sae, model, Path(args.out), **{k: getattr(args, k) for k in names})
+    metrics = evaluate(sae, model, claim_folder(args.out, OUTPUTS), **{k: getattr(args, k) for k in names})
     print(f"evaluation written to {args.out}/eval.json\n{format_eval(metrics)}")
     return 0

@@ -2,9 +2,11 @@
 
 import argparse
 
+from sae_lens_routing.atomic import claim_folder
 from sae_lens_routing.cli.commands._common import load_sae_and_model, positive_int
 
 HELP = "Ask an LLM judge whether sampled RouteSAE features are interpretable (paper rubric, detection)."
+OUTPUTS = ("interpretability.json", "interpretability.png", "interpret_contexts.json", "judge_cache")
 N_SEQUENCES, CONTEXT_SIZE = 128, 128  # the corpus tokens the contexts are computed on (bbcnews)
 
 
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.offline.corpus import corpus_tokens
 
     judge = JudgeConfig(args.judge_url, args.judge_model, args.api_key_env, seed=args.seed)
+    claim_folder(args.out, OUTPUTS, create=False)  # refused before the model loads
     model = tokens = None
     if args.contexts is None:  # one routed pass over the corpus, on the model the SAE was trained on
         sae, model = load_sae_and_model(args)
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         sae = load_route_sae(args.sae, args.sae_id)
         if sae.cfg.architecture() != "routesae":
             raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
+    claim_folder(args.out, OUTPUTS, create=not args.dry_run)  # a dry run writes nothing
     interpret_features(sae, model, judge=judge, out=args.out, tokens=tokens, contexts=args.contexts,
                        n_features=args.n_features, protocol=args.protocol, seed=args.seed,
                        dry_run=args.dry_run)

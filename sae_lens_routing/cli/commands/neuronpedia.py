@@ -3,7 +3,7 @@
 import argparse
 
 from sae_lens_routing.atomic import atomic_write_json
-from sae_lens_routing.cli.commands.dashboard import add_dashboard_arguments, compute
+from sae_lens_routing.cli.commands.dashboard import add_dashboard_arguments, check_output_files, compute
 from sae_lens_routing.dashboard.report import neuronpedia_batch
 
 HELP = "Export RouteSAE features as a Neuronpedia batch JSON (sae-dashboard's layout + routing fields)."
@@ -15,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_files(args, "out")
     data, judged = compute(args)
     batch = neuronpedia_batch(data, interpretability=judged)
     atomic_write_json(args.out, batch)
