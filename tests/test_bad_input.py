@@ -8,6 +8,7 @@ tests/hub/test_hub.py.)"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -665,3 +666,44 @@ def test_sigterm_ends_interpret_in_seconds_sending_nothing_new_and_says_what_was
     assert proc.returncode == 130 and time.time() - stopped < 10
     assert f"{kept} judge answers are kept" in err and "nothing was saved" not in err
     assert len(server.requests()) == n_sent  # nothing sent after the stop
+
+
+@pytest.mark.parametrize("field, value", [("lr", 0.0), ("lr", -1e-4), ("store_batch_size_prompts", 0)])
+def test_settings_that_cannot_be_meant_are_refused_before_loading(tmp_path, monkeypatch, field, value):
+    refuse_loaders(monkeypatch)
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        RouteSAETrainingRunner(route_runner_cfg(tmp_path, **{field: value}))
+
+
+def test_train_with_a_null_output_path_is_refused_and_summaries_never_say_none(tmp_path, monkeypatch, capsys):
+    from sae_lens_routing.training.runner import format_summary
+
+    config = write_config(tmp_path, output_path=None)
+    refuse_loaders(monkeypatch)
+    assert cli(["train", "--config", str(config)]) == 2
+    assert "output_path is null" in capsys.readouterr().err
+    summary = {"output_path": None, "normalized_mse": 0.1, "explained_variance": 0.9, "l0": 4.0,
+               "dead_latents": 0, "d_sae": 8, "training_tokens": 8, "routing_share": {"a": 1.0},
+               "routing_entropy_bits": 0.0}  # fmt: skip
+    assert "None" not in format_summary(summary).splitlines()[0]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--feature", "1=8", "--temperature", "-1"], "--temperature: must be a finite number >= 0"),
+    (["--feature", "1=8", "--feature", "1=-8"], "--feature gives latent [1] more than once"),
+])  # fmt: skip
+def test_steer_refuses_a_negative_temperature_and_a_repeated_latent(capsys, flags, expected):
+    with pytest.raises(SystemExit) if "temperature" in expected else contextlib.nullcontext():
+        assert cli(["steer", "--sae", "never-loaded", "--prompt", "a b", *flags]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_unknown_fields_in_a_saved_cfg_json_are_named_in_a_warning(tmp_path):
+    """`load_route_sae` warns (SAELens's `SAE.load_from_disk` drops unknown fields before any hook of ours)."""
+    from sae_lens_routing import load_route_sae
+
+    make_sae().save_model(tmp_path / "sae")
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    (tmp_path / "sae" / "cfg.json").write_text(json.dumps({**cfg, "routnig": "soft", "k_aux": 3}))
+    with pytest.warns(UserWarning, match=r"unknown fields \['k_aux', 'routnig'\] are ignored"):
+        load_route_sae(str(tmp_path / "sae"))

@@ -1,6 +1,8 @@
 """SAELens's own loaders for SAELens-format folders, checked once on load (naming the file and the field)."""
 
+import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,13 @@ from sae_lens.loading.pretrained_sae_loaders import (
 from sae_lens.registry import SAE_CLASS_REGISTRY
 from safetensors import SafetensorError
 
-from sae_lens_routing.saes.config import ARCHITECTURE, CheckedState, IntegrityError, check_route_state_dict
+from sae_lens_routing.saes.config import (
+    ARCHITECTURE,
+    CheckedState,
+    IntegrityError,
+    RouteTrainingSAEConfig,
+    check_route_state_dict,
+)
 
 FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME)
 
@@ -66,6 +74,11 @@ def read_checked_sae_folder(
         problem = f"{sparsity_file}: sparsity has shape {tuple(sparsity.shape)}, expected ({cfg['d_sae']},)"
     if problem:
         raise IntegrityError(problem) from error
+    known = {f.name for f in dataclasses.fields(RouteTrainingSAEConfig)} | {"architecture"}
+    saved = json.loads(cfg_file.read_text(encoding="utf-8"))  # SAELens's loader adds fields of its own
+    if cfg["architecture"] == ARCHITECTURE and (unknown := sorted(set(saved) - known)):
+        warnings.warn(f"{cfg_file}: unknown fields {unknown} are ignored (a typo, or a newer version's)",
+                      stacklevel=2)
     return cfg, state, sparsity
 
 

@@ -271,7 +271,7 @@ def training_summary(runner: RouteSAETrainingRunner) -> dict[str, Any]:
 
 def format_summary(s: dict[str, Any]) -> str:
     lines = [
-        f"RouteSAE saved to: {s['output_path']}",
+        f"RouteSAE saved to: {s['output_path'] or 'nowhere (output_path: null)'}",
         f"  measured on {s.get('eval_tokens') or 'the'} tokens of fresh batches after training; "
         "x = each token's routed input (its routed layer, standardised, times the router weight)",
         f"  NormMSE            {s['normalized_mse']:.4f}  mean over tokens of ||x_hat - x||^2 / ||x||^2 "

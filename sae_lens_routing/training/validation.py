@@ -42,6 +42,10 @@ def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str | N
             continue
         if cuda and not torch.cuda.is_available():
             yield f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
+    if not cfg.lr > 0:  # NaN fails too
+        yield f"lr must be a number > 0 (an SAE trained at lr={cfg.lr} never moves)"
+    if cfg.store_batch_size_prompts < 1:
+        yield f"store_batch_size_prompts must be an integer >= 1, got {cfg.store_batch_size_prompts}"
     if cfg.output_path is not None and not str(cfg.output_path).strip():
         yield f"output_path must be a folder path, or null to save nothing, got {cfg.output_path!r}"
     positions, batch = range(cfg.context_size)[slice(*cfg.seqpos_slice)], cfg.train_batch_size_tokens

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def compute(args: argparse.Namespace) -> tuple[report.DashboardData, dict[str, Any] | None]:
     judged = read_result(args.interpretability) if args.interpretability else None
     sae, model = _common.load_sae_and_model(args)
+    if judged is not None and judged.get("hook_names") != list(sae.cfg.hook_names):
+        raise ValueError(f"--interpretability was made for an SAE on {judged.get('hook_names')}, not this "
+                         f"SAE's {list(sae.cfg.hook_names)}: run `interpret` on this SAE")
     tokens = corpus_tokens(model, args.corpus, args.n_sequences, args.context_size)
     return report.dashboard_data(sae, model, tokens, args.features), judged
 

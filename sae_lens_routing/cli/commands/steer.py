@@ -21,12 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = "add VALUE to the latent, or multiply it (a latent that never fires cannot be multiplied)"
     parser.add_argument("--mode", choices=["add", "multiply"], default="add", help=mode)
     parser.add_argument("--max-new-tokens", type=_common.positive_int, default=20, help="tokens to generate")
-    parser.add_argument("--temperature", type=_common.finite_float, default=0.0, help="0: greedy")
+    temperature = _common.checked(float, lambda v: 0 <= v < math.inf, "a finite number >= 0 (0: greedy)")
+    parser.add_argument("--temperature", type=temperature, default=0.0, help="0: greedy")
 
 
 def run(args: argparse.Namespace) -> int:
-    sae, model = _common.load_sae_and_model(args)
     features = dict(args.feature)
+    if len(features) < len(args.feature):  # refused before anything loads
+        twice = sorted({i for i, _ in args.feature if [j for j, _ in args.feature].count(i) > 1})
+        raise ValueError(f"--feature gives latent {twice} more than once; give each latent one value")
+    sae, model = _common.load_sae_and_model(args)
     if out_of_range := [i for i in features if i >= sae.cfg.d_sae]:
         raise ValueError(f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae}")
     options = {"mode": args.mode, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}

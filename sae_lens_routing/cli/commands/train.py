@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
         _, summary = train_sweep_from_config(data, overwrite=args.overwrite)
         print("\n".join(f"[{name}]\n{format_summary(s)}" for name, s in summary.items()))
     else:  # the runner prints the summary
-        _, summary = train_from_config(parse_run_config(data), overwrite=args.overwrite)
+        cfg = parse_run_config(data)
+        refuse([cfg.runner.output_path is None and "output_path is null, so `train` would keep nothing: "
+                "give it a folder (e.g. output_path: out/sae)"])
+        _, summary = train_from_config(cfg, overwrite=args.overwrite)
     if out and dist_info().is_main:
         atomic_write_json(out, summary, indent=2)
     return 0
