@@ -699,7 +699,7 @@ def test_steer_refuses_a_negative_temperature_and_a_repeated_latent(capsys, flag
 
 
 def test_unknown_fields_in_a_saved_cfg_json_are_named_in_a_warning(tmp_path):
-    """`load_route_sae` warns (SAELens's `SAE.load_from_disk` drops unknown fields before any hook of ours)."""
+    """`load_route_sae` warns (`SAE.load_from_disk` drops unknown fields before our code sees them)."""
     from sae_lens_routing import load_route_sae
 
     make_sae().save_model(tmp_path / "sae")
