@@ -133,6 +133,16 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {**OFFICIAL, **AUX, "router_balance_coefficient": 0.01},
         {"e2e": True},
     ),
+    "official_aux_e2e": (
+        "official rules + aux + end-to-end KL phase",
+        {**OFFICIAL, **AUX},
+        {"e2e": True},
+    ),
+    "official_aux_e2e_mse4": (
+        "official rules + aux + end-to-end KL phase, its NormMSE weighted 4",
+        {**OFFICIAL, **AUX, "end_to_end_mse_coefficient": 4.0},
+        {"e2e": True},
+    ),
     "official_code": ("the official code's own training loop (--official-src), same batches", {}, {}),
     "topk_middle": (
         f"one TopK SAE on {HOOKS[MIDDLE]} (default recipe; router frozen at 0, so every token takes it)",
@@ -144,7 +154,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 E2E_DOCS = 160  # 20 steps of 8 documents (~20k tokens, 2.5% of the main phase's token-steps)
 E2E_BATCH_DOCS = 8
-E2E_LR = 1e-4
+E2E_LR = RouteTrainingSAEConfig.end_to_end_lr  # the phase reads lr and MSE weight from the SAE cfg
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -354,7 +364,8 @@ def e2e_phase(
     tokens = pad_rows([train_docs[i] for i in pick.tolist()], pad=pad)
     start = time.perf_counter()
     history = finetune_end_to_end(
-        sae, model, tokens.split(E2E_BATCH_DOCS), lr=E2E_LR, exclude_special_tokens=special, log_every=5
+        sae, model, tokens.split(E2E_BATCH_DOCS), lr=sae.cfg.end_to_end_lr, exclude_special_tokens=special,
+        mse_coefficient=sae.cfg.end_to_end_mse_coefficient, log_every=5,
     )
     sae.eval()
     return {
