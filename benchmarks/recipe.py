@@ -364,8 +364,13 @@ def e2e_phase(
     tokens = pad_rows([train_docs[i] for i in pick.tolist()], pad=pad)
     start = time.perf_counter()
     history = finetune_end_to_end(
-        sae, model, tokens.split(E2E_BATCH_DOCS), lr=sae.cfg.end_to_end_lr, exclude_special_tokens=special,
-        mse_coefficient=sae.cfg.end_to_end_mse_coefficient, log_every=5,
+        sae,
+        model,
+        tokens.split(E2E_BATCH_DOCS),
+        lr=sae.cfg.end_to_end_lr,
+        exclude_special_tokens=special,
+        mse_coefficient=sae.cfg.end_to_end_mse_coefficient,
+        log_every=5,
     )
     sae.eval()
     return {
