@@ -143,6 +143,11 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {**OFFICIAL, **AUX, "end_to_end_mse_coefficient": 4.0},
         {"e2e": True},
     ),
+    "official_e2e_mse4": (
+        "official rules + end-to-end KL phase, its NormMSE weighted 4",
+        {**OFFICIAL, "end_to_end_mse_coefficient": 4.0},
+        {"e2e": True},
+    ),
     "official_code": ("the official code's own training loop (--official-src), same batches", {}, {}),
     "topk_middle": (
         f"one TopK SAE on {HOOKS[MIDDLE]} (default recipe; router frozen at 0, so every token takes it)",
