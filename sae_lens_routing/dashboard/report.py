@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from sae_lens_routing.analysis.feature_contexts import token_texts
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_text
 from sae_lens_routing.dashboard.panels import add_panels, inline_assets
 from sae_lens_routing.interpret.results import explanations_by_feature, neuronpedia_explanations
@@ -191,14 +192,39 @@ def display_tokens(tokenizer: Any) -> dict[int, str]:
     return {i: NEWLINE_PIECES.sub(NEWLINE, p if "\ufffd" in t else t) for i, (p, t) in shown.items()}
 
 
+@contextmanager
+def characters_joined(vis_data: Any, shown: dict[int, str]) -> Iterator[list[tuple[str, int]]]:
+    """sae-dashboard shows each id's text alone, so a character split over byte-level tokens would show its
+    pieces ("Â£"): inside, such runs have display-only ids past the vocabulary (text "" then the character),
+    yielded as (text, id) pairs; the real ids are back on exit."""
+    tokenizer, extra, restore = vis_data.model.tokenizer, {}, []
+    base = max(max(shown) + 1, int(vis_data.model.cfg.d_vocab))  # past every id a logit table can show
+    try:
+        for feature in vis_data.feature_data_dict.values():
+            for seq in (q for group in feature.sequence_data.seq_group_data for q in group.seq_data):
+                texts, ids = token_texts(tokenizer, list(seq.token_ids)), list(seq.token_ids)
+                pieces = [i for i, (t, tok) in enumerate(zip(texts, ids, strict=True))
+                          if "\ufffd" in tokenizer.decode([tok]) and "\ufffd" not in t]  # fmt: skip
+                if pieces:
+                    restore.append((seq, seq.token_ids))
+                    seq.token_ids = [extra.setdefault(NEWLINE_PIECES.sub(NEWLINE, texts[i]),
+                                                      base + len(extra)) if i in pieces else tok
+                                     for i, tok in enumerate(ids)]  # fmt: skip
+        yield [(text, i) for text, i in extra.items()]
+    finally:
+        for seq, ids in restore:
+            seq.token_ids = ids
+
+
 def write_dashboard_html(data: DashboardData, out_html: str | Path,
                          interpretability: dict[str, Any] | None = None) -> Path:
     """sae-dashboard's page of `data` opening on `features[0]`, plus panels; tokens as `display_tokens`."""
     from sae_dashboard.data_writing_fns import save_feature_centric_vis
     # sae-dashboard inverts `tokenizer.vocab.items()`: (text, id) pairs keep two tokens of one text apart
-    pairs = [(text, i) for i, text in display_tokens(data.vis_data.model.tokenizer).items()]
-    view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=SimpleNamespace(items=lambda: pairs)))
-    with tempfile.TemporaryDirectory() as scratch:
+    shown = display_tokens(data.vis_data.model.tokenizer)
+    with tempfile.TemporaryDirectory() as scratch, characters_joined(data.vis_data, shown) as joined:
+        pairs = [(text, i) for i, text in shown.items()] + joined
+        view = SimpleNamespace(tokenizer=SimpleNamespace(vocab=SimpleNamespace(items=lambda: pairs)))
         stock = Path(scratch) / "stock.html"
         vis_data = dataclasses.replace(data.vis_data, model=view)  # the real model is not touched
         save_feature_centric_vis(sae_vis_data=vis_data, filename=stock, feature_idx=data.features[0])

@@ -57,7 +57,9 @@ def test_dashboard_and_neuronpedia_commands(trained, capsys, monkeypatch):
     np2 = json.loads((trained / "np2.json").read_text())
     assert {f["feature_index"] for f in np2["features"]} | set(np2["dead_latents"]) == {0, 1, 2, 3}
     assert main(["dashboard", *args, "--out", str(trained / "default.html")]) == 0  # default: top:24
-    assert "top:24 requested: the 24 most active of the 50 latents that fired" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    fired = 64 - int(re.search(r"(\d+) of the SAE's 64 latents never fired", printed).group(1))
+    assert f"top:24 requested: the 24 most active of the {fired} latents that fired" in printed
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "x"])

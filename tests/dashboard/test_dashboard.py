@@ -445,3 +445,30 @@ def test_html_and_json_written_from_one_computation(setup, tmp_path):
     _, start, panel = page_data(tmp_path / "one.html")
     assert panel["order"] == [f["feature_index"] for f in batch["features"]] == data.features
     assert start == str(data.features[0])
+
+
+def test_a_character_split_over_byte_level_tokens_shows_once():
+    """"£" as two byte-level tokens (C2, A3): contexts and the page show "" then "£", never "Â£"."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from sae_lens_routing.analysis.feature_contexts import token_texts
+    from sae_lens_routing.dashboard.report import characters_joined
+
+    tok = Tokenizer(models.WordLevel(vocab={"\u00c2": 0, "\u00a3": 1, "\u0120day": 2, "5": 3}, unk_token="5"))
+    tok.decoder = decoders.ByteLevel()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok)
+    assert token_texts(hf, [2, 0, 1, 3]) == [" day", "", "\u00a3", "5"]
+    assert [token_texts(hf, [i])[0] for i in (0, 1)] == ["\ufffd", "\ufffd"]  # each piece alone
+    seq = SimpleNamespace(token_ids=[2, 0, 1, 3])
+    group = SimpleNamespace(seq_data=[seq])
+    vis = SimpleNamespace(model=SimpleNamespace(tokenizer=hf, cfg=SimpleNamespace(d_vocab=8)),
+                          feature_data_dict={0: SimpleNamespace(sequence_data=SimpleNamespace(
+                              seq_group_data=[group]))})  # fmt: skip
+    shown = display_tokens(hf)
+    assert shown[0] + shown[1] == "\u00c2\u00a3"  # what sae-dashboard alone would show
+    with characters_joined(vis, shown) as joined:
+        texts = {i: t for t, i in joined}
+        assert min(texts) >= 8  # past the vocabulary and the model's d_vocab
+        assert [texts.get(i, shown.get(i)) for i in seq.token_ids] == [" day", "", "\u00a3", "5"]
+    assert seq.token_ids == [2, 0, 1, 3]  # the real ids are back
