@@ -12,7 +12,8 @@ Splits: the last 64 training documents are a *validation* split (never trained o
 numbers. The first 64 held-out documents are the *test* split, the numbers reported.
 
 Rows (`--rows`, comma separated; see ROWS):
-  default      RouteTrainingSAEConfig() as it is now: what a user gets with no options
+  default      RouteTrainingSAEConfig() as it is now: what a user gets with no options (its end-to-end
+               phase, 20k tokens by default, runs as E2E_DOCS documents)
   official     the official training rules, as close as SAELens's trainer allows (tied init, unit-norm decoder
                projected every 10 steps, TopK without ReLU, no aux loss)
   old_default  this package's defaults before issue 11 (decoder_init_norm 0.1, decoder-norm rescaling)
@@ -64,7 +65,8 @@ K = 32
 N_EVAL_DOCS = 64
 
 OFFICIAL = OFFICIAL_RECIPE
-AUX = {"aux_loss_coefficient": 1 / 32, "dead_feature_window_tokens": 80_000}
+AUX = {"aux_loss_coefficient": 1 / 32, "dead_feature_window_tokens": 80_000, "aux_loss_moves_router": True}
+AUX_DETACHED = {**AUX, "aux_loss_moves_router": False}  # the aux loss no longer pulls the router
 MIDDLE = len(HOOKS) // 2  # topk_middle: blocks.14, the middle routed layer
 OLD_DEFAULT = dict(decoder_init_norm=0.1, rescale_acts_by_decoder_norm=True, aux_loss_coefficient=0.0)
 # name -> (what it tests, RouteTrainingSAEConfig overrides, trainer overrides)
@@ -142,6 +144,16 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "official rules + aux + end-to-end KL phase, its NormMSE weighted 4",
         {**OFFICIAL, **AUX, "end_to_end_mse_coefficient": 4.0},
         {"e2e": True},
+    ),
+    "official_auxdet_e2e": (
+        "official rules + aux (normaliser detached from the router) + end-to-end KL phase",
+        {**OFFICIAL, **AUX_DETACHED},
+        {"e2e": True},
+    ),
+    "official_auxdet": (
+        "official rules + aux (normaliser detached from the router)",
+        {**OFFICIAL, **AUX_DETACHED},
+        {},
     ),
     "official_e2e_mse4": (
         "official rules + end-to-end KL phase, its NormMSE weighted 4",
@@ -513,8 +525,8 @@ def main() -> None:
             sae, info = train_official_code(acts, args.k, seed, args.official_src)
         else:
             sae, info = train_row(acts, sae_over, trainer_over, args.k, seed)
-        if trainer_over.get("e2e"):
-            info |= e2e_phase(sae, model, docs["train"], E2E_DOCS, seed, special, pad)
+        if name != "official_code" and (trainer_over.get("e2e") or sae.cfg.end_to_end_tokens_for(False)):
+            info |= e2e_phase(sae, model, docs["train"], E2E_DOCS, seed, special, pad)  # ~20k tokens
         sae.save_model(CACHE_DIR / "saes" / key)
         row = {
             "what": what,

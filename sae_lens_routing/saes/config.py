@@ -49,8 +49,8 @@ _TRAINING_FIELDS = {
     "unit_norm_decoder_every": (_int(0), "an integer >= 0 (0 = never)"),
     "aux_loss_coefficient": (_num(), "a number >= 0"),
     "decoder_init_norm": (_num(strict=True, none_ok=True), "a number > 0 or None"),
-    "use_sparse_activations": _BOOL,
-    "end_to_end_tokens": (_int(0), "an integer >= 0 (0 = no end-to-end phase)"),
+    **dict.fromkeys(("use_sparse_activations", "aux_loss_moves_router"), _BOOL),
+    "end_to_end_tokens": (lambda v: v is None or _int(0)(v), "an integer >= 0 (0: none) or None (default)"),
     "end_to_end_lr": (_num(strict=True), "a number > 0"),
     "end_to_end_mse_coefficient": (_num(), "a number >= 0"),
     "encoder_init_norm": (_num(strict=True, none_ok=True), "a number > 0 or None"),
@@ -161,16 +161,25 @@ class RouteSAEConfig(_RoutedConfig, TopKSAEConfig):
 
 @dataclass
 class RouteTrainingSAEConfig(_RoutedConfig, TopKTrainingSAEConfig):
-    """Training config of a routed SAE: the routing fields plus this package's training recipe."""
+    """Training config of a routed SAE. The default recipe is the official code's training rules plus
+    SAELens's dead-latent loss and a short end-to-end KL phase (benchmarks/RESULTS.md, "Training recipe")."""
 
-    decoder_init_norm: float | None = 1.0  # tied, unit-norm init as the official code (SAELens's 0.1: worse)
-    encoder_init_norm: float | None = None  # None: W_enc = W_dec.T; the official nn.Linear's is ~3**-0.5
-    max_grad_norm: float | None = 1.0  # SAELens's fixed clip; None: none, as the official loop
+    topk_relu: bool = False  # the official TopK keeps the k largest pre-activations as they are
+    decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, the encoder's directions
+    encoder_init_norm: float | None = 3**-0.5  # the official nn.Linear's scale; None: W_enc = W_dec.T
+    max_grad_norm: float | None = None  # SAELens always clips at 1.0; the official loop never does
     router_balance_coefficient: float = 0.0  # Switch-Transformer load balancing of the routed layers
     aux_loss_coefficient: float = 1 / 32  # SAELens's TopK dead-latent loss, normalised like the main loss
+    aux_loss_moves_router: bool = False  # its normaliser in the graph (before issue 31): the router collapses
     dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`
-    unit_norm_decoder_every: int = 0  # project decoder rows to unit norm every N steps (official 10)
+    unit_norm_decoder_every: int = 10  # project decoder rows to unit norm every N steps (the official 10)
     use_sparse_activations: bool = False  # decode the k active latents with a gather, not a dense matmul
-    end_to_end_tokens: int = 0  # tokens of a final phase trained through the routed splice on the model's KL
+    end_to_end_tokens: int | None = None  # final phase on the spliced model's KL; None: 20k live, 0 cached
     end_to_end_lr: float = 1e-4
     end_to_end_mse_coefficient: float = 1.0
+
+    def end_to_end_tokens_for(self, cached: bool) -> int:
+        """The end-to-end phase's tokens; a cached run has no model to splice, so its default is none."""
+        if self.end_to_end_tokens is not None:
+            return self.end_to_end_tokens
+        return 0 if cached else 20_000

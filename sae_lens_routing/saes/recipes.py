@@ -1,15 +1,17 @@
-"""`OFFICIAL_RECIPE`: the official RouteSAE training rules, as far as SAELens's trainer allows, to spread into
-`RouteTrainingSAEConfig(..., **OFFICIAL_RECIPE)`; the config's own defaults are this package's recipe."""
+"""`OFFICIAL_RECIPE`: the official RouteSAE training rules, to spread into `RouteTrainingSAEConfig(...,
+**OFFICIAL_RECIPE)` (benchmarks/recipe.py trains the official code beside it); the defaults add to it."""
 
 from typing import Any
 
 OFFICIAL_RECIPE: dict[str, Any] = {
+    "topk_relu": False,  # the official TopK keeps the k largest pre-activations as they are
     "decoder_init_norm": 1.0,  # decoder rows unit-norm before the first step, W_dec = W_enc.T directions
     "encoder_init_norm": 3**-0.5,  # nn.Linear's U(-d**-0.5, d**-0.5) rows have norm ~3**-0.5
     "max_grad_norm": None,  # the official loop never clips
     "rescale_acts_by_decoder_norm": False,
     "unit_norm_decoder_every": 10,  # the official `--steps 10`
-    "topk_relu": False,  # the official TopK keeps the k largest pre-activations as they are
     "aux_loss_coefficient": 0.0,
     "dead_feature_window_tokens": None,
+    "router_balance_coefficient": 0.0,
+    "end_to_end_tokens": 0,
 }

@@ -253,7 +253,8 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
     def calculate_aux_loss(
         self, step_input: TrainStepInput, feature_acts: Any, hidden_pre: torch.Tensor, sae_out: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """SAELens's TopK aux loss normalised by ||sae_in||^2 (in the graph) like the main loss."""
+        """SAELens's TopK aux loss normalised by ||sae_in||^2 like the main loss; that normaliser is detached
+        unless `aux_loss_moves_router` (in the graph, its 1/weight^2 pulls the router onto few layers)."""
         mask, sae_in = step_input.dead_neuron_mask, step_input.sae_in
         if self.cfg.aux_loss_coefficient <= 0:
             return {}
@@ -263,7 +264,8 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
         aux_acts = calculate_topk_aux_acts(k_aux=k_aux, hidden_pre=hidden_pre, dead_neuron_mask=mask)
         recons = act_times_W_dec(aux_acts, self.W_dec, self.cfg.rescale_acts_by_decoder_norm)
         err = (recons.float() - (sae_in - sae_out).detach().float()).pow(2).sum(-1)
-        loss = (err / sae_in.float().pow(2).sum(-1).clamp_min(1e-12)).mean()
+        norm = (sae_in if self.cfg.aux_loss_moves_router else sae_in.detach()).float().pow(2).sum(-1)
+        loss = (err / norm.clamp_min(1e-12)).mean()
         return {"auxiliary_reconstruction_loss": self.cfg.aux_loss_coefficient * scale * loss}
 
     @override

@@ -134,8 +134,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
     def finish(self, batches: list[torch.Tensor] | None = None) -> None:
         """After training: the end-to-end phase, the final metrics, the output folder."""
         assert self.trainer is not None
-        n_batches = math.ceil(self.cfg.sae.end_to_end_tokens / (self.cfg.store_batch_size_prompts
-                                                                 * self.cfg.context_size))
+        tokens = self.cfg.sae.end_to_end_tokens_for(cached=self.cfg.use_cached_activations)
+        n_batches = math.ceil(tokens / (self.cfg.store_batch_size_prompts * self.cfg.context_size))
         excluded = self.activations_store.exclude_special_tokens
         self.end_to_end_history = history = finetune_end_to_end(
             self.sae, self.model, (self.activations_store.get_batch_tokens() for _ in range(n_batches)),

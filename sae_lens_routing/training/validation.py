@@ -70,7 +70,7 @@ def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str | N
         if written and not os.access(folder, os.W_OK | os.X_OK):
             yield (f"{field}={path!r} cannot be written: {folder} is read-only for this user; "
                    f"choose another {field}")
-    if cfg.sae.end_to_end_tokens and cfg.use_cached_activations:
+    if cfg.sae.end_to_end_tokens and cfg.use_cached_activations:  # None (the default): none when cached
         yield (f"sae.end_to_end_tokens={cfg.sae.end_to_end_tokens} needs the live model (the phase splices "
                "the SAE into its forward), but use_cached_activations is true: set sae.end_to_end_tokens: 0 "
                "or train live")
