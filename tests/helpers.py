@@ -64,7 +64,7 @@ def route_runner_cfg(tmp_path, hook_names=None, **overrides):
     from sae_lens import LanguageModelSAERunnerConfig
     from sae_lens.config import LoggingConfig
 
-    sae_kw = overrides.pop("sae", {})
+    sae_kw = {"end_to_end_tokens": 0, **overrides.pop("sae", {})}  # the default phase: tests that ask for it
     sae = RouteTrainingSAEConfig(
         d_in=16,
         d_sae=32,

@@ -596,8 +596,8 @@ def test_a_judge_ignoring_max_tokens_is_stored_cut_to_size(judge_server, tmp_pat
     server = judge_server(actions=[{"content": "Feature category: Low-level\nScore: 4\n" + "x" * 200_000}])
     argv, out = judged_run(tmp_path, server.url, n_features=1)
     assert cli(argv) == 0
-    stored = json.loads(next((out / "judge_cache").glob("*.json")).read_text())
-    assert len(stored["content"]) == MAX_ANSWER_CHARS
+    stored = [json.loads(p.read_text()) for p in (out / "judge_cache").glob("*.json")]
+    assert max(len(s["content"]) for s in stored) == MAX_ANSWER_CHARS
     assert (out / "interpretability.json").stat().st_size < 50_000
 
 
@@ -663,7 +663,7 @@ def test_sigterm_ends_interpret_in_seconds_sending_nothing_new_and_says_what_was
     n_sent = len(server.requests())
     time.sleep(1.5)
     kept = len(list((out / "judge_cache").glob("*.json")))
-    assert proc.returncode == 130 and time.time() - stopped < 10
+    assert proc.returncode == 130 and time.time() - stopped < 15  # in-flight retries back off <= ~4 s
     assert f"{kept} judge answers are kept" in err and "nothing was saved" not in err
     assert len(server.requests()) == n_sent  # nothing sent after the stop
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,9 +93,15 @@ def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModel
     if cfg.use_cached_activations:
         raise ValueError("use_cached_activations: SAELens's single-hook cache reader cannot serve routed "
                          "rows; train from a routed cache with RouteSAETrainingRunner")
+    # SAELens's trainer clips at 1.0 and has no step hook: the rules only our trainer and runner apply go
+    subset = {"max_grad_norm": 1.0, "unit_norm_decoder_every": 0, "end_to_end_tokens": 0}
+    if dropped := {k: getattr(cfg.sae, k) for k, v in subset.items() if getattr(cfg.sae, k) != v}:
+        warnings.warn(f"SAELens's own runner cannot apply {dropped}; it trains with {subset} (saved in the "
+                      "cfg). RouteSAETrainingRunner or `python -m sae_lens_routing train` runs the recipe",
+                      stacklevel=2)  # fmt: skip
     out = dataclasses.replace(
         cfg,
-        sae=StackedRouteTrainingSAEConfig.from_route_config(cfg.sae),
+        sae=StackedRouteTrainingSAEConfig.from_route_config(dataclasses.replace(cfg.sae, **subset)),
         hook_name=routed_hook_name(cfg.sae.hook_names),
         # __post_init__ appends a fresh run id to checkpoint_path; keep the one the given config already has
         checkpoint_path=None,

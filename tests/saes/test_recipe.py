@@ -76,8 +76,8 @@ def held_out_scores(sae: RouteTrainingSAE) -> tuple[float, int]:
 
 
 OLD_DEFAULTS = dict(decoder_init_norm=0.1, rescale_acts_by_decoder_norm=True, aux_loss_coefficient=0.0,
-                    dead_feature_window_tokens=None, topk_relu=True, encoder_init_norm=None, max_grad_norm=1.0,
-                    unit_norm_decoder_every=0)  # fmt: skip
+                    dead_feature_window_tokens=None, topk_relu=True, encoder_init_norm=None,
+                    max_grad_norm=1.0, unit_norm_decoder_every=0)  # fmt: skip
 
 
 def test_default_recipe_regression_guard():
@@ -241,3 +241,11 @@ def test_the_last_step_ends_projected():
     data = torch.randn(5 * 64, 4, 16) * 2
     trainer_for(sae, iter(data.split(64)), steps=5, batch=64, lr=1e-2).fit()
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(sae.cfg.d_sae))
+
+
+def test_the_default_end_to_end_phase_runs_on_live_runs_only():
+    cfg = RouteTrainingSAEConfig(d_in=16, d_sae=64, k=4, hook_names=HOOKS)
+    assert cfg.end_to_end_tokens is None
+    assert (cfg.end_to_end_tokens_for(cached=False), cfg.end_to_end_tokens_for(cached=True)) == (20_000, 0)
+    cfg = RouteTrainingSAEConfig(d_in=16, d_sae=64, k=4, hook_names=HOOKS, end_to_end_tokens=512)
+    assert cfg.end_to_end_tokens_for(cached=False) == 512

@@ -252,7 +252,7 @@ def test_training_learns_planted_structure():
         opt.zero_grad()
         losses.append(out.loss.item())
     start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
-    assert start > 0.5
+    assert start > 0.3  # the default init (the official encoder scale) starts nearer than a tied one (0.5)
     assert end < 0.15, f"normalised MSE only fell from {start:.3f} to {end:.3f}"
 
 
@@ -333,7 +333,8 @@ def test_sae_saved_before_topk_reuse_loads_identically(variant, folder, cls):
     assert isinstance(sae, RouteSAE | RouteTrainingSAE)
     saved_cfg = json.loads((path / "cfg.json").read_text())
     # training-only, off by default
-    added_since = {"end_to_end_tokens", "end_to_end_lr", "end_to_end_mse_coefficient"}
+    added_since = {"end_to_end_tokens", "end_to_end_lr", "end_to_end_mse_coefficient", "max_grad_norm",
+                   "encoder_init_norm", "router_balance_coefficient", "aux_loss_moves_router"}
     assert set(sae.cfg.to_dict()) - added_since == set(saved_cfg)
     if folder == "inference":  # what save_inference_model writes now (folded decoder norms) is what it wrote
         assert set(make_training_sae().cfg.get_inference_sae_cfg_dict()) == set(saved_cfg)
