@@ -75,7 +75,7 @@ class RouteSAETrainer(SAETrainer):
         max_norm = getattr(self.sae.cfg, "max_grad_norm", 1.0)
         if max_norm != 1.0:  # SAETrainer._train_step clips at 1.0, no option: the step sees the grads before
             self._unclipped: dict[torch.Tensor, torch.Tensor] = {}
-            for p in self.sae.parameters():  # after the rank averaging hooks
+            for p in (p for p in self.sae.parameters() if p.requires_grad):  # after the rank averaging
                 p.register_post_accumulate_grad_hook(lambda p: self._unclipped.update({p: p.grad.clone()}))
             self.optimizer.register_step_pre_hook(lambda *_: self._restore_unclipped(max_norm))
 
