@@ -91,6 +91,9 @@ def test_steer_command(trained, capsys):
     assert "unsteered:" in printed and "steered:" in printed
     with pytest.raises(SystemExit):
         main(["steer", "--sae", str(trained / "sae"), "--prompt", "x", "--feature", "oops"])
+    long_prompt = " ".join(["value"] * 600)  # refused before generating: it would rerun 600 tokens per token
+    with pytest.raises(ValueError, match=r"--prompt is \d+ tokens; steer takes at most 512"):
+        main(["steer", "--sae", str(trained / "sae"), "--prompt", long_prompt, "--feature", "3=40"])
 
 
 def test_commands_load_through_load_route_sae(trained, tmp_path):

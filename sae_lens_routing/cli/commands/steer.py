@@ -6,6 +6,7 @@ import math
 from sae_lens_routing.analysis.splice import steer
 from sae_lens_routing.cli.commands import _common
 
+MAX_PROMPT_TOKENS = 512  # generation reruns the whole prompt for each new token (no KV cache): minutes above
 HELP = "Generate with RouteSAE features added/multiplied at their routed layers; print both continuations."
 
 parse_feature = _common.checked(lambda t: (int(t.partition("=")[0]), float(t.partition("=")[2])),
@@ -33,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     sae, model = _common.load_sae_and_model(args)
     if out_of_range := [i for i in features if i >= sae.cfg.d_sae]:
         raise ValueError(f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae}")
+    if (n := model.to_tokens(args.prompt).shape[-1]) > MAX_PROMPT_TOKENS:
+        raise ValueError(f"--prompt is {n} tokens; steer takes at most {MAX_PROMPT_TOKENS} (it reruns the "
+                         "whole prompt for every generated token): shorten it")
     options = {"mode": args.mode, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     result = steer(model, sae, args.prompt, features, **options)
     print(f"prompt:     {result.prompt!r}\nunsteered:  {result.unsteered!r}")
