@@ -115,26 +115,6 @@ ROWS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {**OFFICIAL, "encoder_init_norm": None},
         {},
     ),
-    "official_aux_balance": (
-        "official rules + aux + router load balancing 0.01",
-        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.01},
-        {},
-    ),
-    "official_aux_balance001": (
-        "official rules + aux + router load balancing 0.001",
-        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.001},
-        {},
-    ),
-    "official_aux_balance03": (
-        "official rules + aux + router load balancing 0.03",
-        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.03},
-        {},
-    ),
-    "official_aux_balance_e2e": (
-        "official rules + aux + load balancing 0.01 + end-to-end KL phase",
-        {**OFFICIAL, **AUX, "router_balance_coefficient": 0.01},
-        {"e2e": True},
-    ),
     "official_aux_e2e": (
         "official rules + aux + end-to-end KL phase",
         {**OFFICIAL, **AUX},

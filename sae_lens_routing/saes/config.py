@@ -55,7 +55,6 @@ _TRAINING_FIELDS = {
     "end_to_end_mse_coefficient": (_num(), "a number >= 0"),
     "encoder_init_norm": (_num(strict=True, none_ok=True), "a number > 0 or None"),
     "max_grad_norm": (_num(strict=True, none_ok=True), "a number > 0 or None (no clipping)"),
-    "router_balance_coefficient": (_num(), "a number >= 0"),
 }
 
 
@@ -169,7 +168,6 @@ class RouteTrainingSAEConfig(_RoutedConfig, TopKTrainingSAEConfig):
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, the encoder's directions
     encoder_init_norm: float | None = 3**-0.5  # the official nn.Linear's scale; None: W_enc = W_dec.T
     max_grad_norm: float | None = None  # SAELens always clips at 1.0; the official loop never does
-    router_balance_coefficient: float = 0.0  # Switch-Transformer load balancing of the routed layers
     aux_loss_coefficient: float = 0.0  # SAELens's TopK dead-latent loss (1/32 in the recipe benchmark)
     aux_loss_moves_router: bool = False  # its normaliser in the graph (before issue 31): the router collapses
     dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`

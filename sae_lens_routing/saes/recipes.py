@@ -12,6 +12,5 @@ OFFICIAL_RECIPE: dict[str, Any] = {
     "unit_norm_decoder_every": 10,  # the official `--steps 10`
     "aux_loss_coefficient": 0.0,
     "dead_feature_window_tokens": None,
-    "router_balance_coefficient": 0.0,
     "end_to_end_tokens": 0,
 }

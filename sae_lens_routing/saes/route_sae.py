@@ -275,11 +275,6 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
         losses = {"normalized_mse_loss": normalized_mse(out.sae_out, out.sae_in)}
         routed_input = dataclasses.replace(step_input, sae_in=out.sae_in)
         losses.update(self.calculate_aux_loss(routed_input, out.feature_acts, out.hidden_pre, out.sae_out))
-        if self.cfg.router_balance_coefficient > 0:  # L * sum_l (share routed to l) x (mean prob of l)
-            routed = out.layer_weights.detach().reshape(-1, self.n_layers).float().mean(0)
-            prob = out.router_weights.reshape(-1, self.n_layers).float().mean(0)
-            balance = self.n_layers * (routed * prob).sum()
-            losses["router_balance_loss"] = self.cfg.router_balance_coefficient * balance
         # lazy (callable) metrics: nothing syncs with the device unless the trainer logs this step
         share = out.layer_weights.detach().reshape(-1, self.n_layers)
         mean_share = functools.cache(lambda: share.float().mean(0).cpu())  # one device->host copy for all

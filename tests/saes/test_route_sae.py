@@ -334,7 +334,7 @@ def test_sae_saved_before_topk_reuse_loads_identically(variant, folder, cls):
     saved_cfg = json.loads((path / "cfg.json").read_text())
     # training-only, off by default
     added_since = {"end_to_end_tokens", "end_to_end_lr", "end_to_end_mse_coefficient", "max_grad_norm",
-                   "encoder_init_norm", "router_balance_coefficient", "aux_loss_moves_router"}
+                   "encoder_init_norm", "aux_loss_moves_router"}
     assert set(sae.cfg.to_dict()) - added_since == set(saved_cfg)
     if folder == "inference":  # what save_inference_model writes now (folded decoder norms) is what it wrote
         assert set(make_training_sae().cfg.get_inference_sae_cfg_dict()) == set(saved_cfg)
