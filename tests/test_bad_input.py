@@ -707,3 +707,10 @@ def test_unknown_fields_in_a_saved_cfg_json_are_named_in_a_warning(tmp_path):
     (tmp_path / "sae" / "cfg.json").write_text(json.dumps({**cfg, "routnig": "soft", "k_aux": 3}))
     with pytest.warns(UserWarning, match=r"unknown fields \['k_aux', 'routnig'\] are ignored"):
         load_route_sae(str(tmp_path / "sae"))
+
+
+def test_an_interpret_dry_run_into_a_user_folder_runs_and_touches_nothing(judge_server, tmp_path, capsys):
+    folder = user_folder(tmp_path / "mine")
+    argv, _ = judged_run(tmp_path, judge_server().url, "--dry-run", out=folder)
+    assert cli(argv) == 0 and "dry run: nothing sent" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.rglob("*")) == ["data.csv", "notes.txt", "sub"]

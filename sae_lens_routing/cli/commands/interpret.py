@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.offline.corpus import corpus_tokens
 
     judge = JudgeConfig(args.judge_url, args.judge_model, args.api_key_env, seed=args.seed)
-    claim_folder(args.out, OUTPUTS, create=False)  # refused before the model loads
+    if not args.dry_run:  # refused before the model loads; a dry run writes nothing, so protects nothing
+        claim_folder(args.out, OUTPUTS, create=False)
     model = tokens = None
     if args.contexts is None:  # one routed pass over the corpus, on the model the SAE was trained on
         sae, model = load_sae_and_model(args)
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         sae = load_route_sae(args.sae, args.sae_id)
         if sae.cfg.architecture() != "routesae":
             raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
-    claim_folder(args.out, OUTPUTS, create=not args.dry_run)  # a dry run writes nothing
+    if not args.dry_run:
+        claim_folder(args.out, OUTPUTS)
     interpret_features(sae, model, judge=judge, out=args.out, tokens=tokens, contexts=args.contexts,
                        n_features=args.n_features, protocol=args.protocol, seed=args.seed,
                        dry_run=args.dry_run)
