@@ -92,7 +92,7 @@ def test_steer_command(trained, capsys):
     with pytest.raises(SystemExit):
         main(["steer", "--sae", str(trained / "sae"), "--prompt", "x", "--feature", "oops"])
     long_prompt = " ".join(["value"] * 600)  # refused before generating: it would rerun 600 tokens per token
-    with pytest.raises(ValueError, match=r"--prompt is \d+ tokens; steer takes at most 512"):
+    with pytest.raises(ValueError, match=r"--prompt is \d+ tokens; steer takes at most 128 \(the model's"):
         main(["steer", "--sae", str(trained / "sae"), "--prompt", long_prompt, "--feature", "3=40"])
 
 

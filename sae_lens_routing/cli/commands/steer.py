@@ -34,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     sae, model = _common.load_sae_and_model(args)
     if out_of_range := [i for i in features if i >= sae.cfg.d_sae]:
         raise ValueError(f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae}")
-    if (n := model.to_tokens(args.prompt).shape[-1]) > MAX_PROMPT_TOKENS:
-        raise ValueError(f"--prompt is {n} tokens; steer takes at most {MAX_PROMPT_TOKENS} (it reruns the "
-                         "whole prompt for every generated token): shorten it")
+    limit = min(MAX_PROMPT_TOKENS, int(model.cfg.n_ctx))  # the model's context, if shorter
+    if (n := model.to_tokens(args.prompt, truncate=False).shape[-1]) > limit:
+        raise ValueError(f"--prompt is {n} tokens; steer takes at most {limit} (the model's context or "
+                         f"{MAX_PROMPT_TOKENS}: it reruns the whole prompt for every new token): shorten it")
     options = {"mode": args.mode, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     result = steer(model, sae, args.prompt, features, **options)
     print(f"prompt:     {result.prompt!r}\nunsteered:  {result.unsteered!r}")
