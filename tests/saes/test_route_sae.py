@@ -356,11 +356,12 @@ def test_sae_saved_before_topk_reuse_loads_identically(variant, folder, cls):
             torch.testing.assert_close(losses[name].reshape(1), value, atol=1e-6, rtol=1e-5)
 
 
-def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
+@pytest.mark.parametrize("moves_router", [False, True])
+def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised(moves_router):
     """The value is SAELens's TopK aux loss with each token's squared error divided by ||sae_in||^2 (the
     scale of the normalised MSE), and the SAE's weights, the router's included (through sae_in), get the
-    gradients of exactly that."""
-    sae = make_training_sae(aux_loss_coefficient=0.5)
+    gradients of exactly that; the normaliser is detached from the router unless `aux_loss_moves_router`."""
+    sae = make_training_sae(aux_loss_coefficient=0.5, aux_loss_moves_router=moves_router)
     with torch.no_grad():
         sae.W_dec.mul_(torch.rand(64, 1) + 0.5)  # decoder-norm rescaling matters
     acts, dead = torch.randn(32, 4, 16) * 3, torch.arange(64) % 3 == 0
@@ -376,7 +377,8 @@ def test_aux_loss_is_sae_lens_topk_aux_loss_per_token_normalised():
     aux_acts = calculate_topk_aux_acts(k_aux=k_aux, hidden_pre=out.hidden_pre, dead_neuron_mask=dead)
     recons = aux_acts @ (sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True))
     err = (recons - (out.sae_in - out.sae_out).detach()).pow(2).sum(-1)
-    expected = 0.5 * min(int(dead.sum()) / (16 // 2), 1.0) * (err / out.sae_in.pow(2).sum(-1)).mean()
+    norm = (out.sae_in if moves_router else out.sae_in.detach()).pow(2).sum(-1)
+    expected = 0.5 * min(int(dead.sum()) / (16 // 2), 1.0) * (err / norm).mean()
     torch.testing.assert_close(got, expected)
     expected.backward()
     for name, grad in grads.items():
