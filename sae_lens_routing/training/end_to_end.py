@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from sae_lens_routing.saes.route_sae import normalized_mse
-from sae_lens_routing.saes.routed_activations import routed_activations, routed_block_range
+from sae_lens_routing.saes.routed_activations import is_bridge, routed_activations, routed_block_range
 
 
 def finetune_end_to_end(sae: Any, model: Any, token_batches: Iterable[torch.Tensor], *, lr: float,
@@ -24,19 +24,20 @@ def finetune_end_to_end(sae: Any, model: Any, token_batches: Iterable[torch.Tens
     history: list[dict[str, float]] = []
     hooks = list(sae.cfg.hook_names)
     first = routed_block_range(hooks)[0]  # type: ignore[index]
-    entry = f"blocks.{first}.hook_resid_pre"
+    entry, bridge = f"blocks.{first}.hook_resid_pre", is_bridge(model)  # a bridge cannot start mid-model
     sae.train()
     try:
         for step, tokens in enumerate(batches):
             keep = ~torch.isin(tokens, excluded.to(tokens.device))
             acts, clean_logits, extras = routed_activations(model, tokens, hooks, full_forward=True,
-                                                            extra_hooks=(entry,))
+                                                            extra_hooks=() if bridge else (entry,))
             out = sae.forward_routed(acts.to(sae.dtype))
             values = out.routed_layer_reconstruction()
             spliced = [(h, partial(_splice, mask=(out.layer_index == i) & keep, values=values))
                        for i, h in enumerate(hooks)]
             with model.hooks(fwd_hooks=spliced):
-                logits = model(extras[entry], start_at_layer=first, tokens=tokens)
+                logits = model(tokens) if bridge else model(extras[entry], start_at_layer=first,
+                                                             tokens=tokens)
             logp_clean = clean_logits.float().log_softmax(-1)  # KL(clean || spliced) over kept tokens
             kl = (logp_clean.exp() * (logp_clean - logits.float().log_softmax(-1))).sum(-1)[keep].mean()
             mse = normalized_mse(out.sae_out[keep], out.sae_in[keep])
