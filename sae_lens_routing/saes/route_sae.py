@@ -289,6 +289,11 @@ class RouteTrainingSAE(_RoutedSAEMixin, TopKTrainingSAE):
             loss=sum(losses.values()), losses=losses, metrics=metrics,
         )  # type: ignore[arg-type]  # fmt: skip
 
+    def log_histograms(self) -> dict[str, Any]:
+        """SAELens's, less a histogram of (near-)equal values: unit-norm decoder rows make one, and numpy 2
+        refuses 64 bins over a range below float32 precision (the W&B eval log would fail)."""
+        return {k: v for k, v in super().log_histograms().items() if float(v.max() - v.min()) > 1e-4}
+
     @torch.no_grad()
     def project_decoder_to_unit_norm(self) -> None:
         """Decoder rows to unit norm (the official `unit_norm_decoder`): a training constraint, no fold."""
