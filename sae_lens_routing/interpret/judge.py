@@ -113,9 +113,10 @@ class Judge:
         key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         path = self.cache_dir / f"{key}.json"
         record = self.stored_answer(path)
-        if (stored := record is not None) or self.stopped:
-            pass  # a stopped run sends nothing: its caller has moved on
-        else:
+        stored = record is not None
+        if not stored and self.stopped:  # a stopped run sends nothing more: its caller has moved on
+            raise RunInterrupted("the judge run was stopped")
+        if not stored:
             import openai  # a second attempt gets another seed: the same one would repeat the answer
 
             extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature,
@@ -141,8 +142,6 @@ class Judge:
                 "prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
                 "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
             atomic_write_json(path, record)
-        if record is None:
-            raise RunInterrupted("the judge run was stopped")
         prefix, used = "cached_" * stored, record["usage"]
         with self._lock:
             self.usage["cached" if stored else "requests"] += 1
