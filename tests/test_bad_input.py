@@ -714,3 +714,35 @@ def test_an_interpret_dry_run_into_a_user_folder_runs_and_touches_nothing(judge_
     argv, _ = judged_run(tmp_path, judge_server().url, "--dry-run", out=folder)
     assert cli(argv) == 0 and "dry run: nothing sent" in capsys.readouterr().out
     assert sorted(p.name for p in folder.rglob("*")) == ["data.csv", "notes.txt", "sub"]
+
+
+def test_a_negative_looking_value_says_how_to_pass_it(capsys):
+    with pytest.raises(SystemExit):
+        cli(["steer", "--sae", "never-loaded", "--prompt", "a b", "--feature", "-1=8"])
+    assert "goes after '=', e.g. --feature=-1=8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # passed that way, the value itself is refused by name
+        cli(["steer", "--sae", "never-loaded", "--prompt", "a b", "--feature=-1=8"])
+    assert "--feature: must be INDEX=VALUE with INDEX a latent index >= 0" in capsys.readouterr().err
+
+
+def test_a_judge_that_never_answers_ends_in_one_line_within_its_timeout(judge_server, tmp_path, capsys):
+    """Each request has a deadline (--judge-timeout, openai retries it 3 times, saying so on stderr)."""
+    server = judge_server(actions=[{"sleep": 600}] * 8)
+    argv, out = judged_run(tmp_path, server.url, "--judge-timeout", "1", n_features=1)
+    start = time.time()
+    rc = cli(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and time.time() - start < 40, err
+    assert "gave no usable answer (APITimeoutError)" in err and "Traceback" not in err
+    assert "judge: Retrying request" in err and len(server.requests()) == 4
+
+
+@pytest.mark.parametrize("damage", ["{", "[1, 2]", '{"format_version": 1, "hooks": 3}'])
+def test_a_damaged_cache_metadata_file_is_named_in_one_line(tmp_path, damage):
+    from sae_lens_routing.training.activation_cache import METADATA_FILENAME, read_cache_metadata
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / METADATA_FILENAME).write_text(damage)
+    with pytest.raises(ValueError, match=rf"its {METADATA_FILENAME} is damaged .*rebuild it with") as e:
+        read_cache_metadata(tmp_path / "cache")
+    assert "\n" not in str(e.value)

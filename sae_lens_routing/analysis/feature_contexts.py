@@ -44,16 +44,19 @@ class ContextRules:
 
 def token_texts(tokenizer: Any, ids: list[int]) -> list[str]:
     """Each token's text; a character split over byte-level tokens is shown once, on its last piece (decoded
-    alone, each piece is half a character: "\ufffd", or "Â" + "£" for "£")."""
+    alone, each piece is half a character: "\ufffd", or "Â" + "£" for "£"); a lone piece stays "\ufffd"."""
     if tokenizer is None:  # without one, a token's type is its id
         return [f" #{i}" for i in ids]
     texts: list[str] = []
-    start = 0
-    for end in range(1, len(ids) + 1):
-        text = tokenizer.decode(ids[start:end])
-        incomplete = text.endswith("\ufffd") and end - start < 4 and end < len(ids)  # UTF-8: <= 4 bytes
-        texts.append("" if incomplete else text)
-        start = start if incomplete else end
+    i = 0
+    while i < len(ids):
+        n = 1  # grow a run of pieces until it decodes to whole characters (UTF-8: <= 4 bytes)
+        while n < 4 and i + n < len(ids) and "\ufffd" in tokenizer.decode(ids[i : i + n]):
+            n += 1
+        text = tokenizer.decode(ids[i : i + n])
+        whole = n > 1 and "\ufffd" not in text
+        texts += [""] * (n - 1) + [text] if whole else [tokenizer.decode(ids[i : i + 1])]
+        i += n if whole else 1
     return texts
 
 

@@ -5,6 +5,7 @@ import functools
 import importlib
 import pkgutil
 import sys
+from typing import NoReturn
 
 from sae_lens_routing.cli import commands
 from sae_lens_routing.training.checkpoints import RunInterrupted, interrupts_as_keyboard_interrupt
@@ -19,8 +20,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return text if action.required or "default" in text else super()._get_help_string(action) or text
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse reads a value that starts with '-' (`--feature -1=8`) as a flag: say how to pass it."""
+    def error(self, message: str) -> NoReturn:
+        hint = " (a value starting with '-' goes after '=', e.g. --feature=-1=8)"
+        super().error(message + hint * message.endswith("expected one argument"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sae_lens_routing", description="RouteSAE for SAELens")
+    parser = ArgumentParser(prog="python -m sae_lens_routing", description="RouteSAE for SAELens")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if m.name[0] != "_"):

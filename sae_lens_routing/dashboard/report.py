@@ -184,12 +184,12 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
     return DashboardData(vis_data, routing, shown, dead, hooks, name, requested, len(candidates))
 
 
-def display_tokens(tokenizer: Any) -> dict[int, str]:
+def display_tokens(tokenizer: Any, newline: str = NEWLINE) -> dict[int, str]:
     """Token id -> the text it shows (byte-level "Â£" -> "£", line breaks ↵; half a character: its piece)."""
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
     show = tokenizer.convert_tokens_to_string if type(decoder).__name__ == "ByteLevel" else "".join
     shown = {i: (p, show([p])) for p, i in tokenizer.get_vocab().items()}
-    return {i: NEWLINE_PIECES.sub(NEWLINE, p if "\ufffd" in t else t) for i, (p, t) in shown.items()}
+    return {i: NEWLINE_PIECES.sub(newline, p if "\ufffd" in t else t) for i, (p, t) in shown.items()}
 
 
 @contextmanager
@@ -243,13 +243,10 @@ def routed_dashboard(sae: Any, model: Any, tokens: torch.Tensor, features: str |
 
 
 def vocab_dict(model: Any) -> dict[int, str]:
-    """Token id -> token string as Neuronpedia displays it (sae-dashboard's HTML escapes applied)."""
+    """Token id -> its text for Neuronpedia (as `display_tokens`, line breaks kept), padded to d_vocab."""
     from sae_dashboard.neuronpedia.neuronpedia_runner import OUT_OF_RANGE_TOKEN
-    from sae_dashboard.utils_fns import HTML_ANOMALIES
-    out = dict(enumerate(model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))))
-    for bad, good in HTML_ANOMALIES.items():
-        out = {i: tok.replace(bad, good) for i, tok in out.items()}
-    return out | {i: OUT_OF_RANGE_TOKEN for i in range(len(out), model.cfg.d_vocab)}
+    out = display_tokens(model.tokenizer, newline="\n")
+    return out | {i: OUT_OF_RANGE_TOKEN for i in range(model.cfg.d_vocab) if i not in out}
 
 
 def neuronpedia_batch(data: DashboardData, *, sae_set: str = "routesae", model_id: str | None = None,
@@ -259,7 +256,10 @@ def neuronpedia_batch(data: DashboardData, *, sae_set: str = "routesae", model_i
     from sae_dashboard.neuronpedia.neuronpedia_runner_config import NeuronpediaRunnerConfig
     hooks, model, model_id = data.hook_names, data.vis_data.model, model_id or data.model_name
     np_cfg = NeuronpediaRunnerConfig(sae_set, "", "", model_id=model_id, layer=hook_layer(hooks[-1]))
-    np_json = NeuronpediaConverter.convert_to_np_json(model, data.vis_data, np_cfg, vocab_dict(model))
+    with characters_joined(data.vis_data, display_tokens(model.tokenizer)) as joined:
+        vocab = vocab_dict(model) | {i: text for text, i in joined}  # the converter reads only cfg.d_vocab
+        view = SimpleNamespace(cfg=SimpleNamespace(d_vocab=max(vocab) + 1))
+        np_json = NeuronpediaConverter.convert_to_np_json(view, data.vis_data, np_cfg, vocab)
     batch, np_layer = json.loads(np_json), f"{np_cfg.layer}-{sae_set}"  # np_layer: Neuronpedia's SAE id
     for feature in batch["features"]:
         index = int(feature["feature_index"])

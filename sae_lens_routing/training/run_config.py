@@ -232,7 +232,7 @@ def load_model_and_dataset(run: RunConfig) -> tuple[Any, Any | None]:
         model = load_model(cfg.model_class_name, cfg.model_name, device=device,
                            model_from_pretrained_kwargs=cfg.model_from_pretrained_kwargs,
                            hook_names=list(cfg.sae.hook_names))
-    return model, run.corpus and offline_corpus.load_corpus(run.corpus, split="train")
+    return model, run.corpus and offline_corpus.tokenized_corpus(model, run.corpus, cfg)
 
 
 def train_from_config(run: RunConfig, overwrite: bool = False) -> tuple[Any, dict[str, Any]]:

@@ -28,6 +28,7 @@ from sae_lens_routing.dashboard.report import (
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
 NEWLINE_ID = 7  # renamed to byte-level BPE's line break "Ċ" in the tiny tokenizer
 POUND_ID = 9  # renamed to byte-level BPE's piece for "£", "Â£"
+SPLIT_IDS = (10, 11)  # "£" as two byte-level tokens, "Â" (byte C2) then "£" (byte A3)
 DEAD = list(range(10))  # latents made dead in the `dead_sae` fixture
 
 
@@ -41,6 +42,8 @@ def setup(tmp_path_factory):
     vocab = tokenizer["model"]["vocab"]
     vocab["\u010a"] = vocab.pop(next(w for w, i in vocab.items() if i == NEWLINE_ID))
     vocab["\u00c2\u00a3"] = vocab.pop(next(w for w, i in vocab.items() if i == POUND_ID))
+    for piece, piece_id in zip(("\u00c2", "\u00a3"), SPLIT_IDS):
+        vocab[piece] = vocab.pop(next(w for w, i in vocab.items() if i == piece_id))
     tokenizer["decoder"] = {
         "type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True
     }
@@ -58,6 +61,7 @@ def setup(tmp_path_factory):
     tokens = torch.randint(3, 300, (32, 24), generator=torch.Generator().manual_seed(0))
     tokens[:, 8] = NEWLINE_ID  # in every top example's window that starts at or before position 8
     tokens[:, 9] = POUND_ID
+    tokens[:, 10:12] = torch.tensor(SPLIT_IDS)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     data = routed_dashboard(sae, model, tokens, "0-5", root / "report.html")
     assert data.dead_latents == []  # every requested latent fired, so all six are shown
@@ -264,8 +268,13 @@ def test_neuronpedia_json_keeps_dashboard_keys(setup):
     )
     assert ours["dead_latents"] == [] and ours["model_id"] == str(sae.cfg.metadata.model_name)
     assert len(ours["features"]) == len(theirs["features"]) == 6
+    assert any("\u00c2" in a["tokens"] for f in theirs["features"] for a in f["activations"])
     for mine, stock in zip(ours["features"], theirs["features"], strict=True):
         assert set(mine) - set(stock) == {"routing"}
+        for activation in stock["activations"]:  # per token, "£" split over two tokens shows as "Â£"
+            toks = activation["tokens"]
+            activation["tokens"] = ["" if t == "\u00c2" and toks[i + 1 : i + 2] == ["\u00a3"] else t
+                                    for i, t in enumerate(toks)]
         assert {k: mine[k] for k in stock} == stock  # sae-dashboard's own fields, untouched
         assert stock["activations"] and {"tokens", "values", "bin_max"} <= set(stock["activations"][0])
         routing = mine["routing"]
@@ -399,7 +408,20 @@ def test_tokens_show_the_text_they_decode_to(setup):
     toks = shown_tokens(dashboard)
     assert ("\u21b5", NEWLINE_ID) in toks and all(tok == "\u21b5" for tok, i in toks if i == NEWLINE_ID)
     assert ("\u00a3", POUND_ID) in toks and all(tok == "\u00a3" for tok, i in toks if i == POUND_ID)
-    assert not any("\\n" in tok or "\u00c2" in tok for tok, _ in toks)
+    assert not any("\\n" in tok or "\u00c2\u00a3" in tok for tok, _ in toks)
+    rows = token_rows(dashboard)  # "£" split over two tokens: "" then "£" (display-only ids), never "Â", "£"
+    assert not any(row[i : i + 2] == [("\u00c2", SPLIT_IDS[0]), ("\u00a3", SPLIT_IDS[1])]
+                   for row in rows for i in range(len(row)))
+    assert any(t == "" for row in rows for t, i in row) and ("\u00c2", SPLIT_IDS[0]) in toks  # lone: kept
+
+
+def token_rows(node):
+    """The page data's token sequences: lists of {"tok", "tokID"} dicts, as [(tok, tokID), ...]."""
+    if isinstance(node, dict):
+        return [row for value in node.values() for row in token_rows(value)]
+    if isinstance(node, list) and node and all(isinstance(x, dict) and "tokID" in x for x in node):
+        return [[(x["tok"], x["tokID"]) for x in node]]
+    return [row for value in node for row in token_rows(value)] if isinstance(node, list) else []
 
 
 def test_display_tokens_keep_every_token_and_partial_bytes():
@@ -459,6 +481,8 @@ def test_a_character_split_over_byte_level_tokens_shows_once():
     tok.decoder = decoders.ByteLevel()
     hf = PreTrainedTokenizerFast(tokenizer_object=tok)
     assert token_texts(hf, [2, 0, 1, 3]) == [" day", "", "\u00a3", "5"]
+    lone = token_texts(hf, [1, 2, 0, 0, 1, 0])  # a piece that starts or ends no character stays alone
+    assert lone == ["\ufffd", " day", "\ufffd", "", "\u00a3", "\ufffd"]
     assert [token_texts(hf, [i])[0] for i in (0, 1)] == ["\ufffd", "\ufffd"]  # each piece alone
     seq = SimpleNamespace(token_ids=[2, 0, 1, 3])
     group = SimpleNamespace(seq_data=[seq])

@@ -118,22 +118,29 @@ def test_training_never_reads_the_evaluated_documents(tmp_path, monkeypatch):
     the demo's evaluate step) reads only "heldout" ones, whatever the shuffling seed."""
     from helpers import write_config
 
-    from sae_lens_routing.offline.corpus import corpus_tokens
+    from sae_lens_routing.offline.corpus import corpus_tokens, tokenized_corpus
     from sae_lens_routing.training.run_config import load_model_and_dataset, load_run_config
 
     run = load_run_config(write_config(tmp_path))
     model, dataset = load_model_and_dataset(run)
-    train, every = set(dataset["text"]), load_corpus("python-topics")["text"]
+    assert len(next(iter(dataset))["input_ids"]) == run.runner.context_size  # pre-tokenised rows
+    train, every = set(load_corpus("python-topics", split="train")["text"]), load_corpus("python-topics")
+    every = every["text"]
     heldout = set(load_corpus("python-topics", seed=5, split="heldout")["text"])
     assert train and heldout and not train & heldout and train | heldout == set(every)
     assert len(heldout) == round(0.1 * len(every))
     read: list[str] = []
 
-    class Spy:  # the model as corpus_tokens sees it, recording every text it tokenises
-        def to_tokens(self, text, prepend_bos=True):
-            read.append(text)
-            return model.to_tokens(text, prepend_bos=prepend_bos)
+    class Spy:  # the model as the corpus functions see it, recording every text it tokenises
+        tokenizer = model.tokenizer
 
+        def to_tokens(self, text, **kwargs):
+            read.append(text)
+            return model.to_tokens(text, **kwargs)
+
+    rows = list(tokenized_corpus(Spy(), "python-topics", run.runner))
+    assert rows == list(dataset) and read and set(read) <= train
+    read.clear()
     assert len(corpus_tokens(Spy(), "python-topics", 4, 8, seed=3)) == 4 and read and set(read) <= heldout
     with pytest.raises(ValueError, match="split must be one of"):
         load_corpus("python-topics", split="test")
@@ -151,3 +158,25 @@ def test_dequantized_save_reloads_with_tied_embeddings(tmp_path):
     tokens = torch.randint(3, 100, (2, 8))
     with torch.no_grad():
         torch.testing.assert_close(again(tokens).logits, hf(tokens).logits)
+
+
+def test_pretokenized_corpus_feeds_the_store_the_same_rows_without_warnings(tmp_path):
+    """The bundled corpus goes to SAELens's store as the rows it would tokenise on the fly, and the store
+    warns neither "not tokenized" nor "fewer samples" (rows compared with tokens)."""
+    import warnings
+
+    from helpers import write_config
+
+    from sae_lens_routing.training.run_config import load_model_and_dataset, load_run_config
+    from sae_lens_routing.training.store import MultiLayerActivationsStore
+
+    run = load_run_config(write_config(tmp_path, training_tokens=50_000))
+    model, tokenized = load_model_and_dataset(run)
+    text = load_corpus("python-topics", split="train")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = MultiLayerActivationsStore.from_route_config(model, run.runner, tokenized)
+    assert not [str(w.message) for w in caught]
+    theirs = MultiLayerActivationsStore.from_route_config(model, run.runner, text)
+    for _ in range(3):
+        torch.testing.assert_close(ours.get_batch_tokens(), theirs.get_batch_tokens())

@@ -3,7 +3,7 @@
 import argparse
 
 from sae_lens_routing.atomic import claim_folder
-from sae_lens_routing.cli.commands._common import load_sae_and_model, positive_int
+from sae_lens_routing.cli.commands._common import checked, load_sae_and_model, positive_int
 
 HELP = "Ask an LLM judge whether sampled RouteSAE features are interpretable (paper rubric, detection)."
 OUTPUTS = ("interpretability.json", "interpretability.png", "interpret_contexts.json", "judge_cache")
@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "https://RESOURCE.openai.azure.com/?api-version=V, or a local server's /v1")
     add("--judge-model", required=True, help="the judge model (Azure: the deployment name)")
     add("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    seconds = checked(float, lambda v: 0 < v < 3600, "a number of seconds in (0, 3600)")
+    add("--judge-timeout", type=seconds, default=30.0, help="seconds per request; openai retries it 3 times")
     add("--n-features", type=positive_int, default=100, help="features sampled (paper: 100)")
     add("--protocol", choices=["paper", "detection", "both"], default="paper",
         help="paper: the official rubric (1 request per feature); detection: explain + held-out verdicts (2)")
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.loading.releases import load_route_sae
     from sae_lens_routing.offline.corpus import corpus_tokens
 
-    judge = JudgeConfig(args.judge_url, args.judge_model, args.api_key_env, seed=args.seed)
+    judge = JudgeConfig(args.judge_url, args.judge_model, args.api_key_env, timeout_s=args.judge_timeout,
+                        seed=args.seed)
     if not args.dry_run:  # refused before the model loads; a dry run writes nothing, so protects nothing
         claim_folder(args.out, OUTPUTS, create=False)
     model = tokens = None
