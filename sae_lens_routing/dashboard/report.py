@@ -8,11 +8,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
+from transformer_lens.hook_points import HookPoint
 
 from sae_lens_routing.analysis.feature_contexts import token_texts
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_text
@@ -20,10 +22,10 @@ from sae_lens_routing.dashboard.panels import add_panels, inline_assets
 from sae_lens_routing.interpret.results import explanations_by_feature, neuronpedia_explanations
 from sae_lens_routing.saes.config import hook_layer
 from sae_lens_routing.saes.routed_activations import (
+    PSEUDO_HOOK,
     check_hooks_in_model,
-    is_bridge,
     routed_activations,
-    routed_hook_point,
+    routed_block_range,
 )
 
 TOP_EXAMPLES = 20  # sae-dashboard's top-example count
@@ -80,7 +82,7 @@ class TokenScan:
 def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16) -> TokenScan:
     """Route every token once; keep its `sae.cfg.k` largest latents (a TopK RouteSAE has no more nonzero)."""
     hooks, k = list(sae.cfg.hook_names), int(sae.cfg.k)
-    check_hooks_in_model(model, hooks)
+    check_hooks_in_model(model, hooks, in_blocks=True)  # the routed hook point sits in the last one
     parts = []
     for batch in tokens.split(batch_size):
         out = sae.forward_routed(routed_activations(model, batch, hooks)[0])
@@ -132,26 +134,44 @@ class DashboardData:
         return f"{self.requested} requested: {found}; opens on latent {self.features[0]}"
 
 
-@contextmanager
-def final_norm_folded_into_unembed(model: Any) -> Iterator[bool]:
-    """sae-dashboard's `W_dec @ W_U` assumes `ln_final` folded into the unembed; restored bit for bit."""
-    ln_final, unembed = getattr(model, "ln_final", None), model.unembed
-    gain, bias = getattr(ln_final, "w", None), getattr(ln_final, "b", None)
-    folds = isinstance(gain, torch.Tensor)  # else already folded, or no final norm
-    params = [p for p in (unembed.W_U, unembed.b_U, gain, bias) if folds and isinstance(p, torch.Tensor)]
-    saved = [p.detach().clone() for p in params]
-    try:
-        with torch.no_grad():
-            if folds and isinstance(bias, torch.Tensor):
-                unembed.b_U.add_(bias.to(unembed.W_U.dtype) @ unembed.W_U)
-                bias.zero_()
-            if folds:
-                unembed.W_U.mul_(gain.to(unembed.W_U.dtype)[:, None])
-                gain.fill_(1.0)
-        yield folds
-    finally:
-        for param, value in zip(params, saved, strict=True):
-            param.data.copy_(value)
+class RoutedModelView:
+    """`model` as sae-dashboard reads it, plus the hook point `blocks.N.hook_resid_routed` (the routed layers
+    stacked, [b, p, L*d_in]) and a `W_U` with the final norm's gain folded in (its `W_dec @ W_U` assumes it).
+    A view: the model is never changed, and a TransformerBridge, which has no public way to add a hook
+    point, works the same."""
+
+    def __init__(self, model: Any, hook_names: list[str]):
+        self.model, self.routed = model, list(hook_names)
+        self.hook_name = f"blocks.{routed_block_range(self.routed)[1] - 1}.{PSEUDO_HOOK}"  # type: ignore[index]
+        self.hook_point = HookPoint()
+
+    def __getattr__(self, name: str) -> Any:  # tokenizer, cfg...: the model's
+        return getattr(self.__dict__["model"], name)
+
+    @property
+    def hook_dict(self) -> dict[str, Any]:
+        return {**self.model.hook_dict, self.hook_name: self.hook_point}
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        gain = getattr(getattr(self.model, "ln_final", None), "w", None)  # None: folded, or no final norm
+        return self.model.W_U if gain is None else gain.to(self.model.W_U.dtype)[:, None] * self.model.W_U
+
+    def run_with_hooks(self, tokens: torch.Tensor, *, fwd_hooks: Sequence[tuple[str, Any]] = (),
+                       **kwargs: Any) -> Any:
+        on_routed = [fn for name, fn in fwd_hooks if name == self.hook_name]
+        seen: dict[int, torch.Tensor] = {}
+
+        def collect(act: torch.Tensor, hook: Any, i: int) -> None:
+            seen[i] = act
+            if len(seen) == len(self.routed):
+                stacked = torch.cat([seen.pop(j) for j in range(len(self.routed))], dim=-1)
+                for fn in on_routed:
+                    fn(stacked, hook=self.hook_point)
+
+        hooks = [(h, partial(collect, i=i)) for i, h in enumerate(self.routed)]
+        hooks += [(name, fn) for name, fn in fwd_hooks if name != self.hook_name]
+        return self.model.run_with_hooks(tokens, fwd_hooks=hooks, **kwargs)
 
 
 def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
@@ -159,9 +179,8 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
     """Route the tokens once, keep the live latents of `features` most active first, run sae-dashboard."""
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
-    if is_bridge(model) or not hasattr(sae, "forward_routed"):  # a bridge has no public hook rescan
-        raise ValueError("dashboards need a HookedTransformer model (not a TransformerBridge) and a RouteSAE"
-                         f", got {type(model).__name__} and {type(sae).__name__}")
+    if not hasattr(sae, "forward_routed"):
+        raise ValueError(f"dashboards need a RouteSAE, got {type(sae).__name__}")
     context, d_vocab = CONTEXT_BEFORE + CONTEXT_AFTER, model.cfg.d_vocab
     n, seq_len = tokens.shape if tokens.ndim == 2 else (0, 0)
     bad = seq_len <= context or n * (seq_len - context) < TOP_EXAMPLES or tokens.is_floating_point()
@@ -174,10 +193,9 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
     shown, dead = scan.rank(candidates, limit, full=TOP_EXAMPLES)
     if not shown:
         raise ValueError(f"none of features {features!r} fired on these tokens; try features='top:24'")
-    encoder = copy.deepcopy(sae)  # sae-dashboard folds decoder norms in place
-    with routed_hook_point(model, encoder) as hook_name, final_norm_folded_into_unembed(model):
-        cfg = SaeVisConfig(hook_name, shown, 64, 16, device=str(tokens.device), verbose=False)  # minibatches
-        vis_data = SaeVisRunner(cfg).run(encoder=encoder, model=model, tokens=tokens)
+    encoder, view = copy.deepcopy(sae), RoutedModelView(model, sae.cfg.hook_names)  # it folds W_dec norms
+    cfg = SaeVisConfig(view.hook_name, shown, 64, 16, device=str(tokens.device), verbose=False)  # minibatches
+    vis_data = SaeVisRunner(cfg).run(encoder=encoder, model=view, tokens=tokens)
     routing = scan.tidy_and_route(vis_data, shown)
     requested = features if isinstance(features, str) else f"{len(candidates)} latents"
     hooks, name = list(sae.cfg.hook_names), str(sae.cfg.metadata.model_name)

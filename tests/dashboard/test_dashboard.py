@@ -15,12 +15,12 @@ from helpers import tiny_hf_llama_folder
 
 from sae_lens_routing import RouteSAE, RouteSAEConfig
 from sae_lens_routing.dashboard.report import (
+    RoutedModelView,
     dashboard_data,
     display_tokens,
     neuronpedia_batch,
     parse_features,
     routed_dashboard,
-    routed_hook_point,
     screenshot,
     write_dashboard_html,
 )
@@ -142,26 +142,6 @@ def test_logit_effects_use_the_final_norm_gain(setup):
         assert torch.equal(param, result.params_before[name]), name
 
 
-def test_final_norm_fold_is_exact_and_reversible():
-    """With a LayerNorm (gain and bias), logits inside the fold equal those outside; all is restored."""
-    from helpers import tiny_model
-
-    from sae_lens_routing.dashboard.report import final_norm_folded_into_unembed
-
-    model = tiny_model()
-    with torch.no_grad():
-        model.ln_final.w.normal_()
-        model.ln_final.b.normal_()
-    tokens = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0))
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    logits = model(tokens)
-    with final_norm_folded_into_unembed(model) as folded:
-        assert folded and torch.all(model.ln_final.w == 1) and torch.all(model.ln_final.b == 0)
-        torch.testing.assert_close(model(tokens), logits, atol=1e-4, rtol=1e-4)
-    for name, param in model.named_parameters():
-        assert torch.equal(param, before[name]), name
-
-
 def test_unit_norm_decoder_without_rescaling(setup, tmp_path):
     """The other fold_W_dec_norm case (official checkpoints: unit-norm decoder rows, no rescaling or ReLU)."""
     _, model, _, tokens, _ = setup
@@ -177,12 +157,17 @@ def test_unit_norm_decoder_without_rescaling(setup, tmp_path):
         routed_dashboard(sae, model, tokens, [3], tmp_path / "bad.html")
 
 
-def test_pseudo_hook_point_stacks_the_routed_layers(setup):
-    _, model, sae, tokens, _ = setup
-    with routed_hook_point(model, sae) as name:
-        _, cache = model.run_with_cache(tokens[:2], names_filter=[name, *HOOKS])
-    assert name == "blocks.2.hook_resid_routed"
-    torch.testing.assert_close(cache[name], torch.cat([cache[h] for h in HOOKS], dim=-1))
+def test_routed_view_stacks_the_routed_layers_and_leaves_the_model_alone(setup):
+    """sae-dashboard's hook point is the routed layers stacked; its W_U has ln_final's gain folded in."""
+    _, model, _, tokens, _ = setup
+    view, got = RoutedModelView(model, HOOKS), {}
+    view.run_with_hooks(tokens[:2], stop_at_layer=3, fwd_hooks=[(view.hook_name, lambda a, hook: got.update(
+        act=a, hook=hook))])  # fmt: skip
+    _, cache = model.run_with_cache(tokens[:2], names_filter=HOOKS)
+    assert view.hook_name == "blocks.2.hook_resid_routed" and got["hook"] is view.hook_dict[view.hook_name]
+    torch.testing.assert_close(got["act"], torch.cat([cache[h] for h in HOOKS], dim=-1))
+    torch.testing.assert_close(view.W_U, model.ln_final.w[:, None] * model.W_U)
+    assert view.hook_name not in model.hook_dict and view.tokenizer is model.tokenizer
 
 
 @pytest.mark.browser

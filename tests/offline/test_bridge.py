@@ -68,7 +68,12 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     from sae_lens_routing.analysis.evals import run_route_evals
     from sae_lens_routing.analysis.feature_contexts import ContextRules, collect_feature_contexts
     from sae_lens_routing.analysis.splice import plan_from_routed, routed_splice, steer
-    from sae_lens_routing.dashboard.report import dashboard_data, scan_tokens
+    from sae_lens_routing.dashboard.report import (
+        dashboard_data,
+        neuronpedia_batch,
+        scan_tokens,
+        write_dashboard_html,
+    )
     from sae_lens_routing.saes.routed_activations import routed_activations
     from sae_lens_routing.training.run_config import train_from_config
 
@@ -107,7 +112,14 @@ def test_train_splice_evals_contexts_steer_on_a_bridge(tmp_path, granite):
     rules = ContextRules(threshold=0.0, min_contexts=1)
     assert collect_feature_contexts(sae, bridge, tokens, rules=rules).results()
     assert scan_tokens(sae, bridge, tokens).layer_index.shape == tokens.shape
-    with pytest.raises(ValueError, match="^dashboards need a HookedTransformer model"):
-        dashboard_data(sae, bridge, tokens)
+    page_tokens = torch.randint(3, 300, (4, 24), generator=torch.Generator().manual_seed(0))
+    data = dashboard_data(sae, bridge, page_tokens, "top:3")  # sae-dashboard on the bridge, through a view
+    acts = sae.forward_routed(routed_activations(bridge, page_tokens, HOOKS)[0]).feature_acts
+    for feature, fd in data.vis_data.feature_data_dict.items():
+        for seq in fd.sequence_data.seq_group_data[0].seq_data:  # top examples: forward_routed's values
+            row, pos = seq.original_index, seq.qualifying_token_index
+            assert seq.feat_acts[5] == pytest.approx(float(acts[row, pos, feature]), abs=1e-4)
+    write_dashboard_html(data, tmp_path / "bridge.html")
+    assert len(neuronpedia_batch(data)["features"]) == len(data.features) >= 1
     result = steer(bridge, sae, "the of", {0: 50.0}, max_new_tokens=3)
     assert not torch.allclose(result.steered_logits[0], result.unsteered_logits[0])
