@@ -139,6 +139,5 @@ def render_routing_share_chart(shares: Sequence[float], hook_names: Sequence[str
     ax.set_xticks(range(len(labels)), labels, rotation=0 if len(labels) <= 12 else 60)
     ax.set(xlabel="routed layer (block)", ylabel="% of tokens", title="Routing share per layer")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf := io.BytesIO(), format="png")
     return atomic_write_bytes(path, buf.getvalue())

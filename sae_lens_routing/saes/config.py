@@ -160,16 +160,14 @@ class RouteSAEConfig(_RoutedConfig, TopKSAEConfig):
 
 @dataclass
 class RouteTrainingSAEConfig(_RoutedConfig, TopKTrainingSAEConfig):
-    """Training config of a routed SAE. The default recipe is the official code's training rules plus a short
-    end-to-end KL phase (benchmarks/RESULTS.md, "Training recipe"); `aux_loss_coefficient=1/32` trades some KL
-    for ~80% fewer silent latents."""
+    """Training config of a routed SAE: the official training rules plus a short end-to-end KL phase."""
 
     topk_relu: bool = False  # the official TopK keeps the k largest pre-activations as they are
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, the encoder's directions
     encoder_init_norm: float | None = 3**-0.5  # the official nn.Linear's scale; None: W_enc = W_dec.T
     max_grad_norm: float | None = None  # SAELens always clips at 1.0; the official loop never does
-    aux_loss_coefficient: float = 0.0  # SAELens's TopK dead-latent loss (1/32 in the recipe benchmark)
-    aux_loss_moves_router: bool = False  # its normaliser in the graph (before issue 31): the router collapses
+    aux_loss_coefficient: float = 0.0  # SAELens's TopK dead-latent loss
+    aux_loss_moves_router: bool = False  # its normaliser in the graph: the router collapses
     dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`
     unit_norm_decoder_every: int = 10  # project decoder rows to unit norm every N steps (the official 10)
     use_sparse_activations: bool = False  # decode the k active latents with a gather, not a dense matmul

@@ -48,7 +48,6 @@ class RoutedOutput:
 class DecodeStats:
     """Per token, the routed layer's std, mean and router weight, [..., 1], for `decode` (None when soft)."""
 
-    batch_shape: tuple[int, ...]
     dtype: torch.dtype
     std: torch.Tensor | None = None
     mean: torch.Tensor | None = None
@@ -152,7 +151,7 @@ class _RoutedSAEMixin:
         self.check_routed_acts(acts)
         std, r = self.route_acts(acts)
         feature_acts, hidden_pre = TopKTrainingSAE.encode_with_hidden_pre(self, r.sae_in)  # type: ignore
-        stats = DecodeStats(tuple(r.layer_index.shape), x.dtype)
+        stats = DecodeStats(x.dtype)
         if self.cfg.routing == "hard":
             stats.std, stats.mean = at_layer(std.std, r.layer_index), at_layer(std.mean, r.layer_index)
             stats.weight = r.router_weights.gather(-1, r.layer_index[..., None])
@@ -168,7 +167,7 @@ class _RoutedSAEMixin:
         """Back to each token's raw routed layer, with the stats of the `encode` that returned them."""
         with _ENCODED_LOCK:
             ref, stats = _ENCODED.get(feature_acts, (None, None))
-        mine = ref is not None and ref() is self and stats.batch_shape == tuple(feature_acts.shape[:-1])
+        mine = ref is not None and ref() is self
         if not mine or stats.std is None:
             raise ValueError(
                 "RouteSAE.decode: a soft-routed SAE reconstructs a mix of the L standardised layers, "

@@ -14,10 +14,8 @@ class Standardized:
     mean: torch.Tensor  # [..., L, 1]
     std: torch.Tensor  # [..., L, 1] (unbiased std + eps, i.e. the divisor)
 
-    def undo(self, x: torch.Tensor, layer_index: torch.Tensor | None = None) -> torch.Tensor:
+    def undo(self, x: torch.Tensor, layer_index: torch.Tensor) -> torch.Tensor:
         """Map standardised [..., d_in] values back to raw ones, with each token's stats at `layer_index`."""
-        if layer_index is None:
-            return x * self.std + self.mean
         return x * at_layer(self.std, layer_index) + at_layer(self.mean, layer_index)
 
 

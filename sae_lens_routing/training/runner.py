@@ -231,10 +231,7 @@ def fit_in_lockstep(trainers: Sequence[RouteSAETrainer], batches: Any) -> None:
         batch = next(batches)
         for trainer in trainers:
             trainer.step(batch)
-            thresholds = trainer.checkpoint_thresholds
-            if thresholds and trainer.n_training_samples > thresholds[0]:
-                trainer.save_checkpoint(checkpoint_name=str(trainer.n_training_samples))
-                thresholds.pop(0)
+            trainer._checkpoint_if_needed()
             trainer.n_training_steps += 1
     for trainer in trainers:
         trainer.set_final_sae_metadata()
