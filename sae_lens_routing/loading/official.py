@@ -13,7 +13,7 @@ import torch
 from sae_lens import SAE
 
 from sae_lens_routing.loading.loaders import download_hub_files
-from sae_lens_routing.saes.config import CheckedState, IntegrityError, check_route_state_dict
+from sae_lens_routing.saes.config import CheckedState, IntegrityError, check_route_state_dict, refuse
 from sae_lens_routing.saes.config import paper_hook_names as paper_hooks
 from sae_lens_routing.saes.route_sae import RouteSAE
 
@@ -74,8 +74,7 @@ def official_disk_loader(
         problem = f"{folder}: 'checkpoint' must name the .pt file in the same folder, got {checkpoint!r}"
     elif ("hook_names" in sidecar) == ("n_layers" in sidecar):
         problem = f"{folder}: give exactly one of 'hook_names' (the routed hooks) or 'n_layers' (the model's)"
-    if problem:
-        raise IntegrityError(problem)
+    refuse([problem], IntegrityError)
     path = (fetch((checkpoint,)) if fetch else folder) / checkpoint
     hooks = list(sidecar.get("hook_names") or paper_hooks(sidecar["n_layers"]))
     state = read_official_state_dict(path)

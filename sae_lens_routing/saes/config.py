@@ -1,6 +1,6 @@
 """RouteSAE configs: SAELens's TopK configs plus routing fields, checked once; the check of saved weights."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +17,13 @@ ROUTER_INPUTS = ("sum", "mean")
 
 class IntegrityError(ValueError):
     """A saved SAE is missing a file, is truncated or corrupted, or does not match its config."""
+
+
+def refuse(problems: Iterable[str | None | bool], error: type[Exception] = ValueError) -> None:
+    """Raise `error` with the first problem (falsy entries are none); a lazy iterable stops there."""
+    problem = next(filter(None, problems), None)
+    if problem:
+        raise error(problem)
 
 
 def _describe(value: Any) -> str:
@@ -93,10 +100,7 @@ def validate_route_fields(cfg: Any, training: bool = False) -> None:
         if not ok(getattr(cfg, name))
     ]
     problem = (problems or [_hook_names_problem(cfg.hook_names)])[0]
-    if not problem and cfg.k > cfg.d_sae:
-        problem = f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}"
-    if problem:
-        raise ValueError(problem)
+    refuse([problem or cfg.k > cfg.d_sae and f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}"])
     cfg.hook_names = list(cfg.hook_names)
 
 
@@ -123,8 +127,7 @@ def check_route_state_dict(
         problem = f"{k} has {n} non-finite value{'s' if n > 1 else ''} (NaN/Inf)"
     elif not bool(state["W_dec"].any()):
         problem = "W_dec is all zeros: not a trained RouteSAE"
-    if problem:
-        raise IntegrityError(f"{source}: {problem}")
+    refuse([problem and f"{source}: {problem}"], IntegrityError)
 
 
 @dataclass

@@ -105,8 +105,7 @@ class _RoutedSAEMixin:
             problem = f"acts must have shape [..., L, d_in] = [..., {n}, {d}], got {shape}"
         elif check_finite and not bool(torch.isfinite(acts).all()):
             problem = "acts contain NaN or Inf values; RouteSAE needs finite activations"
-        if problem:
-            raise ValueError(problem)
+        config.refuse([problem])
 
     def route_acts(self, acts: torch.Tensor) -> tuple[Standardized, router.Routing]:
         """Standardise and route raw [..., L, d_in] activations."""

@@ -12,7 +12,7 @@ from sae_lens_routing.saes.routed_activations import is_bridge, routed_activatio
 
 
 def finetune_end_to_end(sae: Any, model: Any, token_batches: Iterable[torch.Tensor], *, lr: float,
-                        mse_coefficient: float = 1.0, exclude_special_tokens: list[int] | None = None,
+                        mse_coefficient: float = 1.0, exclude_special_tokens: Any = None,
                         log_every: int = 0) -> list[dict[str, float]]:
     """Adam over the SAE, one step per batch, lr decaying to 0, the model frozen; returns KL and NormMSE."""
     batches = list(token_batches)
@@ -21,7 +21,7 @@ def finetune_end_to_end(sae: Any, model: Any, token_batches: Iterable[torch.Tens
         p.requires_grad_(False)
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / max(len(batches), 1))
-    excluded = torch.tensor(exclude_special_tokens or [], dtype=torch.long)
+    excluded = torch.as_tensor([] if exclude_special_tokens is None else exclude_special_tokens).long()
     history: list[dict[str, float]] = []
     hooks = list(sae.cfg.hook_names)
     first = routed_block_range(hooks)[0]  # type: ignore[index]

@@ -136,11 +136,10 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         assert self.trainer is not None
         tokens = self.cfg.sae.end_to_end_tokens_for(cached=self.cfg.use_cached_activations)
         n_batches = math.ceil(tokens / (self.cfg.store_batch_size_prompts * self.cfg.context_size))
-        excluded = self.activations_store.exclude_special_tokens
         self.end_to_end_history = history = finetune_end_to_end(
             self.sae, self.model, (self.activations_store.get_batch_tokens() for _ in range(n_batches)),
             lr=self.cfg.sae.end_to_end_lr, mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
-            exclude_special_tokens=None if excluded is None else excluded.tolist(),
+            exclude_special_tokens=self.activations_store.exclude_special_tokens,
         ) if n_batches else []
         self.sae.eval()
         batches = batches or eval_batches(self.activations_store, self.cfg.n_eval_batches)
@@ -149,8 +148,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             "training_tokens": int(self.trainer.n_training_samples * self.dist.world_size),
             "training_steps": int(self.trainer.n_training_steps)}
         if history:
-            logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
-                        history[-1]["kl"])
             self.final_metrics |= {"end_to_end/steps": len(history),
                                    "end_to_end/kl_first_step": history[0]["kl"],
                                    "end_to_end/kl_last_step": history[-1]["kl"]}

@@ -71,20 +71,13 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
             step_input = dataclasses.replace(step_input, sae_in=x.reshape(*x.shape[:-1], n_layers, d_in))
         return super().training_forward_pass(step_input)
 
-    def save_model(self, path: Any) -> Any:
-        self._restore_metadata()
-        return super().save_model(path)
-
-    def save_inference_model(self, path: Any) -> Any:
-        self._restore_metadata()
-        return super().save_inference_model(path)
-
-    def _restore_metadata(self) -> None:
-        """Save the real last routed hook (as `RouteSAETrainingRunner` does), not the pseudo hook."""
+    def process_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
+        """Every save (checkpoint or inference) records the real last routed hook, not the pseudo hook."""
         meta = self.cfg.metadata
         if meta.hook_name is None or meta.hook_name.endswith(PSEUDO_HOOK):
             meta.hook_name = self.cfg.hook_names[-1]
         meta.hook_names = list(self.cfg.hook_names)
+        super().process_state_dict_for_saving(state_dict)
 
 
 def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModelSAERunnerConfig[Any]:
