@@ -84,9 +84,8 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
 
     def _init_store(self, run: run_config.RunConfig, dataset: HfDataset | None, model: Any) -> None:
         if self.cfg.use_cached_activations:
-            if dataset is not None:
-                raise ValueError("override_dataset cannot be combined with use_cached_activations=True: "
-                                 "the tokens come from the cache at cached_activations_path")
+            refuse([dataset is not None and "override_dataset cannot be combined with use_cached_activations="
+                    "True: the tokens come from the cache at cached_activations_path"])
             validate_route_run(self.cfg, model)
             self.model = model  # type: ignore[assignment]
             self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(

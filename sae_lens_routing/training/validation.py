@@ -29,12 +29,10 @@ def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str | N
     for name in ("device", "llm_device", "act_store_device"):
         value = str(getattr(cfg, name))
         try:
-            cuda = torch.device(value).type == "cuda"
+            if torch.device(value).type == "cuda" and not torch.cuda.is_available():
+                yield f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
         except RuntimeError:
             yield f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
-            continue
-        if cuda and not torch.cuda.is_available():
-            yield f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
     if not cfg.lr > 0:  # NaN fails too
         yield f"lr must be a number > 0 (an SAE trained at lr={cfg.lr} never moves)"
     if cfg.store_batch_size_prompts < 1:
