@@ -129,10 +129,8 @@ def routed_generate(
         with spliced if splice else nullcontext():
             last = model(tokens)[:, -1].float().cpu()
         step_logits.append(last)
-        if temperature <= 0:
-            nxt = last.argmax(-1, keepdim=True)
-        else:
-            nxt = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator)
+        nxt = last.argmax(-1, keepdim=True) if temperature <= 0 else torch.multinomial(
+            torch.softmax(last / temperature, -1), 1, generator=generator)
         tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
     return tokens, step_logits
 
