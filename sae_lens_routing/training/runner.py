@@ -83,20 +83,19 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.evaluator = RoutedTrainingEvaluator(self.activations_store, self.cfg.n_eval_batches)
 
     def _init_store(self, run: run_config.RunConfig, dataset: HfDataset | None, model: Any) -> None:
-        if self.cfg.use_cached_activations:
-            refuse([dataset is not None and "override_dataset cannot be combined with use_cached_activations="
-                    "True: the tokens come from the cache at cached_activations_path"])
-            validate_route_run(self.cfg, model)
-            self.model = model  # type: ignore[assignment]
-            self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
-                self.cfg, model, rank=self.dist.rank, world_size=self.dist.world_size
-            )
-            return
-        if model is None:
+        cached = self.cfg.use_cached_activations
+        refuse([cached and dataset is not None and "override_dataset cannot be combined with "
+                "use_cached_activations=True: the tokens come from the cache at cached_activations_path"])
+        if model is None and not cached:
             model, loaded = run_config.load_model_and_dataset(run)
             dataset = loaded if dataset is None else dataset
         validate_route_run(self.cfg, model)
         self.model = model
+        if cached:
+            self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
+                self.cfg, model, rank=self.dist.rank, world_size=self.dist.world_size
+            )
+            return
         hooks = list(self.cfg.sae.hook_names)
         if self.cfg.compile_llm and not supports_compiled_forward(model, hooks, self.cfg.model_kwargs):
             super()._compile_llm_if_needed()  # the store compiles its own hook-free forward where it can
