@@ -1,5 +1,6 @@
 """Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -56,9 +57,7 @@ def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing
 def routing_entropy_bits(share: torch.Tensor) -> float:
     """Entropy (bits) of the layer shares: 0 when the router collapsed onto one layer, which NormMSE hides."""
     p = share.double().clamp_min(0)
-    p = p / p.sum().clamp_min(1e-12)
-    nz = p[p > 0]
-    return float(-(nz * nz.log2()).sum())
+    return float(torch.special.entr(p / p.sum().clamp_min(1e-12)).sum() / math.log(2))
 
 
 class RoutedTopK(TopK):
