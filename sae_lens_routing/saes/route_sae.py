@@ -59,10 +59,6 @@ _ENCODED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _ENCODED_LOCK = threading.Lock()
 
 
-def _refuse_fold(what: str, why: str) -> None:
-    raise ValueError(f"RouteSAE cannot fold {what}: {why}")
-
-
 class _RoutedSAEMixin:
     """Router and standardisation in front of SAELens's TopK SAE, its API on stacked routed input."""
 
@@ -196,20 +192,21 @@ class _RoutedSAEMixin:
     @torch.no_grad()
     def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
         """Standardisation removes a constant scale (a no-op fold); without it no fold exists."""
-        if not self.cfg.standardize and scaling_factor != 1.0:
-            _refuse_fold("an activation scale with standardize=False", "the router is not scale-invariant")
+        config.refuse([not self.cfg.standardize and scaling_factor != 1.0 and "RouteSAE cannot fold an "
+                       "activation scale with standardize=False: the router is not scale-invariant"])
         self.cfg.normalize_activations = "none"
 
     def fold_activation_whitening(self, *args: Any, **kwargs: Any) -> None:
-        _refuse_fold("an activation whitening", "per-token standardisation does not commute with it")
+        raise ValueError("RouteSAE cannot fold an activation whitening: per-token standardisation does not "
+                         "commute with it")
 
     @torch.no_grad()
     def fold_W_dec_norm(self) -> None:
         """Exact with decoder-norm rescaling, a no-op on unit rows (sae-dashboard always calls it)."""
         norms = self.W_dec.norm(dim=-1)
         unit = torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
-        if not self.cfg.rescale_acts_by_decoder_norm and not unit:
-            _refuse_fold("W_dec norms", "rows are not unit-norm and rescale_acts_by_decoder_norm is False")
+        config.refuse([not self.cfg.rescale_acts_by_decoder_norm and not unit and "RouteSAE cannot fold "
+                       "W_dec norms: rows are not unit-norm and rescale_acts_by_decoder_norm is False"])
         self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
         self.cfg.rescale_acts_by_decoder_norm = False
 
