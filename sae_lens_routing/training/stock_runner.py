@@ -45,10 +45,6 @@ class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
         refuse([self.d_in % len(self.hook_names) and "d_in must be the stacked width len(hook_names) * "
                 f"d_layer, a multiple of {len(self.hook_names)}, got {self.d_in}"])
 
-    def route_config(self) -> RouteTrainingSAEConfig:
-        data = {**self.to_dict(), "d_in": self.d_in // len(self.hook_names), "architecture": "routesae"}
-        return RouteTrainingSAEConfig.from_dict(data)
-
     @classmethod
     def from_route_config(cls, cfg: RouteTrainingSAEConfig) -> StackedRouteTrainingSAEConfig:
         data = {**cfg.to_dict(), "d_in": cfg.d_in * len(cfg.hook_names), "architecture": STACKED_ARCHITECTURE}
@@ -59,8 +55,9 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
     """A `RouteTrainingSAE` (per-layer `d_in`) whose training rows arrive as [batch, L*d_in]."""
 
     def __init__(self, cfg: RouteTrainingSAEConfig, use_error_term: bool = False):
-        if isinstance(cfg, StackedRouteTrainingSAEConfig):
-            cfg = cfg.route_config()
+        if isinstance(cfg, StackedRouteTrainingSAEConfig):  # the per-layer config of the same SAE
+            per_layer = {**cfg.to_dict(), "d_in": cfg.d_in // len(cfg.hook_names), "architecture": "routesae"}
+            cfg = RouteTrainingSAEConfig.from_dict(per_layer)
         super().__init__(cfg, use_error_term)
 
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
