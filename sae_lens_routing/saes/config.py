@@ -91,19 +91,6 @@ def _hook_names_problem(hooks: Any) -> str | None:
     return None
 
 
-def validate_route_fields(cfg: Any, training: bool = False) -> None:
-    """The one meaning check of a routed config; the message names the field and what it expects."""
-    fields = {**_FIELDS, **(_TRAINING_FIELDS if training else {})}
-    problems = [
-        f"{name} must be {expected}, got {name}={_describe(getattr(cfg, name))}"
-        for name, (ok, expected) in fields.items()
-        if not ok(getattr(cfg, name))
-    ]
-    problem = (problems or [_hook_names_problem(cfg.hook_names)])[0]
-    refuse([problem or cfg.k > cfg.d_sae and f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}"])
-    cfg.hook_names = list(cfg.hook_names)
-
-
 class CheckedState(dict):  # type: ignore[type-arg]
     """Weights a plugin loader checked against their file: the model does not scan them again."""
 
@@ -143,8 +130,18 @@ class _RoutedConfig:
     topk_relu: bool = True  # ReLU the kept TopK values (SAELens does; the official RouteSAE does not)
 
     def __post_init__(self) -> None:
+        """The one meaning check of a routed config; the message names the field and what it expects."""
         super().__post_init__()  # type: ignore[misc]
-        validate_route_fields(self, training=isinstance(self, TopKTrainingSAEConfig))
+        fields = {**_FIELDS, **(_TRAINING_FIELDS if isinstance(self, TopKTrainingSAEConfig) else {})}
+        problems = [
+            f"{name} must be {expected}, got {name}={_describe(getattr(self, name))}"
+            for name, (ok, expected) in fields.items()
+            if not ok(getattr(self, name))
+        ]
+        problem = (problems or [_hook_names_problem(self.hook_names)])[0]
+        k, d_sae = self.k, self.d_sae
+        refuse([problem or k > d_sae and f"k must be <= d_sae, got k={k} > d_sae={d_sae}"])
+        self.hook_names = list(self.hook_names)
 
     @property
     def hook_layer(self) -> int:
