@@ -17,7 +17,7 @@ from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.interpret.results import FILENAME as INTERPRETABILITY_FILENAME
 from sae_lens_routing.interpret.results import read_result
 from sae_lens_routing.loading.loaders import read_cfg_json, read_checked_sae_folder, read_json_object
-from sae_lens_routing.saes.config import ARCHITECTURE
+from sae_lens_routing.saes.config import ARCHITECTURE, refuse
 from sae_lens_routing.saes.routed_metrics import SHARE_PREFIX
 from sae_lens_routing.saes.routed_metrics import routing_shares as shares_in_metrics
 
@@ -158,15 +158,13 @@ def upload_route_sae(path: str | Path, repo_id: str, sae_id: str | None = None, 
     except HFValidationError:
         repo_ok = False
     cfg, _, _ = read_checked_sae_folder(folder)
-    problems = [text for bad, text in (
+    refuse(["; ".join(text for bad, text in (
         (not repo_ok, f"repo_id must look like 'org/name', got {repo_id!r}"),
         (not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", sae_id) or ".." in sae_id.split("/"),
          f"sae_id must be a relative folder path in the repo (\\w, ., -, /), got {sae_id!r}"),
         (cfg["architecture"] != ARCHITECTURE, f"{folder}: architecture {cfg['architecture']!r}, expected "
          f"{ARCHITECTURE!r}"),
-    ) if bad]
-    if problems:
-        raise ValueError("; ".join(problems))
+    ) if bad)])
     card, root_text = write_model_card(folder, repo_id=repo_id, sae_id=sae_id, routing_shares=routing_shares,
                                        metrics=metrics, training_tokens=training_tokens,
                                        chart_prefix=f"{sae_id}/", write=not dry_run)

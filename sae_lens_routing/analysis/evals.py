@@ -7,13 +7,12 @@ from statistics import mean
 from typing import Any
 
 import torch
-from sae_lens.util import extract_layer_from_tlens_hook_name
 
 from sae_lens_routing.analysis.feature_contexts import ContextRules, FeatureContextCollector
 from sae_lens_routing.analysis.splice import check_spliceable, plan_from_routed, routed_splice
 from sae_lens_routing.atomic import atomic_write_bytes
 from sae_lens_routing.saes.route_sae import RoutedOutput
-from sae_lens_routing.saes.routed_activations import is_bridge, routed_activations
+from sae_lens_routing.saes.routed_activations import is_bridge, routed_activations, routed_block_range
 from sae_lens_routing.saes.routed_metrics import RoutedMetrics, routing_shares
 
 
@@ -44,17 +43,16 @@ def run_route_evals(
     check_spliceable(model, sae)
     given = exclude_special_tokens
     given = getattr(tokens_or_store, "exclude_special_tokens", None) if given is None else given
-    excluded = None if given is None else torch.as_tensor(given, dtype=torch.long).cpu()
-    special = None if excluded is None else excluded.tolist()
-    features = features or FeatureContextCollector(model, sae, ContextRules(), special)
+    excluded = torch.as_tensor([] if given is None else given, dtype=torch.long).cpu()
+    features = features or FeatureContextCollector(model, sae, ContextRules(), excluded.tolist())
     recon, downstream = RoutedMetrics(hooks, sae.cfg.d_sae, sae.cfg.d_in), DownstreamMetrics()
     # resume at the first routed block, except for a bridge or left padding (would lose the attention mask)
-    layers = [extract_layer_from_tlens_hook_name(h) for h in hooks]
+    blocks = routed_block_range(hooks)
     left_padded = getattr(getattr(model, "tokenizer", None), "padding_side", "right") == "left"
-    first = 0 if is_bridge(model) or left_padded or None in layers else min(layers)  # type: ignore[type-var]
+    first = 0 if is_bridge(model) or left_padded or blocks is None else blocks[0]
     entry, resumed = f"blocks.{first}.hook_resid_pre", not is_bridge(model)
     for tokens in _token_batches(tokens_or_store, n_batches, batch_size, model.cfg.d_vocab):
-        keep = ~torch.isin(tokens, excluded.to(tokens.device)) if excluded is not None else tokens >= 0
+        keep = ~torch.isin(tokens, excluded.to(tokens.device))
         acts, clean, extra = routed_activations(model, tokens, hooks, full_forward=True, extra_hooks=(entry,))
         out = sae.forward_routed(acts)
         recon.update(out, keep)
@@ -139,6 +137,5 @@ def render_routing_share_chart(shares: Sequence[float], hook_names: Sequence[str
     ax.set_xticks(range(len(labels)), labels, rotation=0 if len(labels) <= 12 else 60)
     ax.set(xlabel="routed layer (block)", ylabel="% of tokens", title="Routing share per layer")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf := io.BytesIO(), format="png")
     return atomic_write_bytes(path, buf.getvalue())

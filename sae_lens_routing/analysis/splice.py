@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -89,22 +90,19 @@ def routed_splice(
                 f"be a bool tensor [batch, pos] = {shape}"
             )
 
-    def replace_hook(layer: int) -> Callable[[torch.Tensor, Any], torch.Tensor | None]:
-        def hook_fn(act: torch.Tensor, hook: Any) -> torch.Tensor | None:
-            if nested[0]:
-                return None
-            mask = plans[-1].layer_index == layer
-            if positions is not None:
-                mask = mask & positions.to(mask.device)
-            if not bool(mask.any()):
-                return None
-            act = act.clone()
-            act[mask] = plans[-1].values[mask].to(act.dtype)
-            return act
-        return hook_fn
+    def replace(act: torch.Tensor, hook: Any, layer: int) -> torch.Tensor | None:
+        if nested[0]:
+            return None
+        mask = plans[-1].layer_index == layer
+        if positions is not None:
+            mask = mask & positions.to(mask.device)
+        act = act.clone()
+        act[mask] = plans[-1].values[mask].to(act.dtype)
+        return act
+
     # a bridge cannot start a forward from the residual stream: its clean pass reruns the forward's input
     bridge = plan is None and is_bridge(model)
-    fwd_hooks: list[tuple[str, Callable[..., Any]]] = [(h, replace_hook(i)) for i, h in enumerate(hooks)]
+    fwd_hooks: list[tuple[str, Any]] = [(h, partial(replace, layer=i)) for i, h in enumerate(hooks)]
     if plan is None:
         fwd_hooks.append(("blocks.0.attn.hook_attn_scores", check_forward))
     if plan is None and not bridge:
@@ -131,10 +129,8 @@ def routed_generate(
         with spliced if splice else nullcontext():
             last = model(tokens)[:, -1].float().cpu()
         step_logits.append(last)
-        if temperature <= 0:
-            nxt = last.argmax(-1, keepdim=True)
-        else:
-            nxt = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator)
+        nxt = last.argmax(-1, keepdim=True) if temperature <= 0 else torch.multinomial(
+            torch.softmax(last / temperature, -1), 1, generator=generator)
         tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
     return tokens, step_logits
 

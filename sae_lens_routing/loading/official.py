@@ -13,7 +13,7 @@ import torch
 from sae_lens import SAE
 
 from sae_lens_routing.loading.loaders import download_hub_files
-from sae_lens_routing.saes.config import CheckedState, IntegrityError, check_route_state_dict
+from sae_lens_routing.saes.config import CheckedState, IntegrityError, check_route_state_dict, refuse
 from sae_lens_routing.saes.config import paper_hook_names as paper_hooks
 from sae_lens_routing.saes.route_sae import RouteSAE
 
@@ -52,11 +52,13 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     raise ValueError(f"{path}{problem}") from error
 
 
-def _load_official(
-    folder: Path, device: str, cfg_overrides: dict[str, Any] | None, fetch: Callable[..., Path] | None = None
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """cfg dict and checked SAELens-named weights of an official folder; `fetch` downloads its files first."""
-    overrides = dict(cfg_overrides or {})
+def official_disk_loader(
+    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None,
+    fetch: Callable[..., Path] | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:  # fmt: skip
+    """SAELens disk-protocol converter for a folder holding an official `.pt` and its sidecar; `fetch` (the
+    Hub converter's) downloads its files first."""
+    folder, overrides = Path(path), dict(cfg_overrides or {})
     sidecar = {k: overrides.pop(k) for k in SIDECAR_FIELDS if k in overrides}
     name = OFFICIAL_SIDECAR_FILENAME
     if fetch:
@@ -72,8 +74,7 @@ def _load_official(
         problem = f"{folder}: 'checkpoint' must name the .pt file in the same folder, got {checkpoint!r}"
     elif ("hook_names" in sidecar) == ("n_layers" in sidecar):
         problem = f"{folder}: give exactly one of 'hook_names' (the routed hooks) or 'n_layers' (the model's)"
-    if problem:
-        raise IntegrityError(problem)
+    refuse([problem], IntegrityError)
     path = (fetch((checkpoint,)) if fetch else folder) / checkpoint
     hooks = list(sidecar.get("hook_names") or paper_hooks(sidecar["n_layers"]))
     state = read_official_state_dict(path)
@@ -92,13 +93,6 @@ def _load_official(
     return cfg, CheckedState({k: v.to(device=device, dtype=dtype) for k, v in weights.items()})
 
 
-def official_disk_loader(
-    path: str | Path, device: str = "cpu", cfg_overrides: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """SAELens disk-protocol converter for a folder holding an official `.pt` and its sidecar."""
-    return _load_official(Path(path), device, cfg_overrides)
-
-
 def official_huggingface_loader(
     repo_id: str, folder_name: str, device: str = "cpu", force_download: bool = False,
     cfg_overrides: dict[str, Any] | None = None, revision: str | None = None,
@@ -106,7 +100,7 @@ def official_huggingface_loader(
     """SAELens Hugging Face-protocol converter for official checkpoints (which keep no sparsity)."""
     kwargs = {"force_download": force_download, "revision": revision}
     fetch = functools.partial(download_hub_files, repo_id, folder_name, **kwargs)
-    return (*_load_official(Path(folder_name), device, cfg_overrides, fetch), None)
+    return (*official_disk_loader(folder_name, device, cfg_overrides, fetch), None)
 
 
 def load_official_checkpoint(

@@ -13,6 +13,7 @@ from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup
 from sae_lens_routing.loading.loaders import read_checked_sae_folder, route_sae_huggingface_loader
 from sae_lens_routing.loading.official import OFFICIAL_SIDECAR_FILENAME as SIDECAR
 from sae_lens_routing.loading.official import official_disk_loader, official_huggingface_loader
+from sae_lens_routing.saes.config import refuse
 
 HF_CONVERTERS: dict[str, Callable[..., Any]] = {
     "sae_lens": route_sae_huggingface_loader,
@@ -45,9 +46,7 @@ def get_routed_saes_directory(registry: str | Path | None = None) -> dict[str, P
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     not_mapping = {"(top level)": "must be a mapping of release name -> release"}
     entries = {r: _lookup(r, v) for r, v in data.items()} if isinstance(data, dict) else not_mapping
-    if bad := {r: e for r, e in entries.items() if isinstance(e, str)}:
-        release, problem = next(iter(bad.items()))
-        raise ValueError(f"{source}: release {release!r} {problem}")
+    refuse(f"{source}: release {r!r} {e}" for r, e in entries.items() if isinstance(e, str))
     return entries  # type: ignore[return-value]
 
 
@@ -78,8 +77,7 @@ def load_route_sae_with_cfg_and_sparsity(
         problem = f"sae_id is required for the Hub repo {release!r} (the folder that holds the SAE)"
     elif lookup is None and conversion_func not in HF_CONVERTERS:
         problem = f"conversion_func must be one of {sorted(HF_CONVERTERS)}, got {conversion_func!r}"
-    if problem:
-        raise ValueError(problem)
+    refuse([problem])
     repo_id, folder, overrides = release, sae_id, {}
     if lookup is not None:
         conversion_func, overrides = lookup.conversion_func or "sae_lens", dict(lookup.config_overrides or {})

@@ -1,6 +1,6 @@
 """RouteSAE configs: SAELens's TopK configs plus routing fields, checked once; the check of saved weights."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +17,13 @@ ROUTER_INPUTS = ("sum", "mean")
 
 class IntegrityError(ValueError):
     """A saved SAE is missing a file, is truncated or corrupted, or does not match its config."""
+
+
+def refuse(problems: Iterable[str | None | bool], error: type[Exception] = ValueError) -> None:
+    """Raise `error` with the first problem (falsy entries are none); a lazy iterable stops there."""
+    problem = next(filter(None, problems), None)
+    if problem:
+        raise error(problem)
 
 
 def _describe(value: Any) -> str:
@@ -84,22 +91,6 @@ def _hook_names_problem(hooks: Any) -> str | None:
     return None
 
 
-def validate_route_fields(cfg: Any, training: bool = False) -> None:
-    """The one meaning check of a routed config; the message names the field and what it expects."""
-    fields = {**_FIELDS, **(_TRAINING_FIELDS if training else {})}
-    problems = [
-        f"{name} must be {expected}, got {name}={_describe(getattr(cfg, name))}"
-        for name, (ok, expected) in fields.items()
-        if not ok(getattr(cfg, name))
-    ]
-    problem = (problems or [_hook_names_problem(cfg.hook_names)])[0]
-    if not problem and cfg.k > cfg.d_sae:
-        problem = f"k must be <= d_sae, got k={cfg.k} > d_sae={cfg.d_sae}"
-    if problem:
-        raise ValueError(problem)
-    cfg.hook_names = list(cfg.hook_names)
-
-
 class CheckedState(dict):  # type: ignore[type-arg]
     """Weights a plugin loader checked against their file: the model does not scan them again."""
 
@@ -123,8 +114,7 @@ def check_route_state_dict(
         problem = f"{k} has {n} non-finite value{'s' if n > 1 else ''} (NaN/Inf)"
     elif not bool(state["W_dec"].any()):
         problem = "W_dec is all zeros: not a trained RouteSAE"
-    if problem:
-        raise IntegrityError(f"{source}: {problem}")
+    refuse([problem and f"{source}: {problem}"], IntegrityError)
 
 
 @dataclass
@@ -140,8 +130,18 @@ class _RoutedConfig:
     topk_relu: bool = True  # ReLU the kept TopK values (SAELens does; the official RouteSAE does not)
 
     def __post_init__(self) -> None:
+        """The one meaning check of a routed config; the message names the field and what it expects."""
         super().__post_init__()  # type: ignore[misc]
-        validate_route_fields(self, training=isinstance(self, TopKTrainingSAEConfig))
+        fields = {**_FIELDS, **(_TRAINING_FIELDS if isinstance(self, TopKTrainingSAEConfig) else {})}
+        problems = [
+            f"{name} must be {expected}, got {name}={_describe(getattr(self, name))}"
+            for name, (ok, expected) in fields.items()
+            if not ok(getattr(self, name))
+        ]
+        problem = (problems or [_hook_names_problem(self.hook_names)])[0]
+        k, d_sae = self.k, self.d_sae
+        refuse([problem or k > d_sae and f"k must be <= d_sae, got k={k} > d_sae={d_sae}"])
+        self.hook_names = list(self.hook_names)
 
     @property
     def hook_layer(self) -> int:
@@ -160,16 +160,14 @@ class RouteSAEConfig(_RoutedConfig, TopKSAEConfig):
 
 @dataclass
 class RouteTrainingSAEConfig(_RoutedConfig, TopKTrainingSAEConfig):
-    """Training config of a routed SAE. The default recipe is the official code's training rules plus a short
-    end-to-end KL phase (benchmarks/RESULTS.md, "Training recipe"); `aux_loss_coefficient=1/32` trades some KL
-    for ~80% fewer silent latents."""
+    """Training config of a routed SAE: the official training rules plus a short end-to-end KL phase."""
 
     topk_relu: bool = False  # the official TopK keeps the k largest pre-activations as they are
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, the encoder's directions
     encoder_init_norm: float | None = 3**-0.5  # the official nn.Linear's scale; None: W_enc = W_dec.T
     max_grad_norm: float | None = None  # SAELens always clips at 1.0; the official loop never does
-    aux_loss_coefficient: float = 0.0  # SAELens's TopK dead-latent loss (1/32 in the recipe benchmark)
-    aux_loss_moves_router: bool = False  # its normaliser in the graph (before issue 31): the router collapses
+    aux_loss_coefficient: float = 0.0  # SAELens's TopK dead-latent loss
+    aux_loss_moves_router: bool = False  # its normaliser in the graph: the router collapses
     dead_feature_window_tokens: int | None = 80_000  # silent tokens before dead; None: `dead_feature_window`
     unit_norm_decoder_every: int = 10  # project decoder rows to unit norm every N steps (the official 10)
     use_sparse_activations: bool = False  # decode the k active latents with a gather, not a dense matmul

@@ -1,5 +1,4 @@
-"""`OFFICIAL_RECIPE`: the official RouteSAE training rules, to spread into `RouteTrainingSAEConfig(...,
-**OFFICIAL_RECIPE)` (benchmarks/recipe.py trains the official code beside it); the defaults add to it."""
+"""The official RouteSAE training rules, for `RouteTrainingSAEConfig(..., **OFFICIAL_RECIPE)`."""
 
 from typing import Any
 

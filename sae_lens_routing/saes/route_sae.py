@@ -48,7 +48,6 @@ class RoutedOutput:
 class DecodeStats:
     """Per token, the routed layer's std, mean and router weight, [..., 1], for `decode` (None when soft)."""
 
-    batch_shape: tuple[int, ...]
     dtype: torch.dtype
     std: torch.Tensor | None = None
     mean: torch.Tensor | None = None
@@ -58,10 +57,6 @@ class DecodeStats:
 # encode's features -> (weak ref to the SAE, DecodeStats): not on the module, where another encode would clash
 _ENCODED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _ENCODED_LOCK = threading.Lock()
-
-
-def _refuse_fold(what: str, why: str) -> None:
-    raise ValueError(f"RouteSAE cannot fold {what}: {why}")
 
 
 class _RoutedSAEMixin:
@@ -106,8 +101,7 @@ class _RoutedSAEMixin:
             problem = f"acts must have shape [..., L, d_in] = [..., {n}, {d}], got {shape}"
         elif check_finite and not bool(torch.isfinite(acts).all()):
             problem = "acts contain NaN or Inf values; RouteSAE needs finite activations"
-        if problem:
-            raise ValueError(problem)
+        config.refuse([problem])
 
     def route_acts(self, acts: torch.Tensor) -> tuple[Standardized, router.Routing]:
         """Standardise and route raw [..., L, d_in] activations."""
@@ -152,7 +146,7 @@ class _RoutedSAEMixin:
         self.check_routed_acts(acts)
         std, r = self.route_acts(acts)
         feature_acts, hidden_pre = TopKTrainingSAE.encode_with_hidden_pre(self, r.sae_in)  # type: ignore
-        stats = DecodeStats(tuple(r.layer_index.shape), x.dtype)
+        stats = DecodeStats(x.dtype)
         if self.cfg.routing == "hard":
             stats.std, stats.mean = at_layer(std.std, r.layer_index), at_layer(std.mean, r.layer_index)
             stats.weight = r.router_weights.gather(-1, r.layer_index[..., None])
@@ -168,7 +162,7 @@ class _RoutedSAEMixin:
         """Back to each token's raw routed layer, with the stats of the `encode` that returned them."""
         with _ENCODED_LOCK:
             ref, stats = _ENCODED.get(feature_acts, (None, None))
-        mine = ref is not None and ref() is self and stats.batch_shape == tuple(feature_acts.shape[:-1])
+        mine = ref is not None and ref() is self
         if not mine or stats.std is None:
             raise ValueError(
                 "RouteSAE.decode: a soft-routed SAE reconstructs a mix of the L standardised layers, "
@@ -198,20 +192,21 @@ class _RoutedSAEMixin:
     @torch.no_grad()
     def fold_activation_norm_scaling_factor(self, scaling_factor: float) -> None:
         """Standardisation removes a constant scale (a no-op fold); without it no fold exists."""
-        if not self.cfg.standardize and scaling_factor != 1.0:
-            _refuse_fold("an activation scale with standardize=False", "the router is not scale-invariant")
+        config.refuse([not self.cfg.standardize and scaling_factor != 1.0 and "RouteSAE cannot fold an "
+                       "activation scale with standardize=False: the router is not scale-invariant"])
         self.cfg.normalize_activations = "none"
 
     def fold_activation_whitening(self, *args: Any, **kwargs: Any) -> None:
-        _refuse_fold("an activation whitening", "per-token standardisation does not commute with it")
+        raise ValueError("RouteSAE cannot fold an activation whitening: per-token standardisation does not "
+                         "commute with it")
 
     @torch.no_grad()
     def fold_W_dec_norm(self) -> None:
         """Exact with decoder-norm rescaling, a no-op on unit rows (sae-dashboard always calls it)."""
         norms = self.W_dec.norm(dim=-1)
         unit = torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
-        if not self.cfg.rescale_acts_by_decoder_norm and not unit:
-            _refuse_fold("W_dec norms", "rows are not unit-norm and rescale_acts_by_decoder_norm is False")
+        config.refuse([not self.cfg.rescale_acts_by_decoder_norm and not unit and "RouteSAE cannot fold "
+                       "W_dec norms: rows are not unit-norm and rescale_acts_by_decoder_norm is False"])
         self.fold_and_get_W_dec_norm()  # type: ignore[attr-defined]
         self.cfg.rescale_acts_by_decoder_norm = False
 

@@ -1,5 +1,6 @@
 """Per-token standardisation, layer routing and routed TopK: what RouteSAE adds to SAELens's TopK SAE."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -14,10 +15,8 @@ class Standardized:
     mean: torch.Tensor  # [..., L, 1]
     std: torch.Tensor  # [..., L, 1] (unbiased std + eps, i.e. the divisor)
 
-    def undo(self, x: torch.Tensor, layer_index: torch.Tensor | None = None) -> torch.Tensor:
+    def undo(self, x: torch.Tensor, layer_index: torch.Tensor) -> torch.Tensor:
         """Map standardised [..., d_in] values back to raw ones, with each token's stats at `layer_index`."""
-        if layer_index is None:
-            return x * self.std + self.mean
         return x * at_layer(self.std, layer_index) + at_layer(self.mean, layer_index)
 
 
@@ -58,9 +57,7 @@ def route(x: torch.Tensor, router_logits: torch.Tensor, routing: str) -> Routing
 def routing_entropy_bits(share: torch.Tensor) -> float:
     """Entropy (bits) of the layer shares: 0 when the router collapsed onto one layer, which NormMSE hides."""
     p = share.double().clamp_min(0)
-    p = p / p.sum().clamp_min(1e-12)
-    nz = p[p > 0]
-    return float(-(nz * nz.log2()).sum())
+    return float(torch.special.entr(p / p.sum().clamp_min(1e-12)).sum() / math.log(2))
 
 
 class RoutedTopK(TopK):

@@ -1,2 +1,1 @@
-"""Training: the multi-layer activation store and cache, the runners (ours and SAELens's stock one), the
-trainer, data-parallel helpers, training-time evaluation and run configs."""
+"""Training: the multi-layer activation store and cache, the runners, the trainer and run configs."""

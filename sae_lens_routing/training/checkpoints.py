@@ -62,10 +62,8 @@ def claim_output(cfg: LanguageModelSAERunnerConfig[Any], overwrite: bool, is_mai
         if is_main and cfg.output_path is not None:
             lock_path = Path(f"{cfg.output_path}.lock")
             lock_path.parent.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(lock_path, timeout=0)
             try:
-                lock.acquire()
-                stack.callback(lock.release)
+                stack.enter_context(FileLock(lock_path, timeout=0))
                 stack.callback(lock_path.unlink, missing_ok=True)  # before the release
                 lock_path.write_text(f"{os.getpid()}\n")
                 if not training:

@@ -86,8 +86,7 @@ def decode_fields(cls: type, data: Any, section: str, skip: tuple[str, ...] = ()
     """`cls`'s constructor arguments from a YAML mapping: unknown keys and wrong types are refused."""
     data = decode_value(data, dict, section)
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls) if f.init} - set(skip))
-    if unknown:
-        raise ValueError(f"unknown {section} fields {unknown}; expected {cls.__name__} fields")
+    refuse([unknown and f"unknown {section} fields {unknown}; expected {cls.__name__} fields"])
     hints, prefix = typing.get_type_hints(cls), "" if section == "config" else f"{section}."
     return {k: decode_value(v, hints[k], f"{prefix}{k}") for k, v in data.items() if k not in skip}
 

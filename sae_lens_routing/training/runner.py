@@ -83,21 +83,19 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         self.evaluator = RoutedTrainingEvaluator(self.activations_store, self.cfg.n_eval_batches)
 
     def _init_store(self, run: run_config.RunConfig, dataset: HfDataset | None, model: Any) -> None:
-        if self.cfg.use_cached_activations:
-            if dataset is not None:
-                raise ValueError("override_dataset cannot be combined with use_cached_activations=True: "
-                                 "the tokens come from the cache at cached_activations_path")
-            validate_route_run(self.cfg, model)
-            self.model = model  # type: ignore[assignment]
-            self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
-                self.cfg, model, rank=self.dist.rank, world_size=self.dist.world_size
-            )
-            return
-        if model is None:
+        cached = self.cfg.use_cached_activations
+        refuse([cached and dataset is not None and "override_dataset cannot be combined with "
+                "use_cached_activations=True: the tokens come from the cache at cached_activations_path"])
+        if model is None and not cached:
             model, loaded = run_config.load_model_and_dataset(run)
             dataset = loaded if dataset is None else dataset
         validate_route_run(self.cfg, model)
         self.model = model
+        if cached:
+            self.activations_store = CachedMultiLayerActivationsStore.from_cache_config(
+                self.cfg, model, rank=self.dist.rank, world_size=self.dist.world_size
+            )
+            return
         hooks = list(self.cfg.sae.hook_names)
         if self.cfg.compile_llm and not supports_compiled_forward(model, hooks, self.cfg.model_kwargs):
             super()._compile_llm_if_needed()  # the store compiles its own hook-free forward where it can
@@ -136,11 +134,10 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
         assert self.trainer is not None
         tokens = self.cfg.sae.end_to_end_tokens_for(cached=self.cfg.use_cached_activations)
         n_batches = math.ceil(tokens / (self.cfg.store_batch_size_prompts * self.cfg.context_size))
-        excluded = self.activations_store.exclude_special_tokens
         self.end_to_end_history = history = finetune_end_to_end(
             self.sae, self.model, (self.activations_store.get_batch_tokens() for _ in range(n_batches)),
             lr=self.cfg.sae.end_to_end_lr, mse_coefficient=self.cfg.sae.end_to_end_mse_coefficient,
-            exclude_special_tokens=None if excluded is None else excluded.tolist(),
+            exclude_special_tokens=self.activations_store.exclude_special_tokens,
         ) if n_batches else []
         self.sae.eval()
         batches = batches or eval_batches(self.activations_store, self.cfg.n_eval_batches)
@@ -149,8 +146,6 @@ class RouteSAETrainingRunner(LanguageModelSAETrainingRunner):
             "training_tokens": int(self.trainer.n_training_samples * self.dist.world_size),
             "training_steps": int(self.trainer.n_training_steps)}
         if history:
-            logger.info("end-to-end phase: %d steps, KL %.4g -> %.4g", len(history), history[0]["kl"],
-                        history[-1]["kl"])
             self.final_metrics |= {"end_to_end/steps": len(history),
                                    "end_to_end/kl_first_step": history[0]["kl"],
                                    "end_to_end/kl_last_step": history[-1]["kl"]}
@@ -231,10 +226,7 @@ def fit_in_lockstep(trainers: Sequence[RouteSAETrainer], batches: Any) -> None:
         batch = next(batches)
         for trainer in trainers:
             trainer.step(batch)
-            thresholds = trainer.checkpoint_thresholds
-            if thresholds and trainer.n_training_samples > thresholds[0]:
-                trainer.save_checkpoint(checkpoint_name=str(trainer.n_training_samples))
-                thresholds.pop(0)
+            trainer._checkpoint_if_needed()
             trainer.n_training_steps += 1
     for trainer in trainers:
         trainer.set_final_sae_metadata()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +16,7 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from sae_lens_routing.saes.config import RouteSAEConfig, RouteTrainingSAEConfig, hook_layer
 from sae_lens_routing.saes.route_sae import RouteTrainingSAE
 from sae_lens_routing.saes.routed_activations import PSEUDO_HOOK, routed_hook_point
-from sae_lens_routing.training.validation import validate_route_config
+from sae_lens_routing.training.validation import refuse, validate_route_config
 
 STACKED_ARCHITECTURE = "routesae_stacked"
 
@@ -24,8 +24,8 @@ STACKED_ARCHITECTURE = "routesae_stacked"
 def routed_hook_name(hook_names: Sequence[str]) -> str:
     """`blocks.N.hook_resid_routed` for routed hooks whose last block is N."""
     layers = [hook_layer(h) for h in hook_names]
-    if not layers or any(layer is None for layer in layers):
-        raise ValueError(f"hook_names must all be inside transformer blocks (blocks.N.*), got {hook_names}")
+    refuse([(not layers or None in layers)
+            and f"hook_names must all be inside transformer blocks (blocks.N.*), got {hook_names}"])
     return f"blocks.{max(layers)}.{PSEUDO_HOOK}"  # type: ignore[type-var]
 
 
@@ -42,13 +42,8 @@ class StackedRouteTrainingSAEConfig(RouteTrainingSAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.d_in % len(self.hook_names):
-            raise ValueError(f"d_in must be the stacked width len(hook_names) * d_layer, a multiple of "
-                             f"{len(self.hook_names)}, got {self.d_in}")
-
-    def route_config(self) -> RouteTrainingSAEConfig:
-        data = {**self.to_dict(), "d_in": self.d_in // len(self.hook_names), "architecture": "routesae"}
-        return RouteTrainingSAEConfig.from_dict(data)
+        refuse([self.d_in % len(self.hook_names) and "d_in must be the stacked width len(hook_names) * "
+                f"d_layer, a multiple of {len(self.hook_names)}, got {self.d_in}"])
 
     @classmethod
     def from_route_config(cls, cfg: RouteTrainingSAEConfig) -> StackedRouteTrainingSAEConfig:
@@ -60,8 +55,9 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
     """A `RouteTrainingSAE` (per-layer `d_in`) whose training rows arrive as [batch, L*d_in]."""
 
     def __init__(self, cfg: RouteTrainingSAEConfig, use_error_term: bool = False):
-        if isinstance(cfg, StackedRouteTrainingSAEConfig):
-            cfg = cfg.route_config()
+        if isinstance(cfg, StackedRouteTrainingSAEConfig):  # the per-layer config of the same SAE
+            per_layer = {**cfg.to_dict(), "d_in": cfg.d_in // len(cfg.hook_names), "architecture": "routesae"}
+            cfg = RouteTrainingSAEConfig.from_dict(per_layer)
         super().__init__(cfg, use_error_term)
 
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
@@ -71,28 +67,20 @@ class StackedRouteTrainingSAE(RouteTrainingSAE):
             step_input = dataclasses.replace(step_input, sae_in=x.reshape(*x.shape[:-1], n_layers, d_in))
         return super().training_forward_pass(step_input)
 
-    def save_model(self, path: Any) -> Any:
-        self._restore_metadata()
-        return super().save_model(path)
-
-    def save_inference_model(self, path: Any) -> Any:
-        self._restore_metadata()
-        return super().save_inference_model(path)
-
-    def _restore_metadata(self) -> None:
-        """Save the real last routed hook (as `RouteSAETrainingRunner` does), not the pseudo hook."""
+    def process_state_dict_for_saving(self, state_dict: dict[str, Any]) -> None:
+        """Every save (checkpoint or inference) records the real last routed hook, not the pseudo hook."""
         meta = self.cfg.metadata
         if meta.hook_name is None or meta.hook_name.endswith(PSEUDO_HOOK):
             meta.hook_name = self.cfg.hook_names[-1]
         meta.hook_names = list(self.cfg.hook_names)
+        super().process_state_dict_for_saving(state_dict)
 
 
 def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModelSAERunnerConfig[Any]:
     """A `RouteSAETrainingRunner` config, validated as that runner would, rewritten for the stock runner."""
     validate_route_config(cfg)
-    if cfg.use_cached_activations:
-        raise ValueError("use_cached_activations: SAELens's single-hook cache reader cannot serve routed "
-                         "rows; train from a routed cache with RouteSAETrainingRunner")
+    refuse([cfg.use_cached_activations and "use_cached_activations: SAELens's single-hook cache reader "
+            "cannot serve routed rows; train from a routed cache with RouteSAETrainingRunner"])
     # SAELens's trainer clips at 1.0 and has no step hook: the rules only our trainer and runner apply go
     subset = {"max_grad_norm": 1.0, "unit_norm_decoder_every": 0, "end_to_end_tokens": 0}
     if dropped := {k: getattr(cfg.sae, k) for k, v in subset.items() if getattr(cfg.sae, k) != v}:
@@ -110,8 +98,6 @@ def stock_runner_config(cfg: LanguageModelSAERunnerConfig[Any]) -> LanguageModel
     return out
 
 
-@contextmanager
-def routed_model(model: Any, hook_names: Sequence[str]) -> Iterator[str]:
+def routed_model(model: Any, hook_names: Sequence[str]) -> AbstractContextManager[str]:
     """Add the routed hook point `blocks.N.hook_resid_routed` to `model` meanwhile; yields its name."""
-    with routed_hook_point(model, SimpleNamespace(cfg=SimpleNamespace(hook_names=list(hook_names)))) as name:
-        yield name
+    return routed_hook_point(model, SimpleNamespace(cfg=SimpleNamespace(hook_names=list(hook_names))))

@@ -2,7 +2,7 @@
 
 import netrc
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,19 +10,12 @@ from urllib.parse import urlsplit
 import torch
 from sae_lens.config import LanguageModelSAERunnerConfig
 
-from sae_lens_routing.saes.config import RouteTrainingSAEConfig
+from sae_lens_routing.saes.config import RouteTrainingSAEConfig, refuse
 from sae_lens_routing.saes.routed_activations import check_hooks_in_model
 
 _D_MODEL_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_mlp_out", "hook_attn_out")
 _PATH_FIELDS = {"output_path": True, "checkpoint_path": True, "cached_activations_path": False,
                 "resume_from_checkpoint": False, "from_pretrained_path": False}  # field: written by the run
-
-
-def refuse(problems: Iterable[str | None | bool], error: type[Exception] = ValueError) -> None:
-    """Raise `error` with the first problem (falsy entries are none); a lazy iterable stops there."""
-    problem = next(filter(None, problems), None)
-    if problem:
-        raise error(problem)
 
 
 def validate_route_config(cfg: LanguageModelSAERunnerConfig[Any]) -> None:
@@ -36,12 +29,10 @@ def _config_problems(cfg: LanguageModelSAERunnerConfig[Any]) -> Iterator[str | N
     for name in ("device", "llm_device", "act_store_device"):
         value = str(getattr(cfg, name))
         try:
-            cuda = torch.device(value).type == "cuda"
+            if torch.device(value).type == "cuda" and not torch.cuda.is_available():
+                yield f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
         except RuntimeError:
             yield f"{name} must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}"
-            continue
-        if cuda and not torch.cuda.is_available():
-            yield f"CUDA requested ({name}={value!r}) but torch.cuda.is_available() is False"
     if not cfg.lr > 0:  # NaN fails too
         yield f"lr must be a number > 0 (an SAE trained at lr={cfg.lr} never moves)"
     if cfg.store_batch_size_prompts < 1:
