@@ -110,6 +110,11 @@ class RouteSAETrainer(SAETrainer):
             return int(self.cfg.dead_feature_window)
         return max(1, math.ceil(tokens / (self.cfg.train_batch_size_samples * self.dist.world_size)))
 
+    def _update_pbar(self, step_output: TrainStepOutput, pbar: Any, update_interval: int = 100) -> None:
+        """SAELens's bar (a private method, no option) moves every 100 steps: a short run sat at 0."""
+        every = max(1, min(update_interval, self.cfg.total_training_steps // 20))
+        super()._update_pbar(step_output, pbar, update_interval=every)
+
     @property
     def dead_neurons(self) -> torch.Tensor:
         return (self.n_forward_passes_since_fired > self.dead_feature_window_steps).bool()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from helpers import route_runner_cfg, tiny_model, token_dataset
@@ -193,3 +195,11 @@ def test_python_run_prints_the_cli_summary_and_returns_the_sae(tmp_path, capsys)
     assert f"RouteSAE saved to: {cfg.output_path}" in out and "||x_hat - x||^2 / ||x||^2" in out
     assert "sum ||x - mean(x)||^2" in out and "routed input" in out
     assert f"measured on {training_summary(runner)['eval_tokens']} tokens" in out
+
+
+def test_the_progress_bar_moves_in_a_short_run(tmp_path, capsys):
+    """SAELens's bar moves every 100 steps; a 16-step run moved it only when it closed."""
+    cfg = route_runner_cfg(tmp_path)  # 2048 tokens in batches of 128: 16 steps
+    RouteSAETrainingRunner(cfg, override_dataset=token_dataset(64), override_model=tiny_model()).run()
+    shown = [int(n) for n in re.findall(r"(\d+)/2048", capsys.readouterr().err)]
+    assert len(set(shown)) >= 8 and max(shown) == 2048, shown
