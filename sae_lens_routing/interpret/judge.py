@@ -160,8 +160,11 @@ class Judge:
             raise ValueError(f"--api-key-env: the environment variable {name} is not set (export the key)")
         common = {"api_key": key or "unused", "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
         retries = logging.getLogger("openai._base_client")  # openai's own retry line: say what a wait is for
-        if not retries.handlers:
+        for old in [h for h in retries.handlers if h.get_name() == __name__]:  # a past run's stderr
+            retries.removeHandler(old)
+        if not retries.handlers:  # unless the user configured it
             handler = logging.StreamHandler(sys.stderr)
+            handler.set_name(__name__)
             handler.addFilter(lambda r: r.getMessage().startswith("Retrying request"))
             handler.setFormatter(logging.Formatter("judge: %(message)s (a rate limit, timeout or error)"))
             retries.addHandler(handler)
