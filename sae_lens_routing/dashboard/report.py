@@ -205,7 +205,8 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
 def display_tokens(tokenizer: Any, newline: str = NEWLINE) -> dict[int, str]:
     """Token id -> the text it shows (byte-level "Â£" -> "£", line breaks ↵; half a character: its piece)."""
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
-    show = tokenizer.convert_tokens_to_string if type(decoder).__name__ == "ByteLevel" else "".join
+    state = decoder.__getstate__() if decoder is not None else None  # its JSON, e.g. a Sequence holding one
+    show = tokenizer.convert_tokens_to_string if b'"ByteLevel"' in (state or b"") else "".join
     shown = {i: (p, show([p])) for p, i in tokenizer.get_vocab().items()}
     return {i: NEWLINE_PIECES.sub(newline, p if "\ufffd" in t else t) for i, (p, t) in shown.items()}
 

@@ -30,5 +30,8 @@ def test_demo_preset_runs(tmp_path, capsys):
     rule = evals["features/threshold_rule"]  # 7.955 = 15 x sqrt(576 / 2048)
     assert rule.startswith("width-aware") and "d_in = 576" in rule
     assert "routing-panel" in (out / "dashboard.html").read_text()
+    for name in ("dashboard.html", "feature_contexts.json"):  # "£" is never shown as its byte pieces
+        text = (out / name).read_text(encoding="utf-8")
+        assert "\u00c2\u00a3" not in text and "\\u00c2\\u00a3" not in text, name
     assert "python -m sae_lens_routing interpret --sae" in printed  # the judge command, then its dry run
     assert "dry run: nothing sent" in printed or "interpret dry run: no latent counts" in printed

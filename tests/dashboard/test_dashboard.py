@@ -419,6 +419,9 @@ def test_display_tokens_keep_every_token_and_partial_bytes():
     tok.decoder = decoders.ByteLevel()
     texts = display_tokens(PreTrainedTokenizerFast(tokenizer_object=tok))
     assert texts == {0: "\u00a3", 1: "\u00c2", 2: " day", 3: "\u21b5", 4: "\u21b5", 5: "a\u21b5\u21b5"}
+    # the bundled SmolLM2 on transformers 4.x: byte-level inside a Sequence decoder
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse(), decoders.ByteLevel()])
+    assert display_tokens(PreTrainedTokenizerFast(tokenizer_object=tok)) == texts
     plain = SimpleNamespace(get_vocab=lambda: {"<0x0A>": 4, "\n\n": 6, "\u2581day": 7})  # not byte-level
     assert display_tokens(plain) == {4: "\u21b5", 6: "\u21b5\u21b5", 7: "\u2581day"}
 

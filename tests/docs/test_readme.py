@@ -50,7 +50,7 @@ def test_readme_quick_start_runs_as_written(tmp_path, monkeypatch, capsys):
     commands = re.findall(r"^\.venv/bin/python -m sae_lens_routing (.*?)(?:\s+#.*)?$", quick, re.M)
     assert [c.split()[0] for c in commands] == ["train", "evaluate", "dashboard", "steer"]
     monkeypatch.chdir(tmp_path)
-    short = {"train": ["--set", "training_tokens=2048", "--set", "sae.end_to_end_tokens=1024"],
+    short = {"train": ["--set", "training_tokens=2048"],
              "evaluate": ["--n-sequences", "8"], "dashboard": ["--n-sequences", "8", "--features", "top:2"]}
     for command in commands:
         argv = [a.strip('"') for a in re.findall(r'"[^"]*"|\S+', command)]
