@@ -77,7 +77,6 @@ class FeatureContexts:
 
     @property
     def layer(self) -> str:
-        """The routed layer most of this latent's contexts come from."""
         return Counter(c["layer"] for c in self.contexts).most_common(1)[0][0]
 
 
@@ -124,7 +123,6 @@ def count_features(results: dict[int, FeatureContexts], rules: ContextRules = Co
 def feature_metrics(
     results: dict[int, FeatureContexts], rules: ContextRules, tokens_read: int, hook_names: list[str]
 ) -> dict[str, Any]:
-    """The feature count with what it depends on (threshold, tokens read) and per routed layer."""
     per_layer = Counter(e.layer for e in results.values() if e.is_feature(rules))
     return {
         "features/n_counted": count_features(results, rules),
@@ -178,7 +176,6 @@ def collect_feature_contexts(
     sae: Any, model: Any, tokens: torch.Tensor, *, rules: ContextRules = ContextRules(), batch_size: int = 8,
     exclude_special_tokens: list[int] | None = None,
 ) -> FeatureContextCollector:  # fmt: skip
-    """Route and encode `tokens` [n, seq] batch by batch into a collector."""
     collect = FeatureContextCollector(model, sae, rules, exclude_special_tokens)
     for batch in tokens.split(batch_size):
         acts, _, _ = routed_activations(model, batch, list(sae.cfg.hook_names))
@@ -190,7 +187,6 @@ def write_feature_contexts(
     results: dict[int, FeatureContexts], path: str | Path, rules: ContextRules, *, tokens_read: int,
     hook_names: list[str],
 ) -> dict[str, Any]:  # fmt: skip
-    """One JSON: each latent's contexts and whether it counts; the count beside its threshold and tokens."""
     metrics = feature_metrics(results, rules, tokens_read, hook_names)
     payload = {"rules": asdict(rules), **{k.removeprefix("features/"): v for k, v in metrics.items()}}
     payload["features"] = {

@@ -73,7 +73,6 @@ def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
 
 
 def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, Path]:
-    """`interpretability.json` and a plot per routed layer: paper categories, mean score, detection."""
     import numpy as np
     from matplotlib.figure import Figure
 
