@@ -112,12 +112,6 @@ def read_result(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    shown = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
-             "detection_accuracy")
-    return {int(f): {k: v.get(k) for k in shown} for f, v in data["features"].items()}
-
-
 def neuronpedia_explanations(data: dict[str, Any], feature: int, *, model_id: str,
                              np_layer: str) -> list[dict[str, Any]]:
     """A feature's explanations in Neuronpedia's explanation format (its export's fields, with scores)."""

@@ -81,15 +81,12 @@ def load_local_model(model_path: str | Path, *, device: str = "cpu", dtype: str 
                      model_class: type[HookedTransformer] = HookedTransformer) -> HookedTransformer:
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    bad_class = not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer))
-    folder = None if bad_class else hf_folder(model_path)
-    c = None if bad_class else AutoConfig.from_pretrained(folder, local_files_only=True)
-    arch = (getattr(c, "architectures", None) or ["?"])[0]
-    if bad_class or arch != "LlamaForCausalLM":
-        raise (TypeError if bad_class else ValueError)(
-            f"model_class must be HookedTransformer or a subclass, got {model_class!r}" if bad_class else
-            f"local models must be Llama-architecture (LlamaForCausalLM), got {arch}; for other models "
-            "use SAELens's model_name path (TransformerLens's official model names)")
+    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
+        raise TypeError(f"model_class must be HookedTransformer or a subclass, got {model_class!r}")
+    c = AutoConfig.from_pretrained(folder := hf_folder(model_path), local_files_only=True)
+    if (arch := (getattr(c, "architectures", None) or ["?"])[0]) != "LlamaForCausalLM":
+        raise ValueError(f"local models must be Llama-architecture (LlamaForCausalLM), got {arch}; for other "
+                         "models use SAELens's model_name path (TransformerLens's official model names)")
     d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta")  # transformers 5
     # the RoPE base is read from the config (TransformerLens's local-folder path uses 1e4, corrupting SmolLM2)
@@ -100,8 +97,7 @@ def load_local_model(model_path: str | Path, *, device: str = "cpu", dtype: str 
         n_ctx=n_ctx or min(int(c.max_position_embeddings), 2048), normalization_type="RMS",
         positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=d_head,
         rotary_base=float(theta or getattr(c, "rope_theta", None) or 10000.0), final_rms=True,
-        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True,
-    )  # fmt: skip
+        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True)
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = model_class(cfg, tokenizer=tokenizer, move_to_device=False)

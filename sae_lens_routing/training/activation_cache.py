@@ -192,17 +192,15 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         """This rank's share of the seeded block order; what is wrong with the cache's size, if anything."""
         assert self.cached_activation_dataset is not None
         n_seq, n_eval = self.meta.n_sequences, _eval_sequences(cfg)
-        n_train = max(0, n_seq - n_eval)
+        n_train, block = max(0, n_seq - n_eval), max(1, cfg.n_batches_in_buffer)
         ids = self.cached_activation_dataset.with_format("numpy", columns=["token_ids"])[:]["token_ids"]
         kept = self._keep(torch.from_numpy(ids).long()).sum(1)
-        block = max(1, cfg.n_batches_in_buffer)
         starts = list(range(0, n_train, block))
         order = torch.randperm(len(starts), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         self.seed = cfg.seed
         self.blocks = [(starts[i], min(starts[i] + block, n_train)) for i in order[rank::world_size]]
         self.block_kept = [int(kept[a:b].sum()) for a, b in self.blocks]
-        self.eval_range = (n_train, n_seq)
-        self.eval_cursor = n_train
+        self.eval_range, self.eval_cursor = (n_train, n_seq), n_train
         available = sum(self.block_kept)
         return None if available >= cfg.training_tokens else (
             f"holds {available} training tokens for rank {rank} of {world_size} (special tokens and {n_eval} "
