@@ -175,6 +175,8 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
     """Route the tokens once, keep the live latents of `features` most active first, run sae-dashboard."""
     from sae_dashboard.sae_vis_data import SaeVisConfig
     from sae_dashboard.sae_vis_runner import SaeVisRunner
+    if not hasattr(sae, "forward_routed"):
+        raise ValueError(f"dashboards need a RouteSAE, got {type(sae).__name__}")
     context, d_vocab = CONTEXT_BEFORE + CONTEXT_AFTER, model.cfg.d_vocab
     n, seq_len = tokens.shape if tokens.ndim == 2 else (0, 0)
     bad = seq_len <= context or n * (seq_len - context) < TOP_EXAMPLES or tokens.is_floating_point()

@@ -75,8 +75,7 @@ class Judge:
     def __init__(self, config: JudgeConfig, cache_dir: str | Path):
         self.config, self.cache_dir, self._lock = config, Path(cache_dir), threading.Lock()
         keys = ("requests", "cached", "tokens_in", "tokens_out", "cached_tokens_in", "cached_tokens_out")
-        self.usage = dict.fromkeys(keys, 0)
-        self.stopped = False
+        self.usage, self.stopped = dict.fromkeys(keys, 0), False
 
     def stop(self) -> None:
         """Send nothing new, and drop the requests in flight (their answers would not be kept)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import random
@@ -86,16 +85,13 @@ def cache_routed_activations(
     overwrite: bool = False) -> CacheMetadata:
     """Write routed layers until `n_tokens` non-special tokens (default: training + held-out) are stored."""
     from sae_lens_routing.training.validation import validate_route_run
-    if str(cfg.dtype) not in _STORABLE:
+    if (storage := _STORABLE.get(str(cfg.dtype))) is None:
         raise ValueError(f"dtype must be one of {sorted(_STORABLE)} for an activation cache, got {cfg.dtype}")
     validate_route_run(cfg, model)
     out = Path(path or cfg.cached_activations_path or "")
     atomic.check_replaceable(out, "the cache path", overwrite)
     atomic.remove_stale_temporaries(out.parent, name=out.name)  # hidden partial caches of killed runs
-    storage = _STORABLE[str(cfg.dtype)]
-    live_cfg = copy.copy(cfg)
-    live_cfg.use_cached_activations = False
-    store = MultiLayerActivationsStore.from_route_config(model, live_cfg, override_dataset=override_dataset)
+    store = MultiLayerActivationsStore.from_route_config(model, cfg, override_dataset=override_dataset)
     hooks, ctx, d_in = list(cfg.sae.hook_names), store.training_context_size, cfg.sae.d_in
     special = sorted(int(i) for i in get_special_token_ids(getattr(model, "tokenizer", None)))
     excluded = excluded_token_ids(cfg.exclude_special_tokens, special)

@@ -19,8 +19,7 @@ MAX_EMPTY_BATCHES = 100  # batches in a row with no token left after exclusion b
 SAME_NAMED_FIELDS = tuple(  # `ActivationsStore.from_config_multi_hook` arguments named as config fields
     "streaming context_size n_batches_in_buffer store_batch_size_prompts train_batch_size_tokens prepend_bos "
     "dtype model_kwargs autocast_lm dataset_trust_remote_code seqpos_slice disable_concat_sequences "
-    "sequence_separator_token activations_mixing_fraction use_chat_formatting".split()
-)
+    "sequence_separator_token activations_mixing_fraction use_chat_formatting".split())
 
 
 class MultiLayerActivationsStore(ActivationsStore):
