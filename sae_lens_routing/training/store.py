@@ -49,6 +49,10 @@ class MultiLayerActivationsStore(ActivationsStore):
         return store
 
     @property
+    def hook_names(self) -> list[str]:
+        return list(self._hook_names)
+
+    @property
     def stop_at_layer(self) -> int | None:
         """The forward stops after the last routed block (None if a hook is outside `blocks.N`)."""
         stops = [extract_stop_at_layer_from_tlens_hook_name(h) for h in self._hook_names]

@@ -63,10 +63,9 @@ def load_sae_and_model(args: argparse.Namespace, with_model: bool = True) -> tup
         kwargs = {"device": args.device, "model_from_pretrained_kwargs": meta.model_from_pretrained_kwargs}
         with suppress(ValueError, OSError):
             model = load_model("HookedTransformer", meta.model_name, **kwargs)
-    if model is None:
+    if model is None or sae.cfg.d_in != model.cfg.d_model:
         raise ValueError(f"the SAE records no model_path and its model_name {meta.model_name!r} cannot be "
-                         "loaded here; pass --model-path (a GGUF file, a Hugging Face folder or 'smollm2')")
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"--sae has d_in={sae.cfg.d_in} but the model has d_model={model.cfg.d_model}: pass "
-                         "the --model-path it was trained on")
+                         "loaded here; pass --model-path (a GGUF file, a Hugging Face folder or 'smollm2')"
+                         if model is None else f"--sae has d_in={sae.cfg.d_in} but the model has d_model="
+                         f"{model.cfg.d_model}: pass the --model-path it was trained on")
     return sae, model
