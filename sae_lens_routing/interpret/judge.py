@@ -210,9 +210,7 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
 
 
 def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str, log: Any) -> None:
-    prompts = []
-    if protocol in ("paper", "both"):
-        prompts += [C.paper_messages(contexts.features[f]) for f in features]
+    prompts = [C.paper_messages(contexts.features[f]) for f in features if protocol in ("paper", "both")]
     for f in features if protocol in ("detection", "both") else []:  # a typical explanation's length
         sample = contexts.detection[f]  # type: ignore[index]
         prompts += [C.explain_messages(sample["explain"]),
