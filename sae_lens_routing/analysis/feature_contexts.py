@@ -77,7 +77,6 @@ class FeatureContexts:
 
     @property
     def layer(self) -> str:
-        """The routed layer most of this latent's contexts come from."""
         return Counter(c["layer"] for c in self.contexts).most_common(1)[0][0]
 
 
@@ -93,10 +92,9 @@ def sentence_context(tokens: list[str], pos: int, max_tokens: int) -> str:
     return "".join(marked).strip()
 
 
-def contexts_from_activations(
-    token_strings: list[list[str]], activations: Iterable[Activation], hook_names: list[str],
-    rules: ContextRules = ContextRules(),
-) -> dict[int, FeatureContexts]:  # fmt: skip
+def contexts_from_activations(token_strings: list[list[str]], activations: Iterable[Activation],
+                              hook_names: list[str],
+                              rules: ContextRules = ContextRules()) -> dict[int, FeatureContexts]:
     """The top contexts per (latent, stripped lower-cased token) above the threshold, as the official code."""
     if rules.threshold is None:
         raise ValueError("ContextRules.threshold is None: call rules.resolved(sae.cfg.d_in) first")
@@ -121,27 +119,20 @@ def count_features(results: dict[int, FeatureContexts], rules: ContextRules = Co
     return sum(entry.is_feature(rules) for entry in results.values())
 
 
-def feature_metrics(
-    results: dict[int, FeatureContexts], rules: ContextRules, tokens_read: int, hook_names: list[str]
-) -> dict[str, Any]:
-    """The feature count with what it depends on (threshold, tokens read) and per routed layer."""
+def feature_metrics(results: dict[int, FeatureContexts], rules: ContextRules, tokens_read: int,
+                    hook_names: list[str]) -> dict[str, Any]:
     per_layer = Counter(e.layer for e in results.values() if e.is_feature(rules))
-    return {
-        "features/n_counted": count_features(results, rules),
-        "features/threshold": rules.threshold,
-        "features/threshold_rule": rules.threshold_rule,
-        "features/tokens_read": tokens_read,
-        "features/n_latents_with_contexts": len(results),
-        **{f"features/n_counted_per_layer/{h}": per_layer.get(h, 0) for h in hook_names},
-    }
+    return {"features/n_counted": count_features(results, rules), "features/threshold": rules.threshold,
+            "features/threshold_rule": rules.threshold_rule, "features/tokens_read": tokens_read,
+            "features/n_latents_with_contexts": len(results),
+            **{f"features/n_counted_per_layer/{h}": per_layer.get(h, 0) for h in hook_names}}
 
 
 class FeatureContextCollector:
     """Collects activations above the threshold from routed batches, so an evaluation's routing serves too."""
 
-    def __init__(
-        self, model: Any, sae: Any, rules: ContextRules = ContextRules(), exclude_special_tokens: Any = None
-    ):
+    def __init__(self, model: Any, sae: Any, rules: ContextRules = ContextRules(),
+                 exclude_special_tokens: Any = None):
         self.tokenizer = getattr(model, "tokenizer", None)  # without one, a token's type is its id
         self.hook_names = list(sae.cfg.hook_names)
         self.rules = rules.resolved(sae.cfg.d_in)
@@ -174,11 +165,9 @@ class FeatureContextCollector:
 
 
 @torch.no_grad()
-def collect_feature_contexts(
-    sae: Any, model: Any, tokens: torch.Tensor, *, rules: ContextRules = ContextRules(), batch_size: int = 8,
-    exclude_special_tokens: list[int] | None = None,
-) -> FeatureContextCollector:  # fmt: skip
-    """Route and encode `tokens` [n, seq] batch by batch into a collector."""
+def collect_feature_contexts(sae: Any, model: Any, tokens: torch.Tensor, *,
+                             rules: ContextRules = ContextRules(), batch_size: int = 8,
+                             exclude_special_tokens: list[int] | None = None) -> FeatureContextCollector:
     collect = FeatureContextCollector(model, sae, rules, exclude_special_tokens)
     for batch in tokens.split(batch_size):
         acts, _, _ = routed_activations(model, batch, list(sae.cfg.hook_names))
@@ -186,16 +175,11 @@ def collect_feature_contexts(
     return collect
 
 
-def write_feature_contexts(
-    results: dict[int, FeatureContexts], path: str | Path, rules: ContextRules, *, tokens_read: int,
-    hook_names: list[str],
-) -> dict[str, Any]:  # fmt: skip
-    """One JSON: each latent's contexts and whether it counts; the count beside its threshold and tokens."""
+def write_feature_contexts(results: dict[int, FeatureContexts], path: str | Path, rules: ContextRules, *,
+                           tokens_read: int, hook_names: list[str]) -> dict[str, Any]:
     metrics = feature_metrics(results, rules, tokens_read, hook_names)
     payload = {"rules": asdict(rules), **{k.removeprefix("features/"): v for k, v in metrics.items()}}
-    payload["features"] = {
-        str(f): dict(is_feature=e.is_feature(rules), n_token_types=len(e.token_types), contexts=e.contexts)
-        for f, e in sorted(results.items())
-    }
+    payload["features"] = {str(f): dict(is_feature=e.is_feature(rules), n_token_types=len(e.token_types),
+                                        contexts=e.contexts) for f, e in sorted(results.items())}
     atomic_write_json(path, payload, indent=1)
     return payload

@@ -1,1 +1,0 @@
-"""sae-dashboard pages and Neuronpedia JSON for a RouteSAE."""

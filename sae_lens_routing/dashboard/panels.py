@@ -73,9 +73,8 @@ def add_panels(html: str, routing: dict[str, Any], note: str, judged: dict[str, 
         panel += "<div id='interp-panel'><h3>Interpretability (LLM judge)</h3><div id='interp-panel-body'>"
         panel += "</div></div>\n" + _blob("interp-panel-data", {str(f): dict(v) for f, v in judged.items()})
     panel += f"<div id='routing-panel'><p id='dead-latents'>{note}</p><h3>Routing</h3>"
-    panel += "<div id='routing-panel-body'></div></div>\n"
-    panel += f"<style>{PANEL_CSS}</style>\n" + _blob("routing-panel-data", routing)
-    panel += f"<script>{PANEL_JS}</script>"
+    panel += f"<div id='routing-panel-body'></div></div>\n<style>{PANEL_CSS}</style>\n"
+    panel += _blob("routing-panel-data", routing) + f"<script>{PANEL_JS}</script>"
     return html.replace(ANCHOR, panel, 1)
 
 

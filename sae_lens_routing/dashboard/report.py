@@ -7,7 +7,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +19,7 @@ from transformer_lens.hook_points import HookPoint
 from sae_lens_routing.analysis.feature_contexts import token_texts
 from sae_lens_routing.atomic import atomic_write_bytes, atomic_write_text
 from sae_lens_routing.dashboard.panels import add_panels, inline_assets
-from sae_lens_routing.interpret.results import explanations_by_feature, neuronpedia_explanations
+from sae_lens_routing.interpret.results import neuronpedia_explanations
 from sae_lens_routing.saes.config import hook_layer
 from sae_lens_routing.saes.routed_activations import (
     PSEUDO_HOOK,
@@ -94,18 +94,16 @@ def scan_tokens(sae: Any, model: Any, tokens: torch.Tensor, batch_size: int = 16
 
 def parse_features(spec: str | Sequence[int], d_sae: int) -> tuple[list[int], int | None]:
     """`"top:24"` -> (every latent, 24); `"0-63"`, `"1,5,9"`, `"0-9,20"` or a list of ints -> (them, None)."""
-    text, limit = (spec.strip() if isinstance(spec, str) else ""), None
-    try:
+    text, limit, features = (spec.strip() if isinstance(spec, str) else ""), None, []
+    with suppress(ValueError):
         if text.startswith("top:"):
             limit = int(text[4:])
             features = list(range(d_sae)) if 1 <= limit <= d_sae else []
         elif isinstance(spec, str):
             parts = [p.partition("-") for p in text.split(",") if p.strip()]
             features = [f for lo, _, hi in parts for f in range(int(lo), int(hi or lo) + 1)]
-        else:
-            features = list(spec) if all(type(f) is int for f in spec) else []
-    except ValueError:
-        features = []
+        elif all(type(f) is int for f in spec):
+            features = list(spec)
     if not features or not all(0 <= f < d_sae for f in features):
         raise ValueError(f"features must be 'top:N' with 1 <= N <= d_sae={d_sae} or latent indices in "
                          f"[0, d_sae={d_sae}) (integers, not booleans), got {spec!r}")
@@ -114,7 +112,6 @@ def parse_features(spec: str | Sequence[int], d_sae: int) -> tuple[list[int], in
 
 @dataclasses.dataclass
 class DashboardData:
-    """What both the HTML and the Neuronpedia JSON are written from."""
     vis_data: Any  # sae-dashboard's SaeVisData for `features`
     routing: dict[int, dict[str, Any]]  # per feature, see TokenScan.tidy_and_route
     features: list[int]  # in the page's order: it opens on features[0]
@@ -135,10 +132,9 @@ class DashboardData:
 
 
 class RoutedModelView:
-    """`model` as sae-dashboard reads it, plus the hook point `blocks.N.hook_resid_routed` (the routed layers
-    stacked, [b, p, L*d_in]) and a `W_U` with the final norm's gain folded in (its `W_dec @ W_U` assumes it).
-    A view: the model is never changed, and a TransformerBridge, which has no public way to add a hook
-    point, works the same."""
+    """`model` as sae-dashboard reads it, plus the hook point `blocks.N.hook_resid_routed` (routed layers
+    stacked) and a `W_U` with the final norm's gain folded in (sae-dashboard's `W_dec @ W_U` assumes it). A
+    view: the model is untouched, so a TransformerBridge, which cannot add a hook point, works the same."""
 
     def __init__(self, model: Any, hook_names: list[str]):
         self.model, self.routed = model, list(hook_names)
@@ -189,7 +185,7 @@ def dashboard_data(sae: Any, model: Any, tokens: torch.Tensor,
                          f"n_sequences * (seq_len - {context}) >= {TOP_EXAMPLES}, ids in [0, "
                          f"d_vocab={d_vocab}), got {tokens.dtype} {tuple(tokens.shape)}")
     candidates, limit = parse_features(features, sae.cfg.d_sae)
-    scan = scan_tokens(sae, model, tokens, batch_size=16)
+    scan = scan_tokens(sae, model, tokens)
     shown, dead = scan.rank(candidates, limit, full=TOP_EXAMPLES)
     if not shown:
         raise ValueError(f"none of features {features!r} fired on these tokens; try features='top:24'")
@@ -248,7 +244,10 @@ def write_dashboard_html(data: DashboardData, out_html: str | Path,
         vis_data = dataclasses.replace(data.vis_data, model=view)  # the real model is not touched
         save_feature_centric_vis(sae_vis_data=vis_data, filename=stock, feature_idx=data.features[0])
         html = stock.read_text(encoding="utf-8")
-    judged = None if interpretability is None else explanations_by_feature(interpretability)
+    panel = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
+             "detection_accuracy")  # what the judge panel shows of each feature
+    judged = interpretability and {f: {k: v.get(k) for k in panel}
+                                   for f, v in interpretability["features"].items()}
     routing = {"hooks": data.hook_names, "order": data.features, "dead_latents": data.dead_latents}
     routing["stats"] = {str(k): v for k, v in data.routing.items()}
     return atomic_write_text(out_html, inline_assets(add_panels(html, routing, data.summary(), judged)))
@@ -256,7 +255,6 @@ def write_dashboard_html(data: DashboardData, out_html: str | Path,
 
 def routed_dashboard(sae: Any, model: Any, tokens: torch.Tensor, features: str | Sequence[int],
                      out_html: str | Path) -> DashboardData:
-    """`dashboard_data` written as sae-dashboard's feature-centric HTML, with a routing panel."""
     write_dashboard_html(data := dashboard_data(sae, model, tokens, features), out_html)
     return data
 

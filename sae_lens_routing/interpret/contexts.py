@@ -81,8 +81,7 @@ def compute_contexts(sae: Any, model: Any, tokens: torch.Tensor, *, rules: Conte
     special = sorted({t for t in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if t is not None})
     collect = FeatureContextCollector(model, sae, rules, special)
     rows = []  # every non-zero routed activation: (sequence, position, latent, value, layer)
-    for start in range(0, len(tokens), batch_size):
-        batch = tokens[start : start + batch_size]
+    for start, batch in zip(range(0, len(tokens), batch_size), tokens.split(batch_size), strict=True):
         routed = sae.forward_routed(routed_activations(model, batch, hooks)[0])
         collect(batch, routed)
         acts = routed.feature_acts

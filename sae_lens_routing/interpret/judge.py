@@ -1,5 +1,6 @@
 """The LLM judge over `openai`; answers are cached by request hash so a killed run never pays twice."""
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -74,8 +75,7 @@ class Judge:
     def __init__(self, config: JudgeConfig, cache_dir: str | Path):
         self.config, self.cache_dir, self._lock = config, Path(cache_dir), threading.Lock()
         keys = ("requests", "cached", "tokens_in", "tokens_out", "cached_tokens_in", "cached_tokens_out")
-        self.usage = dict.fromkeys(keys, 0)
-        self.stopped = False
+        self.usage, self.stopped = dict.fromkeys(keys, 0), False
 
     def stop(self) -> None:
         """Send nothing new, and drop the requests in flight (their answers would not be kept)."""
@@ -86,14 +86,12 @@ class Judge:
 
     def stored_answer(self, path: Path) -> dict[str, Any] | None:
         """A stored answer, or None (a damaged one is named, deleted and asked again)."""
-        try:
+        if not path.is_file():
+            return None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             record = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(record["content"], str) and all(record["usage"][k] >= 0 for k in USAGE_KEYS):
                 return record
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError):
-            pass
         print(f"judge cache: {path} is damaged (not a stored answer); deleted, asking again", file=sys.stderr)
         path.unlink(missing_ok=True)
         return None
@@ -113,12 +111,10 @@ class Judge:
         key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         path = self.cache_dir / f"{key}.json"
         record = self.stored_answer(path)
-        stored = record is not None
-        if not stored and self.stopped:  # a stopped run sends nothing more: its caller has moved on
-            raise RunInterrupted("the judge run was stopped")
-        if not stored:
+        if not (stored := record is not None):
+            if self.stopped:  # a stopped run sends nothing more: its caller has moved on
+                raise RunInterrupted("the judge run was stopped")
             import openai  # a second attempt gets another seed: the same one would repeat the answer
-
             extra = {"max_tokens": MAX_TOKENS, "temperature": cfg.temperature,
                      **({} if cfg.seed is None else {"seed": cfg.seed + attempt})}
             why = None
@@ -133,14 +129,12 @@ class Judge:
             if why:
                 raise JudgeError(f"the judge at {cfg.public_url} {why} (model {cfg.model!r}); check "
                                  f"--judge-url, --judge-model and the key in ${cfg.api_key_env}") from None
-            content = (reply.choices[0].message.content if reply.choices else None) or ""  # none: unparsed
-            content = content[:MAX_ANSWER_CHARS]
+            content = ((reply.choices[0].message.content if reply.choices else None) or "")[:MAX_ANSWER_CHARS]
             if self.stopped:  # arrived after the stop: not kept, so the count the user was told stays true
                 raise RunInterrupted("the judge run was stopped")
-            used = reply.usage
             record = {"model": cfg.model, "messages": messages, "content": content, "usage": {
-                "prompt_tokens": int(getattr(used, "prompt_tokens", 0) or approx_tokens(messages)),
-                "completion_tokens": int(getattr(used, "completion_tokens", 0) or len(content) // 4)}}
+                "prompt_tokens": int(getattr(reply.usage, "prompt_tokens", 0) or approx_tokens(messages)),
+                "completion_tokens": int(getattr(reply.usage, "completion_tokens", 0) or len(content) // 4)}}
             atomic_write_json(path, record)
         prefix, used = "cached_" * stored, record["usage"]
         with self._lock:
@@ -152,7 +146,6 @@ class Judge:
     @cached_property
     def client(self) -> Any:
         import openai
-
         cfg, parts = self.config, urlsplit(self.config.url)
         key, host = os.environ.get(cfg.api_key_env), parts.hostname or ""
         if not key and host not in LOCAL_HOSTS:
@@ -220,10 +213,7 @@ def judge_feature(judge: Judge, contexts: C.InterpretContexts, feature: int, pro
 
 
 def plan(contexts: C.InterpretContexts, features: list[int], protocol: str, model: str, log: Any) -> None:
-    """Print one full prompt, the request count and the cost estimate; nothing is sent."""
-    prompts = []
-    if protocol in ("paper", "both"):
-        prompts += [C.paper_messages(contexts.features[f]) for f in features]
+    prompts = [C.paper_messages(contexts.features[f]) for f in features if protocol in ("paper", "both")]
     for f in features if protocol in ("detection", "both") else []:  # a typical explanation's length
         sample = contexts.detection[f]  # type: ignore[index]
         prompts += [C.explain_messages(sample["explain"]),

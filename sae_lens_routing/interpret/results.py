@@ -73,7 +73,6 @@ def _block(name: str, features: list[FeatureInterpretation]) -> dict[str, Any]:
 
 
 def write_result(result: InterpretationResult, out: str | Path) -> tuple[Path, Path]:
-    """`interpretability.json` and a plot per routed layer: paper categories, mean score, detection."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -111,12 +110,6 @@ def read_result(path: str | Path) -> dict[str, Any]:
     if not isinstance(data.get("features"), dict) or "summary" not in data:
         raise ValueError(f"{path} is not an interpretability.json written by `interpret`")
     return data
-
-
-def explanations_by_feature(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    shown = ("paper", "category", "score", "explanation", "detection", "detection_explanation",
-             "detection_accuracy")
-    return {int(f): {k: v.get(k) for k in shown} for f, v in data["features"].items()}
 
 
 def neuronpedia_explanations(data: dict[str, Any], feature: int, *, model_id: str,

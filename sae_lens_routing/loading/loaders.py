@@ -31,10 +31,8 @@ FILES = (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME)
 def _cfg_problem(cfg: dict[str, Any], cfg_file: Path) -> str | None:
     arch, missing = cfg.get("architecture"), [f for f in ("d_in", "d_sae", "k", "hook_names") if f not in cfg]
     if arch not in SAE_CLASS_REGISTRY:
-        return (
-            f"{cfg_file}: architecture {arch!r} is not registered with SAELens. For routed SAEs run "
-            "`import sae_lens_routing` first (it registers 'routesae')"
-        )
+        return (f"{cfg_file}: architecture {arch!r} is not registered with SAELens. For routed SAEs run "
+                "`import sae_lens_routing` first (it registers 'routesae')")
     if "hook_names" in cfg and arch != ARCHITECTURE:
         return f"{cfg_file}: cfg has hook_names (a routed SAE's) but architecture {arch!r}, not 'routesae'"
     if arch == ARCHITECTURE and missing:
@@ -64,9 +62,7 @@ def read_checked_sae_folder(
             pickled = bad == weights_file and f.read(4).startswith((b"PK\x03\x04", b"\x80"))
         problem = f"{bad} is " + (
             "not a safetensors file: it looks like a torch.save/pickle file, which is never unpickled here"
-            if pickled
-            else f"truncated or corrupted (not a valid file): {e}"
-        )
+            if pickled else f"truncated or corrupted (not a valid file): {e}")
     problem = problem or _cfg_problem(cfg, cfg_file)
     if not problem and weights and cfg["architecture"] == ARCHITECTURE:
         check_route_state_dict(state, cfg["d_in"], cfg["d_sae"], len(cfg["hook_names"]), str(weights_file))
@@ -83,7 +79,6 @@ def read_checked_sae_folder(
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object; errors name the file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -94,7 +89,6 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 
 def read_cfg_json(folder: str | Path) -> dict[str, Any]:
-    """The folder's checked cfg.json."""
     return read_checked_sae_folder(folder, weights=False)[0]
 
 
@@ -105,10 +99,8 @@ def route_sae_disk_loader(
     return read_checked_sae_folder(path, device, cfg_overrides)[:2]  # type: ignore[return-value]
 
 
-def download_hub_files(
-    repo_id: str, folder: str, required: tuple[str, ...], optional: tuple[str, ...] = (), **kwargs: Any
-) -> Path:
-    """The local copy of `folder` of a Hub repo via `snapshot_download` (cache, offline mode, revisions)."""
+def download_hub_files(repo_id: str, folder: str, required: tuple[str, ...], optional: tuple[str, ...] = (),
+                       **kwargs: Any) -> Path:
     prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
     patterns = [prefix + name for name in (*required, *optional)]
     local = Path(snapshot_download(repo_id, allow_patterns=patterns, **kwargs)) / prefix
@@ -122,6 +114,6 @@ def route_sae_huggingface_loader(
     cfg_overrides: dict[str, Any] | None = None, revision: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor | None]:  # fmt: skip
     """SAELens Hugging Face-protocol converter: `SAE.from_pretrained(repo_id, sae_id, converter=...)`."""
-    kwargs = {"force_download": force_download, "revision": revision}
-    local = download_hub_files(repo_id, folder_name, FILES[:2], FILES[2:], **kwargs)
+    local = download_hub_files(repo_id, folder_name, FILES[:2], FILES[2:], force_download=force_download,
+                               revision=revision)
     return read_checked_sae_folder(local, device, cfg_overrides)

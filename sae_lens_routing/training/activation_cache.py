@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import random
@@ -72,8 +71,7 @@ def read_cache_metadata(path: str | Path) -> CacheMetadata:
     why = "does not exist" if missing else f"has no {METADATA_FILENAME} (format_version {FORMAT_VERSION})"
     raise (FileNotFoundError if missing else ValueError)(
         f"cached_activations_path {str(path)!r} {why}: it is not a routed activation cache; build one "
-        "with `python -m sae_lens_routing cache-activations --config run.yaml`"
-    )
+        "with `python -m sae_lens_routing cache-activations --config run.yaml`")
 
 
 def _eval_sequences(cfg: LanguageModelSAERunnerConfig[Any]) -> int:
@@ -84,20 +82,16 @@ def _eval_sequences(cfg: LanguageModelSAERunnerConfig[Any]) -> int:
 def cache_routed_activations(
     model: Any, cfg: LanguageModelSAERunnerConfig[Any], path: str | Path | None = None,
     override_dataset: HfDataset | None = None, n_tokens: int | None = None, model_path: str | None = None,
-    overwrite: bool = False,
-) -> CacheMetadata:  # fmt: skip
+    overwrite: bool = False) -> CacheMetadata:
     """Write routed layers until `n_tokens` non-special tokens (default: training + held-out) are stored."""
     from sae_lens_routing.training.validation import validate_route_run
-    if str(cfg.dtype) not in _STORABLE:
+    if (storage := _STORABLE.get(str(cfg.dtype))) is None:
         raise ValueError(f"dtype must be one of {sorted(_STORABLE)} for an activation cache, got {cfg.dtype}")
     validate_route_run(cfg, model)
     out = Path(path or cfg.cached_activations_path or "")
     atomic.check_replaceable(out, "the cache path", overwrite)
     atomic.remove_stale_temporaries(out.parent, name=out.name)  # hidden partial caches of killed runs
-    storage = _STORABLE[str(cfg.dtype)]
-    live_cfg = copy.copy(cfg)
-    live_cfg.use_cached_activations = False
-    store = MultiLayerActivationsStore.from_route_config(model, live_cfg, override_dataset=override_dataset)
+    store = MultiLayerActivationsStore.from_route_config(model, cfg, override_dataset=override_dataset)
     hooks, ctx, d_in = list(cfg.sae.hook_names), store.training_context_size, cfg.sae.d_in
     special = sorted(int(i) for i in get_special_token_ids(getattr(model, "tokenizer", None)))
     excluded = excluded_token_ids(cfg.exclude_special_tokens, special)
@@ -137,8 +131,7 @@ def cache_routed_activations(
             storage_dtype=storage, context_size=cfg.context_size, seqpos_slice=list(cfg.seqpos_slice),
             training_context_size=ctx, prepend_bos=cfg.prepend_bos, n_sequences=n_rows, n_tokens=n_rows * ctx,
             n_kept_tokens=n_kept, special_token_ids=special, cache_id=random.SystemRandom().getrandbits(62),
-            files=[Path(f["filename"]).name for f in ds.cache_files],
-        )  # fmt: skip
+            files=[Path(f["filename"]).name for f in ds.cache_files])
         del ds
         atomic.atomic_write_text(tmp / METADATA_FILENAME, json.dumps(asdict(meta), indent=2))
     return meta
@@ -150,9 +143,8 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
     read_position: int = 0  # tokens of this rank's training stream consumed (what a checkpoint stores)
 
     @classmethod
-    def from_cache_config(
-        cls, cfg: LanguageModelSAERunnerConfig[Any], model: Any = None, rank: int = 0, world_size: int = 1
-    ) -> CachedMultiLayerActivationsStore:
+    def from_cache_config(cls, cfg: LanguageModelSAERunnerConfig[Any], model: Any = None, rank: int = 0,
+                          world_size: int = 1) -> CachedMultiLayerActivationsStore:
         """This rank's store; refuses a cache made for another run, a damaged one, or one too small."""
         path = str(cfg.cached_activations_path)
         meta = read_cache_metadata(path)
@@ -167,17 +159,14 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
                 d_in=cfg.sae.d_in, total_training_tokens=cfg.training_tokens, normalize_activations="none",
                 device=torch.device(str(cfg.act_store_device)), cached_activations_path=path,
                 exclude_special_tokens=excluded_token_ids(cfg.exclude_special_tokens, meta.special_token_ids),
-                **{name: getattr(cfg, name) for name in SAME_NAMED_FIELDS},
-            )  # fmt: skip
+                **{name: getattr(cfg, name) for name in SAME_NAMED_FIELDS})
             store._hook_names = list(meta.hook_names)
             store._hook_d_ins = dict.fromkeys(meta.hook_names, meta.d_in)
             store.meta = meta
             rows = len(store.cached_activation_dataset or [])
             problem = store.load_problem or (
                 f"holds {rows} sequences but its {METADATA_FILENAME} says {meta.n_sequences}; {_REBUILD}"
-                if rows != meta.n_sequences
-                else store._plan(cfg, rank, world_size)
-            )
+                if rows != meta.n_sequences else store._plan(cfg, rank, world_size))
         if problem:
             raise ValueError(f"the activation cache at {path!r} {problem}")
         return store
@@ -199,26 +188,22 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         """This rank's share of the seeded block order; what is wrong with the cache's size, if anything."""
         assert self.cached_activation_dataset is not None
         n_seq, n_eval = self.meta.n_sequences, _eval_sequences(cfg)
-        n_train = max(0, n_seq - n_eval)
+        n_train, block = max(0, n_seq - n_eval), max(1, cfg.n_batches_in_buffer)
         ids = self.cached_activation_dataset.with_format("numpy", columns=["token_ids"])[:]["token_ids"]
         kept = self._keep(torch.from_numpy(ids).long()).sum(1)
-        block = max(1, cfg.n_batches_in_buffer)
         starts = list(range(0, n_train, block))
         order = torch.randperm(len(starts), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         self.seed = cfg.seed
         self.blocks = [(starts[i], min(starts[i] + block, n_train)) for i in order[rank::world_size]]
         self.block_kept = [int(kept[a:b].sum()) for a, b in self.blocks]
-        self.eval_range = (n_train, n_seq)
-        self.eval_cursor = n_train
+        self.eval_range, self.eval_cursor = (n_train, n_seq), n_train
         available = sum(self.block_kept)
         return None if available >= cfg.training_tokens else (
             f"holds {available} training tokens for rank {rank} of {world_size} (special tokens and {n_eval} "
             f"held-out sequences excluded), fewer than training_tokens={cfg.training_tokens} per rank; "
-            "cache more tokens (cache-activations --tokens) or lower training_tokens"
-        )
+            "cache more tokens (cache-activations --tokens) or lower training_tokens")
 
     def _read_rows(self, start: int, stop: int, shuffle_seed: int | None) -> torch.Tensor:
-        """Rows [start, stop) -> [kept tokens, L, d_in] in the store's dtype and device, maybe shuffled."""
         rows = self.cached_activation_dataset[start:stop]
         idx = self._keep(torch.from_numpy(rows["token_ids"]).long().reshape(-1)).nonzero().squeeze(1)
         if shuffle_seed is not None:
@@ -232,7 +217,6 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         return out.to(self.device)
 
     def get_data_loader(self) -> Iterator[torch.Tensor]:
-        """Training batches from token `read_position` of this rank's stream."""
         batch, skip = self.train_batch_size_tokens, self.read_position
         pending: torch.Tensor | None = None
         for (a, b), n_kept in zip(self.blocks, self.block_kept, strict=True):
@@ -248,7 +232,6 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
                 yield out
 
     def get_multi_layer_llm_batch(self, raise_on_epoch_end: bool = False) -> torch.Tensor:
-        """One evaluation batch: the next store_batch_size_prompts held-out sequences, cycling."""
         start, end = self.eval_range
         stop = min(self.eval_cursor + self.store_batch_size_prompts, end)
         acts = self._read_rows(self.eval_cursor, stop, None)
@@ -265,9 +248,8 @@ class CachedMultiLayerActivationsStore(MultiLayerActivationsStore):
         if int(state.get("cache_id", -1)) != self.meta.cache_id:
             raise ValueError(
                 f"{file_path} was trained from another activation cache than {self.cached_activations_path!r}"
-                if "cache_id" in state
-                else f"{file_path} was written by a run that did not read an activation cache; resume it "
-                "with use_cached_activations: false"
-            )
+                if "cache_id" in state else
+                f"{file_path} was written by a run that did not read an activation cache; resume it with "
+                "use_cached_activations: false")
         self.read_position = int(state["cache_read_position"])
         self._dataloader = None

@@ -19,8 +19,7 @@ MAX_EMPTY_BATCHES = 100  # batches in a row with no token left after exclusion b
 SAME_NAMED_FIELDS = tuple(  # `ActivationsStore.from_config_multi_hook` arguments named as config fields
     "streaming context_size n_batches_in_buffer store_batch_size_prompts train_batch_size_tokens prepend_bos "
     "dtype model_kwargs autocast_lm dataset_trust_remote_code seqpos_slice disable_concat_sequences "
-    "sequence_separator_token activations_mixing_fraction use_chat_formatting".split()
-)
+    "sequence_separator_token activations_mixing_fraction use_chat_formatting".split())
 
 
 class MultiLayerActivationsStore(ActivationsStore):
@@ -29,11 +28,8 @@ class MultiLayerActivationsStore(ActivationsStore):
     compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # replaces run_with_cache
 
     @classmethod
-    def from_route_config(
-        cls, model: HookedRootModule, cfg: LanguageModelSAERunnerConfig[Any],
-        override_dataset: HfDataset | None = None,
-    ) -> MultiLayerActivationsStore:  # fmt: skip
-        """The multi-layer analogue of `ActivationsStore.from_config` for a `RouteTrainingSAEConfig` run."""
+    def from_route_config(cls, model: HookedRootModule, cfg: LanguageModelSAERunnerConfig[Any],
+                          override_dataset: HfDataset | None = None) -> MultiLayerActivationsStore:
         hook_names = list(cfg.sae.hook_names)
         if override_dataset is None and not cfg.dataset_path:
             raise ValueError("dataset_path must be set (or pass override_dataset)")
@@ -46,8 +42,7 @@ class MultiLayerActivationsStore(ActivationsStore):
         store = cls.from_config_multi_hook(
             model, dataset=dataset, hook_names=hook_names, hook_d_ins=dict.fromkeys(hook_names, cfg.sae.d_in),
             total_training_tokens=cfg.training_tokens, device=device, exclude_special_tokens=special,
-            **{name: getattr(cfg, name) for name in SAME_NAMED_FIELDS},
-        )  # fmt: skip
+            **{name: getattr(cfg, name) for name in SAME_NAMED_FIELDS})
         assert isinstance(store, MultiLayerActivationsStore)
         if cfg.compile_llm and supports_compiled_forward(model, hook_names, cfg.model_kwargs):
             store.compiled_forward = compiled_resid_post_forward(model, hook_names, cfg.llm_compilation_mode)
@@ -65,7 +60,6 @@ class MultiLayerActivationsStore(ActivationsStore):
 
     @torch.no_grad()
     def get_multi_layer_activations(self, batch_tokens: torch.Tensor) -> torch.Tensor:
-        """Activations [batch, context, L, d_in] of the routed hooks, in the store's dtype and device."""
         if self.compiled_forward is not None:
             with torch.autocast(batch_tokens.device.type, dtype=torch.bfloat16, enabled=self.autocast_lm):
                 acts = self.compiled_forward(batch_tokens)
@@ -74,7 +68,6 @@ class MultiLayerActivationsStore(ActivationsStore):
         return torch.stack([by_hook[h].to(self.device, self.dtype) for h in self._hook_names], dim=-2)
 
     def get_multi_layer_llm_batch(self, raise_on_epoch_end: bool = False) -> torch.Tensor:
-        """One batch of prompts -> [n_tokens, L, d_in], special tokens (BOS, padding...) removed."""
         batch_tokens = self.get_batch_tokens(raise_at_epoch_end=raise_on_epoch_end)
         acts = self.get_multi_layer_activations(batch_tokens).flatten(0, 1)
         if self.exclude_special_tokens is None:
@@ -96,11 +89,9 @@ class MultiLayerActivationsStore(ActivationsStore):
                     f"{empty} batches of prompts in a row had no token left after exclude_special_tokens "
                     f"(context_size={self.context_size}, prepend_bos={self.prepend_bos}, seqpos_slice="
                     f"{tuple(self.seqpos_slice)}); raise context_size, set prepend_bos: false or "
-                    "exclude_special_tokens: false"
-                    if empty
-                    else f"the model produced NaN or Inf activations at the routed hooks {self._hook_names}; "
-                    "check the model dtype (float16 overflows) and inputs"
-                )
+                    "exclude_special_tokens: false" if empty else
+                    f"the model produced NaN or Inf activations at the routed hooks {self._hook_names}; "
+                    "check the model dtype (float16 overflows) and inputs")
             yield acts
 
     def get_data_loader(self) -> Iterator[torch.Tensor]:
@@ -110,9 +101,8 @@ class MultiLayerActivationsStore(ActivationsStore):
         return mixing_buffer(buffer_size, self.train_batch_size_tokens, batches, mix_fraction=mix)
 
 
-def excluded_token_ids(
-    exclude: bool | list[int], special_ids: list[int], device: torch.device | str = "cpu"
-) -> torch.Tensor | None:
+def excluded_token_ids(exclude: bool | list[int], special_ids: list[int],
+                       device: torch.device | str = "cpu") -> torch.Tensor | None:
     """SAELens's `exclude_special_tokens` rule: True -> `special_ids` (the tokenizer's); a list -> its ids."""
     ids = special_ids if exclude is True else exclude or []
     return torch.tensor(sorted(int(i) for i in ids), dtype=torch.long, device=device) if ids else None

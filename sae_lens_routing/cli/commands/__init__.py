@@ -1,1 +1,0 @@
-"""CLI commands, one module each (see `sae_lens_routing.cli.main`)."""

@@ -45,13 +45,15 @@ def add_sae_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device, default="cpu", help="torch device for the SAE and the model")
 
 
-def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
+def load_sae_and_model(args: argparse.Namespace, with_model: bool = True) -> tuple[Any, Any]:
     """The SAE, then its model loaded as it was trained (so SAELens's kwargs warning is moot)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\s*This SAE has non-empty model_from_pretrained_kwargs")
         sae = load_route_sae(args.sae, args.sae_id, device=args.device)
     if sae.cfg.architecture() != "routesae":
         raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
+    if not with_model:
+        return sae, None
     meta, model, model_path = sae.cfg.metadata, None, args.model_path or sae.cfg.metadata.model_path
     if is_bridge_class(meta.model_class_name):
         model = load_bridge(meta.model_name, model_path, device=args.device)
@@ -61,10 +63,9 @@ def load_sae_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
         kwargs = {"device": args.device, "model_from_pretrained_kwargs": meta.model_from_pretrained_kwargs}
         with suppress(ValueError, OSError):
             model = load_model("HookedTransformer", meta.model_name, **kwargs)
-    if model is None:
+    if model is None or sae.cfg.d_in != model.cfg.d_model:
         raise ValueError(f"the SAE records no model_path and its model_name {meta.model_name!r} cannot be "
-                         "loaded here; pass --model-path (a GGUF file, a Hugging Face folder or 'smollm2')")
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise ValueError(f"--sae has d_in={sae.cfg.d_in} but the model has d_model={model.cfg.d_model}: pass "
-                         "the --model-path it was trained on")
+                         "loaded here; pass --model-path (a GGUF file, a Hugging Face folder or 'smollm2')"
+                         if model is None else f"--sae has d_in={sae.cfg.d_in} but the model has d_model="
+                         f"{model.cfg.d_model}: pass the --model-path it was trained on")
     return sae, model

@@ -22,7 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.training.activation_cache import cache_routed_activations
-
     # This command writes the cache; it reads none. A sweep's variants share one stream: its base config.
     data = {k: v for k, v in read_config(args.config, args.set).items() if k != "sweep"}
     out = args.out or data.get("cached_activations_path")

@@ -44,12 +44,13 @@ def compute(args: argparse.Namespace) -> tuple[report.DashboardData, dict[str, A
 def check_output_files(args: argparse.Namespace, *flags: str) -> None:
     """Each output a file path of its own, new or (with --overwrite) replaced: refused before any work."""
     named = [(f"--{f}", Path(getattr(args, f)).resolve()) for f in flags if getattr(args, f)]
-    if same := [f"{a} and {b}" for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]:
-        raise ValueError(f"{same[0]} name the same file; give each output its own path")
-    for flag, path in named:
-        if path.is_dir() or (path.exists() and not args.overwrite):
-            what = "a folder; give a file path" if path.is_dir() else "an existing file; pass --overwrite"
-            raise FileExistsError(f"{flag}={str(path)!r} is {what} (or choose another path)")
+    same = [f"{a} and {b} name the same file; give each output its own path"
+            for i, (a, pa) in enumerate(named) for b, pb in named[i + 1 :] if pa == pb]
+    taken = [f"{flag}={str(path)!r} is " + ("a folder; give a file path" if path.is_dir() else
+             "an existing file; pass --overwrite") + " (or choose another path)"
+             for flag, path in named if path.is_dir() or (path.exists() and not args.overwrite)]
+    if same or taken:
+        raise (ValueError if same else FileExistsError)((same + taken)[0])
 
 
 def run(args: argparse.Namespace) -> int:

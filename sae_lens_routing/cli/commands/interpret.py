@@ -31,21 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.interpret import JudgeConfig, interpret_features
-    from sae_lens_routing.loading.releases import load_route_sae
     from sae_lens_routing.offline.corpus import corpus_tokens
-
     judge = JudgeConfig(args.judge_url, args.judge_model, args.api_key_env, timeout_s=args.judge_timeout,
                         seed=args.seed)
     if not args.dry_run:  # refused before the model loads; a dry run writes nothing, so protects nothing
         claim_folder(args.out, OUTPUTS, create=False)
-    model = tokens = None
-    if args.contexts is None:  # one routed pass over the corpus, on the model the SAE was trained on
-        sae, model = load_sae_and_model(args)
-        tokens = corpus_tokens(model, "bbcnews", N_SEQUENCES, CONTEXT_SIZE)
-    else:  # the contexts are given: the SAE only names the routed layers
-        sae = load_route_sae(args.sae, args.sae_id)
-        if sae.cfg.architecture() != "routesae":
-            raise ValueError(f"--sae must be a RouteSAE, got architecture {sae.cfg.architecture()!r}")
+    # Given contexts, the SAE only names the routed layers; else one routed pass over the corpus, on its model
+    sae, model = load_sae_and_model(args, with_model=args.contexts is None)
+    tokens = None if model is None else corpus_tokens(model, "bbcnews", N_SEQUENCES, CONTEXT_SIZE)
     if not args.dry_run:
         claim_folder(args.out, OUTPUTS)
     interpret_features(sae, model, judge=judge, out=args.out, tokens=tokens, contexts=args.contexts,

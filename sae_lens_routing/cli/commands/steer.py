@@ -32,12 +32,13 @@ def run(args: argparse.Namespace) -> int:
         twice = sorted({i for i, _ in args.feature if [j for j, _ in args.feature].count(i) > 1})
         raise ValueError(f"--feature gives latent {twice} more than once; give each latent one value")
     sae, model = _common.load_sae_and_model(args)
-    if out_of_range := [i for i in features if i >= sae.cfg.d_sae]:
-        raise ValueError(f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae}")
+    out_of_range = [i for i in features if i >= sae.cfg.d_sae]
     limit = min(MAX_PROMPT_TOKENS, int(model.cfg.n_ctx))  # the model's context, if shorter
-    if (n := model.to_tokens(args.prompt, truncate=False).shape[-1]) > limit:
-        raise ValueError(f"--prompt is {n} tokens; steer takes at most {limit} (the model's context or "
-                         f"{MAX_PROMPT_TOKENS}: it reruns the whole prompt for every new token): shorten it")
+    if out_of_range or (n := model.to_tokens(args.prompt, truncate=False).shape[-1]) > limit:
+        raise ValueError(
+            f"--feature index {out_of_range} out of range: this SAE has d_sae={sae.cfg.d_sae}" if out_of_range
+            else f"--prompt is {n} tokens; steer takes at most {limit} (the model's context or "
+            f"{MAX_PROMPT_TOKENS}: it reruns the whole prompt for every new token): shorten it")
     options = {"mode": args.mode, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     result = steer(model, sae, args.prompt, features, **options)
     print(f"prompt:     {result.prompt!r}\nunsteered:  {result.unsteered!r}")

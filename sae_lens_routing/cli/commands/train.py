@@ -25,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     data = read_config(args.config, args.set)
     if "sweep" in data:
         from sae_lens_routing.training.sweep import train_sweep_from_config
-
         _, summary = train_sweep_from_config(data, overwrite=args.overwrite)
         print("\n".join(f"[{name}]\n{format_summary(s)}" for name, s in summary.items()))
     else:  # the runner prints the summary

@@ -24,7 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sae_lens_routing.hub import upload_route_sae
-
     text, shares, metrics, problems = args.metrics, None, None, []
     try:
         shares = args.routing_shares and [float(x) for x in args.routing_shares.split(",")]
