@@ -12,7 +12,7 @@ from sae_lens_routing.offline.corpus import corpus_tokens
 
 OUTPUTS = ("eval.json", "routing_share.png", "feature_contexts.json")
 HELP = "Evaluate a RouteSAE (NormMSE, FVU, L0, CE recovered, KL, routing share) and count its features."
-SHOWN = """reconstruction_quality/normalized_mse reconstruction_quality/fvu sparsity/l0
+SHOWN = """reconstruction_quality/normalized_mse reconstruction_quality/explained_variance sparsity/l0
 sparsity/latents_silent_on_eval model_performance_preservation/ce_loss_score features/n_counted
 model_performance_preservation/delta_ce model_behavior_preservation/kl_div_with_sae features/threshold
 model_behavior_preservation/kl_div_with_sae_official_batchmean features/tokens_read""".split()  # printed
