@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -148,7 +148,7 @@ class RoutedModelView:
     def hook_dict(self) -> dict[str, Any]:
         return {**self.model.hook_dict, self.hook_name: self.hook_point}
 
-    @property
+    @cached_property  # sae-dashboard reads it once per feature batch: folded once
     def W_U(self) -> torch.Tensor:
         gain = getattr(getattr(self.model, "ln_final", None), "w", None)  # None: folded, or no final norm
         return self.model.W_U if gain is None else gain.to(self.model.W_U.dtype)[:, None] * self.model.W_U
